@@ -1,0 +1,27 @@
+//! Compiles `proto/govshare/v1/*.proto` with the pure-Rust `protox` compiler,
+//! so no system `protoc` is needed, then generates prost messages and tonic
+//! services. The descriptor set is kept for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = PathBuf::from("proto/govshare/v1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    files.sort();
+    println!("cargo:rerun-if-changed=proto");
+
+    let fds = protox::compile(&files, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("govshare_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        // BTreeMap keeps encoding deterministic, which the audit log hashes.
+        .btree_map(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! One place that reads the wall clock, so every timestamp agrees.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+pub fn from_timestamp(ts: &prost_types::Timestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32)
+}

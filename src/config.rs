@@ -1,0 +1,83 @@
+//! Gateway configuration: a TOML file, with command-line overrides. Every
+//! field has a default so `govshare serve` runs with no file at all.
+
+use crate::audit::AuditOptions;
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Written into every audit entry.
+    pub node_id: String,
+    /// `iss` of the tokens this gateway signs and accepts.
+    pub issuer: String,
+    /// `aud` the tokens must carry.
+    pub audience: String,
+    /// Residents in the generated demo district loaded on first start (0: none).
+    pub demo_persons: usize,
+    pub demo_seed: u64,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    pub segment_bytes: u64,
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".parse().expect("literal address"),
+            data_dir: PathBuf::from("govshare-data"),
+            node_id: "node-1".into(),
+            issuer: "govshare".into(),
+            audience: "govshare".into(),
+            demo_persons: 50_000,
+            demo_seed: 20_261_122,
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        let d = AuditOptions::default();
+        Self {
+            segment_bytes: d.segment_bytes,
+            max_batch: d.max_batch,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn audit_options(&self) -> AuditOptions {
+        AuditOptions {
+            node: self.node_id.clone(),
+            segment_bytes: self.audit.segment_bytes.max(1),
+            max_batch: self.audit.max_batch.max(1),
+        }
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.data_dir.join("pki")
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
+    }
+}

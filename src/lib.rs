@@ -1,0 +1,25 @@
+//! govshare — a cross-department data-sharing gateway: collect once, use
+//! many times. See README.md and `../shared/design/`.
+//!
+//! Every data RPC goes through [`pipeline`]: authenticate → authorize →
+//! fetch → mask → audit → respond.
+
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod bootstrap;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod geo;
+pub mod mask;
+pub mod pipeline;
+pub mod pki;
+pub mod proto;
+pub mod records;
+pub mod server;
+pub mod services;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,144 @@
+//! The `govshare` command line.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use govshare::config::Config;
+use govshare::{bootstrap, pki::Pki, store::Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "govshare",
+    version,
+    about = "Cross-department data-sharing gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. With no arguments: the embedded default on
+    /// 127.0.0.1:50051 with ./govshare-data (dev PKI and demo data on first start).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Residents in the demo district loaded on first start (0: none).
+        #[arg(long)]
+        demo_persons: Option<usize>,
+    },
+    /// Generate the demo district into a data directory's store.
+    DemoData {
+        #[arg(long, default_value = "govshare-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 50_000)]
+        persons: usize,
+        #[arg(long, default_value_t = Config::default().demo_seed)]
+        seed: u64,
+    },
+    /// The dev PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a CA and a server certificate for localhost.
+    Init {
+        #[arg(long, default_value = "govshare-data/pki")]
+        dir: PathBuf,
+    },
+    /// Issue a client certificate signed by the dev CA (<name>.pem, <name>.key).
+    IssueClient {
+        #[arg(long, default_value = "govshare-data/pki")]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            demo_persons,
+        } => {
+            let mut cfg = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            cfg.listen = listen.unwrap_or(cfg.listen);
+            cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
+            cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);
+            govshare::server::run(cfg, shutdown_signal()).await
+        }
+        Command::DemoData {
+            data_dir,
+            persons,
+            seed,
+        } => {
+            let store = Store::open(
+                &Config {
+                    data_dir,
+                    ..Config::default()
+                }
+                .store_dir(),
+            )?;
+            println!("{}", bootstrap::load_demo(&store, seed, persons)?);
+            store.sync()
+        }
+        Command::Pki {
+            command: PkiCommand::Init { dir },
+        } => {
+            Pki::at(&dir).init()?;
+            println!(
+                "created ca.pem, ca.key, server.pem, server.key in {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Pki {
+            command: PkiCommand::IssueClient { dir, name },
+        } => {
+            let cert = Pki::at(&dir).issue_client(&name)?;
+            println!(
+                "wrote {name}.pem and {name}.key in {}; thumbprint (cnf.x5t#S256): {}",
+                dir.display(),
+                govshare::auth::token::thumbprint(&cert.der)
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,238 @@
+//! GridService (网格): grids, grid workers, the region tree, and locating
+//! the grid that contains a point.
+
+use super::common::{self, get_one, plan_listing, stream_pages};
+use crate::authz::Denial;
+use crate::catalog::Dataset;
+use crate::domain::RegionCode;
+use crate::geo::GridLocator;
+use crate::pipeline::Pipeline;
+use crate::proto::grid_service_server::GridService;
+use crate::proto::{
+    AuditQuery, GetGridRequest, GetGridResponse, GetRegionTreeRequest, GetRegionTreeResponse, Grid,
+    GridPage, GridWorker, ListGridWorkersRequest, ListGridWorkersResponse, ListGridsRequest,
+    LocateGridRequest, LocateGridResponse, Operation, RegionNode,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+pub struct GridApi {
+    pub pipeline: Arc<Pipeline>,
+    pub locator: Arc<GridLocator>,
+}
+
+/// Most grid workers returned for one grid.
+const MAX_WORKERS: usize = 1000;
+
+#[tonic::async_trait]
+impl GridService for GridApi {
+    async fn get_grid(
+        &self,
+        req: Request<GetGridRequest>,
+    ) -> Result<Response<GetGridResponse>, Status> {
+        let r = req.get_ref();
+        let (grid, receipt) = get_one::<Grid, _>(
+            &self.pipeline,
+            &req,
+            r.context.as_ref(),
+            "/govshare.v1.GridService/GetGrid",
+            &r.grid_code,
+        )
+        .await?;
+        Ok(Response::new(GetGridResponse {
+            grid: Some(grid),
+            receipt: Some(receipt),
+        }))
+    }
+
+    type ListGridsStream = ReceiverStream<Result<GridPage, Status>>;
+
+    async fn list_grids(
+        &self,
+        req: Request<ListGridsRequest>,
+    ) -> Result<Response<Self::ListGridsStream>, Status> {
+        let r = req.get_ref();
+        let query = AuditQuery {
+            region: r.region_prefix.clone(),
+            page_token: r.page_token.clone(),
+            page_size: r.page_size,
+            ..Default::default()
+        };
+        let spec = common::spec(
+            "/govshare.v1.GridService/ListGrids",
+            Dataset::Grid,
+            Operation::List,
+            query,
+        );
+        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        let listing = plan_listing(&adm, &r.region_prefix, r.page_size, &r.page_token).await?;
+        let stream = stream_pages(
+            adm,
+            listing,
+            |_: &Grid| true,
+            |grids, next_page_token, receipt| GridPage {
+                grids,
+                next_page_token,
+                receipt: Some(receipt),
+            },
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn locate_grid(
+        &self,
+        req: Request<LocateGridRequest>,
+    ) -> Result<Response<LocateGridResponse>, Status> {
+        let r = req.get_ref();
+        let query = AuditQuery {
+            filter: format!("lon={},lat={}", r.lon, r.lat),
+            ..Default::default()
+        };
+        let spec = common::spec(
+            "/govshare.v1.GridService/LocateGrid",
+            Dataset::Grid,
+            Operation::Get,
+            query,
+        );
+        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        if !(r.lon.is_finite()
+            && r.lat.is_finite()
+            && (-180.0..=180.0).contains(&r.lon)
+            && (-90.0..=90.0).contains(&r.lat))
+        {
+            let d = Denial::new(
+                "INVALID_ARGUMENT",
+                "lon must be in [-180, 180] and lat in [-90, 90] degrees",
+            );
+            return Err(adm.refuse(Code::InvalidArgument, d).await);
+        }
+        let candidates = self.locator.locate(r.lon, r.lat);
+        let masked = adm.get::<Grid>(&candidates)?;
+        let (mut grids, _, receipt) = adm.release(masked).await?.into_parts();
+        if grids.is_empty() {
+            return Err(Status::not_found(
+                "no grid visible to your department contains this point",
+            ));
+        }
+        Ok(Response::new(LocateGridResponse {
+            grid: Some(grids.swap_remove(0)),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn list_grid_workers(
+        &self,
+        req: Request<ListGridWorkersRequest>,
+    ) -> Result<Response<ListGridWorkersResponse>, Status> {
+        let r = req.get_ref();
+        let query = AuditQuery {
+            region: r.grid_code.clone(),
+            ..Default::default()
+        };
+        let spec = common::spec(
+            "/govshare.v1.GridService/ListGridWorkers",
+            Dataset::Grid,
+            Operation::List,
+            query,
+        );
+        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        if let Err(e) = RegionCode::parse_grid(&r.grid_code) {
+            let d = Denial::new("INVALID_ARGUMENT", format!("grid_code: {e}"));
+            return Err(adm.refuse(Code::InvalidArgument, d).await);
+        }
+        let listing = plan_listing(&adm, &r.grid_code, 0, "").await?;
+        let (masked, _) = adm.scan::<GridWorker>(
+            &listing.prefixes,
+            None,
+            MAX_WORKERS.min(listing.total),
+            |_| true,
+        )?;
+        let (workers, _, receipt) = adm.release(masked).await?.into_parts();
+        Ok(Response::new(ListGridWorkersResponse {
+            workers,
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn get_region_tree(
+        &self,
+        req: Request<GetRegionTreeRequest>,
+    ) -> Result<Response<GetRegionTreeResponse>, Status> {
+        let r = req.get_ref();
+        let query = AuditQuery {
+            region: r.root_code.clone(),
+            ..Default::default()
+        };
+        let spec = common::spec(
+            "/govshare.v1.GridService/GetRegionTree",
+            Dataset::Grid,
+            Operation::List,
+            query,
+        );
+        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        if !r.root_code.is_empty() {
+            if let Err(e) = RegionCode::parse(&r.root_code) {
+                let d = Denial::new("INVALID_ARGUMENT", format!("root_code: {e}"));
+                return Err(adm.refuse(Code::InvalidArgument, d).await);
+            }
+        }
+        let masked = adm.region_tree(&r.root_code)?;
+        let (nodes, _, receipt) = adm.release(masked).await?.into_parts();
+        Ok(Response::new(GetRegionTreeResponse {
+            roots: nest(nodes),
+            receipt: Some(receipt),
+        }))
+    }
+}
+
+/// Nests flat nodes under their parents; nodes whose parent is absent are roots.
+fn nest(nodes: Vec<RegionNode>) -> Vec<RegionNode> {
+    let mut by_code: BTreeMap<String, RegionNode> =
+        nodes.into_iter().map(|n| (n.code.clone(), n)).collect();
+    let mut codes: Vec<String> = by_code.keys().cloned().collect();
+    // Deepest first, so each node is complete before it moves into its parent.
+    codes.sort_by(|a, b| b.len().cmp(&a.len()).then(b.cmp(a)));
+    let mut roots = Vec::new();
+    for code in codes {
+        let node = by_code.remove(&code).expect("present");
+        match by_code.get_mut(&node.parent_code) {
+            Some(parent) => parent.children.insert(0, node),
+            None => roots.insert(0, node),
+        }
+    }
+    roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nests_by_parent_in_code_order() {
+        let n = |code: &str, parent: &str| RegionNode {
+            code: code.into(),
+            parent_code: parent.into(),
+            ..Default::default()
+        };
+        let roots = nest(vec![
+            n("310115004001", "310115004"),
+            n("310115", ""),
+            n("310115004", "310115"),
+            n("310115004002", "310115004"),
+            n("310115004001001", "310115004001"),
+        ]);
+        assert_eq!(roots.len(), 1);
+        let street = &roots[0].children[0];
+        assert_eq!(
+            street
+                .children
+                .iter()
+                .map(|c| c.code.as_str())
+                .collect::<Vec<_>>(),
+            ["310115004001", "310115004002"]
+        );
+        assert_eq!(street.children[0].children[0].code, "310115004001001");
+    }
+}

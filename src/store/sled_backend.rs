@@ -1,0 +1,102 @@
+//! The embedded default backend: one sled database in the data directory.
+
+use super::{Backend, IndexedWrite};
+use anyhow::{Context, Result};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::ops::Bound;
+use std::path::Path;
+
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .open()
+            .with_context(|| format!("opening the sled store at {}", dir.display()))?;
+        Ok(Self { db })
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree> {
+        self.db
+            .open_tree(name)
+            .with_context(|| format!("opening tree {name}"))
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tree(tree)?.insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<()> {
+        self.tree(tree)?.remove(key)?;
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.tree(tree)?;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::new();
+        for item in tree.range((start, Bound::Unbounded)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn upsert_indexed(
+        &self,
+        tree: &str,
+        index: &str,
+        key: &[u8],
+        update: &mut dyn FnMut(Option<&[u8]>) -> Result<IndexedWrite>,
+    ) -> Result<()> {
+        let records = self.tree(tree)?;
+        let idx = self.tree(index)?;
+        // sled may retry the closure on conflict, and wants it to be `Fn`.
+        let update = std::cell::RefCell::new(update);
+        (&records, &idx)
+            .transaction(|(r, i)| {
+                let old = r.get(key)?;
+                let w = (update.borrow_mut())(old.as_deref())
+                    .map_err(ConflictableTransactionError::Abort)?;
+                if let Some(o) = &w.old_index {
+                    i.remove(o.as_slice())?;
+                }
+                i.insert(w.new_index.as_slice(), &[][..])?;
+                r.insert(key, w.value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => anyhow::Error::from(e).context("sled transaction"),
+            })
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
