@@ -221,9 +221,10 @@ pub fn generate(seed: u64, persons: usize) -> District {
     let mut used = HashSet::new();
     let today = NaiveDate::from_ymd_opt(2026, 1, 1).expect("date");
     let mut household = 0usize;
+    let per_grid = persons.div_ceil(grid_codes.len()).max(1);
     while d.persons.len() < persons {
         let (grid, street_word) =
-            &grid_codes[(d.persons.len() / PERSONS_PER_GRID).min(grid_codes.len() - 1)];
+            &grid_codes[(d.persons.len() / per_grid).min(grid_codes.len() - 1)];
         household += 1;
         let size = *[1, 2, 2, 2, 3, 3, 3, 4, 4, 2].choose(&mut rng).unwrap();
         let floating = rng.gen_bool(0.1);
@@ -436,6 +437,16 @@ mod tests {
                 .filter(|r| r.level == RegionLevel::Street as i32)
                 .count()
                 >= 2
+        );
+        let small = generate(7, 1500);
+        let street = small.first_street();
+        let outside = small
+            .persons
+            .iter()
+            .filter(|p| !p.residence_grid.as_ref().unwrap().starts_with(street));
+        assert!(
+            outside.count() > 300,
+            "residents live in every street, not only the first"
         );
         for p in &a.persons {
             validate::person(p.clone()).unwrap_or_else(|e| panic!("{e}: {p:?}"));

@@ -52,6 +52,9 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             .and_then(|n| n.strip_suffix(".seg"))
             .and_then(|n| n.parse::<u64>().ok());
         if let Some(first) = first {
+            if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                bail!("audit segment {} is not a regular file", path.display());
+            }
             out.push((first, path));
         }
     }
@@ -138,9 +141,9 @@ impl SegmentWriter {
         self.next_index
     }
 
-    /// Appends framed entries `count` long and makes them durable. On failure
+    /// Appends `count` framed entries and makes them durable. On failure
     /// nothing is acknowledged and the segment is cut back to its last
-    /// durable length, so the next attempt starts clean.
+    /// durable length; the next attempt opens a new segment.
     pub fn append(&mut self, frames: &[u8], count: u64) -> std::io::Result<()> {
         if self.file.is_some() && self.len >= self.max_bytes {
             if let Some(old) = self.file.take() {
@@ -148,8 +151,11 @@ impl SegmentWriter {
             }
         }
         if self.file.is_none() {
+            // No acknowledged entry can be in a segment named after the next
+            // index, so whatever a failed attempt left there is discarded.
             let path = segment_path(&self.dir, self.next_index);
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            file.set_len(0)?;
             File::open(&self.dir)?.sync_all()?;
             self.file = Some(file);
             self.len = 0;
@@ -163,7 +169,11 @@ impl SegmentWriter {
                 Ok(())
             }
             Err(e) => {
+                // Cut back what this batch may have written, and start the
+                // next batch in a fresh segment: the device under this one
+                // may be gone or full.
                 let _ = file.set_len(self.len);
+                self.file = None;
                 Err(e)
             }
         }

@@ -103,12 +103,15 @@ impl KeyRing {
                 x5t_s256: cert_thumbprint.into(),
             },
         };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Signs `claims` with the current key, naming it in `kid`.
+    pub fn sign(&self, claims: &Claims) -> Result<String> {
         let current = self.current.read().expect("key lock");
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(current.0.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &current.1).context("signing a token")?;
-        Ok((token, claims))
+        jsonwebtoken::encode(&header, claims, &current.1).context("signing a token")
     }
 
     /// Verifies signature, algorithm, issuer, audience and validity times.

@@ -1,0 +1,176 @@
+//! Test harness: runs the real `govshare` binary on 127.0.0.1 with an
+//! ephemeral port and a temp data dir, and talks to it over TLS gRPC with
+//! the dev PKI's client certificates and tokens.
+
+#![allow(dead_code)]
+
+use govshare::proto::{AuditEntry, PullContext};
+use prost::Message;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Residents in the test district: small enough to start in a second, large
+/// enough for two streets with people in both.
+pub const TEST_PERSONS: usize = 1500;
+pub const SEED: u64 = 20_261_122;
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway on a fresh temp data dir. `extra` is appended to the
+    /// config file (TOML).
+    pub fn start(extra: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut g = Self::start_in(&dir, extra);
+        g._tmp = Some(tmp);
+        g
+    }
+
+    /// Starts (or restarts) a gateway on `dir`.
+    pub fn start_in(dir: &Path, extra: &str) -> Self {
+        let config = dir.join("govshare.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawning govshare");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "govshare exited before listening; see {}/server.log",
+                        dir.display()
+                    )
+                })
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("govshare listening on ") {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn pki(&self, file: &str) -> PathBuf {
+        self.dir.join("pki").join(file)
+    }
+
+    pub fn token(&self, identity: &str) -> String {
+        std::fs::read_to_string(self.pki(&format!("{identity}.token"))).unwrap()
+    }
+
+    /// A TLS channel presenting `identity`'s client certificate.
+    pub async fn channel(&self, identity: &str) -> Channel {
+        self.channel_with_cert(identity).await
+    }
+
+    pub async fn channel_with_cert(&self, cert_identity: &str) -> Channel {
+        let read = |f: &str| std::fs::read(self.pki(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+            .identity(Identity::from_pem(
+                read(&format!("{cert_identity}.pem")),
+                read(&format!("{cert_identity}.key")),
+            ))
+            .domain_name("localhost");
+        Endpoint::from_shared(format!("https://{}", self.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connecting over TLS")
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGKILL: the process dies wherever it is.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Every audit entry on disk, in order (a torn tail is ignored).
+    pub fn audit_entries(&self) -> Vec<(Vec<u8>, AuditEntry)> {
+        govshare::audit::segment::read_all(&self.dir.join("audit"))
+            .unwrap()
+            .into_iter()
+            .map(|b| {
+                let e = AuditEntry::decode(b.as_slice()).unwrap();
+                (b, e)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A request with a bearer token.
+pub fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    r
+}
+
+pub fn ctx(purpose: &str) -> Option<PullContext> {
+    Some(PullContext {
+        purpose: purpose.into(),
+        case_id: "CASE-2026-0001".into(),
+        operator: "clerk-7".into(),
+    })
+}
+
+/// The district every test gateway loads.
+pub fn district() -> govshare::demo::District {
+    govshare::demo::generate(SEED, TEST_PERSONS)
+}

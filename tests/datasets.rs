@@ -1,0 +1,313 @@
+//! Legal entities and grids through the same pipeline: row scope, field
+//! plans, search filters, the region tree, LocateGrid and grid publishing.
+
+mod common;
+
+use common::{Gateway, ctx, district, req};
+use govshare::proto::grid_service_client::GridServiceClient;
+use govshare::proto::legal_entity_service_client::LegalEntityServiceClient;
+use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::upsert_grids_request::Item;
+use govshare::proto::{
+    EntityStatus, GetEntityRequest, GetGridRequest, GetRegionTreeRequest, Grid, LinearRing,
+    ListGridWorkersRequest, LocateGridRequest, Polygon, Position, RegionLevel,
+    SearchEntitiesRequest, UpsertGridsRequest,
+};
+use tonic::Code;
+
+fn centre(g: &Grid) -> (f64, f64) {
+    let pts = &g.boundary.as_ref().unwrap().rings[0].points;
+    let n = pts.len() as f64;
+    (
+        pts.iter().map(|p| p.lon).sum::<f64>() / n,
+        pts.iter().map(|p| p.lat).sum::<f64>() / n,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn street_office_sees_its_street_of_the_grid_dataset_only() {
+    let gw = Gateway::start("");
+    let d = district();
+    let street = d.first_street().to_string();
+    let token = gw.token("street-office");
+    let mut grids = GridServiceClient::new(gw.channel("street-office").await);
+    let c = || ctx("grid-event-handling");
+
+    let tree = grids
+        .get_region_tree(req(
+            GetRegionTreeRequest {
+                context: c(),
+                root_code: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        tree.roots.len(),
+        1,
+        "the district, as the path to the granted street"
+    );
+    let district_node = &tree.roots[0];
+    assert_eq!(
+        district_node
+            .children
+            .iter()
+            .map(|s| s.code.as_str())
+            .collect::<Vec<_>>(),
+        [street.as_str()]
+    );
+    let leaves: Vec<_> = district_node.children[0]
+        .children
+        .iter()
+        .flat_map(|c| &c.children)
+        .collect();
+    assert!(
+        leaves
+            .iter()
+            .all(|g| g.level == RegionLevel::Grid as i32 && g.code.starts_with(&street))
+    );
+    let in_street = d
+        .grids
+        .iter()
+        .filter(|g| g.grid_code.as_ref().unwrap().starts_with(&street))
+        .count();
+    assert_eq!(leaves.len(), in_street);
+
+    let mine = d
+        .grids
+        .iter()
+        .find(|g| g.grid_code.as_ref().unwrap().starts_with(&street))
+        .unwrap();
+    let theirs = d
+        .grids
+        .iter()
+        .find(|g| !g.grid_code.as_ref().unwrap().starts_with(&street))
+        .unwrap();
+    let locate = |(lon, lat): (f64, f64)| LocateGridRequest {
+        context: c(),
+        lon,
+        lat,
+    };
+    let found = grids
+        .locate_grid(req(locate(centre(mine)), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.grid.unwrap().grid_code, mine.grid_code);
+    let hidden = grids
+        .locate_grid(req(locate(centre(theirs)), &token))
+        .await
+        .unwrap_err();
+    let nowhere = grids
+        .locate_grid(req(locate((10.0, 10.0)), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (hidden.code(), hidden.message()),
+        (nowhere.code(), nowhere.message())
+    );
+    assert_eq!(hidden.code(), Code::NotFound);
+    let bad = grids
+        .locate_grid(req(locate((200.0, 10.0)), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    let workers = grids
+        .list_grid_workers(req(
+            ListGridWorkersRequest {
+                context: c(),
+                grid_code: mine.grid_code.clone().unwrap(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert_eq!(workers.len(), 3);
+    assert!(
+        workers
+            .iter()
+            .all(|w| w.phone.is_some() && w.views.contains_key("phone"))
+    );
+    let refused = grids
+        .list_grid_workers(req(
+            ListGridWorkersRequest {
+                context: c(),
+                grid_code: theirs.grid_code.clone().unwrap(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // Counts are maintained by the gateway from the records themselves.
+    let code = mine.grid_code.clone().unwrap();
+    let g = grids
+        .get_grid(req(
+            GetGridRequest {
+                context: c(),
+                grid_code: code.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let g = g.grid.unwrap();
+    let residents: Vec<_> = d
+        .persons
+        .iter()
+        .filter(|p| p.residence_grid.as_ref() == Some(&code))
+        .collect();
+    let mut households: Vec<_> = residents.iter().map(|p| p.household_id.clone()).collect();
+    households.sort();
+    households.dedup();
+    assert_eq!(g.person_count, Some(residents.len() as u64));
+    assert_eq!(g.household_count, Some(households.len() as u64));
+    let entities = d
+        .entities
+        .iter()
+        .filter(|e| e.domicile_grid.as_ref() == Some(&code))
+        .count();
+    assert_eq!(g.entity_count, Some(entities as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legal_entities_search_and_field_plans() {
+    let gw = Gateway::start("");
+    let d = district();
+    let mut market = LegalEntityServiceClient::new(gw.channel("market-regulation").await);
+    let token = gw.token("market-regulation");
+    let search = |name: &str, status: EntityStatus| SearchEntitiesRequest {
+        context: ctx("market-supervision"),
+        name_contains: name.into(),
+        status: status as i32,
+        page_size: 50,
+        ..Default::default()
+    };
+    let mut stream = market
+        .search_entities(req(search("软件", EntityStatus::Active), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found = Vec::new();
+    while let Some(page) = stream.message().await.unwrap() {
+        found.extend(page.entities);
+    }
+    let expected = d
+        .entities
+        .iter()
+        .filter(|e| {
+            e.name.as_ref().unwrap().contains("软件")
+                && e.status == Some(EntityStatus::Active as i32)
+        })
+        .count();
+    assert_eq!(found.len(), expected);
+    assert!(expected > 0);
+
+    // street-office holds five CLEAR fields of legal_entity in its street.
+    let street = d.first_street();
+    let entity = d
+        .entities
+        .iter()
+        .find(|e| e.domicile_grid.as_ref().unwrap().starts_with(street))
+        .unwrap();
+    let mut so = LegalEntityServiceClient::new(gw.channel("street-office").await);
+    let got = so
+        .get_entity(req(
+            GetEntityRequest {
+                context: ctx("grid-event-handling"),
+                uscc: entity.uscc.clone().unwrap(),
+            },
+            &gw.token("street-office"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .entity
+        .unwrap();
+    let mut keys: Vec<_> = got.views.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["domicile", "domicile_grid", "name", "status", "uscc"]
+    );
+    assert_eq!(
+        (got.phone, got.legal_representative, got.business_scope),
+        (None, None, None)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grid_centre_publishes_a_grid_that_locate_then_finds() {
+    let gw = Gateway::start("");
+    let square = |x0: f64, y0: f64| Polygon {
+        rings: vec![LinearRing {
+            points: [
+                (x0, y0),
+                (x0 + 0.001, y0),
+                (x0 + 0.001, y0 + 0.001),
+                (x0, y0 + 0.001),
+            ]
+            .iter()
+            .map(|(lon, lat)| Position {
+                lon: *lon,
+                lat: *lat,
+            })
+            .collect(),
+        }],
+    };
+    let new_grid = Grid {
+        grid_code: Some("310115001001099".into()),
+        name: Some("新建园区网格".into()),
+        boundary: Some(square(122.0, 31.0)),
+        ..Default::default()
+    };
+    let broken = Grid {
+        grid_code: Some("310115001001098".into()),
+        name: Some("x".into()),
+        boundary: None,
+        ..Default::default()
+    };
+    let items = vec![
+        UpsertGridsRequest {
+            item: Some(Item::Grid(new_grid.clone())),
+        },
+        UpsertGridsRequest {
+            item: Some(Item::Grid(broken)),
+        },
+    ];
+    let summary = PublishServiceClient::new(gw.channel("grid-centre").await)
+        .upsert_grids(req(tokio_stream::iter(items), &gw.token("grid-centre")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (1, 1));
+    assert!(summary.rejections[0].reason.starts_with("boundary:"));
+
+    let located = GridServiceClient::new(gw.channel("street-office").await)
+        .locate_grid(req(
+            LocateGridRequest {
+                context: ctx("grid-event-handling"),
+                lon: 122.0005,
+                lat: 31.0005,
+            },
+            &gw.token("street-office"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let g = located.grid.unwrap();
+    assert_eq!(g.grid_code, new_grid.grid_code);
+    assert_eq!(
+        g.community_code.as_deref(),
+        Some("310115001001"),
+        "derived from the code"
+    );
+    assert_eq!(g.person_count, Some(0));
+}

@@ -1,0 +1,508 @@
+//! The secure pull path end to end, over real TLS gRPC against the real
+//! binary: field-level grants, row scope, purposes, credentials, publish
+//! validation, and one durable audit entry per call that survives a restart.
+
+mod common;
+
+use common::{Gateway, ctx, district, req};
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::{
+    AuditDecision, BatchGetPersonsRequest, EntryKind, FieldView, GetPersonRequest,
+    ListPersonsRequest, Person, PullContext,
+};
+use tonic::Code;
+
+fn get(id: &str, context: Option<PullContext>) -> GetPersonRequest {
+    GetPersonRequest {
+        context,
+        id_number: id.into(),
+    }
+}
+
+/// A resident of the first street who has a phone, and one outside it.
+fn residents() -> (Person, Person) {
+    let d = district();
+    let street = d.first_street().to_string();
+    let inside = d
+        .persons
+        .iter()
+        .find(|p| p.phone.is_some() && p.residence_grid.as_ref().unwrap().starts_with(&street))
+        .unwrap();
+    let outside = d
+        .persons
+        .iter()
+        .find(|p| !p.residence_grid.as_ref().unwrap().starts_with(&street))
+        .unwrap();
+    (inside.clone(), outside.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn civil_affairs_sees_exactly_its_granted_fields_in_their_views() {
+    let gw = Gateway::start("");
+    let (person, _) = residents();
+    let id = person.id_number.clone().unwrap();
+    let mut client = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let resp = client
+        .get_person(req(
+            get(&id, ctx("social-assistance")),
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = resp.person.unwrap();
+    assert_eq!(p.name, person.name, "name is CLEAR");
+    assert_eq!(
+        p.id_number.as_deref(),
+        Some(format!("{}********{}", &id[..6], &id[14..]).as_str())
+    );
+    let phone = person.phone.clone().unwrap();
+    assert_eq!(
+        p.phone.as_deref(),
+        Some(format!("{}****{}", &phone[..3], &phone[7..]).as_str())
+    );
+    assert_eq!(
+        p.birth_date.as_deref(),
+        Some(&person.birth_date.as_ref().unwrap()[..4])
+    );
+    assert_eq!(p.residence_grid, person.residence_grid);
+    assert_eq!(p.residence_address, person.residence_address);
+    // Not granted: absent, not empty.
+    assert_eq!(p.sex, None);
+    assert_eq!(p.ethnicity, None);
+    assert_eq!(p.hukou_address, None);
+    assert_eq!(p.household_id, None);
+    assert_eq!(p.restricted_tags, None);
+    assert_eq!(p.version, None);
+    let mut expected = vec![
+        ("birth_date", FieldView::Masked),
+        ("id_number", FieldView::Masked),
+        ("name", FieldView::Clear),
+        ("phone", FieldView::Masked),
+        ("residence_address", FieldView::Clear),
+        ("residence_grid", FieldView::Clear),
+    ];
+    if person.tags.is_some() {
+        expected.push(("tags", FieldView::Clear));
+        expected.sort();
+    }
+    let views: Vec<(&str, FieldView)> = p
+        .views
+        .iter()
+        .map(|(k, v)| (k.as_str(), FieldView::try_from(*v).unwrap()))
+        .collect();
+    assert_eq!(views, expected);
+    let receipt = resp.receipt.unwrap();
+    assert_eq!(receipt.leaf_hash.len(), 32);
+
+    // Batches above the grant's max_records_per_call (100) are refused whole.
+    let ids: Vec<String> = district()
+        .persons
+        .iter()
+        .take(101)
+        .map(|p| p.id_number.clone().unwrap())
+        .collect();
+    let err = client
+        .batch_get_persons(req(
+            BatchGetPersonsRequest {
+                context: ctx("social-assistance"),
+                id_numbers: ids,
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("max_records_per_call"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn street_office_cannot_tell_out_of_scope_from_absent() {
+    let gw = Gateway::start("");
+    let (inside, outside) = residents();
+    let token = gw.token("street-office");
+    let mut client = PopulationServiceClient::new(gw.channel("street-office").await);
+    let ctx = || ctx("grid-event-handling");
+
+    let p = client
+        .get_person(req(get(inside.id_number.as_ref().unwrap(), ctx()), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let pseudonym = p.person.unwrap().id_number.unwrap();
+    assert_eq!(pseudonym.len(), 26);
+    assert_ne!(Some(&pseudonym), inside.id_number.as_ref());
+
+    let hidden = client
+        .get_person(req(get(outside.id_number.as_ref().unwrap(), ctx()), &token))
+        .await
+        .unwrap_err();
+    let missing = client
+        .get_person(req(get("11010519491231002X", ctx()), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(
+        (hidden.code(), hidden.message()),
+        (missing.code(), missing.message())
+    );
+
+    // A batch mixing both: the hidden key is reported exactly like the missing one.
+    let resp = client
+        .batch_get_persons(req(
+            BatchGetPersonsRequest {
+                context: ctx(),
+                id_numbers: vec![
+                    inside.id_number.clone().unwrap(),
+                    outside.id_number.clone().unwrap(),
+                    "11010519491231002X".into(),
+                ],
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.persons.len(), 1);
+    assert_eq!(
+        resp.not_found,
+        vec![
+            outside.id_number.clone().unwrap(),
+            "11010519491231002X".to_string()
+        ]
+    );
+
+    // Listing the whole grant streams only the first street, page by page.
+    let street = district().first_street().to_string();
+    let mut stream = client
+        .list_persons(req(
+            ListPersonsRequest {
+                context: ctx(),
+                page_size: 200,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut listed = 0;
+    while let Some(page) = stream.message().await.unwrap() {
+        assert!(page.receipt.is_some(), "every page carries its receipt");
+        for p in page.persons {
+            assert!(p.residence_grid.unwrap().starts_with(&street));
+            listed += 1;
+        }
+    }
+    let expected = district()
+        .persons
+        .iter()
+        .filter(|p| p.residence_grid.as_ref().unwrap().starts_with(&street))
+        .count();
+    assert_eq!(listed, expected);
+
+    // Asking for a region outside the grant is refused, not silently emptied.
+    let err = client
+        .list_persons(req(
+            ListPersonsRequest {
+                context: ctx(),
+                region_prefix: "310115002".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// One session of calls, each of which must leave exactly one audit entry,
+/// in order, still there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_is_audited_once_in_order_and_survives_restart() {
+    let mut gw = Gateway::start("");
+    let (person, _) = residents();
+    let id = person.id_number.clone().unwrap();
+
+    // Forge the bad tokens while the gateway is down (the store is locked while it runs).
+    gw.stop();
+    let forged = forge_tokens(&gw);
+    let mut gw = Gateway::start_in(&gw.dir.clone(), "");
+    let before = gw.audit_entries().len();
+
+    let ca = gw.token("civil-affairs");
+    let mut civil = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let mut expected: Vec<(EntryKind, AuditDecision, &str, Code)> = Vec::new();
+    let call = async |client: &mut PopulationServiceClient<_>, token: &str, r: GetPersonRequest| {
+        client
+            .get_person(req(r, token))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
+            .err()
+            .unwrap_or(Code::Ok)
+    };
+
+    assert_eq!(
+        call(&mut civil, &ca, get(&id, ctx("social-assistance"))).await,
+        Code::Ok
+    );
+    expected.push((EntryKind::Pull, AuditDecision::Allow, "", Code::Ok));
+
+    assert_eq!(
+        call(&mut civil, &ca, get(&id, ctx("epidemic-response"))).await,
+        Code::PermissionDenied
+    );
+    expected.push((
+        EntryKind::Pull,
+        AuditDecision::Deny,
+        "PURPOSE_NOT_GRANTED",
+        Code::PermissionDenied,
+    ));
+
+    let no_case = Some(PullContext {
+        purpose: "social-assistance".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        call(&mut civil, &ca, get(&id, no_case)).await,
+        Code::InvalidArgument
+    );
+    expected.push((
+        EntryKind::Pull,
+        AuditDecision::Deny,
+        "BAD_CONTEXT",
+        Code::InvalidArgument,
+    ));
+
+    let no_purpose = Some(PullContext {
+        case_id: "C-1".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        call(&mut civil, &ca, get(&id, no_purpose)).await,
+        Code::InvalidArgument
+    );
+    expected.push((
+        EntryKind::Pull,
+        AuditDecision::Deny,
+        "BAD_CONTEXT",
+        Code::InvalidArgument,
+    ));
+
+    assert_eq!(
+        call(
+            &mut civil,
+            &ca,
+            get("110105194912310021", ctx("social-assistance"))
+        )
+        .await,
+        Code::InvalidArgument
+    );
+    expected.push((
+        EntryKind::Pull,
+        AuditDecision::Deny,
+        "INVALID_ARGUMENT",
+        Code::InvalidArgument,
+    ));
+
+    // civil-affairs' token on street-office's certificate.
+    let mut stolen = PopulationServiceClient::new(gw.channel_with_cert("street-office").await);
+    assert_eq!(
+        call(&mut stolen, &ca, get(&id, ctx("social-assistance"))).await,
+        Code::Unauthenticated
+    );
+    expected.push((
+        EntryKind::AuthFailure,
+        AuditDecision::Deny,
+        "TOKEN_NOT_BOUND_TO_CERTIFICATE",
+        Code::Unauthenticated,
+    ));
+
+    for (token, reason) in [
+        (&forged.expired, "TOKEN_EXPIRED"),
+        (&forged.tampered, "BAD_SIGNATURE"),
+        (&forged.alg_none, "MALFORMED_TOKEN"),
+    ] {
+        assert_eq!(
+            call(&mut civil, token, get(&id, ctx("social-assistance"))).await,
+            Code::Unauthenticated,
+            "{reason}"
+        );
+        expected.push((
+            EntryKind::AuthFailure,
+            AuditDecision::Deny,
+            reason,
+            Code::Unauthenticated,
+        ));
+    }
+
+    // Publishing: the bad record is reported by position; the good ones land.
+    let d = district();
+    let grid = d.grids[0].grid_code.clone().unwrap();
+    let new_person = |seq: u16| Person {
+        id_number: Some(
+            govshare::domain::CitizenId::from_parts(
+                "310115",
+                chrono::NaiveDate::from_ymd_opt(1988, 3, 9).unwrap(),
+                seq,
+            )
+            .as_str()
+            .into(),
+        ),
+        name: Some("新居民".into()),
+        residence_grid: Some(grid.clone()),
+        household_id: Some("HNEW1".into()),
+        ..Default::default()
+    };
+    let bad = Person {
+        id_number: Some("31011519880309001".into()),
+        ..new_person(0)
+    };
+    let mut publish = PublishServiceClient::new(gw.channel("public-security").await);
+    let summary = publish
+        .upsert_persons(req(
+            tokio_stream::iter(vec![new_person(901), bad, new_person(902)]),
+            &gw.token("public-security"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (2, 1));
+    assert_eq!(summary.rejections[0].position, 1);
+    assert!(
+        summary.rejections[0].reason.starts_with("id_number:"),
+        "{}",
+        summary.rejections[0].reason
+    );
+    expected.push((EntryKind::Publish, AuditDecision::Allow, "", Code::Ok));
+
+    // civil-affairs is not the source of population.
+    let err = PublishServiceClient::new(gw.channel("civil-affairs").await)
+        .upsert_persons(req(tokio_stream::iter(vec![new_person(903)]), &ca))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    expected.push((
+        EntryKind::Publish,
+        AuditDecision::Deny,
+        "NOT_SOURCE_DEPARTMENT",
+        Code::PermissionDenied,
+    ));
+
+    let landed = new_person(901).id_number.unwrap();
+    let got = PopulationServiceClient::new(gw.channel("public-security").await)
+        .get_person(req(
+            get(&landed, ctx("public-security")),
+            &gw.token("public-security"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .person
+        .unwrap();
+    assert_eq!(got.version, Some(1));
+    assert_eq!(
+        got.sex,
+        Some(govshare::proto::Sex::Male as i32),
+        "derived from the ID"
+    );
+    expected.push((EntryKind::Pull, AuditDecision::Allow, "", Code::Ok));
+
+    let live = gw.audit_entries();
+    gw.stop();
+    let gw = Gateway::start_in(&gw.dir.clone(), "");
+    let after_restart = gw.audit_entries();
+    assert_eq!(
+        &after_restart[..live.len()],
+        &live[..],
+        "nothing acknowledged is lost or changed"
+    );
+
+    let session: Vec<_> = after_restart[before..before + expected.len()]
+        .iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        live.len() - before,
+        expected.len(),
+        "exactly one entry per call"
+    );
+    for (i, (e, (kind, decision, reason, _))) in session.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            e.index,
+            (before + i) as u64,
+            "indexes are dense and ordered"
+        );
+        assert_eq!(e.kind, *kind as i32, "entry {i}: {e:?}");
+        assert_eq!(e.decision, *decision as i32, "entry {i}: {e:?}");
+        assert_eq!(e.reason_code, *reason, "entry {i}");
+    }
+    let first = session[0];
+    let pr = first.principal.as_ref().unwrap();
+    assert_eq!(
+        (pr.department.as_str(), pr.operator.as_str()),
+        ("civil-affairs", "clerk-7")
+    );
+    assert_eq!(first.keys_returned, vec![id.clone()]);
+    assert_eq!(first.case_id, "CASE-2026-0001");
+    assert!(
+        first
+            .fields
+            .iter()
+            .any(|f| f.field == "id_number" && f.view == FieldView::Masked as i32)
+    );
+    // The forged-token failure still names the certificate's department.
+    assert_eq!(
+        session[6].principal.as_ref().unwrap().department,
+        "civil-affairs"
+    );
+}
+
+struct Forged {
+    expired: String,
+    tampered: String,
+    alg_none: String,
+}
+
+/// Tokens a thief or a buggy client might present, built with the gateway's
+/// own key (expired), by editing a real token's payload, and with `alg: none`.
+fn forge_tokens(gw: &Gateway) -> Forged {
+    use data_encoding::BASE64URL_NOPAD as B64;
+    let real = gw.token("civil-affairs");
+    let parts: Vec<&str> = real.trim().split('.').collect();
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&B64.decode(parts[1].as_bytes()).unwrap()).unwrap();
+
+    let store = govshare::store::Store::open(&gw.dir.join("store")).unwrap();
+    let keys =
+        govshare::auth::token::KeyRing::load_or_create(store, "govshare", "govshare").unwrap();
+    let mut expired: govshare::auth::token::Claims =
+        serde_json::from_value(claims.clone()).unwrap();
+    expired.exp = expired.iat - 120; // well past the 30 s clock-skew leeway
+    expired.nbf = expired.iat - 3600;
+    let expired = keys.sign(&expired).unwrap();
+
+    claims["roles"] = serde_json::json!(["puller", "admin"]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(claims.to_string().as_bytes()),
+        parts[2]
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    Forged {
+        expired,
+        tampered,
+        alg_none,
+    }
+}
