@@ -9,7 +9,7 @@
 use crate::catalog::Dataset;
 use crate::clock;
 use crate::mask::{FieldPlan, revealing_rank};
-use crate::proto::{FieldView, Grant, Operation};
+use crate::proto::{FieldView, Grant, GrantLimits, Operation};
 use std::time::SystemTime;
 
 /// Why a request was refused. `code` is the audit reason code.
@@ -181,13 +181,26 @@ impl Decision {
         Some(minimal)
     }
 
-    /// The most records one call may return: the largest limit among the
-    /// candidates (each grant allows up to its own), `None` if any is unlimited.
-    pub fn max_records_per_call(&self) -> Option<u32> {
-        let limits: Vec<u32> = self
+    /// The most records one call may return.
+    pub fn max_records_per_call(&self) -> Option<u64> {
+        self.most_permissive(|l| u64::from(l.max_records_per_call))
+    }
+
+    pub fn max_records_per_day(&self) -> Option<u64> {
+        self.most_permissive(|l| l.max_records_per_day)
+    }
+
+    pub fn max_calls_per_minute(&self) -> Option<u64> {
+        self.most_permissive(|l| u64::from(l.max_calls_per_minute))
+    }
+
+    /// The largest limit among the candidates — each grant allows up to its
+    /// own — or `None` when any candidate sets none (0).
+    fn most_permissive(&self, limit: impl Fn(&GrantLimits) -> u64) -> Option<u64> {
+        let limits: Vec<u64> = self
             .grants
             .iter()
-            .map(|g| g.limits.as_ref().map_or(0, |l| l.max_records_per_call))
+            .map(|g| g.limits.as_ref().map_or(0, &limit))
             .collect();
         if limits.contains(&0) {
             None
@@ -200,7 +213,7 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{FieldGrant, GrantLimits};
+    use crate::proto::FieldGrant;
 
     fn grant(id: &str, regions: &[&str], fields: &[(&str, FieldView)], limit: u32) -> Grant {
         Grant {

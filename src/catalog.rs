@@ -3,6 +3,7 @@
 //! names for grants, masking and validation.
 
 use crate::proto::{self, FieldView, Sensitivity, SharingClass};
+use std::collections::HashMap;
 
 /// The three shared datasets, each with one source department (一数一源).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -470,8 +471,99 @@ static GRID: DatasetSpec = DatasetSpec {
     ],
 };
 
-/// The catalog as `AdminService.GetCatalog` returns it.
-pub fn to_proto() -> proto::Catalog {
+/// A change to a field view's sharing class, from config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub dataset: String,
+    pub field: String,
+    /// `CLEAR`, `MASKED` or `PSEUDONYM`.
+    pub view: String,
+    /// `unconditional`, `conditional` or `not_shared`.
+    pub sharing: String,
+}
+
+/// The catalog in force: the defaults in code with config overrides applied.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    overrides: HashMap<(Dataset, &'static str, FieldView), SharingClass>,
+}
+
+pub fn parse_view(s: &str) -> Option<FieldView> {
+    match s.to_ascii_uppercase().as_str() {
+        "CLEAR" => Some(FieldView::Clear),
+        "MASKED" => Some(FieldView::Masked),
+        "PSEUDONYM" => Some(FieldView::Pseudonym),
+        _ => None,
+    }
+}
+
+impl Catalog {
+    /// Applies overrides; each must name a real dataset, field and supported view.
+    pub fn with_overrides(overrides: &[Override]) -> anyhow::Result<Self> {
+        let mut c = Self::default();
+        for o in overrides {
+            let dataset = Dataset::parse(&o.dataset).ok_or_else(|| {
+                anyhow::anyhow!("catalog override: unknown dataset '{}'", o.dataset)
+            })?;
+            let field = dataset.spec().field(&o.field).ok_or_else(|| {
+                anyhow::anyhow!("catalog override: {} has no field '{}'", o.dataset, o.field)
+            })?;
+            let view = parse_view(&o.view)
+                .filter(|v| field.sharing_for(*v).is_some())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "catalog override: {}.{} has no view '{}'",
+                        o.dataset,
+                        o.field,
+                        o.view
+                    )
+                })?;
+            let sharing = match o.sharing.as_str() {
+                "unconditional" => SharingClass::Unconditional,
+                "conditional" => SharingClass::Conditional,
+                "not_shared" => SharingClass::NotShared,
+                s => anyhow::bail!(
+                    "catalog override: sharing '{s}' is not unconditional, conditional or not_shared"
+                ),
+            };
+            c.overrides.insert((dataset, field.name, view), sharing);
+        }
+        Ok(c)
+    }
+
+    /// The sharing class of one field in one view; `None` if the field or
+    /// view does not exist.
+    pub fn sharing(&self, dataset: Dataset, field: &str, view: FieldView) -> Option<SharingClass> {
+        let spec = dataset.spec().field(field)?;
+        let default = spec.sharing_for(view)?;
+        Some(
+            self.overrides
+                .get(&(dataset, spec.name, view))
+                .copied()
+                .unwrap_or(default),
+        )
+    }
+
+    /// The catalog as `AdminService.GetCatalog` returns it.
+    pub fn to_proto(&self) -> proto::Catalog {
+        let mut c = defaults_proto();
+        for d in &mut c.datasets {
+            let dataset = Dataset::parse(&d.name).expect("own dataset");
+            for f in &mut d.fields {
+                for v in &mut f.views {
+                    let view = FieldView::try_from(v.view).unwrap_or_default();
+                    if let Some(s) = self.sharing(dataset, &f.name, view) {
+                        v.sharing = s.into();
+                    }
+                }
+            }
+        }
+        c
+    }
+}
+
+fn defaults_proto() -> proto::Catalog {
     proto::Catalog {
         datasets: Dataset::ALL
             .iter()

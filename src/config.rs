@@ -21,7 +21,17 @@ pub struct Config {
     /// Residents in the generated demo district loaded on first start (0: none).
     pub demo_persons: usize,
     pub demo_seed: u64,
+    /// Longest lifetime `IssueToken` grants; also how long a rotated-out
+    /// signing key keeps verifying.
+    pub max_token_days: u64,
+    /// Days an admin has to decide a pending access request before it is
+    /// flagged overdue.
+    pub request_deadline_days: u64,
+    /// The CA that client certificates must chain to (default: the dev PKI's).
+    pub client_ca: Option<PathBuf>,
     pub audit: AuditConfig,
+    /// Changes to the catalog's sharing classes.
+    pub catalog_override: Vec<crate::catalog::Override>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +51,11 @@ impl Default for Config {
             audience: "govshare".into(),
             demo_persons: 50_000,
             demo_seed: 20_261_122,
+            max_token_days: 90,
+            request_deadline_days: 10,
+            client_ca: None,
             audit: AuditConfig::default(),
+            catalog_override: Vec::new(),
         }
     }
 }
@@ -69,6 +83,12 @@ impl Config {
             segment_bytes: self.audit.segment_bytes.max(1),
             max_batch: self.audit.max_batch.max(1),
         }
+    }
+
+    pub fn client_ca_path(&self) -> PathBuf {
+        self.client_ca
+            .clone()
+            .unwrap_or_else(|| self.pki_dir().join("ca.pem"))
     }
 
     pub fn pki_dir(&self) -> PathBuf {

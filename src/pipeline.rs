@@ -16,6 +16,7 @@ use crate::auth::{AuthFailure, Authenticator, Credentials, Principal, Role};
 use crate::authz::{self, Decision, Denial};
 use crate::catalog::Dataset;
 use crate::clock;
+use crate::limits::{Allowance, Limits};
 use crate::mask::{Masker, Projector};
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, FieldView,
@@ -40,6 +41,7 @@ pub struct Pipeline {
     auth: Authenticator,
     audit: AuditLog,
     masker: Masker,
+    limits: Limits,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -53,11 +55,13 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 impl Pipeline {
     pub fn new(store: Store, auth: Authenticator, audit: AuditLog, masker: Masker) -> Arc<Self> {
+        let limits = Limits::new(store.clone());
         Arc::new(Self {
             store,
             auth,
             audit,
             masker,
+            limits,
         })
     }
 
@@ -123,6 +127,9 @@ impl Pipeline {
             context,
             spec,
             decision: None,
+            allowance: Allowance {
+                remaining_today: None,
+            },
         };
         if let Err(msg) = check_context(&adm.context) {
             return Err(adm
@@ -140,18 +147,26 @@ impl Pipeline {
             .store
             .grants_of(adm.principal.department())
             .map_err(internal)?;
-        match authz::authorize(
+        let decision = match authz::authorize(
             grants,
             adm.spec.dataset,
             adm.spec.operation,
             &adm.context.purpose,
             clock::now(),
         ) {
-            Ok(d) => {
-                adm.decision = Some(d);
+            Ok(d) => d,
+            Err(d) => return Err(adm.refuse(Code::PermissionDenied, d).await),
+        };
+        adm.decision = Some(decision);
+        match self
+            .limits
+            .admit(adm.principal.department(), adm.spec.dataset, adm.decision())
+        {
+            Ok(a) => {
+                adm.allowance = a;
                 Ok(adm)
             }
-            Err(d) => Err(adm.refuse(Code::PermissionDenied, d).await),
+            Err(d) => Err(adm.refuse(Code::ResourceExhausted, d).await),
         }
     }
 
@@ -215,6 +230,16 @@ fn check_context(c: &PullContext) -> Result<(), String> {
     Ok(())
 }
 
+/// The skeleton of an `ADMIN` entry for a principal's call.
+pub fn admin_entry(p: &Principal, method: &str) -> AuditEntry {
+    AuditEntry {
+        kind: EntryKind::Admin.into(),
+        principal: Some(audit_principal(p, "")),
+        method: method.into(),
+        ..Default::default()
+    }
+}
+
 fn audit_principal(p: &Principal, operator: &str) -> AuditPrincipal {
     AuditPrincipal {
         department: p.department().into(),
@@ -253,6 +278,13 @@ pub struct Admission {
     context: PullContext,
     spec: PullSpec,
     decision: Option<Decision>,
+    allowance: Allowance,
+}
+
+/// The binding record limit of one call, and its name for messages.
+pub struct RecordLimit {
+    pub limit: u64,
+    pub name: &'static str,
 }
 
 /// Records after the fetch and mask steps, not yet audited.
@@ -286,6 +318,26 @@ impl Admission {
         self.decision
             .as_ref()
             .expect("admission holds a decision once admitted")
+    }
+
+    /// The tighter of `max_records_per_call` and what is left of
+    /// `max_records_per_day`, if either applies.
+    pub fn record_limit(&self) -> Option<RecordLimit> {
+        let per_call = self
+            .decision()
+            .max_records_per_call()
+            .map(|limit| RecordLimit {
+                limit,
+                name: "max_records_per_call",
+            });
+        let today = self.allowance.remaining_today.map(|limit| RecordLimit {
+            limit,
+            name: "max_records_per_day (remaining today)",
+        });
+        match (per_call, today) {
+            (Some(a), Some(b)) => Some(if b.limit < a.limit { b } else { a }),
+            (a, b) => a.or(b),
+        }
     }
 
     fn entry(&self, decision: AuditDecision) -> AuditEntry {
@@ -459,6 +511,14 @@ impl Admission {
             .map(|(field, view)| ReturnedField { field, view })
             .collect();
         let receipt = self.pipeline.record(e).await?;
+        let count = m.records.len() as u64;
+        if let Err(e) =
+            self.pipeline
+                .limits
+                .consume(self.principal.department(), self.spec.dataset, count)
+        {
+            tracing::error!(error = %e, "counting released records against the daily quota failed");
+        }
         Ok(Released {
             records: m.records,
             not_found: m.not_found,

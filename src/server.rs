@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::auth::token::KeyRing;
 use crate::bootstrap;
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::demo::DISTRICT_CODE;
 use crate::geo::GridLocator;
@@ -68,6 +69,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             .await?;
     }
 
+    let catalog = Arc::new(Catalog::with_overrides(&cfg.catalog_override)?);
     let locator = Arc::new(GridLocator::load(&store)?);
     let pipeline = Pipeline::new(
         store.clone(),
@@ -151,6 +153,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         }))
         .add_service(AdminServiceServer::new(admin::AdminApi {
             pipeline: pipeline.clone(),
+            catalog: catalog.clone(),
         }))
         .add_service(AuditServiceServer::new(audit::AuditApi))
         .serve_with_incoming_shutdown(

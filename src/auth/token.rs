@@ -44,7 +44,7 @@ pub struct KeyRing {
     store: Store,
     issuer: String,
     audience: String,
-    current: RwLock<(String, EncodingKey)>,
+
     verifying: RwLock<HashMap<String, DecodingKey>>,
 }
 
@@ -55,13 +55,7 @@ impl KeyRing {
         if keys.iter().all(|k| k.retired_at.is_some()) {
             keys.push(new_key(&store)?);
         }
-        let current = keys
-            .iter()
-            .filter(|k| k.retired_at.is_none())
-            .max_by_key(|k| k.created_at.map(|t| t.seconds))
-            .ok_or_else(|| anyhow!("no active signing key"))?;
         let ring = Self {
-            current: RwLock::new((current.kid.clone(), encoding_key(current)?)),
             verifying: RwLock::new(HashMap::new()),
             store,
             issuer: issuer.into(),
@@ -106,12 +100,39 @@ impl KeyRing {
         Ok((self.sign(&claims)?, claims))
     }
 
-    /// Signs `claims` with the current key, naming it in `kid`.
+    /// Signs `claims` with the current key, naming it in `kid`. The key is
+    /// read from the store, so a rotation on any node applies everywhere.
     pub fn sign(&self, claims: &Claims) -> Result<String> {
-        let current = self.current.read().expect("key lock");
+        let current = self
+            .store
+            .signing_keys()?
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .max_by_key(|k| k.created_at.map(|t| (t.seconds, t.nanos)))
+            .ok_or_else(|| anyhow!("no active signing key"))?;
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(current.0.clone());
-        jsonwebtoken::encode(&header, claims, &current.1).context("signing a token")
+        header.kid = Some(current.kid.clone());
+        jsonwebtoken::encode(&header, claims, &encoding_key(&current)?).context("signing a token")
+    }
+
+    /// Starts signing with a new key. Old keys keep verifying for
+    /// `keep_verifying` (the longest token lifetime), then are dropped.
+    pub fn rotate(&self, keep_verifying: std::time::Duration) -> Result<String> {
+        let now = clock::now();
+        for mut k in self.store.signing_keys()? {
+            if k.verify_until
+                .is_some_and(|t| t.seconds < clock::unix_seconds(now))
+            {
+                self.store.remove_signing_key(&k.kid)?;
+            } else if k.retired_at.is_none() {
+                k.retired_at = Some(clock::to_timestamp(now));
+                k.verify_until = Some(clock::to_timestamp(now + keep_verifying));
+                self.store.put_signing_key(&k)?;
+            }
+        }
+        let key = new_key(&self.store)?;
+        self.reload_verifying()?;
+        Ok(key.kid)
     }
 
     /// Verifies signature, algorithm, issuer, audience and validity times.

@@ -1,7 +1,7 @@
 //! AdminService. `GetCatalog` is served; the management calls arrive with
 //! the administrators' issue and answer UNIMPLEMENTED until then.
 
-use crate::catalog;
+use crate::catalog::Catalog as CatalogConfig;
 use crate::pipeline::Pipeline;
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::*;
@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 pub struct AdminApi {
     pub pipeline: Arc<Pipeline>,
+    pub catalog: Arc<CatalogConfig>,
 }
 
 fn later(rpc: &str) -> Status {
@@ -107,6 +108,6 @@ impl AdminService for AdminApi {
         self.pipeline
             .authenticate(&req, "/govshare.v1.AdminService/GetCatalog")
             .await?;
-        Ok(Response::new(catalog::to_proto()))
+        Ok(Response::new(self.catalog.to_proto()))
     }
 }

@@ -97,13 +97,20 @@ pub async fn batch_get<R: Record, T>(
             spec(method, R::DATASET, Operation::BatchGet, keys_query(keys)),
         )
         .await?;
-    let limit = adm
-        .decision()
-        .max_records_per_call()
-        .map_or(MAX_BATCH_KEYS, |l| (l as usize).min(MAX_BATCH_KEYS));
-    if keys.len() > limit {
+    if keys.len() > MAX_BATCH_KEYS {
         let msg = format!(
-            "max_records_per_call is {limit}; this request names {} keys",
+            "a batch names at most {MAX_BATCH_KEYS} keys; this one names {}",
+            keys.len()
+        );
+        return Err(adm
+            .refuse(Code::InvalidArgument, Denial::new("INVALID_ARGUMENT", msg))
+            .await);
+    }
+    if let Some(l) = adm.record_limit().filter(|l| keys.len() as u64 > l.limit) {
+        let msg = format!(
+            "{} is {}; this request names {} keys",
+            l.name,
+            l.limit,
             keys.len()
         );
         return Err(adm
@@ -172,10 +179,9 @@ pub async fn plan_listing(
             }
         }
     };
-    let total = adm
-        .decision()
-        .max_records_per_call()
-        .map_or(usize::MAX, |l| l as usize);
+    let total = adm.record_limit().map_or(usize::MAX, |l| {
+        usize::try_from(l.limit).unwrap_or(usize::MAX)
+    });
     let page_size = if page_size == 0 {
         DEFAULT_PAGE
     } else {

@@ -44,6 +44,8 @@ pub trait Backend: Send + Sync + 'static {
         key: &[u8],
         update: &mut dyn FnMut(Option<&[u8]>) -> Result<IndexedWrite>,
     ) -> Result<()>;
+    /// Atomically adds `delta` to a little-endian u64 counter; returns the new value.
+    fn add(&self, tree: &str, key: &[u8], delta: u64) -> Result<u64>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
 }
@@ -54,6 +56,8 @@ const GRANTS: &str = "grants";
 const REVOKED_TOKENS: &str = "revoked_tokens";
 const SIGNING_KEYS: &str = "signing_keys";
 const META: &str = "meta";
+const ACCESS_REQUESTS: &str = "access_requests";
+const QUOTA: &str = "quota";
 
 /// The typed store every component shares.
 #[derive(Clone)]
@@ -169,6 +173,36 @@ impl Store {
         self.put_msg(GRANTS, &key, g)
     }
 
+    /// Every grant of every department (for administrators).
+    pub fn all_grants(&self) -> Result<Vec<proto::Grant>> {
+        self.scan_msgs(GRANTS, b"")
+    }
+
+    pub fn grant(&self, id: &str) -> Result<Option<proto::Grant>> {
+        Ok(self.all_grants()?.into_iter().find(|g| g.id == id))
+    }
+
+    // ---- access requests ------------------------------------------------
+
+    pub fn access_request(&self, id: &str) -> Result<Option<proto::AccessRequest>> {
+        self.get_msg(ACCESS_REQUESTS, id.as_bytes())
+    }
+
+    pub fn put_access_request(&self, r: &proto::AccessRequest) -> Result<()> {
+        self.put_msg(ACCESS_REQUESTS, r.id.as_bytes(), r)
+    }
+
+    pub fn access_requests(&self) -> Result<Vec<proto::AccessRequest>> {
+        self.scan_msgs(ACCESS_REQUESTS, b"")
+    }
+
+    // ---- quota counters -------------------------------------------------
+
+    /// Adds to a named counter (e.g. records pulled by a department today).
+    pub fn add_to_counter(&self, key: &str, delta: u64) -> Result<u64> {
+        self.backend.add(QUOTA, key.as_bytes(), delta)
+    }
+
     // ---- tokens and keys -----------------------------------------------
 
     pub fn token_revoked(&self, jti: &str) -> Result<bool> {
@@ -185,6 +219,10 @@ impl Store {
 
     pub fn put_signing_key(&self, k: &storage::SigningKey) -> Result<()> {
         self.put_msg(SIGNING_KEYS, k.kid.as_bytes(), k)
+    }
+
+    pub fn remove_signing_key(&self, kid: &str) -> Result<()> {
+        self.backend.remove(SIGNING_KEYS, kid.as_bytes())
     }
 
     // ---- gateway metadata ----------------------------------------------

@@ -95,6 +95,17 @@ impl Backend for SledBackend {
             })
     }
 
+    fn add(&self, tree: &str, key: &[u8], delta: u64) -> Result<u64> {
+        let read = |v: Option<&[u8]>| {
+            v.and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let new = self.tree(tree)?.update_and_fetch(key, |old| {
+            Some(read(old).saturating_add(delta).to_le_bytes().to_vec())
+        })?;
+        Ok(read(new.as_deref()))
+    }
+
     fn sync(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())

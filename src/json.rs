@@ -1,0 +1,65 @@
+//! Canonical proto3 JSON for any generated message, through the compiled
+//! descriptor set: used for the audit log's before/after of admin changes
+//! and for the command line's `--json` output.
+
+use crate::proto::FILE_DESCRIPTOR_SET;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use std::sync::LazyLock;
+
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the build's own descriptor set")
+});
+
+/// A message with its fully qualified protobuf name.
+pub trait Named: Message + Sized {
+    const NAME: &'static str;
+}
+
+macro_rules! named {
+    ($($t:ident),* $(,)?) => {
+        $(impl Named for crate::proto::$t {
+            const NAME: &'static str = concat!("govshare.v1.", stringify!($t));
+        })*
+    };
+}
+
+named!(
+    Department,
+    RegisteredCertificate,
+    Grant,
+    AccessRequest,
+    Catalog,
+    IssueTokenResponse,
+    RotateSigningKeyResponse,
+    ListDepartmentsResponse,
+    ListGrantsResponse,
+    ListAccessRequestsResponse,
+    Person,
+    LegalEntity,
+    Grid,
+    GridWorker,
+    RegionNode,
+    GetPersonResponse,
+    GetEntityResponse,
+    GetGridResponse,
+    AuditEntry,
+    Checkpoint,
+    InclusionProof,
+    ConsistencyProof,
+    AuditStatsResponse,
+    PublishSummary,
+);
+
+pub fn to_value<M: Named>(m: &M) -> serde_json::Value {
+    let desc = POOL
+        .get_message_by_name(M::NAME)
+        .expect("a message of this build");
+    let dm = DynamicMessage::decode(desc, m.encode_to_vec().as_slice())
+        .expect("re-decoding our own message");
+    serde_json::to_value(&dm).expect("JSON of a dynamic message")
+}
+
+pub fn to_string<M: Named>(m: &M) -> String {
+    to_value(m).to_string()
+}

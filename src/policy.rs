@@ -1,0 +1,233 @@
+//! What may be granted: the checks shared by `CreateGrant` and
+//! `SubmitAccessRequest`, so a grant and a request are judged by one rule set.
+
+use crate::authz::ALL_REGIONS;
+use crate::catalog::{Catalog, Dataset};
+use crate::clock;
+use crate::domain::RegionCode;
+use crate::proto::{FieldGrant, FieldView, Operation, SharingClass};
+use std::collections::BTreeSet;
+
+/// The scope a grant or an access request asks for.
+pub struct Scope<'a> {
+    pub dataset: &'a str,
+    pub operations: &'a [i32],
+    pub fields: &'a [FieldGrant],
+    pub regions: &'a [String],
+    pub purposes: &'a [String],
+    pub not_before: Option<&'a prost_types::Timestamp>,
+    pub not_after: Option<&'a prost_types::Timestamp>,
+}
+
+/// A scope that passed every check.
+pub struct Checked {
+    pub dataset: Dataset,
+    /// Fields (and views) that need an approved request or a legal basis.
+    pub conditional: Vec<String>,
+}
+
+/// Checks a scope against the catalog. Errors are INVALID_ARGUMENT messages
+/// naming the part and the rule.
+pub fn check(catalog: &Catalog, s: &Scope<'_>) -> Result<Checked, String> {
+    let dataset = Dataset::parse(s.dataset).ok_or_else(|| {
+        format!(
+            "dataset: '{}' is not one of population, legal_entity, grid",
+            s.dataset
+        )
+    })?;
+    if s.operations.is_empty() {
+        return Err("operations: name at least one of GET, BATCH_GET, LIST".into());
+    }
+    if let Some(op) = s
+        .operations
+        .iter()
+        .find(|o| Operation::try_from(**o).is_err() || **o == 0)
+    {
+        return Err(format!("operations: {op} is not GET, BATCH_GET or LIST"));
+    }
+    if s.fields.is_empty() {
+        return Err("fields: name at least one field with its view".into());
+    }
+    let mut seen = BTreeSet::new();
+    let mut conditional = Vec::new();
+    for f in s.fields {
+        let spec = dataset.spec().field(&f.field).ok_or_else(|| {
+            format!(
+                "fields: {} has no field '{}' (see GetCatalog)",
+                dataset.name(),
+                f.field
+            )
+        })?;
+        let view = FieldView::try_from(f.view)
+            .ok()
+            .filter(|v| *v != FieldView::Unspecified)
+            .ok_or_else(|| {
+                format!(
+                    "fields: '{}' needs a view (CLEAR, MASKED or PSEUDONYM)",
+                    f.field
+                )
+            })?;
+        if !seen.insert(f.field.as_str()) {
+            return Err(format!("fields: '{}' is listed twice", f.field));
+        }
+        let view_name = view.as_str_name().trim_start_matches("FIELD_VIEW_");
+        match catalog.sharing(dataset, &f.field, view) {
+            None => {
+                let supported: Vec<&str> = spec
+                    .views
+                    .iter()
+                    .map(|(v, _)| v.as_str_name().trim_start_matches("FIELD_VIEW_"))
+                    .collect();
+                return Err(format!(
+                    "fields: '{}' has no {view_name} view; it supports {}",
+                    f.field,
+                    supported.join(", ")
+                ));
+            }
+            Some(SharingClass::NotShared) => {
+                return Err(format!(
+                    "fields: '{}' in view {view_name} is not_shared and is never granted",
+                    f.field
+                ));
+            }
+            Some(SharingClass::Conditional) => conditional.push(format!("{}={view_name}", f.field)),
+            Some(_) => {}
+        }
+    }
+    if s.regions.is_empty() {
+        return Err(
+            "regions: empty grants nothing; name region codes, or '*' for the whole jurisdiction"
+                .into(),
+        );
+    }
+    for r in s.regions {
+        if r != ALL_REGIONS {
+            RegionCode::parse(r).map_err(|e| format!("regions: {e}"))?;
+        }
+    }
+    if s.purposes.is_empty() {
+        return Err("purposes: name at least one purpose code, e.g. social-assistance".into());
+    }
+    for p in s.purposes {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "purposes: '{p}' is not a purpose code (lower-case letters, digits and '-')"
+            ));
+        }
+    }
+    if let (Some(from), Some(until)) = (s.not_before, s.not_after) {
+        if from.seconds >= until.seconds {
+            return Err("not_before/not_after: the validity ends before it starts".into());
+        }
+    }
+    if s.not_after
+        .is_some_and(|t| t.seconds <= clock::unix_seconds(clock::now()))
+    {
+        return Err("not_after: lies in the past".into());
+    }
+    Ok(Checked {
+        dataset,
+        conditional,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope<'a>(
+        fields: &'a [FieldGrant],
+        regions: &'a [String],
+        purposes: &'a [String],
+    ) -> Scope<'a> {
+        Scope {
+            dataset: "population",
+            operations: &[1],
+            fields,
+            regions,
+            purposes,
+            not_before: None,
+            not_after: None,
+        }
+    }
+
+    fn fg(field: &str, view: FieldView) -> FieldGrant {
+        FieldGrant {
+            field: field.into(),
+            view: view as i32,
+        }
+    }
+
+    #[test]
+    fn classifies_and_refuses_by_the_catalog() {
+        let c = Catalog::default();
+        let (r, p) = (
+            vec!["310115".to_string()],
+            vec!["social-assistance".to_string()],
+        );
+        let ok = check(
+            &c,
+            &scope(
+                &[
+                    fg("name", FieldView::Clear),
+                    fg("id_number", FieldView::Masked),
+                ],
+                &r,
+                &p,
+            ),
+        )
+        .unwrap();
+        assert!(ok.conditional.is_empty());
+        let cond = check(&c, &scope(&[fg("id_number", FieldView::Clear)], &r, &p)).unwrap();
+        assert_eq!(cond.conditional, ["id_number=CLEAR"]);
+        let err = |f: &[FieldGrant], r: &[String]| check(&c, &scope(f, r, &p)).err().unwrap();
+        assert!(err(&[fg("salary", FieldView::Clear)], &r).contains("no field 'salary'"));
+        assert!(err(&[fg("sex", FieldView::Masked)], &r).contains("no MASKED view"));
+        assert!(err(&[fg("name", FieldView::Clear)], &[]).starts_with("regions:"));
+        assert!(err(&[fg("name", FieldView::Clear)], &["31011".into()]).starts_with("regions:"));
+        let not_shared = Catalog::with_overrides(&[crate::catalog::Override {
+            dataset: "population".into(),
+            field: "restricted_tags".into(),
+            view: "CLEAR".into(),
+            sharing: "not_shared".into(),
+        }])
+        .unwrap();
+        let e = check(
+            &not_shared,
+            &scope(&[fg("restricted_tags", FieldView::Clear)], &r, &p),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("not_shared"), "{e}");
+    }
+
+    #[test]
+    fn inverted_validity_is_refused() {
+        let c = Catalog::default();
+        let (r, p) = (vec!["*".to_string()], vec!["x".to_string()]);
+        let f = [fg("name", FieldView::Clear)];
+        let mut s = scope(&f, &r, &p);
+        let (a, b) = (
+            prost_types::Timestamp {
+                seconds: 4_000_000_000,
+                nanos: 0,
+            },
+            prost_types::Timestamp {
+                seconds: 3_900_000_000,
+                nanos: 0,
+            },
+        );
+        s.not_before = Some(&a);
+        s.not_after = Some(&b);
+        assert!(
+            check(&c, &s)
+                .err()
+                .unwrap()
+                .contains("ends before it starts")
+        );
+    }
+}
