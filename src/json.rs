@@ -41,6 +41,7 @@ named!(
     GridWorker,
     RegionNode,
     GetPersonResponse,
+    PersonPage,
     GetEntityResponse,
     GetGridResponse,
     AuditEntry,

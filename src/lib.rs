@@ -9,6 +9,8 @@ pub mod auth;
 pub mod authz;
 pub mod bootstrap;
 pub mod catalog;
+pub mod certs;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod demo;

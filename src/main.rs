@@ -1,5 +1,7 @@
 //! The `govshare` command line.
 
+mod cli;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use govshare::config::Config;
@@ -42,6 +44,10 @@ enum Command {
         #[arg(long, default_value_t = Config::default().demo_seed)]
         seed: u64,
     },
+    /// Administer a running gateway (as the `admin` identity by default).
+    Admin(cli::admin::AdminArgs),
+    /// Pull data from a running gateway as a department identity.
+    Pull(cli::pull::PullArgs),
     /// The dev PKI.
     Pki {
         #[command(subcommand)]
@@ -74,6 +80,8 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Admin(args) => cli::admin::run(args).await,
+        Command::Pull(args) => cli::pull::run(args).await,
         Command::Serve {
             config,
             listen,

@@ -7,6 +7,7 @@ use crate::auth::Authenticator;
 use crate::auth::token::KeyRing;
 use crate::bootstrap;
 use crate::catalog::Catalog;
+use crate::certs::ClientCa;
 use crate::config::Config;
 use crate::demo::DISTRICT_CODE;
 use crate::geo::GridLocator;
@@ -24,6 +25,7 @@ use crate::store::Store;
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -85,7 +87,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     };
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(read("server.pem")?, read("server.key")?))
-        .client_ca_root(Certificate::from_pem(read("ca.pem")?));
+        .client_ca_root(Certificate::from_pem(
+            std::fs::read(cfg.client_ca_path())
+                .with_context(|| format!("reading {}", cfg.client_ca_path().display()))?,
+        ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -151,10 +156,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             pipeline: pipeline.clone(),
             locator,
         }))
-        .add_service(AdminServiceServer::new(admin::AdminApi {
-            pipeline: pipeline.clone(),
-            catalog: catalog.clone(),
-        }))
+        .add_service(AdminServiceServer::new(admin::AdminApi::new(
+            pipeline.clone(),
+            catalog,
+            ClientCa::load(&cfg.client_ca_path())?,
+            admin::Settings {
+                max_token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
+                request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
+            },
+        )))
         .add_service(AuditServiceServer::new(audit::AuditApi))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -51,9 +51,8 @@ pub struct KeyRing {
 impl KeyRing {
     /// Loads the signing keys, creating the first one on a new store.
     pub fn load_or_create(store: Store, issuer: &str, audience: &str) -> Result<Self> {
-        let mut keys = store.signing_keys()?;
-        if keys.iter().all(|k| k.retired_at.is_some()) {
-            keys.push(new_key(&store)?);
+        if store.signing_keys()?.iter().all(|k| k.retired_at.is_some()) {
+            store.put_signing_key(&new_key()?)?;
         }
         let ring = Self {
             verifying: RwLock::new(HashMap::new()),
@@ -115,9 +114,10 @@ impl KeyRing {
         jsonwebtoken::encode(&header, claims, &encoding_key(&current)?).context("signing a token")
     }
 
-    /// Starts signing with a new key. Old keys keep verifying for
-    /// `keep_verifying` (the longest token lifetime), then are dropped.
-    pub fn rotate(&self, keep_verifying: std::time::Duration) -> Result<String> {
+    /// Makes `key` (from [`new_key`]) the signing key. Old keys keep
+    /// verifying for `keep_verifying` (the longest token lifetime, so every
+    /// token they signed expires first); keys past that are dropped.
+    pub fn install(&self, key: &StoredKey, keep_verifying: std::time::Duration) -> Result<()> {
         let now = clock::now();
         for mut k in self.store.signing_keys()? {
             if k.verify_until
@@ -130,9 +130,8 @@ impl KeyRing {
                 self.store.put_signing_key(&k)?;
             }
         }
-        let key = new_key(&self.store)?;
-        self.reload_verifying()?;
-        Ok(key.kid)
+        self.store.put_signing_key(key)?;
+        self.reload_verifying()
     }
 
     /// Verifies signature, algorithm, issuer, audience and validity times.
@@ -208,7 +207,8 @@ fn encoding_key(k: &StoredKey) -> Result<EncodingKey> {
     Ok(EncodingKey::from_ed_pem(pem.as_bytes())?)
 }
 
-fn new_key(store: &Store) -> Result<StoredKey> {
+/// A fresh Ed25519 signing key, not yet stored.
+pub fn new_key() -> Result<StoredKey> {
     let sk = SigningKey::generate(&mut rand::rngs::OsRng);
     let public = sk.verifying_key().to_bytes();
     let kid = data_encoding::HEXLOWER.encode(&Sha256::digest(public)[..8]);
@@ -224,7 +224,6 @@ fn new_key(store: &Store) -> Result<StoredKey> {
         retired_at: None,
         verify_until: None,
     };
-    store.put_signing_key(&key)?;
     Ok(key)
 }
 

@@ -10,8 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 /// Residents in the test district: small enough to start in a second, large
 /// enough for two streets with people in both.
@@ -100,21 +99,14 @@ impl Gateway {
 
     pub async fn channel_with_cert(&self, cert_identity: &str) -> Channel {
         let read = |f: &str| std::fs::read(self.pki(f)).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("ca.pem")))
-            .identity(Identity::from_pem(
-                read(&format!("{cert_identity}.pem")),
-                read(&format!("{cert_identity}.key")),
-            ))
-            .domain_name("localhost");
-        Endpoint::from_shared(format!("https://{}", self.addr))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connecting over TLS")
+        govshare::client::channel(
+            &self.addr.to_string(),
+            &read("ca.pem"),
+            &read(&format!("{cert_identity}.pem")),
+            &read(&format!("{cert_identity}.key")),
+        )
+        .await
+        .expect("connecting over TLS")
     }
 
     /// SIGTERM and wait: a graceful stop.
@@ -154,12 +146,17 @@ impl Drop for Gateway {
 
 /// A request with a bearer token.
 pub fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.trim()).parse().unwrap(),
-    );
-    r
+    govshare::client::with_token(msg, token)
+}
+
+/// The `jti` of a token (read without verification, as a client may).
+pub fn jti(token: &str) -> String {
+    let payload = token.trim().split('.').nth(1).unwrap();
+    let json = data_encoding::BASE64URL_NOPAD
+        .decode(payload.as_bytes())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    v["jti"].as_str().unwrap().to_string()
 }
 
 pub fn ctx(purpose: &str) -> Option<PullContext> {

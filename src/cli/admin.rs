@@ -1,0 +1,755 @@
+//! `govshare admin …`: every AdminService call from the shell.
+
+use super::table::Table;
+use super::{Connect, status_error};
+use anyhow::{Context, Result, bail};
+use chrono::{Local, NaiveDate, TimeZone};
+use clap::{Args, Subcommand};
+use govshare::catalog::parse_view;
+use govshare::json::{self, Named};
+use govshare::proto::admin_service_client::AdminServiceClient;
+use govshare::proto::*;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Departments: create, list, suspend, resume.
+    #[command(subcommand)]
+    Dept(DeptCommand),
+    /// Register a department's client certificate (must chain to the client CA).
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Issue and revoke bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Rotate the token-signing key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Grants: create, revoke, list.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Access requests (申请 → 审批): submit, list, decide.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// The data catalog: fields, sensitivity, sharing class per view.
+    Catalog,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeptCommand {
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Suspend {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    Resume {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    Register {
+        #[arg(long)]
+        dept: String,
+        /// PEM file: the client certificate, then any intermediates.
+        #[arg(long)]
+        pem: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    Issue {
+        #[arg(long)]
+        dept: String,
+        /// The certificate the token is bound to: its thumbprint…
+        #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+        thumbprint: Option<String>,
+        /// …or its PEM file, whose thumbprint is computed here.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The client system (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// puller, publisher, admin or auditor; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Lifetime in days (capped by the gateway's max_token_days; default: the cap).
+        #[arg(long)]
+        days: Option<u64>,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    Revoke {
+        #[arg(long)]
+        jti: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    Rotate,
+}
+
+/// The scope of a grant or an access request.
+#[derive(Args, Debug)]
+pub struct ScopeArgs {
+    /// population, legal_entity or grid.
+    #[arg(long)]
+    dataset: String,
+    /// FIELD=VIEW (CLEAR, MASKED, PSEUDONYM); repeat per field.
+    #[arg(long = "field", required = true)]
+    fields: Vec<String>,
+    /// Region code prefix, or '*' for the whole jurisdiction; repeat for several.
+    #[arg(long = "region", required = true)]
+    regions: Vec<String>,
+    /// Purpose code; repeat for several.
+    #[arg(long = "purpose", required = true)]
+    purposes: Vec<String>,
+    /// get, batch_get, list; repeat (default: all three).
+    #[arg(long = "op")]
+    operations: Vec<String>,
+    /// First day of validity (YYYY-MM-DD, local time).
+    #[arg(long)]
+    from: Option<NaiveDate>,
+    /// Last day of validity (YYYY-MM-DD, inclusive, local time).
+    #[arg(long)]
+    until: Option<NaiveDate>,
+    #[arg(long)]
+    max_records_per_call: Option<u32>,
+    #[arg(long)]
+    max_records_per_day: Option<u64>,
+    #[arg(long)]
+    max_calls_per_minute: Option<u32>,
+    /// Legal basis (required to grant conditional fields directly).
+    #[arg(long, default_value = "")]
+    legal_basis: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCommand {
+    Create {
+        /// The department receiving the grant.
+        #[arg(long)]
+        dept: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    Revoke {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        dept: String,
+        #[arg(long, default_value = "")]
+        dataset: String,
+        /// Include revoked grants.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RequestCommand {
+    /// Submit a request for the calling identity's own department.
+    Submit {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The business need, for the approver.
+        #[arg(long)]
+        justification: String,
+    },
+    List {
+        /// pending, approved or rejected.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value = "")]
+        dept: String,
+    },
+    Decide {
+        #[arg(long)]
+        id: String,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        approve: bool,
+        #[arg(long)]
+        reject: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// A scope's parts as the proto messages hold them.
+struct Scope {
+    operations: Vec<i32>,
+    fields: Vec<FieldGrant>,
+    not_before: Option<prost_types::Timestamp>,
+    not_after: Option<prost_types::Timestamp>,
+    limits: Option<GrantLimits>,
+}
+
+fn local_midnight(d: NaiveDate) -> Result<prost_types::Timestamp> {
+    let t = Local
+        .from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .earliest()
+        .with_context(|| format!("{d} has no local midnight"))?;
+    Ok(prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    })
+}
+
+impl ScopeArgs {
+    fn parse(&self) -> Result<Scope> {
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| {
+                let (name, view) = f
+                    .split_once('=')
+                    .with_context(|| format!("--field {f}: write FIELD=VIEW, e.g. name=CLEAR"))?;
+                let view = parse_view(view).with_context(|| {
+                    format!("--field {f}: the view is CLEAR, MASKED or PSEUDONYM")
+                })?;
+                Ok(FieldGrant {
+                    field: name.into(),
+                    view: view.into(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let ops: Vec<&str> = if self.operations.is_empty() {
+            vec!["get", "batch_get", "list"]
+        } else {
+            self.operations.iter().map(String::as_str).collect()
+        };
+        let operations = ops
+            .iter()
+            .map(|o| {
+                Operation::from_str_name(&format!("OPERATION_{}", o.to_ascii_uppercase()))
+                    .map(i32::from)
+                    .with_context(|| format!("--op {o}: one of get, batch_get, list"))
+            })
+            .collect::<Result<_>>()?;
+        let limits = (self.max_records_per_call.is_some()
+            || self.max_records_per_day.is_some()
+            || self.max_calls_per_minute.is_some())
+        .then(|| GrantLimits {
+            max_records_per_call: self.max_records_per_call.unwrap_or(0),
+            max_records_per_day: self.max_records_per_day.unwrap_or(0),
+            max_calls_per_minute: self.max_calls_per_minute.unwrap_or(0),
+        });
+        Ok(Scope {
+            operations,
+            fields,
+            not_before: self.from.map(local_midnight).transpose()?,
+            not_after: self
+                .until
+                .map(|d| local_midnight(d.succ_opt().unwrap_or(d)))
+                .transpose()?,
+            limits,
+        })
+    }
+}
+
+pub async fn run(args: AdminArgs) -> Result<()> {
+    let out = Output {
+        json: args.connect.json,
+        quiet: args.connect.quiet,
+    };
+    let client = args.connect.client("admin").await?;
+    let mut admin = AdminServiceClient::new(client.channel.clone());
+    match args.command {
+        AdminCommand::Dept(DeptCommand::Create { id, name }) => {
+            let d = admin
+                .create_department(client.request(CreateDepartmentRequest { id, name }))
+                .await;
+            out.departments(&[ok(d)?])
+        }
+        AdminCommand::Dept(DeptCommand::List) => {
+            let l = ok(admin
+                .list_departments(client.request(ListDepartmentsRequest {}))
+                .await)?;
+            if out.json {
+                out.print_json(&l);
+                return Ok(());
+            }
+            out.departments(&l.departments)
+        }
+        AdminCommand::Dept(DeptCommand::Suspend { id, reason }) => {
+            let d = admin
+                .suspend_department(client.request(SuspendDepartmentRequest {
+                    id,
+                    resume: false,
+                    reason,
+                }))
+                .await;
+            out.departments(&[ok(d)?])
+        }
+        AdminCommand::Dept(DeptCommand::Resume { id }) => {
+            let d = admin
+                .suspend_department(client.request(SuspendDepartmentRequest {
+                    id,
+                    resume: true,
+                    reason: String::new(),
+                }))
+                .await;
+            out.departments(&[ok(d)?])
+        }
+        AdminCommand::Cert(CertCommand::Register { dept, pem }) => {
+            let certificate_pem = std::fs::read_to_string(&pem)
+                .with_context(|| format!("reading {}", pem.display()))?;
+            let c = ok(admin
+                .register_certificate(client.request(RegisterCertificateRequest {
+                    department: dept,
+                    certificate_pem,
+                }))
+                .await)?;
+            out.show(&c, &c.thumbprint, || {
+                let mut t = Table::new(&["THUMBPRINT", "DEPARTMENT", "SUBJECT"]);
+                t.row(vec![
+                    c.thumbprint.clone(),
+                    c.department.clone(),
+                    c.subject.clone(),
+                ]);
+                t
+            });
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::Issue {
+            dept,
+            thumbprint,
+            cert,
+            subject,
+            roles,
+            days,
+            out: file,
+        }) => {
+            let certificate_thumbprint = match (thumbprint, cert) {
+                (Some(t), _) => t,
+                (None, Some(path)) => pem_thumbprint(&path)?,
+                (None, None) => bail!("give --thumbprint or --cert"),
+            };
+            let t = ok(admin
+                .issue_token(client.request(IssueTokenRequest {
+                    department: dept,
+                    certificate_thumbprint,
+                    subject,
+                    roles,
+                    lifetime_seconds: days.map_or(0, |d| d.saturating_mul(86_400)),
+                }))
+                .await)?;
+            let shown = match &file {
+                Some(path) => {
+                    write_secret(path, &t.token)?;
+                    IssueTokenResponse {
+                        token: format!("(written to {})", path.display()),
+                        ..t.clone()
+                    }
+                }
+                None => t.clone(),
+            };
+            out.show(&shown, &t.jti, || {
+                let mut table = Table::new(&["JTI", "EXPIRES", "TOKEN"]);
+                table.row(vec![
+                    t.jti.clone(),
+                    time(t.expires_at.as_ref()),
+                    shown.token.clone(),
+                ]);
+                table
+            });
+            Ok(())
+        }
+        AdminCommand::Token(TokenCommand::Revoke { jti, reason }) => {
+            ok(admin
+                .revoke_token(client.request(RevokeTokenRequest {
+                    jti: jti.clone(),
+                    reason,
+                }))
+                .await)?;
+            if !out.json {
+                super::say(if out.quiet {
+                    jti
+                } else {
+                    format!("revoked token {jti}")
+                });
+            } else {
+                super::say(serde_json::json!({ "jti": jti, "revoked": true }));
+            }
+            Ok(())
+        }
+        AdminCommand::Key(KeyCommand::Rotate) => {
+            let k = ok(admin
+                .rotate_signing_key(client.request(RotateSigningKeyRequest {}))
+                .await)?;
+            out.show(&k, &k.kid, || {
+                let mut t = Table::new(&["NEW KID"]);
+                t.row(vec![k.kid.clone()]);
+                t
+            });
+            Ok(())
+        }
+        AdminCommand::Grant(GrantCommand::Create { dept, scope }) => {
+            let s = scope.parse()?;
+            let g = ok(admin
+                .create_grant(client.request(CreateGrantRequest {
+                    grant: Some(Grant {
+                        department: dept,
+                        dataset: scope.dataset,
+                        operations: s.operations,
+                        fields: s.fields,
+                        regions: scope.regions,
+                        purposes: scope.purposes,
+                        not_before: s.not_before,
+                        not_after: s.not_after,
+                        limits: s.limits,
+                        legal_basis: scope.legal_basis,
+                        ..Default::default()
+                    }),
+                }))
+                .await)?;
+            out.grants(&[g])
+        }
+        AdminCommand::Grant(GrantCommand::Revoke { id, reason }) => {
+            let g = ok(admin
+                .revoke_grant(client.request(RevokeGrantRequest { id, reason }))
+                .await)?;
+            out.grants(&[g])
+        }
+        AdminCommand::Grant(GrantCommand::List { dept, dataset, all }) => {
+            let l = ok(admin
+                .list_grants(client.request(ListGrantsRequest {
+                    department: dept,
+                    dataset,
+                    include_revoked: all,
+                }))
+                .await)?;
+            if out.json {
+                out.print_json(&l);
+                return Ok(());
+            }
+            out.grants(&l.grants)
+        }
+        AdminCommand::Request(RequestCommand::Submit {
+            scope,
+            justification,
+        }) => {
+            let s = scope.parse()?;
+            let a = ok(admin
+                .submit_access_request(client.request(SubmitAccessRequestRequest {
+                    request: Some(AccessRequest {
+                        dataset: scope.dataset,
+                        operations: s.operations,
+                        fields: s.fields,
+                        regions: scope.regions,
+                        purposes: scope.purposes,
+                        not_before: s.not_before,
+                        not_after: s.not_after,
+                        limits: s.limits,
+                        justification,
+                        legal_basis: scope.legal_basis,
+                        ..Default::default()
+                    }),
+                }))
+                .await)?;
+            out.requests(&[a])
+        }
+        AdminCommand::Request(RequestCommand::List { status, dept }) => {
+            let status = match status.as_deref() {
+                None => 0,
+                Some(s) => AccessRequestStatus::from_str_name(&format!(
+                    "ACCESS_REQUEST_STATUS_{}",
+                    s.to_ascii_uppercase()
+                ))
+                .with_context(|| format!("--status {s}: one of pending, approved, rejected"))?
+                .into(),
+            };
+            let l = ok(admin
+                .list_access_requests(client.request(ListAccessRequestsRequest {
+                    status,
+                    department: dept,
+                }))
+                .await)?;
+            if out.json {
+                out.print_json(&l);
+                return Ok(());
+            }
+            out.requests(&l.requests)
+        }
+        AdminCommand::Request(RequestCommand::Decide {
+            id,
+            approve,
+            reject: _,
+            reason,
+        }) => {
+            let a = ok(admin
+                .decide_access_request(client.request(DecideAccessRequestRequest {
+                    id,
+                    approve,
+                    reason,
+                }))
+                .await)?;
+            out.requests(&[a])
+        }
+        AdminCommand::Catalog => {
+            let c = ok(admin
+                .get_catalog(client.request(GetCatalogRequest {}))
+                .await)?;
+            out.show(&c, "", || {
+                let mut t = Table::new(&["DATASET", "FIELD", "SENSITIVITY", "VIEWS"]);
+                for d in &c.datasets {
+                    for f in &d.fields {
+                        let views = f
+                            .views
+                            .iter()
+                            .map(|v| format!("{}:{}", view_name(v.view), sharing_name(v.sharing)))
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        t.row(vec![
+                            d.name.clone(),
+                            f.name.clone(),
+                            enum_name(
+                                Sensitivity::try_from(f.sensitivity)
+                                    .ok()
+                                    .map(|s| s.as_str_name()),
+                                "SENSITIVITY_",
+                            ),
+                            views,
+                        ]);
+                    }
+                }
+                t
+            });
+            Ok(())
+        }
+    }
+}
+
+fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    r.map(tonic::Response::into_inner).map_err(status_error)
+}
+
+fn pem_thumbprint(path: &PathBuf) -> Result<String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading a certificate from {}", path.display()))?;
+    Ok(govshare::auth::token::thumbprint(&der))
+}
+
+fn write_secret(path: &PathBuf, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn enum_name(name: Option<&str>, prefix: &str) -> String {
+    name.unwrap_or("?")
+        .trim_start_matches(prefix)
+        .to_ascii_lowercase()
+}
+
+fn view_name(v: i32) -> String {
+    FieldView::try_from(v)
+        .map(|v| {
+            v.as_str_name()
+                .trim_start_matches("FIELD_VIEW_")
+                .to_string()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn sharing_name(s: i32) -> String {
+    enum_name(
+        SharingClass::try_from(s).ok().map(|s| s.as_str_name()),
+        "SHARING_CLASS_",
+    )
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| Local.timestamp_opt(t.seconds, 0).single())
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A grant's fields, or their count when the list would swamp the table.
+fn fields(f: &[FieldGrant]) -> String {
+    let all = f
+        .iter()
+        .map(|f| format!("{}={}", f.field, view_name(f.view)))
+        .collect::<Vec<_>>()
+        .join(",");
+    if all.len() > 60 {
+        format!("{} fields (--json lists them)", f.len())
+    } else {
+        all
+    }
+}
+
+struct Output {
+    json: bool,
+    quiet: bool,
+}
+
+impl Output {
+    fn print_json<M: Named>(&self, m: &M) {
+        super::say(serde_json::to_string_pretty(&json::to_value(m)).expect("JSON value"));
+    }
+
+    /// Prints one response as JSON, its id, or a table.
+    fn show<M: Named>(&self, m: &M, id: &str, table: impl FnOnce() -> Table) {
+        if self.json {
+            self.print_json(m);
+        } else if self.quiet {
+            super::say(id);
+        } else {
+            table().print();
+        }
+    }
+
+    fn each<M: Named>(&self, items: &[M], id: impl Fn(&M) -> &str, table: impl FnOnce() -> Table) {
+        if self.json {
+            items.iter().for_each(|m| self.print_json(m));
+        } else if self.quiet {
+            items.iter().for_each(|m| super::say(id(m)));
+        } else {
+            table().print();
+        }
+    }
+
+    fn departments(&self, ds: &[Department]) -> Result<()> {
+        self.each(
+            ds,
+            |d| &d.id,
+            || {
+                let mut t = Table::new(&["ID", "NAME", "STATUS", "CREATED"]);
+                for d in ds {
+                    t.row(vec![
+                        d.id.clone(),
+                        d.name.clone(),
+                        enum_name(
+                            DepartmentStatus::try_from(d.status)
+                                .ok()
+                                .map(|s| s.as_str_name()),
+                            "DEPARTMENT_STATUS_",
+                        ),
+                        time(d.created_at.as_ref()),
+                    ]);
+                }
+                t
+            },
+        );
+        Ok(())
+    }
+
+    fn grants(&self, gs: &[Grant]) -> Result<()> {
+        self.each(
+            gs,
+            |g| &g.id,
+            || {
+                let mut t = Table::new(&[
+                    "ID",
+                    "DEPARTMENT",
+                    "DATASET",
+                    "FIELDS",
+                    "REGIONS",
+                    "PURPOSES",
+                    "UNTIL",
+                    "STATE",
+                ]);
+                for g in gs {
+                    t.row(vec![
+                        g.id.clone(),
+                        g.department.clone(),
+                        g.dataset.clone(),
+                        fields(&g.fields),
+                        g.regions.join(","),
+                        g.purposes.join(","),
+                        time(g.not_after.as_ref()),
+                        if g.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .into(),
+                    ]);
+                }
+                t
+            },
+        );
+        Ok(())
+    }
+
+    fn requests(&self, rs: &[AccessRequest]) -> Result<()> {
+        self.each(
+            rs,
+            |r| &r.id,
+            || {
+                let mut t = Table::new(&[
+                    "ID",
+                    "DEPARTMENT",
+                    "DATASET",
+                    "FIELDS",
+                    "STATUS",
+                    "RESPOND BY",
+                    "GRANT",
+                ]);
+                for r in rs {
+                    let mut status = enum_name(
+                        AccessRequestStatus::try_from(r.status)
+                            .ok()
+                            .map(|s| s.as_str_name()),
+                        "ACCESS_REQUEST_STATUS_",
+                    );
+                    if r.auto_approved {
+                        status.push_str(" (auto)");
+                    }
+                    if r.overdue {
+                        status.push_str(" OVERDUE");
+                    }
+                    t.row(vec![
+                        r.id.clone(),
+                        r.department.clone(),
+                        r.dataset.clone(),
+                        fields(&r.fields),
+                        status,
+                        time(r.respond_by.as_ref()),
+                        r.grant_id.clone(),
+                    ]);
+                }
+                t
+            },
+        );
+        Ok(())
+    }
+}

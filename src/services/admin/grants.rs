@@ -1,0 +1,319 @@
+//! Grants and the access-request workflow (申请 → 审批). Both are judged by
+//! [`policy::check`], so a request can never ask for what a grant could not
+//! hold.
+
+use super::{AdminApi, Plan, Write, change, internal, new_id};
+use crate::auth::{Principal, Role};
+use crate::clock;
+use crate::policy::{self, Checked, Scope};
+use crate::proto::*;
+use tonic::Status;
+
+fn scope_of_grant(g: &Grant) -> Scope<'_> {
+    Scope {
+        dataset: &g.dataset,
+        operations: &g.operations,
+        fields: &g.fields,
+        regions: &g.regions,
+        purposes: &g.purposes,
+        not_before: g.not_before.as_ref(),
+        not_after: g.not_after.as_ref(),
+    }
+}
+
+fn scope_of_request(r: &AccessRequest) -> Scope<'_> {
+    Scope {
+        dataset: &r.dataset,
+        operations: &r.operations,
+        fields: &r.fields,
+        regions: &r.regions,
+        purposes: &r.purposes,
+        not_before: r.not_before.as_ref(),
+        not_after: r.not_after.as_ref(),
+    }
+}
+
+/// The grant an approved request becomes.
+fn grant_from_request(r: &AccessRequest, approved_by: &str) -> Grant {
+    Grant {
+        id: new_id("g"),
+        department: r.department.clone(),
+        dataset: r.dataset.clone(),
+        operations: r.operations.clone(),
+        fields: r.fields.clone(),
+        regions: r.regions.clone(),
+        purposes: r.purposes.clone(),
+        not_before: r.not_before,
+        not_after: r.not_after,
+        limits: r.limits,
+        legal_basis: r.legal_basis.clone(),
+        created_by: r.submitted_by.clone(),
+        approved_by: approved_by.into(),
+        access_request_id: r.id.clone(),
+        created_at: Some(clock::to_timestamp(clock::now())),
+        ..Default::default()
+    }
+}
+
+/// Who acted, as grants and requests record it: `client@department`.
+fn actor(p: &Principal) -> String {
+    format!("{}@{}", p.client_id(), p.department())
+}
+
+impl AdminApi {
+    fn check_scope(&self, s: &Scope<'_>) -> Result<Checked, Status> {
+        policy::check(&self.catalog, s).map_err(Status::invalid_argument)
+    }
+
+    pub(super) fn plan_create_grant(
+        &self,
+        p: &Principal,
+        r: CreateGrantRequest,
+    ) -> Result<Plan<Grant>, Status> {
+        let asked = r
+            .grant
+            .ok_or_else(|| Status::invalid_argument("grant: the grant to create is missing"))?;
+        self.existing_department(&asked.department)?;
+        let checked = self.check_scope(&scope_of_grant(&asked))?;
+        if !checked.conditional.is_empty() && asked.legal_basis.trim().is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "legal_basis: {} are conditionally shared; cite the legal basis, or have the department submit an access request",
+                checked.conditional.join(", ")
+            )));
+        }
+        let g = Grant {
+            id: new_id("g"),
+            department: asked.department,
+            dataset: checked.dataset.name().into(),
+            operations: asked.operations,
+            fields: asked.fields,
+            regions: asked.regions,
+            purposes: asked.purposes,
+            not_before: asked.not_before,
+            not_after: asked.not_after,
+            limits: asked.limits,
+            legal_basis: asked.legal_basis,
+            created_by: actor(p),
+            approved_by: actor(p),
+            created_at: Some(clock::to_timestamp(clock::now())),
+            ..Default::default()
+        };
+        Ok(Plan {
+            change: Some(change("grant", &g.id, None, Some(&g))),
+            writes: vec![Write::Grant(g.clone())],
+            response: g,
+        })
+    }
+
+    /// Revocation is read by the very next request: authorization loads
+    /// grants from the store on every call.
+    pub(super) fn plan_revoke_grant(
+        &self,
+        p: &Principal,
+        r: RevokeGrantRequest,
+    ) -> Result<Plan<Grant>, Status> {
+        let before = self
+            .pipeline
+            .store()
+            .grant(&r.id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("grant '{}' does not exist", r.id)))?;
+        if before.revoked_at.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "grant '{}' is already revoked",
+                r.id
+            )));
+        }
+        if r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: say why the grant is revoked",
+            ));
+        }
+        let after = Grant {
+            revoked_at: Some(clock::to_timestamp(clock::now())),
+            revoked_by: actor(p),
+            ..before.clone()
+        };
+        Ok(Plan {
+            change: Some(change("grant", &r.id, Some(&before), Some(&after))),
+            writes: vec![Write::Grant(after.clone())],
+            response: after,
+        })
+    }
+
+    /// Administrators list any department's grants; other callers see only
+    /// their own department's.
+    pub(super) fn plan_list_grants(
+        &self,
+        p: &Principal,
+        r: ListGrantsRequest,
+    ) -> Result<Plan<ListGrantsResponse>, Status> {
+        let department = own_unless_admin(p, &r.department)?;
+        let store = self.pipeline.store();
+        let all = match department {
+            Some(d) => store.grants_of(d),
+            None => store.all_grants(),
+        }
+        .map_err(internal)?;
+        let grants = all
+            .into_iter()
+            .filter(|g| r.dataset.is_empty() || g.dataset == r.dataset)
+            .filter(|g| r.include_revoked || g.revoked_at.is_none())
+            .collect();
+        Ok(Plan::read(ListGrantsResponse { grants }))
+    }
+
+    /// A puller asks for a scope for its own department. All-unconditional
+    /// scopes are granted at once; conditional ones wait for an administrator
+    /// of another department; `not_shared` fields are refused here.
+    pub(super) fn plan_submit_access_request(
+        &self,
+        p: &Principal,
+        r: SubmitAccessRequestRequest,
+    ) -> Result<Plan<AccessRequest>, Status> {
+        let asked = r.request.ok_or_else(|| {
+            Status::invalid_argument("request: the access request to submit is missing")
+        })?;
+        if !asked.department.is_empty() && asked.department != p.department() {
+            return Err(Status::permission_denied(format!(
+                "department: you may request access only for your own department '{}'",
+                p.department()
+            )));
+        }
+        let checked = self.check_scope(&scope_of_request(&asked))?;
+        if asked.justification.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "justification: say what the data is for (the business need an approver reads)",
+            ));
+        }
+        let now = clock::now();
+        let mut req = AccessRequest {
+            id: new_id("ar"),
+            department: p.department().into(),
+            dataset: checked.dataset.name().into(),
+            submitted_by: actor(p),
+            submitted_at: Some(clock::to_timestamp(now)),
+            status: AccessRequestStatus::Pending.into(),
+            respond_by: Some(clock::to_timestamp(now + self.settings.request_deadline)),
+            ..asked
+        };
+        req.overdue = false;
+        req.auto_approved = false;
+        req.decided_by.clear();
+        req.decision_reason.clear();
+        req.grant_id.clear();
+        req.decided_at = None;
+        let mut writes = Vec::new();
+        if checked.conditional.is_empty() {
+            let g = grant_from_request(&req, "auto-approved: all fields unconditional");
+            req.status = AccessRequestStatus::Approved.into();
+            req.auto_approved = true;
+            req.decided_by = "auto".into();
+            req.decided_at = req.submitted_at;
+            req.decision_reason = "every requested field view is unconditionally shared".into();
+            req.grant_id.clone_from(&g.id);
+            req.respond_by = None;
+            writes.push(Write::Grant(g));
+        }
+        writes.push(Write::AccessRequest(req.clone()));
+        Ok(Plan {
+            change: Some(change("access_request", &req.id, None, Some(&req))),
+            writes,
+            response: req,
+        })
+    }
+
+    /// Administrators see every request; a department sees its own.
+    pub(super) fn plan_list_access_requests(
+        &self,
+        p: &Principal,
+        r: ListAccessRequestsRequest,
+    ) -> Result<Plan<ListAccessRequestsResponse>, Status> {
+        let department = own_unless_admin(p, &r.department)?;
+        let now = clock::unix_seconds(clock::now());
+        let requests = self
+            .pipeline
+            .store()
+            .access_requests()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| department.is_none_or(|d| a.department == d))
+            .filter(|a| r.status == 0 || a.status == r.status)
+            .map(|mut a| {
+                a.overdue = a.status == AccessRequestStatus::Pending as i32
+                    && a.respond_by.is_some_and(|t| t.seconds < now);
+                a
+            })
+            .collect();
+        Ok(Plan::read(ListAccessRequestsResponse { requests }))
+    }
+
+    pub(super) fn plan_decide_access_request(
+        &self,
+        p: &Principal,
+        r: DecideAccessRequestRequest,
+    ) -> Result<Plan<AccessRequest>, Status> {
+        let before = self
+            .pipeline
+            .store()
+            .access_request(&r.id)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!("access request '{}' does not exist", r.id))
+            })?;
+        if before.status != AccessRequestStatus::Pending as i32 {
+            return Err(Status::failed_precondition(format!(
+                "access request '{}' is already decided",
+                r.id
+            )));
+        }
+        if before.department == p.department() {
+            return Err(Status::failed_precondition(
+                "your own department submitted this request; an administrator of another department must decide it",
+            ));
+        }
+        if !r.approve && r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: a rejection must say why, so the department can act on it",
+            ));
+        }
+        let mut after = AccessRequest {
+            decided_by: actor(p),
+            decided_at: Some(clock::to_timestamp(clock::now())),
+            decision_reason: r.reason.clone(),
+            overdue: false,
+            ..before.clone()
+        };
+        let mut writes = Vec::new();
+        if r.approve {
+            // The catalog may have changed since submission: judge it again.
+            self.check_scope(&scope_of_request(&before))?;
+            let g = grant_from_request(&before, &actor(p));
+            after.status = AccessRequestStatus::Approved.into();
+            after.grant_id.clone_from(&g.id);
+            writes.push(Write::Grant(g));
+        } else {
+            after.status = AccessRequestStatus::Rejected.into();
+        }
+        writes.push(Write::AccessRequest(after.clone()));
+        Ok(Plan {
+            change: Some(change("access_request", &r.id, Some(&before), Some(&after))),
+            writes,
+            response: after,
+        })
+    }
+}
+
+/// The department a listing may cover: an admin's filter (empty = all), or
+/// the caller's own department for everyone else.
+fn own_unless_admin<'a>(p: &'a Principal, asked: &'a str) -> Result<Option<&'a str>, Status> {
+    if p.has_role(Role::Admin) {
+        return Ok((!asked.is_empty()).then_some(asked));
+    }
+    if !asked.is_empty() && asked != p.department() {
+        return Err(Status::permission_denied(
+            "only administrators may list another department's grants or requests",
+        ));
+    }
+    Ok(Some(p.department()))
+}

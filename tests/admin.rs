@@ -1,0 +1,715 @@
+//! AdminService over real TLS gRPC: every change is audited with its
+//! before/after, refusals name the problem, and revocations, suspensions,
+//! expiry and quotas bite on the very next call — including after a restart.
+
+mod common;
+
+use common::{Gateway, ctx, district, jti, req};
+use govshare::proto::admin_service_client::AdminServiceClient;
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::*;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// `ethnicity` CLEAR is made `not_shared` so the refusal of such fields can be shown.
+const NOT_SHARED_ETHNICITY: &str = r#"
+[[catalog_override]]
+dataset = "population"
+field = "ethnicity"
+view = "CLEAR"
+sharing = "not_shared"
+"#;
+
+async fn admin(gw: &Gateway, identity: &str) -> AdminServiceClient<Channel> {
+    AdminServiceClient::new(gw.channel(identity).await)
+}
+
+fn fg(field: &str, view: FieldView) -> FieldGrant {
+    FieldGrant {
+        field: field.into(),
+        view: view.into(),
+    }
+}
+
+fn all_ops() -> Vec<i32> {
+    vec![
+        Operation::Get.into(),
+        Operation::BatchGet.into(),
+        Operation::List.into(),
+    ]
+}
+
+fn grant(dept: &str, fields: Vec<FieldGrant>, purpose: &str) -> Grant {
+    Grant {
+        department: dept.into(),
+        dataset: "population".into(),
+        operations: all_ops(),
+        fields,
+        regions: vec!["310115".into()],
+        purposes: vec![purpose.into()],
+        ..Default::default()
+    }
+}
+
+fn in_secs(s: i64) -> Option<prost_types::Timestamp> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Some(prost_types::Timestamp {
+        seconds: now + s,
+        nanos: 0,
+    })
+}
+
+fn some_ids(n: usize) -> Vec<String> {
+    district()
+        .persons
+        .iter()
+        .take(n)
+        .map(|p| p.id_number.clone().unwrap())
+        .collect()
+}
+
+async fn pull(
+    gw: &Gateway,
+    identity: &str,
+    purpose: &str,
+) -> Result<GetPersonResponse, tonic::Status> {
+    let mut c = PopulationServiceClient::new(gw.channel(identity).await);
+    c.get_person(req(
+        GetPersonRequest {
+            context: ctx(purpose),
+            id_number: some_ids(1).remove(0),
+        },
+        &gw.token(identity),
+    ))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+async fn create_grant(gw: &Gateway, g: Grant) -> Result<Grant, tonic::Status> {
+    admin(gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest { grant: Some(g) },
+            &gw.token("admin"),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_validation_names_each_problem() {
+    let gw = Gateway::start(NOT_SHARED_ETHNICITY);
+    let name = || fg("name", FieldView::Clear);
+    let cases: Vec<(Grant, &str)> = vec![
+        (
+            grant("civil-affairs", vec![fg("salary", FieldView::Clear)], "x"),
+            "no field 'salary'",
+        ),
+        (
+            grant("civil-affairs", vec![fg("sex", FieldView::Masked)], "x"),
+            "no MASKED view",
+        ),
+        (
+            grant(
+                "civil-affairs",
+                vec![fg("ethnicity", FieldView::Clear)],
+                "x",
+            ),
+            "not_shared",
+        ),
+        (
+            Grant {
+                regions: vec![],
+                ..grant("civil-affairs", vec![name()], "x")
+            },
+            "regions: empty",
+        ),
+        (
+            Grant {
+                not_before: in_secs(7200),
+                not_after: in_secs(3600),
+                ..grant("civil-affairs", vec![name()], "x")
+            },
+            "ends before it starts",
+        ),
+        (
+            grant(
+                "civil-affairs",
+                vec![fg("id_number", FieldView::Clear)],
+                "x",
+            ),
+            "legal_basis: id_number=CLEAR",
+        ),
+        (grant("no-such-dept", vec![name()], "x"), "not registered"),
+    ];
+    for (g, expect) in cases {
+        let err = create_grant(&gw, g).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::InvalidArgument | Code::NotFound),
+            "{err:?}"
+        );
+        assert!(
+            err.message().contains(expect),
+            "{expect}: {}",
+            err.message()
+        );
+    }
+    // A conditional field with a legal basis is accepted.
+    let ok = create_grant(
+        &gw,
+        Grant {
+            legal_basis: "《社会救助暂行办法》第十一条".into(),
+            ..grant(
+                "civil-affairs",
+                vec![fg("id_number", FieldView::Clear)],
+                "x",
+            )
+        },
+    )
+    .await
+    .unwrap();
+    assert!(ok.id.starts_with("g-"));
+    // Non-admins are refused, and the refusal is audited.
+    let err = admin(&gw, "civil-affairs")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(grant("civil-affairs", vec![name()], "x")),
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let entries = gw.audit_entries();
+    let admin_entries: Vec<_> = entries
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == EntryKind::Admin as i32 && e.method.ends_with("/CreateGrant"))
+        .collect();
+    assert_eq!(
+        admin_entries.len(),
+        9,
+        "every CreateGrant call, allowed or not"
+    );
+    let last = admin_entries.last().unwrap();
+    assert_eq!(last.decision, AuditDecision::Deny as i32);
+    assert_eq!(last.reason_code, "ROLE_NOT_GRANTED");
+    let allowed = admin_entries[7];
+    assert_eq!(allowed.decision, AuditDecision::Allow as i32);
+    let change = allowed.change.as_ref().unwrap();
+    assert_eq!(
+        (change.object.as_str(), change.object_id.as_str()),
+        ("grant", ok.id.as_str())
+    );
+    assert!(change.before_json.is_empty() && change.after_json.contains("《社会救助暂行办法》"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_suspension_and_expiry_bite_on_the_next_call() {
+    let gw = Gateway::start("");
+    let token = gw.token("admin");
+    let mut a = admin(&gw, "admin").await;
+
+    // Revoked grant.
+    pull(&gw, "civil-affairs", "social-assistance")
+        .await
+        .unwrap();
+    let revoked = a
+        .revoke_grant(req(
+            RevokeGrantRequest {
+                id: "demo-civil-affairs-population".into(),
+                reason: "case closed".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(
+        pull(&gw, "civil-affairs", "social-assistance")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+
+    // Revoked token.
+    pull(&gw, "public-security", "public-security")
+        .await
+        .unwrap();
+    a.revoke_token(req(
+        RevokeTokenRequest {
+            jti: jti(&gw.token("public-security")),
+            reason: "leaked".into(),
+        },
+        &token,
+    ))
+    .await
+    .unwrap();
+    let err = pull(&gw, "public-security", "public-security")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::Unauthenticated,
+            "authentication failed: TOKEN_REVOKED"
+        )
+    );
+
+    // Suspended department, then resumed.
+    pull(&gw, "street-office", "grid-event-handling").await.ok();
+    let suspend = |resume| SuspendDepartmentRequest {
+        id: "street-office".into(),
+        resume,
+        reason: "audit finding".into(),
+    };
+    a.suspend_department(req(suspend(false), &token))
+        .await
+        .unwrap();
+    let err = pull(&gw, "street-office", "grid-event-handling")
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "authentication failed: DEPARTMENT_SUSPENDED");
+    a.suspend_department(req(suspend(true), &token))
+        .await
+        .unwrap();
+    let after = pull(&gw, "street-office", "grid-event-handling").await;
+    assert!(
+        after.is_ok() || after.unwrap_err().code() == Code::NotFound,
+        "authenticated again"
+    );
+
+    // Expired grant: valid for two seconds.
+    create_grant(
+        &gw,
+        Grant {
+            not_after: in_secs(2),
+            ..grant(
+                "grid-centre",
+                vec![fg("name", FieldView::Clear)],
+                "flood-response",
+            )
+        },
+    )
+    .await
+    .unwrap();
+    pull(&gw, "grid-centre", "flood-response").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let err = pull(&gw, "grid-centre", "flood-response")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("not valid at this time"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_are_enforced_audited_and_survive_a_restart() {
+    let mut gw = Gateway::start("");
+    create_grant(
+        &gw,
+        Grant {
+            limits: Some(GrantLimits {
+                max_records_per_day: 3,
+                ..Default::default()
+            }),
+            ..grant(
+                "market-regulation",
+                vec![fg("name", FieldView::Clear)],
+                "quota-test",
+            )
+        },
+    )
+    .await
+    .unwrap();
+    create_grant(
+        &gw,
+        Grant {
+            limits: Some(GrantLimits {
+                max_calls_per_minute: 2,
+                ..Default::default()
+            }),
+            ..grant(
+                "grid-centre",
+                vec![fg("name", FieldView::Clear)],
+                "rate-test",
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let batch = |n| BatchGetPersonsRequest {
+        context: ctx("quota-test"),
+        id_numbers: some_ids(n),
+    };
+    let mut c = PopulationServiceClient::new(gw.channel("market-regulation").await);
+    let token = gw.token("market-regulation");
+    let got = c
+        .batch_get_persons(req(batch(2), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.persons.len(), 2);
+    // One left today: asking for two is refused up front, naming the limit.
+    let err = c
+        .batch_get_persons(req(batch(2), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        err.message().contains("max_records_per_day"),
+        "{}",
+        err.message()
+    );
+
+    gw.stop();
+    let gw = Gateway::start_in(&gw.dir.clone(), "");
+    let mut c = PopulationServiceClient::new(gw.channel("market-regulation").await);
+    assert_eq!(
+        c.batch_get_persons(req(batch(1), &token))
+            .await
+            .unwrap()
+            .into_inner()
+            .persons
+            .len(),
+        1
+    );
+    let err = c
+        .batch_get_persons(req(batch(1), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::ResourceExhausted,
+        "the counter survived the restart"
+    );
+    assert!(err.message().contains("max_records_per_day"));
+
+    // Calls per minute: the third call within the minute is refused.
+    pull(&gw, "grid-centre", "rate-test").await.unwrap();
+    pull(&gw, "grid-centre", "rate-test").await.unwrap();
+    let err = pull(&gw, "grid-centre", "rate-test").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("max_calls_per_minute"));
+
+    let denials: Vec<_> = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.reason_code == "LIMIT_EXCEEDED")
+        .collect();
+    assert_eq!(denials.len(), 3, "every limit refusal is audited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
+    let gw = Gateway::start(NOT_SHARED_ETHNICITY);
+    let admin_token = gw.token("admin");
+    let mut a = admin(&gw, "admin").await;
+    let request = |fields: Vec<FieldGrant>| AccessRequest {
+        dataset: "population".into(),
+        operations: all_ops(),
+        fields,
+        regions: vec!["310115001".into()],
+        purposes: vec!["elderly-care".into()],
+        justification: "home visits to residents living alone".into(),
+        ..Default::default()
+    };
+    let mut civil = admin(&gw, "civil-affairs").await;
+    let civil_token = gw.token("civil-affairs");
+    let submit = |r| SubmitAccessRequestRequest { request: Some(r) };
+
+    // Unconditional fields: approved at once, and the grant works.
+    let auto = civil
+        .submit_access_request(req(
+            submit(request(vec![
+                fg("name", FieldView::Clear),
+                fg("id_number", FieldView::Masked),
+            ])),
+            &civil_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(auto.status, AccessRequestStatus::Approved as i32);
+    assert!(auto.auto_approved && !auto.grant_id.is_empty());
+    let person = district()
+        .persons
+        .into_iter()
+        .find(|p| p.residence_grid.as_ref().unwrap().starts_with("310115001"))
+        .unwrap();
+    let mut pop = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let got = pop
+        .get_person(req(
+            GetPersonRequest {
+                context: ctx("elderly-care"),
+                id_number: person.id_number.clone().unwrap(),
+            },
+            &civil_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.person.unwrap().name, person.name);
+
+    // Not-shared fields are refused at submission.
+    let err = civil
+        .submit_access_request(req(
+            submit(request(vec![fg("ethnicity", FieldView::Clear)])),
+            &civil_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("not_shared"));
+
+    // A request for another department is refused.
+    let err = civil
+        .submit_access_request(req(
+            submit(AccessRequest {
+                department: "public-security".into(),
+                ..request(vec![fg("name", FieldView::Clear)])
+            }),
+            &civil_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Conditional fields wait for an admin.
+    let pending = civil
+        .submit_access_request(req(
+            submit(request(vec![fg("id_number", FieldView::Clear)])),
+            &civil_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.status, AccessRequestStatus::Pending as i32);
+    assert!(pending.respond_by.is_some() && pending.grant_id.is_empty());
+    let listed = a
+        .list_access_requests(req(
+            ListAccessRequestsRequest {
+                status: AccessRequestStatus::Pending.into(),
+                department: String::new(),
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(
+        listed.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&pending.id]
+    );
+    assert!(!listed[0].overdue, "the deadline is ten days away");
+
+    // Self-approval: a civil-affairs identity holding the admin role.
+    let thumb = govshare::auth::token::thumbprint(&x509_der(
+        &std::fs::read_to_string(gw.pki("civil-affairs.pem")).unwrap(),
+    ));
+    let dual = a
+        .issue_token(req(
+            IssueTokenRequest {
+                department: "civil-affairs".into(),
+                certificate_thumbprint: thumb,
+                subject: "civil-affairs-admin".into(),
+                roles: vec!["admin".into(), "puller".into()],
+                lifetime_seconds: 3600,
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let decide = |approve, reason: &str| DecideAccessRequestRequest {
+        id: pending.id.clone(),
+        approve,
+        reason: reason.into(),
+    };
+    let err = civil
+        .decide_access_request(req(decide(true, ""), &dual.token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("own department"));
+
+    // Rejection needs a reason; approval creates the linked grant.
+    let err = a
+        .decide_access_request(req(decide(false, ""), &admin_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let approved = a
+        .decide_access_request(req(
+            decide(true, "民政 social-assistance statute"),
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.status, AccessRequestStatus::Approved as i32);
+    let grants = a
+        .list_grants(req(
+            ListGrantsRequest {
+                department: "civil-affairs".into(),
+                ..Default::default()
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    let linked = grants.iter().find(|g| g.id == approved.grant_id).unwrap();
+    assert_eq!(linked.access_request_id, pending.id);
+    assert_eq!(linked.fields, vec![fg("id_number", FieldView::Clear)]);
+    let err = a
+        .decide_access_request(req(decide(false, "late"), &admin_token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "already decided");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_requests_are_flagged() {
+    let gw = Gateway::start("request_deadline_days = 0");
+    let mut civil = admin(&gw, "civil-affairs").await;
+    civil
+        .submit_access_request(req(
+            SubmitAccessRequestRequest {
+                request: Some(AccessRequest {
+                    dataset: "population".into(),
+                    operations: all_ops(),
+                    fields: vec![fg("hukou_address", FieldView::Clear)],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["social-assistance".into()],
+                    justification: "household verification".into(),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let listed = admin(&gw, "admin")
+        .await
+        .list_access_requests(req(
+            ListAccessRequestsRequest::default(),
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].overdue);
+}
+
+/// The DER of the first certificate in a PEM.
+fn x509_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_register_issue_rotate() {
+    let gw = Gateway::start("max_token_days = 1");
+    let token = gw.token("admin");
+    let mut a = admin(&gw, "admin").await;
+    // A certificate from outside the client CA is refused.
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger".into()]).unwrap();
+    let err = a
+        .register_certificate(req(
+            RegisterCertificateRequest {
+                department: "civil-affairs".into(),
+                certificate_pem: stranger.cert.pem(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("client CA"), "{}", err.message());
+    // A token for an unregistered thumbprint is refused.
+    let err = a
+        .issue_token(req(
+            IssueTokenRequest {
+                department: "civil-affairs".into(),
+                certificate_thumbprint: "not-registered".into(),
+                subject: "x".into(),
+                roles: vec!["puller".into()],
+                lifetime_seconds: 0,
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Rotation: tokens signed before keep working; new ones carry the new kid
+    // and a lifetime capped at max_token_days.
+    let kid = a
+        .rotate_signing_key(req(RotateSigningKeyRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .kid;
+    pull(&gw, "civil-affairs", "social-assistance")
+        .await
+        .unwrap();
+    let thumb = govshare::auth::token::thumbprint(&x509_der(
+        &std::fs::read_to_string(gw.pki("civil-affairs.pem")).unwrap(),
+    ));
+    let issued = a
+        .issue_token(req(
+            IssueTokenRequest {
+                department: "civil-affairs".into(),
+                certificate_thumbprint: thumb,
+                subject: "case-system".into(),
+                roles: vec!["puller".into()],
+                lifetime_seconds: 365 * 86_400,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let header = jsonwebtoken::decode_header(&issued.token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+    let lifetime = issued.expires_at.unwrap().seconds - in_secs(0).unwrap().seconds;
+    assert!(
+        (86_000..=86_400).contains(&lifetime),
+        "capped at one day: {lifetime}"
+    );
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    c.get_person(req(
+        GetPersonRequest {
+            context: ctx("social-assistance"),
+            id_number: some_ids(1).remove(0),
+        },
+        &issued.token,
+    ))
+    .await
+    .unwrap();
+    // The token itself never reaches the audit log.
+    assert!(gw.audit_entries().iter().all(|(bytes, _)| {
+        !bytes
+            .windows(issued.token.len())
+            .any(|w| w == issued.token.as_bytes())
+    }));
+}

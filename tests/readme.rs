@@ -1,0 +1,75 @@
+//! The README's walkthroughs, run verbatim with bash against a real gateway
+//! whose data dir is `./govshare-data`, as the README assumes.
+
+mod common;
+
+use common::Gateway;
+use std::path::Path;
+use std::process::Command;
+
+/// The shell block after `<!-- tested: NAME -->` in README.md.
+fn block(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let marker = format!("<!-- tested: {name} -->");
+    let after = &readme[readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README has no {marker}"))
+        + marker.len()..];
+    let body = after
+        .trim_start()
+        .strip_prefix("```sh\n")
+        .expect("a ```sh block follows the marker");
+    body[..body.find("\n```").unwrap()].to_string()
+}
+
+/// Runs a README block in `cwd` with `govshare` on the PATH; returns stdout.
+fn run(cwd: &Path, gw: &Gateway, script: &str) -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_govshare")).parent().unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(cwd)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("GOVSHARE_ADDR", gw.addr.to_string())
+        .env_remove("GOVSHARE_PKI")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "README block failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn administrator_walkthrough_onboards_a_department() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
+    let out = run(tmp.path(), &gw, &block("admin-walkthrough"));
+    assert!(out.contains("housing-bureau  住房保障局  active"), "{out}");
+    assert!(out.contains("pending"), "{out}");
+    assert!(out.contains("approved"), "{out}");
+    let pulled = &out[out
+        .find("\"persons\"")
+        .expect("the first pull returned persons")..];
+    assert_eq!(pulled.matches("\"idNumber\"").count(), 2, "{pulled}");
+    assert!(
+        pulled.contains("\"leafIndex\""),
+        "the pull carries its audit receipt"
+    );
+}
+
+#[test]
+fn administrator_day_to_day_tasks_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
+    let out = run(tmp.path(), &gw, &block("admin-tasks"));
+    assert!(out.contains("id_number               personal"), "{out}");
+    assert!(out.contains("revoked"), "{out}");
+    assert!(out.contains("suspended"), "{out}");
+}
