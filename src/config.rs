@@ -39,6 +39,8 @@ pub struct Config {
 pub struct AuditConfig {
     pub segment_bytes: u64,
     pub max_batch: usize,
+    /// The log's name: the origin line of its checkpoints and its key name.
+    pub origin: String,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for AuditConfig {
         Self {
             segment_bytes: d.segment_bytes,
             max_batch: d.max_batch,
+            origin: "govshare.local/audit".into(),
         }
     }
 }

@@ -45,6 +45,7 @@ named!(
     GetEntityResponse,
     GetGridResponse,
     AuditEntry,
+    QueryAuditRequest,
     Checkpoint,
     InclusionProof,
     ConsistencyProof,

@@ -3,6 +3,8 @@
 //! cannot be written) and reflection.
 
 use crate::audit::AuditLog;
+use crate::audit::checkpoint::{Checkpoints, LogKey, sign_if_new};
+use crate::audit::index::AuditIndex;
 use crate::auth::Authenticator;
 use crate::auth::token::KeyRing;
 use crate::bootstrap;
@@ -54,8 +56,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         &cfg.issuer,
         &cfg.audience,
     )?);
-    let (audit_log, _writer) = AuditLog::open(&cfg.audit_dir(), cfg.audit_options())?;
+    let (audit_log, audit_threads) =
+        AuditLog::open(&cfg.audit_dir(), cfg.audit_options(), store.clone())?;
     let steps = bootstrap::first_start(&cfg, &store, &keys)?;
+    let log_key = Arc::new(LogKey::load_or_create(&cfg.pki_dir(), &cfg.audit.origin)?);
+    let checkpoints = Arc::new(Checkpoints::open(&cfg.audit_dir())?);
     for s in &steps {
         println!("first start: {s}");
     }
@@ -106,7 +111,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .set_serving::<PublishServiceServer<publish::PublishApi>>()
         .await;
     let mut writable = audit_log.writable();
-    drop(audit_log);
+    let signer = tokio::spawn(sign_checkpoints(
+        log_key.clone(),
+        checkpoints.clone(),
+        audit_log.index().clone(),
+        audit_log.indexed(),
+    ));
     tokio::spawn(async move {
         while writable.changed().await.is_ok() {
             let status = if *writable.borrow() {
@@ -165,16 +175,49 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
             },
         )))
-        .add_service(AuditServiceServer::new(audit::AuditApi))
+        .add_service(AuditServiceServer::new(audit::AuditApi {
+            pipeline: pipeline.clone(),
+            log: audit_log.clone(),
+            checkpoints: checkpoints.clone(),
+            key: log_key.clone(),
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
         .await?;
     drop(pipeline);
+    signer.abort();
+    let index = audit_log.index().clone();
+    drop(audit_log);
+    // Every handle is gone: the writer drains, the indexer catches up, and
+    // the final checkpoint covers everything that was acknowledged.
+    let size = tokio::task::spawn_blocking(move || audit_threads.join()).await?;
+    if sign_if_new(&log_key, &checkpoints, &index, size)? {
+        println!("signed a final audit checkpoint at size {size}");
+    }
     store.sync()?;
     println!("govshare stopped");
     Ok(())
+}
+
+/// Signs a checkpoint at most ~1 s after new entries are indexed.
+async fn sign_checkpoints(
+    key: Arc<LogKey>,
+    store: Arc<Checkpoints>,
+    index: AuditIndex,
+    mut indexed: tokio::sync::watch::Receiver<u64>,
+) {
+    while indexed.changed().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let size = *indexed.borrow_and_update();
+        let (key, store, index) = (key.clone(), store.clone(), index.clone());
+        match tokio::task::spawn_blocking(move || sign_if_new(&key, &store, &index, size)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "signing an audit checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+        }
+    }
 }
 
 fn print_welcome(cfg: &Config, store: &Store, addr: std::net::SocketAddr) {

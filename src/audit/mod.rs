@@ -4,11 +4,18 @@
 //! one writer thread group-commits them with `fdatasync`. A caller gets its
 //! [`Receipt`] only once its entry is on disk.
 
+pub mod checkpoint;
+pub mod export;
+pub mod index;
+pub mod merkle;
 pub mod segment;
+pub mod verify;
 mod writer;
 
 use crate::proto::{AuditEntry, AuditReceipt};
-use anyhow::Result;
+use crate::store::Store;
+use anyhow::{Result, bail};
+use index::{AuditIndex, Indexer};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -74,27 +81,88 @@ struct Pending {
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
     writable: watch::Receiver<bool>,
+    indexed: watch::Receiver<u64>,
+    index: AuditIndex,
     node: String,
 }
 
+/// The writer and indexer threads; [`Threads::join`] waits until both have
+/// drained (every handle dropped) and returns the final log size.
+pub struct Threads {
+    writer: std::thread::JoinHandle<()>,
+    indexer: std::thread::JoinHandle<u64>,
+}
+
+impl Threads {
+    pub fn join(self) -> u64 {
+        let _ = self.writer.join();
+        self.indexer.join().unwrap_or(0)
+    }
+}
+
 impl AuditLog {
-    /// Recovers the log in `dir` (truncating a torn tail) and starts the writer.
-    pub fn open(dir: &Path, opts: AuditOptions) -> Result<(Self, std::thread::JoinHandle<()>)> {
+    /// Recovers the log in `dir` (truncating a torn tail), brings its index
+    /// in `store` up to date from the segments, and starts the writer and
+    /// indexer threads.
+    pub fn open(dir: &Path, opts: AuditOptions, store: Store) -> Result<(Self, Threads)> {
         let segments = segment::SegmentWriter::recover(dir, opts.segment_bytes)?;
+        let mut indexer = Indexer::open(store)?;
+        if indexer.size() > segments.next_index() {
+            bail!(
+                "the audit index holds {} entries but the segments in {} only {}: entries were removed; run `govshare audit verify --data-dir`",
+                indexer.size(),
+                dir.display(),
+                segments.next_index()
+            );
+        }
+        let missing = segment::read_from(dir, indexer.size())?;
+        for chunk in missing.chunks(1024) {
+            indexer.ingest(chunk)?;
+        }
+        let index = indexer.reader();
+        let (indexed_tx, indexed) = watch::channel(indexer.size());
+        let (batches_tx, batches) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        let indexer = std::thread::Builder::new()
+            .name("audit-indexer".into())
+            .spawn(move || {
+                for batch in batches {
+                    if let Err(e) = indexer.ingest(&batch) {
+                        // The log itself is durable; the index catches up
+                        // from the segments on the next start.
+                        tracing::error!(error = %e, "audit index update failed; queries lag until restart");
+                        break;
+                    }
+                    indexed_tx.send_replace(indexer.size());
+                }
+                indexer.size()
+            })?;
         let (tx, rx) = mpsc::channel(opts.max_batch * 4);
         let (writable_tx, writable) = watch::channel(true);
         let max_batch = opts.max_batch;
-        let handle = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer::run(segments, rx, writable_tx, max_batch))?;
+            .spawn(move || writer::run(segments, rx, writable_tx, max_batch, batches_tx))?;
         Ok((
             Self {
                 tx,
                 writable,
+                indexed,
+                index,
                 node: opts.node,
             },
-            handle,
+            Threads { writer, indexer },
         ))
+    }
+
+    /// Read access to the index (entries, postings, Merkle nodes).
+    pub fn index(&self) -> &AuditIndex {
+        &self.index
+    }
+
+    /// How many entries are indexed (and so provable); changes as the
+    /// indexer advances.
+    pub fn indexed(&self) -> watch::Receiver<u64> {
+        self.indexed.clone()
     }
 
     /// Appends `entry` (its index, time and node are assigned here) and waits

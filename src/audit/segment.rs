@@ -85,6 +85,28 @@ pub fn read_all(dir: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// Entries from index `from` on, reading only the segments that hold them.
+pub fn read_from(dir: &Path, from: u64) -> Result<Vec<Vec<u8>>> {
+    let segs = segments(dir)?;
+    let mut out = Vec::new();
+    for (i, (first, path)) in segs.iter().enumerate() {
+        if segs.get(i + 1).is_some_and(|(next, _)| *next <= from) {
+            continue;
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (frames, good) = parse_frames(&bytes);
+        if good != bytes.len() && i + 1 != segs.len() {
+            bail!("segment {} is damaged at byte {good}", path.display());
+        }
+        for (k, f) in frames.into_iter().enumerate() {
+            if first + k as u64 >= from {
+                out.push(f.to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn segment_path(dir: &Path, first_index: u64) -> PathBuf {
     dir.join(format!("{first_index:020}.seg"))
 }
@@ -96,6 +118,7 @@ pub struct SegmentWriter {
     len: u64,
     max_bytes: u64,
     next_index: u64,
+    last_leaf: Option<[u8; 32]>,
 }
 
 impl SegmentWriter {
@@ -111,6 +134,7 @@ impl SegmentWriter {
                 len: 0,
                 max_bytes,
                 next_index: 0,
+                last_leaf: None,
             });
         };
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -128,12 +152,24 @@ impl SegmentWriter {
             file.set_len(good as u64)?;
             file.sync_all()?;
         }
+        let mut last_leaf = frames.last().map(|f| super::leaf_hash(f));
+        // A segment opened after a failed write may be empty: the chain
+        // continues from the newest entry in an older one.
+        for (_, older) in segs.iter().rev().skip(1) {
+            if last_leaf.is_some() {
+                break;
+            }
+            let bytes =
+                std::fs::read(older).with_context(|| format!("reading {}", older.display()))?;
+            last_leaf = parse_frames(&bytes).0.last().map(|f| super::leaf_hash(f));
+        }
         Ok(Self {
             dir: dir.into(),
             file: Some(file),
             len: good as u64,
             max_bytes,
             next_index: first + frames.len() as u64,
+            last_leaf,
         })
     }
 
@@ -141,10 +177,20 @@ impl SegmentWriter {
         self.next_index
     }
 
+    /// Leaf hash of the newest durable entry (`None` for an empty log).
+    pub fn last_leaf(&self) -> Option<[u8; 32]> {
+        self.last_leaf
+    }
+
     /// Appends `count` framed entries and makes them durable. On failure
     /// nothing is acknowledged and the segment is cut back to its last
     /// durable length; the next attempt opens a new segment.
-    pub fn append(&mut self, frames: &[u8], count: u64) -> std::io::Result<()> {
+    pub fn append(
+        &mut self,
+        frames: &[u8],
+        count: u64,
+        last_leaf: [u8; 32],
+    ) -> std::io::Result<()> {
         if self.file.is_some() && self.len >= self.max_bytes {
             if let Some(old) = self.file.take() {
                 old.sync_all()?;
@@ -166,6 +212,7 @@ impl SegmentWriter {
             Ok(()) => {
                 self.len += frames.len() as u64;
                 self.next_index += count;
+                self.last_leaf = Some(last_leaf);
                 Ok(())
             }
             Err(e) => {
@@ -191,7 +238,7 @@ mod tests {
         for i in 0..10u8 {
             let mut buf = Vec::new();
             frame_into(&mut buf, &[i; 20]);
-            w.append(&buf, 1).unwrap();
+            w.append(&buf, 1, [0; 32]).unwrap();
         }
         assert!(
             segments(dir.path()).unwrap().len() > 1,
@@ -218,7 +265,7 @@ mod tests {
         for i in 0..4u8 {
             let mut buf = Vec::new();
             frame_into(&mut buf, &[i; 24]);
-            w.append(&buf, 1).unwrap();
+            w.append(&buf, 1, [0; 32]).unwrap();
         }
         let (_, first) = segments(dir.path()).unwrap().remove(0);
         let mut bytes = std::fs::read(&first).unwrap();

@@ -13,7 +13,9 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Pending>,
     writable: watch::Sender<bool>,
     max_batch: usize,
+    indexer: std::sync::mpsc::Sender<Vec<Vec<u8>>>,
 ) {
+    let mut prev = segments.last_leaf();
     let mut batch = Vec::with_capacity(max_batch);
     let mut frames = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -28,19 +30,28 @@ pub(super) fn run(
         let start = segments.next_index();
         frames.clear();
         let mut receipts = Vec::with_capacity(batch.len());
+        let mut committed = Vec::with_capacity(batch.len());
+        let mut chain = prev;
         for (i, p) in batch.iter_mut().enumerate() {
             p.entry.index = start + i as u64;
             p.entry.time = Some(time);
+            p.entry.prev_leaf_hash = chain.map(|h| h.to_vec()).unwrap_or_default();
             let bytes = p.entry.encode_to_vec();
+            let leaf = leaf_hash(&bytes);
+            chain = Some(leaf);
             receipts.push(Receipt {
                 index: p.entry.index,
-                leaf_hash: leaf_hash(&bytes),
+                leaf_hash: leaf,
                 time,
             });
             frame_into(&mut frames, &bytes);
+            committed.push(bytes);
         }
-        match segments.append(&frames, batch.len() as u64) {
+        let last = chain.expect("a batch has at least one entry");
+        match segments.append(&frames, batch.len() as u64, last) {
             Ok(()) => {
+                prev = chain;
+                let _ = indexer.send(committed);
                 writable.send_if_modified(|w| !std::mem::replace(w, true));
                 for (p, r) in batch.drain(..).zip(receipts) {
                     let _ = p.done.send(Ok(r));

@@ -1,17 +1,220 @@
-//! AuditService. The auditors' API (queries, proofs, export) arrives with the
-//! auditors' issue; until then every RPC answers UNIMPLEMENTED.
+//! AuditService: queries, the data tracker, statistics, export, checkpoints
+//! and proofs. Every call is an `AUDIT_READ` entry, written durably before
+//! anything is answered. All calls need the `auditor` role except
+//! `GetCheckpoint` and `GetConsistencyProof` (any authenticated caller) and
+//! `GetInclusionProof` (also a department, for its own entries' receipts).
 
+use crate::audit::AuditLog;
+use crate::audit::checkpoint::{Checkpoints, LogKey, NoteVerifier, sign_if_new};
+use crate::audit::index::{AuditIndex, BY_DEPARTMENT, BY_SUBJECT};
+use crate::audit::merkle;
+use crate::auth::{Principal, Role};
+use crate::pipeline::Pipeline;
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::*;
+use crate::records::Record;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-pub struct AuditApi;
+pub struct AuditApi {
+    pub pipeline: Arc<Pipeline>,
+    pub log: AuditLog,
+    pub checkpoints: Arc<Checkpoints>,
+    pub key: Arc<LogKey>,
+}
 
-fn later(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "AuditService.{rpc} is not available in this release; see README 'Status'"
-    ))
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Most entries one query or history call streams; the last page then
+/// carries a token to continue.
+const MAX_PER_CALL: usize = 10_000;
+/// Most entries one query examines before it returns what it found.
+const SCAN_BUDGET: usize = 200_000;
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "audit read failed");
+    Status::internal("internal error; the gateway log has details")
+}
+
+/// What an auditor's query selects.
+struct Filter {
+    req: QueryAuditRequest,
+}
+
+impl Filter {
+    fn matches(&self, e: &AuditEntry) -> bool {
+        let r = &self.req;
+        let p = e.principal.clone().unwrap_or_default();
+        let secs = e.time.map_or(0, |t| t.seconds);
+        (r.department.is_empty() || p.department == r.department)
+            && (r.principal.is_empty() || p.client_id == r.principal)
+            && (r.kind == 0 || e.kind == r.kind)
+            && (r.decision == 0 || e.decision == r.decision)
+            && (r.method.is_empty()
+                || e.method == r.method
+                || e.method.ends_with(&format!("/{}", r.method)))
+            && (r.dataset.is_empty() || e.dataset == r.dataset)
+            && (r.purpose.is_empty() || e.purpose == r.purpose)
+            && r.from.is_none_or(|f| secs >= f.seconds)
+            && r.to.is_none_or(|t| secs < t.seconds)
+    }
+}
+
+impl AuditApi {
+    fn index(&self) -> &AuditIndex {
+        self.log.index()
+    }
+
+    fn indexed(&self) -> u64 {
+        *self.log.indexed().borrow()
+    }
+
+    /// Authenticates, checks the role, and records the read (or its refusal).
+    async fn admit<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        auditor_only: bool,
+        what: String,
+    ) -> Result<Principal, Status> {
+        let p = self.pipeline.authenticate(req, method).await?;
+        let refused = auditor_only && !p.has_role(Role::Auditor);
+        self.record(&p, method, what, refused.then_some("ROLE_NOT_GRANTED"))
+            .await?;
+        if refused {
+            return Err(Status::permission_denied(
+                "this call needs the 'auditor' role on your token",
+            ));
+        }
+        Ok(p)
+    }
+
+    async fn record(
+        &self,
+        p: &Principal,
+        method: &str,
+        what: String,
+        denied: Option<&str>,
+    ) -> Result<(), Status> {
+        let mut e = crate::pipeline::admin_entry(p, method);
+        e.kind = EntryKind::AuditRead.into();
+        e.message = what;
+        match denied {
+            Some(code) => {
+                e.decision = AuditDecision::Deny.into();
+                e.reason_code = code.into();
+            }
+            None => e.decision = AuditDecision::Allow.into(),
+        }
+        self.pipeline.record(e).await.map(|_| ())
+    }
+
+    /// Streams entries by index, newest first, in pages.
+    fn stream_entries(
+        &self,
+        posting: Option<(u8, String)>,
+        before: Option<u64>,
+        page_size: usize,
+        filter: Filter,
+    ) -> ReceiverStream<Result<AuditPage, Status>> {
+        let (tx, rx) = mpsc::channel(4);
+        let index = self.index().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut before = before;
+            let mut page = Vec::new();
+            let (mut sent, mut examined) = (0usize, 0usize);
+            loop {
+                let ids = match index.newest_first(
+                    posting.as_ref().map(|(k, n)| (*k, n.as_str())),
+                    before,
+                    1024,
+                ) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(internal(e)));
+                        return;
+                    }
+                };
+                let done = ids.len() < 1024;
+                for i in ids {
+                    before = Some(i);
+                    examined += 1;
+                    match index.entry(i) {
+                        Ok(Some(e)) if filter.matches(&e) => page.push(e),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(internal(e)));
+                            return;
+                        }
+                    }
+                    let cap = sent + page.len() >= MAX_PER_CALL || examined >= SCAN_BUDGET;
+                    if page.len() >= page_size || cap {
+                        sent += page.len();
+                        let token = if cap { i.to_string() } else { String::new() };
+                        let more = AuditPage {
+                            entries: std::mem::take(&mut page),
+                            next_page_token: token.clone(),
+                        };
+                        if tx.blocking_send(Ok(more)).is_err() || cap {
+                            return;
+                        }
+                    }
+                }
+                if done || before == Some(0) {
+                    break;
+                }
+            }
+            let _ = tx.blocking_send(Ok(AuditPage {
+                entries: page,
+                next_page_token: String::new(),
+            }));
+        });
+        ReceiverStream::new(rx)
+    }
+
+    /// The latest checkpoint, signing one first if entries are not yet covered.
+    fn latest_checkpoint(&self) -> Result<Checkpoint, Status> {
+        sign_if_new(&self.key, &self.checkpoints, self.index(), self.indexed())
+            .map_err(internal)?;
+        let note = self
+            .checkpoints
+            .latest()
+            .ok_or_else(|| Status::unavailable("no checkpoint yet: the log is empty"))?;
+        let verifier = NoteVerifier::parse(&self.key.verifier_key()).map_err(internal)?;
+        let c = verifier.open(&note).map_err(internal)?;
+        Ok(Checkpoint {
+            note,
+            tree_size: c.size,
+            root_hash: c.root.to_vec(),
+            public_key: self.key.verifier_key(),
+        })
+    }
+}
+
+fn page_size(n: u32) -> usize {
+    match n as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+fn page_token(t: &str) -> Result<Option<u64>, Status> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.parse()
+        .map(Some)
+        .map_err(|_| Status::invalid_argument("page_token: pass back a next_page_token unchanged"))
+}
+
+fn day(t: Option<&prost_types::Timestamp>, default: chrono::DateTime<chrono::Local>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| t.with_timezone(&chrono::Local))
+        .unwrap_or(default)
+        .format("%Y-%m-%d")
+        .to_string()
 }
 
 #[tonic::async_trait]
@@ -23,50 +226,265 @@ impl AuditService for AuditApi {
 
     async fn query_audit(
         &self,
-        _: Request<QueryAuditRequest>,
+        req: Request<QueryAuditRequest>,
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
-        Err(later("QueryAudit"))
+        let what = format!("query {}", crate::json::to_string(req.get_ref()));
+        self.admit(&req, "/govshare.v1.AuditService/QueryAudit", true, what)
+            .await?;
+        let r = req.into_inner();
+        let before = page_token(&r.page_token)?;
+        let size = page_size(r.page_size);
+        let posting = (!r.department.is_empty()).then(|| (BY_DEPARTMENT, r.department.clone()));
+        Ok(Response::new(self.stream_entries(
+            posting,
+            before,
+            size,
+            Filter { req: r },
+        )))
     }
+
+    /// Follows the log: entries from `from_index` (0: from now on) as they
+    /// are indexed, until the caller hangs up.
     async fn tail_audit(
         &self,
-        _: Request<TailAuditRequest>,
+        req: Request<TailAuditRequest>,
     ) -> Result<Response<Self::TailAuditStream>, Status> {
-        Err(later("TailAudit"))
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/TailAudit",
+            true,
+            "tail".into(),
+        )
+        .await?;
+        let from = match req.into_inner().from_index {
+            0 => self.indexed(),
+            i => i,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let index = self.index().clone();
+        let mut indexed = self.log.indexed();
+        tokio::spawn(async move {
+            let mut next = from;
+            loop {
+                let size = *indexed.borrow_and_update();
+                while next < size {
+                    let batch = match index.entry_bytes(next, 256) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx.send(Err(internal(e))).await;
+                            return;
+                        }
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for (i, bytes) in batch {
+                        next = i + 1;
+                        let Ok(e) = <AuditEntry as prost::Message>::decode(bytes.as_slice()) else {
+                            continue;
+                        };
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                tokio::select! {
+                    changed = indexed.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
+
     async fn subject_access_history(
         &self,
-        _: Request<SubjectAccessHistoryRequest>,
+        req: Request<SubjectAccessHistoryRequest>,
     ) -> Result<Response<Self::SubjectAccessHistoryStream>, Status> {
-        Err(later("SubjectAccessHistory"))
+        let r = req.get_ref();
+        let subject = match (r.id_number.is_empty(), r.uscc.is_empty()) {
+            (false, true) => Person::parse_key(&r.id_number)
+                .map_err(|e| Status::invalid_argument(format!("id_number: {e}")))?,
+            (true, false) => LegalEntity::parse_key(&r.uscc)
+                .map_err(|e| Status::invalid_argument(format!("uscc: {e}")))?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "name exactly one of id_number or uscc",
+                ));
+            }
+        };
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/SubjectAccessHistory",
+            true,
+            format!("subject history of {subject}"),
+        )
+        .await?;
+        Ok(Response::new(self.stream_entries(
+            Some((BY_SUBJECT, subject)),
+            None,
+            DEFAULT_PAGE,
+            Filter {
+                req: QueryAuditRequest::default(),
+            },
+        )))
     }
+
     async fn get_checkpoint(
         &self,
-        _: Request<GetCheckpointRequest>,
+        req: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, Status> {
-        Err(later("GetCheckpoint"))
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/GetCheckpoint",
+            false,
+            "checkpoint".into(),
+        )
+        .await?;
+        Ok(Response::new(self.latest_checkpoint()?))
     }
+
     async fn get_inclusion_proof(
         &self,
-        _: Request<GetInclusionProofRequest>,
+        req: Request<GetInclusionProofRequest>,
     ) -> Result<Response<InclusionProof>, Status> {
-        Err(later("GetInclusionProof"))
+        let method = "/govshare.v1.AuditService/GetInclusionProof";
+        let r = *req.get_ref();
+        let p = self.pipeline.authenticate(&req, method).await?;
+        let what = format!("inclusion proof of {} in {}", r.index, r.tree_size);
+        let entry = self.index().entry(r.index).map_err(internal)?;
+        let own = entry
+            .as_ref()
+            .and_then(|e| e.principal.as_ref())
+            .is_some_and(|ep| ep.department == p.department());
+        if !p.has_role(Role::Auditor) && !own {
+            self.record(&p, method, what, Some("NOT_OWN_ENTRY")).await?;
+            return Err(Status::permission_denied(
+                "a department may ask for proofs of its own entries only; auditors for any",
+            ));
+        }
+        self.record(&p, method, what, None).await?;
+        let size = match r.tree_size {
+            0 => self.latest_checkpoint()?.tree_size,
+            s => s,
+        };
+        if r.index >= size || size > self.indexed() {
+            return Err(Status::invalid_argument(format!(
+                "need index < tree_size <= {} (the log's provable size); got index {} and tree_size {size}",
+                self.indexed(),
+                r.index
+            )));
+        }
+        let hashes = merkle::inclusion_proof(self.index(), r.index, size).map_err(internal)?;
+        Ok(Response::new(InclusionProof {
+            index: r.index,
+            tree_size: size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
+
     async fn get_consistency_proof(
         &self,
-        _: Request<GetConsistencyProofRequest>,
+        req: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<ConsistencyProof>, Status> {
-        Err(later("GetConsistencyProof"))
+        let r = *req.get_ref();
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/GetConsistencyProof",
+            false,
+            format!("consistency proof {} -> {}", r.old_size, r.new_size),
+        )
+        .await?;
+        if r.old_size == 0 || r.old_size > r.new_size || r.new_size > self.indexed() {
+            return Err(Status::invalid_argument(format!(
+                "need 0 < old_size <= new_size <= {}",
+                self.indexed()
+            )));
+        }
+        let hashes =
+            merkle::consistency_proof(self.index(), r.old_size, r.new_size).map_err(internal)?;
+        Ok(Response::new(ConsistencyProof {
+            old_size: r.old_size,
+            new_size: r.new_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
     }
+
+    /// JSON Lines: one `{"index","bytes","entry"}` object per entry, then
+    /// every checkpoint note, then the log's public key.
     async fn export_audit(
         &self,
-        _: Request<ExportAuditRequest>,
+        req: Request<ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
-        Err(later("ExportAudit"))
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/ExportAudit",
+            true,
+            "export".into(),
+        )
+        .await?;
+        let cp = self.latest_checkpoint()?;
+        let (index, notes, key) = (self.index().clone(), self.checkpoints.all(), cp.public_key);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut next = 0;
+            while next < cp.tree_size {
+                let batch = match index.entry_bytes(next, 1000) {
+                    Ok(b) if !b.is_empty() => b,
+                    Ok(_) => break,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(internal(e)));
+                        return;
+                    }
+                };
+                let mut data = String::new();
+                for (i, bytes) in batch.into_iter().take_while(|(i, _)| *i < cp.tree_size) {
+                    next = i + 1;
+                    data.push_str(&crate::audit::export::entry_line(i, &bytes));
+                }
+                if tx
+                    .blocking_send(Ok(ExportChunk {
+                        data: data.into_bytes(),
+                    }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let mut tail = String::new();
+            for n in notes
+                .iter()
+                .filter(|n| crate::audit::export::note_size(n) <= cp.tree_size)
+            {
+                tail.push_str(&crate::audit::export::note_line(n));
+            }
+            tail.push_str(&crate::audit::export::key_line(&key));
+            let _ = tx.blocking_send(Ok(ExportChunk {
+                data: tail.into_bytes(),
+            }));
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
+
     async fn audit_stats(
         &self,
-        _: Request<AuditStatsRequest>,
+        req: Request<AuditStatsRequest>,
     ) -> Result<Response<AuditStatsResponse>, Status> {
-        Err(later("AuditStats"))
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/AuditStats",
+            true,
+            "stats".into(),
+        )
+        .await?;
+        let r = req.into_inner();
+        let now = chrono::Local::now();
+        let from = day(r.from.as_ref(), now - chrono::Duration::days(30));
+        let to = day(r.to.as_ref(), now);
+        let rows = self
+            .index()
+            .stats(&from, &to, &r.department)
+            .map_err(internal)?;
+        Ok(Response::new(AuditStatsResponse { rows }))
     }
 }

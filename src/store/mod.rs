@@ -46,6 +46,16 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<()>;
     /// Atomically adds `delta` to a little-endian u64 counter; returns the new value.
     fn add(&self, tree: &str, key: &[u8], delta: u64) -> Result<u64>;
+    /// Entries under `prefix` strictly below `before`, in descending key order.
+    fn scan_rev(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Applies puts (`Some`) and removes (`None`) to one tree atomically.
+    fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
 }
@@ -237,6 +247,12 @@ impl Store {
 
     pub fn sync(&self) -> Result<()> {
         self.backend.sync()
+    }
+
+    /// The raw trees, for derived indexes that manage their own keys (the
+    /// audit log's index).
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
     fn get_msg<M: Message + Default>(&self, tree: &str, key: &[u8]) -> Result<Option<M>> {

@@ -66,6 +66,40 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn scan_rev(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tree = self.tree(tree)?;
+        let end = match before {
+            Some(b) => Bound::Excluded(b.to_vec()),
+            None => prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        };
+        let mut out = Vec::new();
+        for item in tree.range((Bound::Included(prefix.to_vec()), end)).rev() {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        Ok(self.tree(tree)?.apply_batch(batch)?)
+    }
+
     fn upsert_indexed(
         &self,
         tree: &str,
@@ -110,4 +144,16 @@ impl Backend for SledBackend {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
