@@ -46,6 +46,8 @@ enum Command {
     },
     /// Administer a running gateway (as the `admin` identity by default).
     Admin(cli::admin::AdminArgs),
+    /// Audit a running gateway (as the `auditor` identity), or verify a log offline.
+    Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
     /// The dev PKI.
@@ -82,6 +84,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Admin(args) => cli::admin::run(args).await,
         Command::Pull(args) => cli::pull::run(args).await,
+        Command::Audit(args) => cli::audit::run(args).await,
         Command::Serve {
             config,
             listen,

@@ -73,3 +73,13 @@ fn administrator_day_to_day_tasks_run() {
     assert!(out.contains("revoked"), "{out}");
     assert!(out.contains("suspended"), "{out}");
 }
+
+#[test]
+fn auditor_walkthrough_tracks_a_person_and_verifies_an_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
+    let out = run(tmp.path(), &gw, &block("auditor-walkthrough"));
+    assert!(out.contains("ListPersons  public-security  PS-88"), "{out}");
+    assert!(out.contains("public-security  "), "{out}");
+    assert!(out.contains("OK: "), "{out}");
+}

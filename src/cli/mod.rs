@@ -1,8 +1,9 @@
 //! Command-line clients of a running gateway: `govshare admin …` and
-//! `govshare pull …`. Each connects with an identity's certificate, key and
+//! `govshare pull …` and `govshare audit …`. Each connects with an identity's certificate, key and
 //! token from a PKI directory (the dev PKI by default).
 
 pub mod admin;
+pub mod audit;
 pub mod pull;
 mod table;
 

@@ -1,0 +1,396 @@
+//! `govshare audit …`: the auditors' command line. `verify` runs offline on
+//! a data directory or an export; everything else calls AuditService as the
+//! `auditor` identity by default.
+
+use super::table::Table;
+use super::{Connect, say, status_error};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use govshare::audit::checkpoint::NoteVerifier;
+use govshare::audit::{export, merkle, verify};
+use govshare::proto::audit_service_client::AuditServiceClient;
+use govshare::proto::*;
+use std::path::PathBuf;
+use tonic::Streaming;
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Who pulled what: entries newest first.
+    Query {
+        #[arg(long, default_value = "")]
+        dept: String,
+        /// pull, publish, admin, audit_read, auth_failure.
+        #[arg(long)]
+        kind: Option<String>,
+        /// allow or deny.
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long, default_value = "")]
+        dataset: String,
+        #[arg(long, default_value = "")]
+        purpose: String,
+        /// Method name, e.g. GetPerson.
+        #[arg(long, default_value = "")]
+        method: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// The data tracker: every pull that returned or refused one subject.
+    Subject {
+        #[arg(long, required_unless_present = "uscc", conflicts_with = "uscc")]
+        id_number: Option<String>,
+        #[arg(long)]
+        uscc: Option<String>,
+    },
+    /// Calls, records and denials per department per day.
+    Stats {
+        #[arg(long, default_value = "")]
+        dept: String,
+    },
+    /// Follow new entries live (Ctrl-C to stop).
+    Tail,
+    /// The latest signed checkpoint.
+    Checkpoint,
+    /// Write the log as JSON Lines with its checkpoints and public key.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a response's audit receipt against the latest checkpoint.
+    Prove {
+        /// The receipt's leaf index.
+        #[arg(long)]
+        index: u64,
+        /// The receipt's leaf hash (base64).
+        #[arg(long)]
+        leaf_hash: String,
+        /// The log's verifier key file (default: <pki>/audit-log.pub).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Verify the log offline: every leaf, the tree, every checkpoint.
+    Verify {
+        /// A gateway data directory (reads audit/ and, by default, pki/audit-log.pub).
+        #[arg(long, conflicts_with = "export", required_unless_present = "export")]
+        data_dir: Option<PathBuf>,
+        /// An export written by `govshare audit export`.
+        #[arg(long, requires = "public_key")]
+        export: Option<PathBuf>,
+        /// The log's verifier key file, obtained independently of the log.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+}
+
+fn read_key(path: &PathBuf) -> Result<NoteVerifier> {
+    NoteVerifier::parse(
+        &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+}
+
+fn enum_arg<E>(value: Option<&str>, prefix: &str, parse: fn(&str) -> Option<E>) -> Result<i32>
+where
+    E: Into<i32>,
+{
+    match value {
+        None => Ok(0),
+        Some(v) => parse(&format!("{prefix}{}", v.to_ascii_uppercase()))
+            .map(Into::into)
+            .with_context(|| {
+                format!(
+                    "'{v}' is not a {}",
+                    prefix.trim_end_matches('_').to_lowercase()
+                )
+            }),
+    }
+}
+
+pub async fn run(args: AuditArgs) -> Result<()> {
+    if let AuditCommand::Verify {
+        data_dir,
+        export,
+        public_key,
+    } = &args.command
+    {
+        return verify_offline(data_dir.as_ref(), export.as_ref(), public_key.as_ref());
+    }
+    let json = args.connect.json;
+    let client = args.connect.client("auditor").await?;
+    let mut audit = AuditServiceClient::new(client.channel.clone());
+    match args.command {
+        AuditCommand::Query {
+            dept,
+            kind,
+            decision,
+            dataset,
+            purpose,
+            method,
+            limit,
+        } => {
+            let stream = audit
+                .query_audit(client.request(QueryAuditRequest {
+                    department: dept,
+                    kind: enum_arg(kind.as_deref(), "ENTRY_KIND_", EntryKind::from_str_name)?,
+                    decision: enum_arg(
+                        decision.as_deref(),
+                        "AUDIT_DECISION_",
+                        AuditDecision::from_str_name,
+                    )?,
+                    dataset,
+                    purpose,
+                    method,
+                    page_size: limit.min(1000) as u32,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_entries(collect(stream, limit).await?, json);
+        }
+        AuditCommand::Subject { id_number, uscc } => {
+            let stream = audit
+                .subject_access_history(client.request(SubjectAccessHistoryRequest {
+                    id_number: id_number.unwrap_or_default(),
+                    uscc: uscc.unwrap_or_default(),
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_entries(collect(stream, usize::MAX).await?, json);
+        }
+        AuditCommand::Stats { dept } => {
+            let r = audit
+                .audit_stats(client.request(AuditStatsRequest {
+                    department: dept,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                say(govshare::json::to_value(&r));
+                return Ok(());
+            }
+            let mut t = Table::new(&["DAY", "DEPARTMENT", "CALLS", "RECORDS", "DENIALS"]);
+            for row in r.rows {
+                let denials = row
+                    .denials
+                    .iter()
+                    .map(|d| format!("{}={}", d.reason_code, d.count))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                t.row(vec![
+                    row.day,
+                    row.department,
+                    row.calls.to_string(),
+                    row.records.to_string(),
+                    denials,
+                ]);
+            }
+            t.print();
+        }
+        AuditCommand::Tail => {
+            let mut s = audit
+                .tail_audit(client.request(TailAuditRequest { from_index: 0 }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            while let Some(e) = s.message().await.map_err(status_error)? {
+                print_entries(vec![e], json);
+            }
+        }
+        AuditCommand::Checkpoint => {
+            let c = audit
+                .get_checkpoint(client.request(GetCheckpointRequest {}))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            say(c.note.trim_end());
+        }
+        AuditCommand::Export { out } => {
+            let mut s = audit
+                .export_audit(client.request(ExportAuditRequest {}))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut data = Vec::new();
+            while let Some(chunk) = s.message().await.map_err(status_error)? {
+                data.extend_from_slice(&chunk.data);
+            }
+            std::fs::write(&out, &data).with_context(|| format!("writing {}", out.display()))?;
+            say(format!("wrote {} ({} bytes)", out.display(), data.len()));
+        }
+        AuditCommand::Prove {
+            index,
+            leaf_hash: leaf_b64,
+            public_key,
+        } => {
+            let key =
+                read_key(&public_key.unwrap_or_else(|| args.connect.pki.join("audit-log.pub")))?;
+            let leaf: merkle::Hash = data_encoding::BASE64
+                .decode(leaf_b64.as_bytes())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .context("--leaf-hash: base64 of 32 bytes, as in the receipt")?;
+            let c = audit
+                .get_checkpoint(client.request(GetCheckpointRequest {}))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let cp = key
+                .open(&c.note)
+                .map_err(|e| anyhow::anyhow!("the checkpoint: {e}"))?;
+            let proof = audit
+                .get_inclusion_proof(client.request(GetInclusionProofRequest {
+                    index,
+                    tree_size: cp.size,
+                }))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let hashes: Vec<merkle::Hash> = proof
+                .hashes
+                .iter()
+                .map(|h| h.as_slice().try_into().context("proof hash length"))
+                .collect::<Result<_>>()?;
+            if !merkle::verify_inclusion(&leaf, index, cp.size, &hashes, &cp.root) {
+                bail!(
+                    "the receipt is NOT included in the checkpoint of size {}",
+                    cp.size
+                );
+            }
+            say(format!(
+                "receipt {index} is included in the signed checkpoint of size {} ({} proof hashes)",
+                cp.size,
+                hashes.len()
+            ));
+        }
+        AuditCommand::Verify { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn collect(mut s: Streaming<AuditPage>, limit: usize) -> Result<Vec<AuditEntry>> {
+    let mut out = Vec::new();
+    while let Some(page) = s.message().await.map_err(status_error)? {
+        out.extend(page.entries);
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn short(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+fn print_entries(entries: Vec<AuditEntry>, json: bool) {
+    if json {
+        entries
+            .iter()
+            .for_each(|e| say(govshare::json::to_value(e)));
+        return;
+    }
+    let mut t = Table::new(&[
+        "INDEX",
+        "TIME",
+        "KIND",
+        "DEPARTMENT",
+        "METHOD",
+        "PURPOSE",
+        "CASE",
+        "DECISION",
+        "REASON",
+        "RECORDS",
+    ]);
+    for e in entries {
+        let time = e
+            .time
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        t.row(vec![
+            e.index.to_string(),
+            time,
+            short(
+                EntryKind::try_from(e.kind).map_or("?", |k| k.as_str_name()),
+                "ENTRY_KIND_",
+            ),
+            e.principal.map(|p| p.department).unwrap_or_default(),
+            e.method.rsplit('/').next().unwrap_or_default().to_string(),
+            e.purpose,
+            e.case_id,
+            short(
+                AuditDecision::try_from(e.decision).map_or("?", |d| d.as_str_name()),
+                "AUDIT_DECISION_",
+            ),
+            e.reason_code,
+            e.record_count.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+fn verify_offline(
+    data_dir: Option<&PathBuf>,
+    export_file: Option<&PathBuf>,
+    public_key: Option<&PathBuf>,
+) -> Result<()> {
+    let (entries, notes, key) = match (data_dir, export_file) {
+        (Some(dir), _) => {
+            let key = read_key(
+                &public_key
+                    .cloned()
+                    .unwrap_or_else(|| dir.join("pki/audit-log.pub")),
+            )?;
+            let audit = dir.join("audit");
+            let notes = govshare::audit::checkpoint::read_notes(&audit.join("checkpoints.log"))?;
+            match verify::read_segments(&audit) {
+                Ok(entries) => (entries, notes, key),
+                Err(p) => bail!("TAMPERED: {p}"),
+            }
+        }
+        (None, Some(file)) => {
+            let key = read_key(public_key.context("--public-key is required with --export")?)?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let e = export::parse(&text)?;
+            (e.entries, e.notes, key)
+        }
+        (None, None) => bail!("give --data-dir or --export"),
+    };
+    match verify::verify(&entries, &notes, &key) {
+        Ok(r) => {
+            say(format!(
+                "OK: {} entries, {} checkpoints verified; the newest signs {} entries{}",
+                r.entries,
+                r.checkpoints,
+                r.signed_size,
+                if r.entries > r.signed_size {
+                    format!(
+                        " ({} later entries are hash-chained but not yet signed)",
+                        r.entries - r.signed_size
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+            Ok(())
+        }
+        Err(p) => bail!("TAMPERED: {p}"),
+    }
+}

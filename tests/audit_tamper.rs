@@ -1,0 +1,181 @@
+//! The tamper suite: a log of a few thousand entries with several signed
+//! checkpoints, written by the real writer and indexer, then altered the
+//! ways an insider might. `verify` must name the right entry every time,
+//! and pass the untouched log.
+
+use govshare::audit::checkpoint::{Checkpoints, LogKey, NoteVerifier, sign_if_new};
+use govshare::audit::verify::{self, Problem};
+use govshare::audit::{AuditLog, AuditOptions};
+use govshare::proto::AuditEntry;
+use govshare::store::Store;
+use std::path::Path;
+use std::sync::LazyLock;
+
+const ENTRIES: u64 = 3000;
+
+struct Log {
+    _dir: tempfile::TempDir,
+    audit_dir: std::path::PathBuf,
+    entries: Vec<Vec<u8>>,
+    notes: Vec<String>,
+    key: NoteVerifier,
+}
+
+static LOG: LazyLock<Log> = LazyLock::new(|| {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(build(ENTRIES))
+});
+
+async fn build(n: u64) -> Log {
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let opts = AuditOptions {
+        node: "tamper".into(),
+        segment_bytes: 64 * 1024,
+        max_batch: 256,
+    };
+    let (log, threads) = AuditLog::open(&audit_dir, opts, store).unwrap();
+    let key = LogKey::load_or_create(&dir.path().join("pki"), "govshare.test/audit").unwrap();
+    let cps = Checkpoints::open(&audit_dir).unwrap();
+    for chunk in 0..3 {
+        let mut set = tokio::task::JoinSet::new();
+        for i in chunk * n / 3..(chunk + 1) * n / 3 {
+            let log = log.clone();
+            set.spawn(async move {
+                log.append(AuditEntry {
+                    method: format!("/govshare.v1.PopulationService/GetPerson#{i}"),
+                    purpose: "tamper-test".into(),
+                    record_count: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+            });
+        }
+        set.join_all().await;
+        let size = (chunk + 1) * n / 3;
+        let mut indexed = log.indexed();
+        indexed.wait_for(|s| *s >= size).await.unwrap();
+        assert!(sign_if_new(&key, &cps, log.index(), size).unwrap());
+    }
+    drop(log);
+    assert_eq!(threads.join(), n);
+    Log {
+        entries: verify::read_segments(&audit_dir).unwrap(),
+        notes: cps.all(),
+        key: NoteVerifier::parse(&key.verifier_key()).unwrap(),
+        audit_dir,
+        _dir: dir,
+    }
+}
+
+fn check(entries: &[Vec<u8>], notes: &[String]) -> Result<verify::Report, Problem> {
+    verify::verify(entries, notes, &LOG.key)
+}
+
+#[test]
+fn the_untouched_log_verifies() {
+    assert!(verify::read_segments(&LOG.audit_dir).unwrap().len() > 1000);
+    assert!(
+        std::fs::read_dir(&LOG.audit_dir).unwrap().count() > 3,
+        "several segments"
+    );
+    let r = check(&LOG.entries, &LOG.notes).unwrap();
+    assert_eq!(
+        (r.entries, r.checkpoints, r.signed_size),
+        (ENTRIES, 3, ENTRIES)
+    );
+}
+
+#[test]
+fn flipping_any_byte_of_an_entry_names_that_entry() {
+    for target in [0usize, 1234, 2998] {
+        let len = LOG.entries[target].len();
+        for pos in 0..len {
+            let mut entries = LOG.entries.clone();
+            entries[target][pos] ^= 0x01;
+            let p = check(&entries, &LOG.notes).unwrap_err();
+            assert_eq!(
+                p.index,
+                Some(target as u64),
+                "byte {pos} of entry {target}: {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn altering_the_last_entry_breaks_the_final_checkpoint() {
+    let mut entries = LOG.entries.clone();
+    let last = entries.len() - 1;
+    let pos = entries[last]
+        .windows(5)
+        .position(|w| w == b"#2999")
+        .unwrap();
+    entries[last][pos + 1] = b'7';
+    let p = check(&entries, &LOG.notes).unwrap_err();
+    assert_eq!(p.index, Some(last as u64), "{p}");
+}
+
+#[test]
+fn deleting_swapping_and_truncating_are_named() {
+    let mut deleted = LOG.entries.clone();
+    deleted.remove(777);
+    assert_eq!(check(&deleted, &LOG.notes).unwrap_err().index, Some(777));
+
+    let mut swapped = LOG.entries.clone();
+    swapped.swap(100, 200);
+    assert_eq!(check(&swapped, &LOG.notes).unwrap_err().index, Some(100));
+
+    let truncated = &LOG.entries[..2990];
+    let p = check(truncated, &LOG.notes).unwrap_err();
+    assert_eq!(p.index, Some(2990), "{p}");
+    assert!(p.reason.contains("truncated"));
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_is_refused() {
+    let other =
+        LogKey::load_or_create(tempfile::tempdir().unwrap().path(), "govshare.test/audit").unwrap();
+    let mut notes = LOG.notes.clone();
+    let last = notes.pop().unwrap();
+    let forged = other.sign(&govshare::audit::checkpoint::Checkpoint {
+        origin: "govshare.test/audit".into(),
+        size: govshare::audit::export::note_size(&last),
+        root: [0; 32],
+    });
+    notes.push(forged);
+    let p = check(&LOG.entries, &notes).unwrap_err();
+    assert_eq!(p.index, None);
+    assert!(p.reason.starts_with("checkpoint #3"), "{p}");
+    assert!(p.reason.contains("no valid signature"), "{p}");
+}
+
+#[test]
+fn a_flipped_byte_in_a_segment_file_is_found_by_its_frame_check() {
+    let copy = tempfile::tempdir().unwrap();
+    let mut segs: Vec<_> = std::fs::read_dir(&LOG.audit_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    for s in &segs {
+        std::fs::copy(s, copy.path().join(s.file_name().unwrap())).unwrap();
+    }
+    let second = copy.path().join(segs[1].file_name().unwrap());
+    let first_index: u64 = segs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes[20] ^= 0xff; // inside the segment's first entry
+    std::fs::write(&second, bytes).unwrap();
+    let p = verify::read_segments(Path::new(copy.path())).unwrap_err();
+    assert_eq!(p.index, Some(first_index), "{p}");
+}
