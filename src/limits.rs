@@ -98,9 +98,16 @@ impl Limits {
         Ok(Allowance { remaining_today })
     }
 
-    /// Counts records released to a department today.
-    pub fn consume(&self, department: &str, dataset: Dataset, records: u64) -> Result<()> {
-        if records > 0 {
+    /// Counts records released to a department today. Only calls under a
+    /// daily limit are counted, so unlimited pulls pay no store write.
+    pub fn consume(
+        &self,
+        department: &str,
+        dataset: Dataset,
+        allowance: Allowance,
+        records: u64,
+    ) -> Result<()> {
+        if records > 0 && allowance.remaining_today.is_some() {
             self.store
                 .add_to_counter(&day_key(department, dataset), records)?;
         }
@@ -108,6 +115,6 @@ impl Limits {
     }
 
     pub fn used_today(&self, department: &str, dataset: Dataset) -> Result<u64> {
-        self.store.add_to_counter(&day_key(department, dataset), 0)
+        self.store.counter(&day_key(department, dataset))
     }
 }

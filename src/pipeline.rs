@@ -230,10 +230,11 @@ fn check_context(c: &PullContext) -> Result<(), String> {
     Ok(())
 }
 
-/// The skeleton of an `ADMIN` entry for a principal's call.
-pub fn admin_entry(p: &Principal, method: &str) -> AuditEntry {
+/// The skeleton of an entry for a principal's call that is not a data pull
+/// (`ADMIN`, `AUDIT_READ`).
+pub fn principal_entry(p: &Principal, method: &str, kind: EntryKind) -> AuditEntry {
     AuditEntry {
-        kind: EntryKind::Admin.into(),
+        kind: kind.into(),
         principal: Some(audit_principal(p, "")),
         method: method.into(),
         ..Default::default()
@@ -512,11 +513,12 @@ impl Admission {
             .collect();
         let receipt = self.pipeline.record(e).await?;
         let count = m.records.len() as u64;
-        if let Err(e) =
-            self.pipeline
-                .limits
-                .consume(self.principal.department(), self.spec.dataset, count)
-        {
+        if let Err(e) = self.pipeline.limits.consume(
+            self.principal.department(),
+            self.spec.dataset,
+            self.allowance,
+            count,
+        ) {
             tracing::error!(error = %e, "counting released records against the daily quota failed");
         }
         Ok(Released {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, ctx, district, req};
+use common::{Gateway, ctx, district, req, residents};
 use govshare::audit::checkpoint::NoteVerifier;
 use govshare::audit::merkle;
 use govshare::proto::audit_service_client::AuditServiceClient;
@@ -20,18 +20,7 @@ fn hashes(v: &[Vec<u8>]) -> Vec<merkle::Hash> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_tracker_returns_exactly_the_pulls_that_touched_a_subject() {
     let gw = Gateway::start("");
-    let d = district();
-    let street = d.first_street().to_string();
-    let inside = d
-        .persons
-        .iter()
-        .find(|p| p.residence_grid.as_ref().unwrap().starts_with(&street))
-        .unwrap();
-    let outside = d
-        .persons
-        .iter()
-        .find(|p| !p.residence_grid.as_ref().unwrap().starts_with(&street))
-        .unwrap();
+    let (inside, outside) = residents();
     let (a, b) = (
         inside.id_number.clone().unwrap(),
         outside.id_number.clone().unwrap(),

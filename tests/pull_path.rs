@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gateway, ctx, district, req};
+use common::{Gateway, ctx, district, req, residents};
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::{
@@ -18,23 +18,6 @@ fn get(id: &str, context: Option<PullContext>) -> GetPersonRequest {
         context,
         id_number: id.into(),
     }
-}
-
-/// A resident of the first street who has a phone, and one outside it.
-fn residents() -> (Person, Person) {
-    let d = district();
-    let street = d.first_street().to_string();
-    let inside = d
-        .persons
-        .iter()
-        .find(|p| p.phone.is_some() && p.residence_grid.as_ref().unwrap().starts_with(&street))
-        .unwrap();
-    let outside = d
-        .persons
-        .iter()
-        .find(|p| !p.residence_grid.as_ref().unwrap().starts_with(&street))
-        .unwrap();
-    (inside.clone(), outside.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,13 @@ fn auditor_walkthrough_tracks_a_person_and_verifies_an_export() {
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
     let out = run(tmp.path(), &gw, &block("auditor-walkthrough"));
     assert!(out.contains("ListPersons  public-security  PS-88"), "{out}");
-    assert!(out.contains("public-security  "), "{out}");
+    let stats_row = out.lines().any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() >= 4
+            && cols[0].len() == 10
+            && cols[0].as_bytes()[4] == b'-'
+            && cols[1] == "public-security"
+    });
+    assert!(stats_row, "a daily stats row for public-security: {out}");
     assert!(out.contains("OK: "), "{out}");
 }

@@ -241,10 +241,7 @@ pub fn sign_if_new(
     index: &super::index::AuditIndex,
     size: u64,
 ) -> Result<bool> {
-    let last = store
-        .latest()
-        .and_then(|n| n.lines().nth(1).and_then(|l| l.parse::<u64>().ok()))
-        .unwrap_or(0);
+    let last = store.latest().map_or(0, |n| super::export::note_size(&n));
     if size <= last {
         return Ok(false);
     }

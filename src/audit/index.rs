@@ -142,7 +142,8 @@ impl Indexer {
                 key(DEPARTMENT, &[dept.as_bytes(), &[0], &idx]),
                 Some(Vec::new()),
             ));
-            let stats_key = key(STATS, &[day_of(&e).as_bytes(), &[0], dept.as_bytes()]);
+            let day = day_of(&e);
+            let stats_key = key(STATS, &[day.as_bytes(), &[0], dept.as_bytes()]);
             if !stats.contains_key(&stats_key) {
                 let old = backend
                     .get(TREE, &stats_key)?
@@ -150,7 +151,7 @@ impl Indexer {
                     .transpose()?
                     .unwrap_or_else(|| DepartmentDayStats {
                         department: dept.into(),
-                        day: day_of(&e),
+                        day,
                         ..Default::default()
                     });
                 stats.insert(stats_key.clone(), old);

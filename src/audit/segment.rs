@@ -65,39 +65,33 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// Every entry's bytes, in order. A torn tail on the newest segment (a crash
 /// mid-write) ends the log; damage anywhere else is an error.
 pub fn read_all(dir: &Path) -> Result<Vec<Vec<u8>>> {
-    let segs = segments(dir)?;
-    let mut out = Vec::new();
-    for (i, (first, path)) in segs.iter().enumerate() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let (frames, good) = parse_frames(&bytes);
-        if *first != out.len() as u64 {
-            bail!(
-                "segment {} starts at index {first}, expected {}",
-                path.display(),
-                out.len()
-            );
-        }
-        if good != bytes.len() && i + 1 != segs.len() {
-            bail!("segment {} is damaged at byte {good}", path.display());
-        }
-        out.extend(frames.into_iter().map(<[u8]>::to_vec));
-    }
-    Ok(out)
+    read_from(dir, 0)
 }
 
-/// Entries from index `from` on, reading only the segments that hold them.
+/// Entries from index `from` on, reading only the segments that hold them,
+/// with the same checks as [`read_all`]: segments must follow each other
+/// without a gap, and only the newest may end in a torn frame.
 pub fn read_from(dir: &Path, from: u64) -> Result<Vec<Vec<u8>>> {
     let segs = segments(dir)?;
     let mut out = Vec::new();
+    let mut next: Option<u64> = None;
     for (i, (first, path)) in segs.iter().enumerate() {
-        if segs.get(i + 1).is_some_and(|(next, _)| *next <= from) {
+        if segs.get(i + 1).is_some_and(|(n, _)| *n <= from) {
             continue;
+        }
+        let expected = next.unwrap_or((*first).min(from));
+        if *first != expected {
+            bail!(
+                "segment {} starts at index {first}, expected {expected}",
+                path.display()
+            );
         }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let (frames, good) = parse_frames(&bytes);
         if good != bytes.len() && i + 1 != segs.len() {
             bail!("segment {} is damaged at byte {good}", path.display());
         }
+        next = Some(first + frames.len() as u64);
         for (k, f) in frames.into_iter().enumerate() {
             if first + k as u64 >= from {
                 out.push(f.to_vec());

@@ -98,8 +98,7 @@ impl AuditApi {
         what: String,
         denied: Option<&str>,
     ) -> Result<(), Status> {
-        let mut e = crate::pipeline::admin_entry(p, method);
-        e.kind = EntryKind::AuditRead.into();
+        let mut e = crate::pipeline::principal_entry(p, method, EntryKind::AuditRead);
         e.message = what;
         match denied {
             Some(code) => {

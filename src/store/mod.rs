@@ -213,6 +213,15 @@ impl Store {
         self.backend.add(QUOTA, key.as_bytes(), delta)
     }
 
+    /// A named counter's value (0 if it was never added to).
+    pub fn counter(&self, key: &str) -> Result<u64> {
+        Ok(self
+            .backend
+            .get(QUOTA, key.as_bytes())?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
     // ---- tokens and keys -----------------------------------------------
 
     pub fn token_revoked(&self, jti: &str) -> Result<bool> {

@@ -171,3 +171,19 @@ pub fn ctx(purpose: &str) -> Option<PullContext> {
 pub fn district() -> govshare::demo::District {
     govshare::demo::generate(SEED, TEST_PERSONS)
 }
+
+/// A resident of the district's first street (the street office's scope)
+/// who has a phone, and a resident outside it.
+pub fn residents() -> (govshare::proto::Person, govshare::proto::Person) {
+    let d = district();
+    let street = d.first_street().to_string();
+    let in_street =
+        |p: &&govshare::proto::Person| p.residence_grid.as_ref().unwrap().starts_with(&street);
+    let inside = d
+        .persons
+        .iter()
+        .find(|p| p.phone.is_some() && in_street(p))
+        .unwrap();
+    let outside = d.persons.iter().find(|p| !in_street(p)).unwrap();
+    (inside.clone(), outside.clone())
+}

@@ -67,11 +67,13 @@ impl AdminApi {
             status: DepartmentStatus::Active.into(),
             created_at: Some(clock::to_timestamp(clock::now())),
         };
-        Ok(Plan {
-            change: Some(change("department", &d.id, None, Some(&d))),
-            writes: vec![Write::Department(d.clone())],
-            response: d,
-        })
+        Ok(Plan::stored(
+            "department",
+            &d.id.clone(),
+            None,
+            d,
+            Write::Department,
+        ))
     }
 
     pub(super) fn plan_list_departments(
@@ -110,11 +112,13 @@ impl AdminApi {
             .into(),
             ..before.clone()
         };
-        Ok(Plan {
-            change: Some(change("department", &r.id, Some(&before), Some(&after))),
-            writes: vec![Write::Department(after.clone())],
-            response: after,
-        })
+        Ok(Plan::stored(
+            "department",
+            &r.id,
+            Some(&before),
+            after,
+            Write::Department,
+        ))
     }
 
     pub(super) fn plan_register_certificate(
@@ -140,11 +144,13 @@ impl AdminApi {
             subject: verified.subject,
             registered_at: Some(clock::to_timestamp(clock::now())),
         };
-        Ok(Plan {
-            change: Some(change("certificate", &c.thumbprint, None, Some(&c))),
-            writes: vec![Write::Certificate(c.clone())],
-            response: c,
-        })
+        Ok(Plan::stored(
+            "certificate",
+            &c.thumbprint.clone(),
+            None,
+            c,
+            Write::Certificate,
+        ))
     }
 
     /// Signs a token bound to a certificate registered to the department.

@@ -2,7 +2,7 @@
 //! [`policy::check`], so a request can never ask for what a grant could not
 //! hold.
 
-use super::{AdminApi, Plan, Write, change, internal, new_id};
+use super::{AdminApi, Plan, Write, internal, new_id};
 use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::policy::{self, Checked, Scope};
@@ -98,11 +98,7 @@ impl AdminApi {
             created_at: Some(clock::to_timestamp(clock::now())),
             ..Default::default()
         };
-        Ok(Plan {
-            change: Some(change("grant", &g.id, None, Some(&g))),
-            writes: vec![Write::Grant(g.clone())],
-            response: g,
-        })
+        Ok(Plan::stored("grant", &g.id.clone(), None, g, Write::Grant))
     }
 
     /// Revocation is read by the very next request: authorization loads
@@ -134,11 +130,13 @@ impl AdminApi {
             revoked_by: actor(p),
             ..before.clone()
         };
-        Ok(Plan {
-            change: Some(change("grant", &r.id, Some(&before), Some(&after))),
-            writes: vec![Write::Grant(after.clone())],
-            response: after,
-        })
+        Ok(Plan::stored(
+            "grant",
+            &r.id,
+            Some(&before),
+            after,
+            Write::Grant,
+        ))
     }
 
     /// Administrators list any department's grants; other callers see only
@@ -215,12 +213,10 @@ impl AdminApi {
             req.respond_by = None;
             writes.push(Write::Grant(g));
         }
-        writes.push(Write::AccessRequest(req.clone()));
-        Ok(Plan {
-            change: Some(change("access_request", &req.id, None, Some(&req))),
-            writes,
-            response: req,
-        })
+        let id = req.id.clone();
+        let mut plan = Plan::stored("access_request", &id, None, req, Write::AccessRequest);
+        plan.writes.extend(writes);
+        Ok(plan)
     }
 
     /// Administrators see every request; a department sees its own.
@@ -295,12 +291,15 @@ impl AdminApi {
         } else {
             after.status = AccessRequestStatus::Rejected.into();
         }
-        writes.push(Write::AccessRequest(after.clone()));
-        Ok(Plan {
-            change: Some(change("access_request", &r.id, Some(&before), Some(&after))),
-            writes,
-            response: after,
-        })
+        let mut plan = Plan::stored(
+            "access_request",
+            &r.id,
+            Some(&before),
+            after,
+            Write::AccessRequest,
+        );
+        plan.writes.extend(writes);
+        Ok(plan)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::auth::{Principal, Role};
 use crate::catalog::Catalog as CatalogConfig;
 use crate::certs::ClientCa;
 use crate::json::{self, Named};
-use crate::pipeline::{Pipeline, admin_entry};
+use crate::pipeline::{Pipeline, principal_entry};
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::storage::{RevokedToken, SigningKey};
 use crate::proto::*;
@@ -71,6 +71,18 @@ impl<R> Plan<R> {
             response,
             change: None,
             writes: Vec::new(),
+        }
+    }
+}
+
+impl<R: Named + Clone> Plan<R> {
+    /// A change to one stored object: audited with its before/after, stored
+    /// by `write`, and returned to the caller.
+    fn stored(object: &str, id: &str, before: Option<&R>, after: R, write: fn(R) -> Write) -> Self {
+        Self {
+            change: Some(change(object, id, before, Some(&after))),
+            writes: vec![write(after.clone())],
+            response: after,
         }
     }
 }
@@ -143,7 +155,7 @@ impl AdminApi {
             ))),
             _ => plan(self, &principal, req.into_inner()),
         };
-        let mut entry = admin_entry(&principal, method);
+        let mut entry = principal_entry(&principal, method, EntryKind::Admin);
         let plan = match planned {
             Ok(p) => p,
             Err(status) => {
@@ -164,7 +176,7 @@ impl AdminApi {
         entry.change = plan.change.clone();
         self.pipeline.record(entry).await?;
         if let Err(e) = self.apply(plan.writes) {
-            let mut failed = admin_entry(&principal, method);
+            let mut failed = principal_entry(&principal, method, EntryKind::Admin);
             failed.decision = AuditDecision::Deny.into();
             failed.reason_code = "APPLY_FAILED".into();
             failed.message = "the change above was recorded but could not be stored".into();
