@@ -78,6 +78,9 @@ const DEMO_DONE: &str = "bootstrap.demo_data";
 /// line per step taken (empty when there was nothing to do).
 pub fn first_start(cfg: &Config, store: &Store, keys: &KeyRing) -> Result<Vec<String>> {
     let mut done = Vec::new();
+    if !cfg.demo {
+        return Ok(done);
+    }
     let pki = Pki::at(&cfg.pki_dir());
     if !pki.exists() {
         pki.init()?;

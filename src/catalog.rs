@@ -472,7 +472,7 @@ static GRID: DatasetSpec = DatasetSpec {
 };
 
 /// A change to a field view's sharing class, from config.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     pub dataset: String,

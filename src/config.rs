@@ -1,51 +1,160 @@
-//! Gateway configuration: a TOML file, with command-line overrides. Every
-//! field has a default so `govshare serve` runs with no file at all.
+//! Gateway configuration: one TOML file, every key also settable as
+//! `GOVSHARE_<KEY>` (nested keys joined by `__`, e.g.
+//! `GOVSHARE_AUDIT__MAX_BATCH`), the environment winning over the file.
+//!
+//! Unknown keys and bad values stop the start with the key named: a typo in
+//! a security setting must never fall back silently to a default. Every key
+//! is documented in [`KEYS`]; `govshare config reference` prints them with
+//! their defaults, and the README's reference is generated from it (a test
+//! fails when the two drift).
+//!
+//! Without a file, `govshare serve` runs the embedded demo ([`Config::demo`]).
+//! A file describes a production gateway unless it says `demo = true`.
 
 use crate::audit::AuditOptions;
-use anyhow::{Context, Result};
-use serde::Deserialize;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Deserialize)]
+/// Variables the command-line clients read; they are not gateway keys.
+const CLIENT_VARIABLES: &[&str] = &["addr", "pki"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub demo: bool,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Written into every audit entry.
     pub node_id: String,
-    /// `iss` of the tokens this gateway signs and accepts.
     pub issuer: String,
-    /// `aud` the tokens must carry.
     pub audience: String,
-    /// Residents in the generated demo district loaded on first start (0: none).
     pub demo_persons: usize,
     pub demo_seed: u64,
-    /// Longest lifetime `IssueToken` grants; also how long a rotated-out
-    /// signing key keeps verifying.
     pub max_token_days: u64,
-    /// Days an admin has to decide a pending access request before it is
-    /// flagged overdue.
     pub request_deadline_days: u64,
-    /// The CA that client certificates must chain to (default: the dev PKI's).
-    pub client_ca: Option<PathBuf>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: PathBuf,
+    pub admin_departments: Vec<String>,
+    pub auditor_departments: Vec<String>,
     pub audit: AuditConfig,
-    /// Changes to the catalog's sharing classes.
     pub catalog_override: Vec<crate::catalog::Override>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     pub segment_bytes: u64,
     pub max_batch: usize,
-    /// The log's name: the origin line of its checkpoints and its key name.
     pub origin: String,
 }
 
+/// One documented key: its dotted name and what it means. Defaults come
+/// from [`Config::default`] itself, so they cannot drift.
+pub struct KeyDoc {
+    pub key: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every configuration key. `[[…]]` keys are tables that may repeat.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        key: "demo",
+        meaning: "Demo mode: dev PKI, demo identities, grants and district on first start. Without a config file `govshare serve` runs in demo mode; a file is production unless it sets this.",
+    },
+    KeyDoc {
+        key: "listen",
+        meaning: "gRPC listener (mutual TLS): every govshare service, health and reflection.",
+    },
+    KeyDoc {
+        key: "data_dir",
+        meaning: "Holds the sled store (`store/`), the audit log (`audit/`) and the gateway's keys (`pki/`).",
+    },
+    KeyDoc {
+        key: "node_id",
+        meaning: "This gateway node's name, written into every audit entry.",
+    },
+    KeyDoc {
+        key: "issuer",
+        meaning: "`iss` of the tokens this gateway signs and accepts.",
+    },
+    KeyDoc {
+        key: "audience",
+        meaning: "`aud` every token must carry.",
+    },
+    KeyDoc {
+        key: "demo_persons",
+        meaning: "Demo mode only: residents in the generated demo district loaded on first start (0: none).",
+    },
+    KeyDoc {
+        key: "demo_seed",
+        meaning: "Demo mode only: seed of the generated district (same seed, same district).",
+    },
+    KeyDoc {
+        key: "max_token_days",
+        meaning: "Longest token lifetime IssueToken signs; also how long a rotated-out signing key keeps verifying.",
+    },
+    KeyDoc {
+        key: "request_deadline_days",
+        meaning: "Days an administrator has to decide a pending access request before it is flagged overdue.",
+    },
+    KeyDoc {
+        key: "tls_cert",
+        meaning: "PEM server certificate chain. Required in production; demo default: `<data_dir>/pki/server.pem`.",
+    },
+    KeyDoc {
+        key: "tls_key",
+        meaning: "PEM private key of `tls_cert`. Required in production; demo default: `<data_dir>/pki/server.key`.",
+    },
+    KeyDoc {
+        key: "client_ca",
+        meaning: "PEM CA certificates that client certificates must chain to. Required in production; demo default: `<data_dir>/pki/ca.pem`.",
+    },
+    KeyDoc {
+        key: "admin_departments",
+        meaning: "The only departments whose tokens may carry the `admin` role.",
+    },
+    KeyDoc {
+        key: "auditor_departments",
+        meaning: "The only departments whose tokens may carry the `auditor` role.",
+    },
+    KeyDoc {
+        key: "audit.segment_bytes",
+        meaning: "Audit segments roll at this size (bytes).",
+    },
+    KeyDoc {
+        key: "audit.max_batch",
+        meaning: "Most audit entries committed by one fdatasync (group commit).",
+    },
+    KeyDoc {
+        key: "audit.origin",
+        meaning: "The log's name: the origin line of its checkpoints and the name of its verifier key.",
+    },
+    KeyDoc {
+        key: "[[catalog_override]].dataset",
+        meaning: "A change to one field view's sharing class: the dataset (population, legal_entity, grid).",
+    },
+    KeyDoc {
+        key: "[[catalog_override]].field",
+        meaning: "…the field, as GetCatalog names it.",
+    },
+    KeyDoc {
+        key: "[[catalog_override]].view",
+        meaning: "…the view: CLEAR, MASKED or PSEUDONYM.",
+    },
+    KeyDoc {
+        key: "[[catalog_override]].sharing",
+        meaning: "…its sharing class in force: unconditional, conditional or not_shared.",
+    },
+];
+
 impl Default for Config {
+    /// Production defaults: what a config file starts from.
     fn default() -> Self {
         Self {
+            demo: false,
             listen: "127.0.0.1:50051".parse().expect("literal address"),
             data_dir: PathBuf::from("govshare-data"),
             node_id: "node-1".into(),
@@ -55,7 +164,11 @@ impl Default for Config {
             demo_seed: 20_261_122,
             max_token_days: 90,
             request_deadline_days: 10,
-            client_ca: None,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            client_ca: PathBuf::new(),
+            admin_departments: vec!["gateway-admin".into()],
+            auditor_departments: vec!["audit-office".into()],
             audit: AuditConfig::default(),
             catalog_override: Vec::new(),
         }
@@ -73,27 +186,139 @@ impl Default for AuditConfig {
     }
 }
 
+/// A configuration that cannot be used, with the key(s) at fault named.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("{key}: {why}"))
+}
+
 impl Config {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    /// The embedded default of `govshare serve` with no config file.
+    pub fn demo() -> Self {
+        Self {
+            demo: true,
+            ..Self::default()
+        }
+    }
+
+    /// Reads `file` (or starts from the demo defaults when there is none),
+    /// applies `GOVSHARE_…` environment overrides, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, Env::prefixed("GOVSHARE_"))
+    }
+
+    fn load_with_env(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(match file {
+            Some(_) => Self::default(),
+            None => Self::demo(),
+        }));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "{} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let cfg: Self = figment
+            .merge(env.split("__").ignore(CLIENT_VARIABLES))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what types alone cannot: ranges, names, and what production needs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id.trim().is_empty() {
+            return Err(bad("node_id", "must not be empty"));
+        }
+        for (key, v) in [("issuer", &self.issuer), ("audience", &self.audience)] {
+            if v.trim().is_empty() {
+                return Err(bad(key, "must not be empty"));
+            }
+        }
+        if self.max_token_days == 0 {
+            return Err(bad("max_token_days", "must be at least 1"));
+        }
+        for (key, list) in [
+            ("admin_departments", &self.admin_departments),
+            ("auditor_departments", &self.auditor_departments),
+        ] {
+            if list.is_empty() {
+                return Err(bad(key, "name at least one department"));
+            }
+            if let Some(d) = list.iter().find(|d| !is_department_id(d)) {
+                return Err(bad(
+                    key,
+                    format!("'{d}' is not a department id (2–64 lower-case letters, digits, '-')"),
+                ));
+            }
+        }
+        if self.audit.segment_bytes == 0 {
+            return Err(bad("audit.segment_bytes", "must be at least 1"));
+        }
+        if !(1..=65_536).contains(&self.audit.max_batch) {
+            return Err(bad("audit.max_batch", "must be between 1 and 65536"));
+        }
+        let origin = &self.audit.origin;
+        if origin.is_empty() || origin.contains(['+', ' ', '\n']) || origin.len() > 128 {
+            return Err(bad(
+                "audit.origin",
+                "a log name like example.gov.cn/audit: no spaces, '+' or newlines, at most 128 bytes",
+            ));
+        }
+        crate::catalog::Catalog::with_overrides(&self.catalog_override)
+            .map_err(|e| bad("catalog_override", e))?;
+        if !self.demo {
+            for (key, v) in [
+                ("tls_cert", &self.tls_cert),
+                ("tls_key", &self.tls_key),
+                ("client_ca", &self.client_ca),
+            ] {
+                if v.as_os_str().is_empty() {
+                    return Err(bad(
+                        key,
+                        "a production gateway (demo = false) needs this file; set it, or `demo = true` for a dev PKI",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn audit_options(&self) -> AuditOptions {
         AuditOptions {
             node: self.node_id.clone(),
-            segment_bytes: self.audit.segment_bytes.max(1),
-            max_batch: self.audit.max_batch.max(1),
+            segment_bytes: self.audit.segment_bytes,
+            max_batch: self.audit.max_batch,
+        }
+    }
+
+    fn or_pki(&self, set: &Path, demo_file: &str) -> PathBuf {
+        if set.as_os_str().is_empty() {
+            self.pki_dir().join(demo_file)
+        } else {
+            set.to_path_buf()
         }
     }
 
     pub fn client_ca_path(&self) -> PathBuf {
-        self.client_ca
-            .clone()
-            .unwrap_or_else(|| self.pki_dir().join("ca.pem"))
+        self.or_pki(&self.client_ca, "ca.pem")
+    }
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.or_pki(&self.tls_cert, "server.pem")
+    }
+    pub fn tls_key_path(&self) -> PathBuf {
+        self.or_pki(&self.tls_key, "server.key")
     }
 
+    /// The gateway's own keys (token issuer, audit log) and, in demo mode,
+    /// the dev PKI.
     pub fn pki_dir(&self) -> PathBuf {
         self.data_dir.join("pki")
     }
@@ -102,5 +327,127 @@ impl Config {
     }
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
+    }
+}
+
+/// Department ids: short slugs, as file names and token claims carry them.
+pub fn is_department_id(id: &str) -> bool {
+    (2..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+}
+
+/// Every key of the production defaults with its default value, flattened
+/// to dotted names (`audit.max_batch`).
+pub fn defaults() -> Vec<(String, String)> {
+    let value = toml::Value::try_from(Config::default()).expect("the defaults serialize");
+    let mut out = Vec::new();
+    flatten("", &value, &mut out);
+    out
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        // Repeatable tables (`[[catalog_override]]`) have no default; they
+        // are documented by their sub-keys.
+        toml::Value::Array(a) if a.is_empty() || a[0].is_table() => {}
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// The reference as a Markdown table: key, default, meaning.
+pub fn reference_markdown() -> String {
+    let defaults = defaults();
+    let mut s = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        let default = defaults
+            .iter()
+            .find(|(key, _)| key == k.key)
+            .map_or_else(|| "—".to_string(), |(_, v)| format!("`{v}`"));
+        let env = if k.key.starts_with("[[") {
+            String::new()
+        } else {
+            format!(
+                " (`GOVSHARE_{}`)",
+                k.key.replace('.', "__").to_ascii_uppercase()
+            )
+        };
+        s.push_str(&format!(
+            "| `{}`{env} | {default} | {} |\n",
+            k.key, k.meaning
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("govshare.toml", toml)?;
+            for (k, v) in env {
+                jail.set_env(k, v);
+            }
+            out = Some(Config::load(Some(Path::new("govshare.toml"))).map_err(|e| e.to_string()));
+            Ok(())
+        });
+        out.expect("the jail ran")
+    }
+
+    const PROD: &str = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+
+    #[test]
+    fn every_default_key_is_documented() {
+        for (key, _) in defaults() {
+            assert!(
+                KEYS.iter().any(|k| k.key == key),
+                "config key '{key}' has no entry in config::KEYS"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = load_str(&format!("{PROD}lisen = \"x\""), &[]).unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load_str(&format!("{PROD}[audit]\nmax_batch = \"many\""), &[]).unwrap_err();
+        assert!(e.contains("max_batch"), "{e}");
+        let e = load_str(&format!("{PROD}[audit]\nmax_batch = 0"), &[]).unwrap_err();
+        assert!(e.contains("audit.max_batch"), "{e}");
+        let e = load_str("listen = \"127.0.0.1:1\"", &[]).unwrap_err();
+        assert!(e.contains("tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let c = load_str(
+            &format!("{PROD}node_id = \"from-file\"\n[audit]\nmax_batch = 7"),
+            &[
+                ("GOVSHARE_NODE_ID", "from-env"),
+                ("GOVSHARE_AUDIT__MAX_BATCH", "9"),
+                ("GOVSHARE_ADDR", "127.0.0.1:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.node_id, "from-env");
+        assert_eq!(c.audit.max_batch, 9);
+        let e = load_str(PROD, &[("GOVSHARE_NODE_IDD", "x")]).unwrap_err();
+        assert!(e.contains("node_idd"), "{e}");
     }
 }

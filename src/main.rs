@@ -50,10 +50,25 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
+    /// Check a configuration file, or print the reference of every key.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The dev PKI.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE (with GOVSHARE_… overrides applied) without starting.
+    Check { file: PathBuf },
+    /// Every key with its default and meaning.
+    Reference {
+        /// As the Markdown table the README carries.
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
@@ -91,10 +106,7 @@ async fn main() -> Result<()> {
             data_dir,
             demo_persons,
         } => {
-            let mut cfg = match config {
-                Some(path) => Config::load(&path)?,
-                None => Config::default(),
-            };
+            let mut cfg = Config::load(config.as_deref())?;
             cfg.listen = listen.unwrap_or(cfg.listen);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
             cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);
@@ -108,12 +120,32 @@ async fn main() -> Result<()> {
             let store = Store::open(
                 &Config {
                     data_dir,
-                    ..Config::default()
+                    ..Config::demo()
                 }
                 .store_dir(),
             )?;
             println!("{}", bootstrap::load_demo(&store, seed, persons)?);
             store.sync()
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            Config::load(Some(&file))?;
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Reference { markdown: true }) => {
+            print!("{}", govshare::config::reference_markdown());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Reference { markdown: false }) => {
+            let defaults = govshare::config::defaults();
+            for k in govshare::config::KEYS {
+                match defaults.iter().find(|(key, _)| key == k.key) {
+                    Some((key, v)) => println!("{key} = {v}"),
+                    None => println!("{}", k.key),
+                }
+                println!("    {}\n", k.meaning);
+            }
+            Ok(())
         }
         Command::Pki {
             command: PkiCommand::Init { dir },

@@ -26,6 +26,7 @@ use crate::services::{admin, audit, grid, legal_entity, population, publish};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -85,17 +86,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         Masker::new(pseudonym_secret(&store)?),
     );
 
-    let pki = cfg.pki_dir();
-    let read = |name: &str| {
-        std::fs::read(pki.join(name))
-            .with_context(|| format!("reading {}", pki.join(name).display()))
-    };
+    let read =
+        |path: PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(read("server.pem")?, read("server.key")?))
-        .client_ca_root(Certificate::from_pem(
-            std::fs::read(cfg.client_ca_path())
-                .with_context(|| format!("reading {}", cfg.client_ca_path().display()))?,
-        ));
+        .identity(Identity::from_pem(
+            read(cfg.tls_cert_path())?,
+            read(cfg.tls_key_path())?,
+        ))
+        .client_ca_root(Certificate::from_pem(read(cfg.client_ca_path())?));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

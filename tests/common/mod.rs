@@ -42,7 +42,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
+                "demo = true\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
                 dir.display()
             ),
         )
