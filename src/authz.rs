@@ -1,15 +1,25 @@
-//! The authorize step: a department's active grants against a request.
+//! The authorize step: a department's grants, compiled against the catalog
+//! in force, judged against one request.
 //!
-//! Candidate grants are the department's unrevoked grants for the dataset
-//! that are valid now and allow the operation and the purpose. A record is
-//! visible when a candidate's regions cover its grid code; its fields are the
-//! union of the covering grants' fields, each in the most revealing view any
-//! of them allows.
+//! A grant is a *candidate* when it is unrevoked, valid now, allows the
+//! operation and a registered purpose the request names, and still releases
+//! at least one field view under the current catalog. A record is visible
+//! when a candidate's regions cover its grid code; its fields are the union
+//! of the covering candidates' fields, each in the most revealing view any of
+//! them allows.
+//!
+//! When no grant is a candidate, the refusal names the rule that stopped the
+//! grant that got furthest (scopes.md, "Denial reasons"): auditors count
+//! denials by these codes, so a wrong code is a wrong statistic.
 
-use crate::catalog::Dataset;
+use crate::catalog::{Catalog, Dataset};
 use crate::clock;
-use crate::mask::{FieldPlan, revealing_rank};
-use crate::proto::{FieldView, Grant, GrantLimits, Operation};
+use crate::mask::FieldPlan;
+use crate::proto::{
+    FieldView, Grant, GrantLimits, Operation, Purpose, PurposeStatus, SharingClass,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Why a request was refused. `code` is the audit reason code.
@@ -17,6 +27,8 @@ use std::time::SystemTime;
 pub struct Denial {
     pub code: &'static str,
     pub message: String,
+    /// The grants the refusal concerns (the closest ones).
+    pub grants: Vec<String>,
 }
 
 impl Denial {
@@ -24,30 +36,125 @@ impl Denial {
         Self {
             code,
             message: message.into(),
+            grants: Vec::new(),
         }
     }
-}
-
-/// The grants that serve one request. Only `authorize` builds it.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    grants: Vec<Grant>,
 }
 
 /// The wildcard region: the whole jurisdiction, only when written explicitly.
 pub const ALL_REGIONS: &str = "*";
 
-pub fn authorize(
-    grants: Vec<Grant>,
+/// A grant with its field views judged by the catalog in force.
+#[derive(Debug)]
+pub struct CompiledGrant {
+    pub grant: Grant,
+    pub dataset: Dataset,
+    /// Views the grant names that the catalog still releases under it.
+    plan: Arc<FieldPlan>,
+    /// Views the grant names that the catalog no longer releases under it:
+    /// `not_shared` now, gone, or conditional without an approved request.
+    withdrawn: Vec<(usize, FieldView)>,
+}
+
+impl CompiledGrant {
+    /// `approved` holds the ids of approved access requests: a conditional
+    /// view is released only under a grant whose provenance is one of them.
+    pub fn compile(grant: Grant, catalog: &Catalog, approved: &HashSet<String>) -> Option<Self> {
+        let dataset = Dataset::parse(&grant.dataset)?;
+        let spec = dataset.spec();
+        let mut plan = FieldPlan::empty(spec.fields.len());
+        let mut withdrawn = Vec::new();
+        let approved_request = approved.contains(&grant.access_request_id);
+        for f in &grant.fields {
+            let Some(i) = spec.fields.iter().position(|s| s.name == f.field) else {
+                continue;
+            };
+            let view = FieldView::try_from(f.view).unwrap_or(FieldView::Unspecified);
+            if view == FieldView::Unspecified {
+                continue;
+            }
+            match catalog.sharing(dataset, &f.field, view) {
+                Some(SharingClass::Unconditional) => plan.set(i, view),
+                Some(SharingClass::Conditional) if approved_request => plan.set(i, view),
+                _ => withdrawn.push((i, view)),
+            }
+        }
+        Some(Self {
+            grant,
+            dataset,
+            plan: Arc::new(plan),
+            withdrawn,
+        })
+    }
+
+    /// `(field, view)` pairs the catalog withdrew from this grant.
+    pub fn withdrawn(&self) -> impl Iterator<Item = (&'static str, FieldView)> + '_ {
+        let spec = self.dataset.spec();
+        self.withdrawn
+            .iter()
+            .map(|(i, v)| (spec.fields[*i].name, *v))
+    }
+
+    fn covers(&self, row_code: &str) -> bool {
+        self.grant.regions.iter().any(|r| covers(r, row_code))
+    }
+}
+
+/// How far a grant got against a request; later stages are closer to
+/// succeeding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Revoked,
+    NotYetValid,
+    Expired,
+    Operation,
+    Purpose,
+    Catalog,
+    Candidate,
+}
+
+fn stage_of(g: &CompiledGrant, op: Operation, purpose: &str, purpose_ok: bool, now: i64) -> Stage {
+    let g_ = &g.grant;
+    if g_.revoked_at.is_some() {
+        Stage::Revoked
+    } else if g_.not_before.as_ref().is_some_and(|t| now < t.seconds) {
+        Stage::NotYetValid
+    } else if g_.not_after.as_ref().is_some_and(|t| now >= t.seconds) {
+        Stage::Expired
+    } else if !g_.operations.contains(&(op as i32)) {
+        Stage::Operation
+    } else if !purpose_ok || !g_.purposes.iter().any(|p| p == purpose) {
+        Stage::Purpose
+    } else if g.plan.is_empty() {
+        Stage::Catalog
+    } else {
+        Stage::Candidate
+    }
+}
+
+/// The grants that serve one request. Only [`decide`] builds it.
+#[derive(Debug)]
+pub struct Decision {
     dataset: Dataset,
-    operation: Operation,
+    candidates: Vec<Arc<CompiledGrant>>,
+    /// Merged plans by the set of covering candidates (bit i: candidate i).
+    merged: Mutex<HashMap<u64, Arc<FieldPlan>>>,
+}
+
+/// Judges a department's grants for `dataset` against one request.
+/// `purposes` is the registry: a purpose must be registered, active and
+/// citable by `department` to authorize anything.
+pub fn decide(
+    grants: &[Arc<CompiledGrant>],
+    department: &str,
+    dataset: Dataset,
+    op: Operation,
     purpose: &str,
+    purposes: &HashMap<String, Purpose>,
     now: SystemTime,
 ) -> Result<Decision, Denial> {
-    let mut of_dataset: Vec<Grant> = grants
-        .into_iter()
-        .filter(|g| g.dataset == dataset.name() && g.revoked_at.is_none())
-        .collect();
+    let of_dataset: Vec<&Arc<CompiledGrant>> =
+        grants.iter().filter(|g| g.dataset == dataset).collect();
     if of_dataset.is_empty() {
         return Err(Denial::new(
             "NO_GRANT",
@@ -57,50 +164,88 @@ pub fn authorize(
             ),
         ));
     }
-    let now_s = clock::unix_seconds(now);
-    of_dataset.retain(|g| {
-        g.not_before.as_ref().is_none_or(|t| t.seconds <= now_s)
-            && g.not_after.as_ref().is_none_or(|t| now_s < t.seconds)
+    let registered = purposes.get(purpose);
+    let purpose_ok = registered.is_some_and(|p| {
+        p.status == PurposeStatus::Active as i32
+            && (p.departments.is_empty() || p.departments.iter().any(|d| d == department))
     });
-    if of_dataset.is_empty() {
-        return Err(Denial::new(
-            "EXPIRED",
-            format!(
-                "your department's grants for '{}' are not valid at this time",
-                dataset.name()
-            ),
-        ));
+    let now_s = clock::unix_seconds(now);
+    let staged: Vec<(Stage, &Arc<CompiledGrant>)> = of_dataset
+        .iter()
+        .map(|g| (stage_of(g, op, purpose, purpose_ok, now_s), *g))
+        .collect();
+    let best = staged.iter().map(|(s, _)| *s).max().expect("non-empty");
+    if best == Stage::Candidate {
+        return Ok(Decision {
+            dataset,
+            candidates: staged
+                .into_iter()
+                .filter(|(s, _)| *s == Stage::Candidate)
+                .map(|(_, g)| g.clone())
+                .collect(),
+            merged: Mutex::new(HashMap::new()),
+        });
     }
-    of_dataset.retain(|g| g.operations.contains(&(operation as i32)));
-    if of_dataset.is_empty() {
-        return Err(Denial::new(
+    let closest: Vec<&Arc<CompiledGrant>> = staged
+        .iter()
+        .filter(|(s, _)| *s == best)
+        .map(|(_, g)| *g)
+        .collect();
+    let name = dataset.name();
+    let (code, message) = match best {
+        Stage::Revoked => (
+            "GRANT_REVOKED",
+            format!("your department's grant for '{name}' has been revoked"),
+        ),
+        Stage::NotYetValid => (
+            "GRANT_NOT_YET_VALID",
+            format!("your department's grant for '{name}' is not valid yet"),
+        ),
+        Stage::Expired => (
+            "GRANT_EXPIRED",
+            format!("your department's grant for '{name}' has expired"),
+        ),
+        Stage::Operation => (
             "OPERATION_NOT_GRANTED",
             format!(
-                "no grant for '{}' allows the {} operation",
-                dataset.name(),
-                operation.as_str_name().trim_start_matches("OPERATION_")
+                "no grant for '{name}' allows the {} operation",
+                op.as_str_name().trim_start_matches("OPERATION_")
             ),
-        ));
-    }
-    let granted_purposes: Vec<String> = of_dataset
-        .iter()
-        .flat_map(|g| g.purposes.iter().cloned())
-        .collect();
-    of_dataset.retain(|g| g.purposes.iter().any(|p| p == purpose));
-    if of_dataset.is_empty() {
-        let mut listed = granted_purposes;
-        listed.sort();
-        listed.dedup();
-        return Err(Denial::new(
-            "PURPOSE_NOT_GRANTED",
+        ),
+        Stage::Purpose => {
+            let mut listed: Vec<&str> = closest
+                .iter()
+                .flat_map(|g| g.grant.purposes.iter().map(String::as_str))
+                .collect();
+            listed.sort_unstable();
+            listed.dedup();
+            let why = match registered {
+                None => " (it is not a registered purpose)",
+                Some(_) if !purpose_ok => " (it is retired, or not citable by your department)",
+                Some(_) => "",
+            };
+            (
+                "PURPOSE_NOT_GRANTED",
+                format!(
+                    "purpose '{}' is not granted for '{name}'{why}; granted purposes: {}",
+                    crate::audit::bounded::cap_for_message(purpose),
+                    listed.join(", ")
+                ),
+            )
+        }
+        Stage::Catalog => (
+            "CATALOG_WITHDRAWN",
             format!(
-                "purpose '{purpose}' is not granted for '{}'; granted purposes: {}",
-                dataset.name(),
-                listed.join(", ")
+                "the catalog in force no longer releases any field view your grant for '{name}' names"
             ),
-        ));
-    }
-    Ok(Decision { grants: of_dataset })
+        ),
+        Stage::Candidate => unreachable!("handled above"),
+    };
+    Err(Denial {
+        code,
+        message,
+        grants: closest.iter().map(|g| g.grant.id.clone()).collect(),
+    })
 }
 
 fn covers(region: &str, code: &str) -> bool {
@@ -108,42 +253,71 @@ fn covers(region: &str, code: &str) -> bool {
 }
 
 impl Decision {
+    pub fn dataset(&self) -> Dataset {
+        self.dataset
+    }
+
     pub fn grant_ids(&self) -> Vec<String> {
-        self.grants.iter().map(|g| g.id.clone()).collect()
+        self.candidates.iter().map(|g| g.grant.id.clone()).collect()
+    }
+
+    /// Views the candidates name that the catalog withdrew, for the audit entry.
+    pub fn withdrawn(&self) -> Vec<(&'static str, FieldView)> {
+        let mut out: Vec<_> = self.candidates.iter().flat_map(|g| g.withdrawn()).collect();
+        out.sort_unstable_by_key(|(f, v)| (*f, *v as i32));
+        out.dedup();
+        out
     }
 
     /// The field plan for a record with this grid code, or `None` when no
-    /// candidate covers it (the record is then treated as absent).
-    pub fn plan_for(&self, row_code: &str) -> Option<FieldPlan> {
-        let mut plan: Option<FieldPlan> = None;
-        for g in self
-            .grants
+    /// candidate covers it (the record is then treated as absent). One
+    /// covering grant's plan is shared as is; the union of several is
+    /// computed once per set of grants.
+    pub fn plan_for(&self, row_code: &str) -> Option<Arc<FieldPlan>> {
+        let mut covering = self
+            .candidates
             .iter()
-            .filter(|g| g.regions.iter().any(|r| covers(r, row_code)))
-        {
-            let plan = plan.get_or_insert_with(FieldPlan::new);
-            for f in &g.fields {
-                let view = FieldView::try_from(f.view).unwrap_or(FieldView::Unspecified);
-                let slot = plan.entry(f.field.clone()).or_insert(view);
-                if revealing_rank(view) > revealing_rank(*slot) {
-                    *slot = view;
-                }
-            }
+            .enumerate()
+            .filter(|(_, g)| g.covers(row_code));
+        let (first, only) = covering.next()?;
+        if covering.next().is_none() {
+            return Some(only.plan.clone());
         }
-        plan
+        let merge = || {
+            let mut plan = FieldPlan::clone(&only.plan);
+            for g in self.candidates[first + 1..]
+                .iter()
+                .filter(|g| g.covers(row_code))
+            {
+                plan.merge(&g.plan);
+            }
+            Arc::new(plan)
+        };
+        if self.candidates.len() > 64 {
+            return Some(merge());
+        }
+        let set = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.covers(row_code))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let mut cache = self.merged.lock().expect("plan cache lock");
+        Some(cache.entry(set).or_insert_with(merge).clone())
     }
 
     /// Whether some candidate covers the whole region `prefix`.
     pub fn covers_region(&self, prefix: &str) -> bool {
-        self.grants
+        self.candidates
             .iter()
-            .any(|g| g.regions.iter().any(|r| covers(r, prefix)))
+            .any(|g| g.grant.regions.iter().any(|r| covers(r, prefix)))
     }
 
     /// Whether `code` is an ancestor of a granted region (for the region tree).
     pub fn is_ancestor_of_scope(&self, code: &str) -> bool {
-        self.grants.iter().any(|g| {
-            g.regions
+        self.candidates.iter().any(|g| {
+            g.grant
+                .regions
                 .iter()
                 .any(|r| r != ALL_REGIONS && r.starts_with(code))
         })
@@ -159,9 +333,9 @@ impl Decision {
                 .then(|| vec![requested.to_string()]);
         }
         let mut all: Vec<String> = self
-            .grants
+            .candidates
             .iter()
-            .flat_map(|g| g.regions.iter())
+            .flat_map(|g| g.grant.regions.iter())
             .map(|r| {
                 if r == ALL_REGIONS {
                     String::new()
@@ -198,140 +372,14 @@ impl Decision {
     /// own — or `None` when any candidate sets none (0).
     fn most_permissive(&self, limit: impl Fn(&GrantLimits) -> u64) -> Option<u64> {
         let limits: Vec<u64> = self
-            .grants
+            .candidates
             .iter()
-            .map(|g| g.limits.as_ref().map_or(0, &limit))
+            .map(|g| g.grant.limits.as_ref().map_or(0, &limit))
             .collect();
         if limits.contains(&0) {
             None
         } else {
             limits.into_iter().max()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::FieldGrant;
-
-    fn grant(id: &str, regions: &[&str], fields: &[(&str, FieldView)], limit: u32) -> Grant {
-        Grant {
-            id: id.into(),
-            department: "d".into(),
-            dataset: "population".into(),
-            operations: vec![Operation::Get as i32],
-            fields: fields
-                .iter()
-                .map(|(f, v)| FieldGrant {
-                    field: (*f).into(),
-                    view: *v as i32,
-                })
-                .collect(),
-            regions: regions.iter().map(|r| r.to_string()).collect(),
-            purposes: vec!["p".into()],
-            limits: Some(GrantLimits {
-                max_records_per_call: limit,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn union_of_covering_grants_in_the_most_revealing_view() {
-        let d = authorize(
-            vec![
-                grant(
-                    "a",
-                    &["310115004"],
-                    &[
-                        ("id_number", FieldView::Pseudonym),
-                        ("name", FieldView::Clear),
-                    ],
-                    10,
-                ),
-                grant(
-                    "b",
-                    &["310115004012"],
-                    &[
-                        ("id_number", FieldView::Masked),
-                        ("phone", FieldView::Masked),
-                    ],
-                    50,
-                ),
-            ],
-            Dataset::Population,
-            Operation::Get,
-            "p",
-            SystemTime::now(),
-        )
-        .unwrap();
-        let inner = d.plan_for("310115004012003").unwrap();
-        assert_eq!(inner["id_number"], FieldView::Masked);
-        assert_eq!(inner["phone"], FieldView::Masked);
-        let outer = d.plan_for("310115004001001").unwrap();
-        assert_eq!(outer["id_number"], FieldView::Pseudonym);
-        assert!(!outer.contains_key("phone"));
-        assert!(d.plan_for("310115005001001").is_none());
-        assert_eq!(d.max_records_per_call(), Some(50));
-        assert_eq!(d.scan_prefixes("").unwrap(), vec!["310115004".to_string()]);
-        assert!(d.scan_prefixes("310115").is_none());
-    }
-
-    #[test]
-    fn denials_name_the_rule() {
-        let now = SystemTime::now();
-        let g = grant("a", &["*"], &[("name", FieldView::Clear)], 0);
-        assert_eq!(
-            authorize(vec![], Dataset::Population, Operation::Get, "p", now)
-                .unwrap_err()
-                .code,
-            "NO_GRANT"
-        );
-        let e = authorize(
-            vec![g.clone()],
-            Dataset::Population,
-            Operation::Get,
-            "q",
-            now,
-        )
-        .unwrap_err();
-        assert_eq!(e.code, "PURPOSE_NOT_GRANTED");
-        assert!(e.message.contains("granted purposes: p"));
-        assert_eq!(
-            authorize(
-                vec![g.clone()],
-                Dataset::Population,
-                Operation::List,
-                "p",
-                now
-            )
-            .unwrap_err()
-            .code,
-            "OPERATION_NOT_GRANTED"
-        );
-        let mut expired = g.clone();
-        expired.not_after = Some(prost_types::Timestamp {
-            seconds: 1,
-            nanos: 0,
-        });
-        assert_eq!(
-            authorize(vec![expired], Dataset::Population, Operation::Get, "p", now)
-                .unwrap_err()
-                .code,
-            "EXPIRED"
-        );
-        let mut revoked = g;
-        revoked.revoked_at = Some(prost_types::Timestamp {
-            seconds: 1,
-            nanos: 0,
-        });
-        assert_eq!(
-            authorize(vec![revoked], Dataset::Population, Operation::Get, "p", now)
-                .unwrap_err()
-                .code,
-            "NO_GRANT"
-        );
     }
 }

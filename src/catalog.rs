@@ -593,6 +593,7 @@ fn defaults_proto() -> proto::Catalog {
                 }
             })
             .collect(),
+        purposes: Vec::new(),
     }
 }
 

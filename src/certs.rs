@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct VerifiedCert {
     pub thumbprint: String,
     pub subject: String,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
 }
 
 pub struct ClientCa {
@@ -57,12 +59,12 @@ impl ClientCa {
             .map_err(|e| {
                 format!("the certificate does not chain to the gateway's client CA: {e}")
             })?;
-        let subject = x509_parser::parse_x509_certificate(leaf)
-            .map(|(_, c)| c.subject().to_string())
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
             .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
         Ok(VerifiedCert {
             thumbprint: thumbprint(leaf),
-            subject,
+            subject: parsed.subject().to_string(),
+            not_after: parsed.validity().not_after.timestamp(),
         })
     }
 }

@@ -17,6 +17,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Variables the command-line clients read; they are not gateway keys.
 const CLIENT_VARIABLES: &[&str] = &["addr", "pki"];
@@ -49,6 +50,11 @@ pub struct AuditConfig {
     pub segment_bytes: u64,
     pub max_batch: usize,
     pub origin: String,
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    pub witness: Vec<crate::audit::signer::WitnessConfig>,
 }
 
 /// One documented key: its dotted name and what it means. Defaults come
@@ -133,6 +139,26 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "The log's name: the origin line of its checkpoints and the name of its verifier key.",
     },
     KeyDoc {
+        key: "audit.checkpoint_interval",
+        meaning: "A checkpoint is signed at most this long after new entries (e.g. `1s`).",
+    },
+    KeyDoc {
+        key: "audit.scrub_interval",
+        meaning: "How often sealed segments are re-read and checked against the Merkle tiles.",
+    },
+    KeyDoc {
+        key: "[[audit.witness]].name",
+        meaning: "A witness that cosigns every checkpoint: its key name.",
+    },
+    KeyDoc {
+        key: "[[audit.witness]].url",
+        meaning: "…its submission prefix (`http://host:port`; `/add-checkpoint` is appended).",
+    },
+    KeyDoc {
+        key: "[[audit.witness]].key",
+        meaning: "…its `cosignature/v1` verifier key, as `govshare witness serve` prints it.",
+    },
+    KeyDoc {
         key: "[[catalog_override]].dataset",
         meaning: "A change to one field view's sharing class: the dataset (population, legal_entity, grid).",
     },
@@ -182,6 +208,9 @@ impl Default for AuditConfig {
             segment_bytes: d.segment_bytes,
             max_batch: d.max_batch,
             origin: "govshare.local/audit".into(),
+            checkpoint_interval: d.checkpoint_interval,
+            scrub_interval: d.scrub_interval,
+            witness: Vec::new(),
         }
     }
 }
@@ -272,6 +301,38 @@ impl Config {
                 "a log name like example.gov.cn/audit: no spaces, '+' or newlines, at most 128 bytes",
             ));
         }
+        if self.audit.checkpoint_interval < Duration::from_millis(100)
+            || self.audit.checkpoint_interval > Duration::from_secs(60)
+        {
+            return Err(bad(
+                "audit.checkpoint_interval",
+                "must be between 100ms and 60s",
+            ));
+        }
+        if self.audit.scrub_interval < Duration::from_secs(1) {
+            return Err(bad("audit.scrub_interval", "must be at least 1s"));
+        }
+        for (i, w) in self.audit.witness.iter().enumerate() {
+            let key = format!("audit.witness[{i}]");
+            crate::audit::checkpoint::CosignatureVerifier::parse(&w.key)
+                .map_err(|e| bad(&format!("{key}.key"), format!("{e:#}")))
+                .and_then(|v| {
+                    if v.name() == w.name {
+                        Ok(())
+                    } else {
+                        Err(bad(
+                            &format!("{key}.name"),
+                            format!("'{}' is not the name in its key ('{}')", w.name, v.name()),
+                        ))
+                    }
+                })?;
+            if !w.url.starts_with("http://") {
+                return Err(bad(
+                    &format!("{key}.url"),
+                    "a witness is reached at an http:// URL",
+                ));
+            }
+        }
         crate::catalog::Catalog::with_overrides(&self.catalog_override)
             .map_err(|e| bad("catalog_override", e))?;
         if !self.demo {
@@ -296,6 +357,9 @@ impl Config {
             node: self.node_id.clone(),
             segment_bytes: self.audit.segment_bytes,
             max_batch: self.audit.max_batch,
+            checkpoint_interval: self.audit.checkpoint_interval,
+            scrub_interval: self.audit.scrub_interval,
+            witnesses: self.audit.witness.clone(),
         }
     }
 

@@ -3,8 +3,6 @@
 //! over all rings (so holes work).
 
 use crate::proto::{Grid, Polygon};
-use crate::store::Store;
-use anyhow::Result;
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 use std::collections::HashMap;
@@ -24,15 +22,6 @@ pub struct GridLocator {
 }
 
 impl GridLocator {
-    /// Builds the index from every grid in the store.
-    pub fn load(store: &Store) -> Result<Self> {
-        let locator = Self::default();
-        for (_, g) in store.scan::<Grid>("", None, usize::MAX)? {
-            locator.upsert(&g);
-        }
-        Ok(locator)
-    }
-
     pub fn upsert(&self, g: &Grid) {
         let (Some(code), Some(poly)) = (g.grid_code.as_ref(), g.boundary.as_ref()) else {
             return;

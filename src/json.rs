@@ -51,6 +51,13 @@ named!(
     ConsistencyProof,
     AuditStatsResponse,
     PublishSummary,
+    TokenInfo,
+    Purpose,
+    CreateGrantResponse,
+    ListTokensResponse,
+    ListCertificatesResponse,
+    EntityPage,
+    GridPage,
 );
 
 pub fn to_value<M: Named>(m: &M) -> serde_json::Value {

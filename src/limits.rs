@@ -1,12 +1,16 @@
 //! Grant limits beyond one call: calls per minute (a token bucket per
-//! department and dataset, in memory) and records per day (a counter per
-//! department, dataset and local date, persisted in the store so it survives
-//! a restart; a new date is a new counter, so it resets at local midnight).
+//! department and dataset, in memory on each node) and records per day (a
+//! counter per department, dataset and local date in the shared store, so
+//! it survives a restart and resets at local midnight).
+//!
+//! The daily limit is a *reservation*, not a check-then-add: a call reserves
+//! the records it may return before it fetches, atomically in the store, and
+//! settles the unused part afterwards. Parallel calls can therefore never
+//! exceed the day's limit together.
 
 use crate::authz::{Decision, Denial};
 use crate::catalog::Dataset;
 use crate::store::Store;
-use anyhow::Result;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -21,19 +25,46 @@ pub struct Limits {
     buckets: Mutex<HashMap<(String, Dataset), Bucket>>,
 }
 
-/// What the limits leave for this call.
-#[derive(Debug, Clone, Copy)]
-pub struct Allowance {
-    /// Records the department may still pull today (`None`: no daily limit).
-    pub remaining_today: Option<u64>,
-}
-
 fn day_key(department: &str, dataset: Dataset) -> String {
     format!(
         "{department}\0{}\0{}",
         dataset.name(),
         chrono::Local::now().format("%Y-%m-%d")
     )
+}
+
+/// Records held against today's limit. What is not [`settle`]d as used goes
+/// back to the day's budget when this is dropped — also when the call fails
+/// or the client goes away.
+///
+/// [`settle`]: Reservation::settle
+pub struct Reservation {
+    store: Store,
+    key: String,
+    reserved: u64,
+    pub limit: u64,
+}
+
+impl Reservation {
+    /// How many records this call may return.
+    pub fn granted(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Keeps `used` of the reserved records; the rest go back.
+    pub fn settle(mut self, used: u64) {
+        self.reserved -= used.min(self.reserved);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            if let Err(e) = self.store.release(&self.key, self.reserved) {
+                tracing::error!(error = %e, "returning unused records to the daily quota failed");
+            }
+        }
+    }
 }
 
 impl Limits {
@@ -44,77 +75,75 @@ impl Limits {
         }
     }
 
-    /// Takes one call from the per-minute bucket and reads today's counter.
-    pub fn admit(
+    /// Takes one call from the per-minute bucket.
+    pub fn take_call(
         &self,
         department: &str,
         dataset: Dataset,
         d: &Decision,
-    ) -> Result<Allowance, Denial> {
-        if let Some(per_minute) = d.max_calls_per_minute() {
-            let mut buckets = self.buckets.lock().expect("bucket lock");
-            let now = Instant::now();
-            let cap = per_minute as f64;
-            let b = buckets
-                .entry((department.to_string(), dataset))
-                .or_insert(Bucket {
-                    tokens: cap,
-                    at: now,
-                });
-            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * cap / 60.0).min(cap);
-            b.at = now;
-            if b.tokens < 1.0 {
-                return Err(Denial::new(
-                    "LIMIT_EXCEEDED",
-                    format!(
-                        "max_calls_per_minute is {per_minute} for '{}'; slow down and retry",
-                        dataset.name()
-                    ),
-                ));
-            }
-            b.tokens -= 1.0;
-        }
-        let remaining_today = match d.max_records_per_day() {
-            None => None,
-            Some(limit) => {
-                let used = self.used_today(department, dataset).map_err(|_| {
-                    Denial::new(
-                        "STORE_UNAVAILABLE",
-                        "the quota counters cannot be read; retry later",
-                    )
-                })?;
-                if used >= limit {
-                    return Err(Denial::new(
-                        "LIMIT_EXCEEDED",
-                        format!(
-                            "max_records_per_day is {limit} for '{}' and today's records are used up",
-                            dataset.name()
-                        ),
-                    ));
-                }
-                Some(limit - used)
-            }
+    ) -> Result<(), Denial> {
+        let Some(per_minute) = d.max_calls_per_minute() else {
+            return Ok(());
         };
-        Ok(Allowance { remaining_today })
-    }
-
-    /// Counts records released to a department today. Only calls under a
-    /// daily limit are counted, so unlimited pulls pay no store write.
-    pub fn consume(
-        &self,
-        department: &str,
-        dataset: Dataset,
-        allowance: Allowance,
-        records: u64,
-    ) -> Result<()> {
-        if records > 0 && allowance.remaining_today.is_some() {
-            self.store
-                .add_to_counter(&day_key(department, dataset), records)?;
+        let mut buckets = self.buckets.lock().expect("bucket lock");
+        let now = Instant::now();
+        let cap = per_minute as f64;
+        let b = buckets
+            .entry((department.to_string(), dataset))
+            .or_insert(Bucket {
+                tokens: cap,
+                at: now,
+            });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * cap / 60.0).min(cap);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return Err(Denial::new(
+                "LIMIT_EXCEEDED",
+                format!(
+                    "max_calls_per_minute is {per_minute} for '{}'; slow down and retry",
+                    dataset.name()
+                ),
+            ));
         }
+        b.tokens -= 1.0;
         Ok(())
     }
 
-    pub fn used_today(&self, department: &str, dataset: Dataset) -> Result<u64> {
-        self.store.counter(&day_key(department, dataset))
+    /// Reserves up to `want` records of today's limit. `Ok(None)`: no daily
+    /// limit applies. A day already used up is `LIMIT_EXCEEDED`.
+    pub fn reserve(
+        &self,
+        department: &str,
+        dataset: Dataset,
+        d: &Decision,
+        want: u64,
+    ) -> Result<Option<Reservation>, Denial> {
+        let Some(limit) = d.max_records_per_day() else {
+            return Ok(None);
+        };
+        let key = day_key(department, dataset);
+        let reserved = self.store.reserve(&key, want, limit).map_err(|e| {
+            tracing::error!(error = %e, "reserving against the daily quota failed");
+            Denial::new(
+                "STORE_UNAVAILABLE",
+                "the quota counters cannot be read; nothing was released, retry later",
+            )
+        })?;
+        let r = Reservation {
+            store: self.store.clone(),
+            key,
+            reserved,
+            limit,
+        };
+        if reserved == 0 && want > 0 {
+            return Err(Denial::new(
+                "LIMIT_EXCEEDED",
+                format!(
+                    "max_records_per_day is {limit} for '{}' and today's records are used up",
+                    dataset.name()
+                ),
+            ));
+        }
+        Ok(Some(r))
     }
 }

@@ -5,7 +5,7 @@ mod cli;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use govshare::config::Config;
-use govshare::{bootstrap, pki::Pki, store::Store};
+use govshare::{bootstrap, pki::Pki};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -117,14 +117,15 @@ async fn main() -> Result<()> {
             persons,
             seed,
         } => {
-            let store = Store::open(
+            let (store, records) = govshare::store::open(
                 &Config {
                     data_dir,
                     ..Config::demo()
                 }
                 .store_dir(),
             )?;
-            println!("{}", bootstrap::load_demo(&store, seed, persons)?);
+            println!("{}", bootstrap::load_demo(&store, &records, seed, persons)?);
+            records.sync()?;
             store.sync()
         }
         Command::Config(ConfigCommand::Check { file }) => {

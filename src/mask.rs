@@ -8,8 +8,60 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 
-/// Field name → the view it is released in. Everything else is omitted.
-pub type FieldPlan = BTreeMap<String, FieldView>;
+/// The view each field of a dataset is released in, by catalog position
+/// (`DatasetSpec::fields`). `Unspecified` means the field is omitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPlan {
+    views: Vec<FieldView>,
+}
+
+impl FieldPlan {
+    /// A plan releasing nothing, for a dataset with `fields` fields.
+    pub fn empty(fields: usize) -> Self {
+        Self {
+            views: vec![FieldView::Unspecified; fields],
+        }
+    }
+
+    pub fn view(&self, field: usize) -> FieldView {
+        self.views
+            .get(field)
+            .copied()
+            .unwrap_or(FieldView::Unspecified)
+    }
+
+    pub fn set(&mut self, field: usize, view: FieldView) {
+        self.views[field] = view;
+    }
+
+    /// Raises each field to the more revealing of the two plans' views.
+    pub fn merge(&mut self, other: &FieldPlan) {
+        for (mine, theirs) in self.views.iter_mut().zip(&other.views) {
+            if revealing_rank(*theirs) > revealing_rank(*mine) {
+                *mine = *theirs;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.iter().all(|v| *v == FieldView::Unspecified)
+    }
+
+    /// Whether any field is released MASKED (its record then needs its
+    /// community's name for a masked address).
+    pub fn masks_any(&self) -> bool {
+        self.views.contains(&FieldView::Masked)
+    }
+
+    /// `(field index, view)` of every released field.
+    pub fn released(&self) -> impl Iterator<Item = (usize, FieldView)> + '_ {
+        self.views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != FieldView::Unspecified)
+            .map(|(i, v)| (i, *v))
+    }
+}
 
 /// Rank of a view: higher reveals more. CLEAR > MASKED (part of the real
 /// value) > PSEUDONYM (nothing of the value, only linkability).
@@ -32,14 +84,28 @@ impl Masker {
         Self { secret }
     }
 
-    /// Keyed HMAC-SHA256 under a per-department key, base32, truncated to 26
-    /// characters (130 bits): stable for one department, unlinkable across.
-    pub fn pseudonym(&self, department: &str, value: &str) -> String {
+    /// The pseudonym key of one department, derived from the gateway secret.
+    pub fn department_key(&self, department: &str) -> DepartmentKey {
         let mut k = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         k.update(b"govshare-pseudonym-key\0");
         k.update(department.as_bytes());
-        let dept_key = k.finalize().into_bytes();
-        let mut m = Hmac::<Sha256>::new_from_slice(&dept_key).expect("any key length");
+        DepartmentKey {
+            mac: Hmac::<Sha256>::new_from_slice(&k.finalize().into_bytes())
+                .expect("any key length"),
+        }
+    }
+}
+
+/// One department's pseudonym key, derived once per call.
+pub struct DepartmentKey {
+    mac: Hmac<Sha256>,
+}
+
+impl DepartmentKey {
+    /// Keyed HMAC-SHA256 under the department's key, base32, truncated to 26
+    /// characters (130 bits): stable for one department, unlinkable across.
+    pub fn pseudonym(&self, value: &str) -> String {
+        let mut m = self.mac.clone();
         m.update(value.as_bytes());
         let mut s = BASE32_NOPAD.encode(&m.finalize().into_bytes());
         s.truncate(26);
@@ -73,90 +139,127 @@ pub fn mask(kind: MaskKind, value: &str, community_name: Option<&str>) -> Option
     }
 }
 
-/// Builds one output record: each accessor returns the field's released value
-/// or `None`, and records the view used.
+/// Which views of which fields a call released, as bits per catalog
+/// position (bit `view` set): what the audit entry lists.
+#[derive(Debug, Clone, Default)]
+pub struct ReleasedViews {
+    bits: Vec<u8>,
+}
+
+impl ReleasedViews {
+    fn mark(&mut self, field: usize, view: FieldView) {
+        if self.bits.len() <= field {
+            self.bits.resize(field + 1, 0);
+        }
+        self.bits[field] |= 1 << (view as u8);
+    }
+
+    /// `(catalog field name, view)` pairs, in catalog order.
+    pub fn list(&self, spec: &DatasetSpec) -> Vec<(&'static str, FieldView)> {
+        let mut out = Vec::new();
+        for (i, bits) in self.bits.iter().enumerate() {
+            for v in [FieldView::Clear, FieldView::Masked, FieldView::Pseudonym] {
+                if bits & (1 << (v as u8)) != 0 {
+                    out.push((spec.fields[i].name, v));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Builds one output record. `Record::project` calls it once per field, in
+/// catalog order (checked in debug builds), so a field's plan entry is found
+/// by position with no lookup; each accessor returns the released value or
+/// `None`.
 pub struct Projector<'a> {
     plan: &'a FieldPlan,
     spec: &'static DatasetSpec,
     prefix: &'static str,
-    masker: &'a Masker,
-    department: &'a str,
+    cursor: usize,
+    pseudonyms: &'a DepartmentKey,
     community_name: Option<&'a str>,
     views: BTreeMap<String, i32>,
-    released: Vec<(String, i32)>,
+    released: &'a mut ReleasedViews,
 }
 
 impl<'a> Projector<'a> {
+    /// `first` is the catalog position of the record type's first field
+    /// (grid workers' fields follow the grid's under the `worker.` prefix).
     pub fn new(
         plan: &'a FieldPlan,
         spec: &'static DatasetSpec,
         prefix: &'static str,
-        masker: &'a Masker,
-        department: &'a str,
+        pseudonyms: &'a DepartmentKey,
         community_name: Option<&'a str>,
+        released: &'a mut ReleasedViews,
     ) -> Self {
+        let cursor = spec
+            .fields
+            .iter()
+            .position(|f| {
+                f.name.starts_with(prefix) && (prefix.is_empty() || f.name.len() > prefix.len())
+            })
+            .unwrap_or(0);
         Self {
             plan,
             spec,
             prefix,
-            masker,
-            department,
+            cursor,
+            pseudonyms,
             community_name,
             views: BTreeMap::new(),
-            released: Vec::new(),
+            released,
         }
     }
 
+    /// The next field's position and planned view.
+    fn next(&mut self, field: &'static str) -> (usize, FieldView) {
+        let i = self.cursor;
+        self.cursor += 1;
+        debug_assert_eq!(
+            self.spec
+                .fields
+                .get(i)
+                .map(|f| f.name.strip_prefix(self.prefix).unwrap_or(f.name)),
+            Some(field),
+            "Record::project must list fields in catalog order"
+        );
+        (i, self.plan.view(i))
+    }
+
+    fn record(&mut self, field: &'static str, i: usize, view: FieldView) {
+        self.views.insert(field.to_string(), view as i32);
+        self.released.mark(i, view);
+    }
+
     /// A text field in whatever view the plan allows.
-    pub fn text(&mut self, field: &str, value: &Option<String>) -> Option<String> {
+    pub fn text(&mut self, field: &'static str, value: &Option<String>) -> Option<String> {
+        let (i, view) = self.next(field);
         let value = value.as_ref()?;
-        let (name, view, spec) = self.lookup(field)?;
         let out = match view {
             FieldView::Clear => value.clone(),
-            FieldView::Masked => mask(spec.mask, value, self.community_name)?,
-            FieldView::Pseudonym => self.masker.pseudonym(self.department, value),
+            FieldView::Masked => mask(self.spec.fields[i].mask, value, self.community_name)?,
+            FieldView::Pseudonym => self.pseudonyms.pseudonym(value),
             FieldView::Unspecified => return None,
         };
-        self.views.insert(name, view as i32);
+        self.record(field, i, view);
         Some(out)
     }
 
     /// A non-text field: released only in the CLEAR view.
-    pub fn clear<T: Clone>(&mut self, field: &str, value: &Option<T>) -> Option<T> {
+    pub fn clear<T: Clone>(&mut self, field: &'static str, value: &Option<T>) -> Option<T> {
+        let (i, view) = self.next(field);
         let value = value.as_ref()?;
-        let (name, view, _) = self.lookup(field)?;
         (view == FieldView::Clear).then(|| {
-            self.views.insert(name, view as i32);
+            self.record(field, i, view);
             value.clone()
         })
     }
 
     /// The views map for the output record, keyed by the record's own field names.
     pub fn finish_views(&mut self) -> BTreeMap<String, i32> {
-        let prefix = self.prefix;
-        let views = std::mem::take(&mut self.views);
-        self.released
-            .extend(views.iter().map(|(k, v)| (k.clone(), *v)));
-        views
-            .into_iter()
-            .map(|(k, v)| (k.strip_prefix(prefix).unwrap_or(&k).to_string(), v))
-            .collect()
-    }
-
-    /// Every field released so far with its view, by catalog name.
-    pub fn released(self) -> Vec<(String, i32)> {
-        self.released
-    }
-
-    fn lookup(
-        &self,
-        field: &str,
-    ) -> Option<(String, FieldView, &'static crate::catalog::FieldSpec)> {
-        let name = format!("{}{field}", self.prefix);
-        let view = *self.plan.get(&name)?;
-        let spec = self.spec.field(&name)?;
-        spec.sharing_for(view)?;
-        Some((name, view, spec))
+        std::mem::take(&mut self.views)
     }
 }
 
@@ -190,10 +293,19 @@ mod tests {
     #[test]
     fn pseudonyms_are_stable_per_department_and_differ_across() {
         let m = Masker::new([7; 32]);
-        let a1 = m.pseudonym("street-office", "11010519491231002X");
-        assert_eq!(a1, m.pseudonym("street-office", "11010519491231002X"));
+        let street = m.department_key("street-office");
+        let a1 = street.pseudonym("11010519491231002X");
+        assert_eq!(
+            a1,
+            m.department_key("street-office")
+                .pseudonym("11010519491231002X")
+        );
         assert_eq!(a1.len(), 26);
-        assert_ne!(a1, m.pseudonym("civil-affairs", "11010519491231002X"));
-        assert_ne!(a1, m.pseudonym("street-office", "110105194912310038"));
+        assert_ne!(
+            a1,
+            m.department_key("civil-affairs")
+                .pseudonym("11010519491231002X")
+        );
+        assert_ne!(a1, street.pseudonym("110105194912310038"));
     }
 }

@@ -1,12 +1,23 @@
 //! What may be granted: the checks shared by `CreateGrant` and
-//! `SubmitAccessRequest`, so a grant and a request are judged by one rule set.
+//! `SubmitAccessRequest`, so a grant and a request are judged by one rule
+//! set — against the catalog in force, the purpose registry and the region
+//! tree. A misspelled purpose or region is refused by name here, so it can
+//! never become a grant that silently matches nothing.
 
 use crate::authz::ALL_REGIONS;
 use crate::catalog::{Catalog, Dataset};
 use crate::clock;
 use crate::domain::RegionCode;
-use crate::proto::{FieldGrant, FieldView, Operation, SharingClass};
-use std::collections::BTreeSet;
+use crate::proto::{FieldGrant, FieldView, Operation, Purpose, PurposeStatus, SharingClass};
+use std::collections::{BTreeSet, HashMap};
+
+/// What a scope is judged against.
+pub struct Rules<'a> {
+    pub catalog: &'a Catalog,
+    pub purposes: &'a HashMap<String, Purpose>,
+    /// Whether a region or grid code exists in the region tree.
+    pub region_exists: &'a dyn Fn(&str) -> bool,
+}
 
 /// The scope a grant or an access request asks for.
 pub struct Scope<'a> {
@@ -26,9 +37,10 @@ pub struct Checked {
     pub conditional: Vec<String>,
 }
 
-/// Checks a scope against the catalog. Errors are INVALID_ARGUMENT messages
+/// Checks a scope for `department`. Errors are INVALID_ARGUMENT messages
 /// naming the part and the rule.
-pub fn check(catalog: &Catalog, s: &Scope<'_>) -> Result<Checked, String> {
+pub fn check(rules: &Rules<'_>, department: &str, s: &Scope<'_>) -> Result<Checked, String> {
+    let catalog = rules.catalog;
     let dataset = Dataset::parse(s.dataset).ok_or_else(|| {
         format!(
             "dataset: '{}' is not one of population, legal_entity, grid",
@@ -103,21 +115,20 @@ pub fn check(catalog: &Catalog, s: &Scope<'_>) -> Result<Checked, String> {
     for r in s.regions {
         if r != ALL_REGIONS {
             RegionCode::parse(r).map_err(|e| format!("regions: {e}"))?;
+            if !(rules.region_exists)(r) {
+                return Err(format!(
+                    "regions: '{r}' is not a region or grid this gateway serves (see GetRegionTree)"
+                ));
+            }
         }
     }
     if s.purposes.is_empty() {
-        return Err("purposes: name at least one purpose code, e.g. social-assistance".into());
+        return Err(
+            "purposes: name at least one registered purpose code, e.g. social-assistance".into(),
+        );
     }
     for p in s.purposes {
-        let ok = !p.is_empty()
-            && p.len() <= 64
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(format!(
-                "purposes: '{p}' is not a purpose code (lower-case letters, digits and '-')"
-            ));
-        }
+        check_purpose(rules.purposes, department, p)?;
     }
     if let (Some(from), Some(until)) = (s.not_before, s.not_after) {
         if from.seconds >= until.seconds {
@@ -133,6 +144,40 @@ pub fn check(catalog: &Catalog, s: &Scope<'_>) -> Result<Checked, String> {
         dataset,
         conditional,
     })
+}
+
+/// A purpose must be registered, active, and citable by `department`.
+pub fn check_purpose(
+    purposes: &HashMap<String, Purpose>,
+    department: &str,
+    code: &str,
+) -> Result<(), String> {
+    let shown = crate::audit::bounded::cap_for_message(code);
+    match purposes.get(code) {
+        None => {
+            let mut near: Vec<(usize, &str)> = purposes
+                .values()
+                .filter(|p| p.status == PurposeStatus::Active as i32)
+                .map(|p| (strsim::levenshtein(code, &p.code), p.code.as_str()))
+                .collect();
+            near.sort();
+            let suggest: Vec<&str> = near.iter().take(3).map(|(_, c)| *c).collect();
+            Err(format!(
+                "purposes: '{shown}' is not a registered purpose; did you mean {}? (GetCatalog lists them)",
+                suggest.join(", ")
+            ))
+        }
+        Some(p) if p.status != PurposeStatus::Active as i32 => Err(format!(
+            "purposes: '{shown}' is retired and cannot be cited"
+        )),
+        Some(p) if !p.departments.is_empty() && !p.departments.iter().any(|d| d == department) => {
+            Err(format!(
+                "purposes: '{shown}' may be cited only by {}",
+                p.departments.join(", ")
+            ))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +207,41 @@ mod tests {
         }
     }
 
+    fn registry() -> HashMap<String, Purpose> {
+        [
+            "social-assistance",
+            "housing-security",
+            "grid-event-handling",
+        ]
+        .into_iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                Purpose {
+                    code: c.into(),
+                    status: PurposeStatus::Active.into(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect()
+    }
+
+    /// The demo district's codes exist; nothing else does.
+    fn served(code: &str) -> bool {
+        code.starts_with("310115")
+    }
+
+    fn check_with(c: &Catalog, s: &Scope<'_>) -> Result<Checked, String> {
+        let purposes = registry();
+        let rules = Rules {
+            catalog: c,
+            purposes: &purposes,
+            region_exists: &served,
+        };
+        check(&rules, "civil-affairs", s)
+    }
+
     #[test]
     fn classifies_and_refuses_by_the_catalog() {
         let c = Catalog::default();
@@ -169,7 +249,7 @@ mod tests {
             vec!["310115".to_string()],
             vec!["social-assistance".to_string()],
         );
-        let ok = check(
+        let ok = check_with(
             &c,
             &scope(
                 &[
@@ -182,9 +262,9 @@ mod tests {
         )
         .unwrap();
         assert!(ok.conditional.is_empty());
-        let cond = check(&c, &scope(&[fg("id_number", FieldView::Clear)], &r, &p)).unwrap();
+        let cond = check_with(&c, &scope(&[fg("id_number", FieldView::Clear)], &r, &p)).unwrap();
         assert_eq!(cond.conditional, ["id_number=CLEAR"]);
-        let err = |f: &[FieldGrant], r: &[String]| check(&c, &scope(f, r, &p)).err().unwrap();
+        let err = |f: &[FieldGrant], r: &[String]| check_with(&c, &scope(f, r, &p)).err().unwrap();
         assert!(err(&[fg("salary", FieldView::Clear)], &r).contains("no field 'salary'"));
         assert!(err(&[fg("sex", FieldView::Masked)], &r).contains("no MASKED view"));
         assert!(err(&[fg("name", FieldView::Clear)], &[]).starts_with("regions:"));
@@ -196,7 +276,7 @@ mod tests {
             sharing: "not_shared".into(),
         }])
         .unwrap();
-        let e = check(
+        let e = check_with(
             &not_shared,
             &scope(&[fg("restricted_tags", FieldView::Clear)], &r, &p),
         )
@@ -206,9 +286,29 @@ mod tests {
     }
 
     #[test]
+    fn typos_and_unserved_regions_are_refused_by_name() {
+        let c = Catalog::default();
+        let f = [fg("name", FieldView::Clear)];
+        let typo = ["housing-securty".to_string()];
+        let e = check_with(&c, &scope(&f, &["310115".into()], &typo))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("'housing-securty' is not a registered purpose"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean housing-security"), "{e}");
+        let p = ["social-assistance".to_string()];
+        let e = check_with(&c, &scope(&f, &["110105".into()], &p))
+            .err()
+            .unwrap();
+        assert!(e.contains("'110105' is not a region"), "{e}");
+    }
+
+    #[test]
     fn inverted_validity_is_refused() {
         let c = Catalog::default();
-        let (r, p) = (vec!["*".to_string()], vec!["x".to_string()]);
+        let (r, p) = (vec!["*".to_string()], vec!["social-assistance".to_string()]);
         let f = [fg("name", FieldView::Clear)];
         let mut s = scope(&f, &r, &p);
         let (a, b) = (
@@ -224,7 +324,7 @@ mod tests {
         s.not_before = Some(&a);
         s.not_after = Some(&b);
         assert!(
-            check(&c, &s)
+            check_with(&c, &s)
                 .err()
                 .unwrap()
                 .contains("ends before it starts")

@@ -2,11 +2,25 @@
 
 #![allow(clippy::all, missing_docs)]
 
-tonic::include_proto!("govshare.v1");
+/// The packages as prost lays them out, so cross-package paths resolve.
+mod packages {
+    pub mod govshare {
+        pub mod v1 {
+            tonic::include_proto!("govshare.v1");
+        }
+        pub mod storage {
+            pub mod v1 {
+                tonic::include_proto!("govshare.storage.v1");
+            }
+        }
+    }
+}
+
+pub use packages::govshare::v1::*;
 
 /// Internal storage messages (never on the public wire).
 pub mod storage {
-    tonic::include_proto!("govshare.storage.v1");
+    pub use super::packages::govshare::storage::v1::*;
 }
 
 /// The compiled descriptor set, served through gRPC reflection.

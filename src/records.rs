@@ -6,8 +6,14 @@ use crate::catalog::Dataset;
 use crate::domain::{CitizenId, CodeError, RegionCode, Uscc};
 use crate::mask::Projector;
 use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
-use crate::store::Store;
 use prost_types::Timestamp;
+
+/// The counts a grid carries, maintained by the gateway from its indexes.
+pub struct GridCounts {
+    pub households: u64,
+    pub persons: u64,
+    pub entities: u64,
+}
 
 pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     /// Store tree holding the records.
@@ -17,6 +23,10 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     const FIELD_PREFIX: &'static str = "";
     /// The key field's name, for messages.
     const KEY_FIELD: &'static str;
+    /// Whether the gateway fills [`GridCounts`] in on every read.
+    const HAS_COUNTS: bool = false;
+    /// Whether the key is a region or grid code others may refer to.
+    const IS_STRUCTURE: bool = false;
 
     /// Validates and normalises a requested key.
     fn parse_key(s: &str) -> Result<String, CodeError>;
@@ -26,18 +36,21 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     fn row_code(&self) -> &str;
     fn version(&self) -> u64;
     fn stamp(&mut self, version: u64, at: Timestamp);
-    /// A copy holding only the fields the projector releases.
+    /// A copy holding only the fields the projector releases, calling it
+    /// once per field in catalog order.
     fn project(&self, p: &mut Projector<'_>) -> Self;
+
+    fn set_counts(&mut self, _counts: GridCounts) {}
+
+    /// A region's or grid's name (structure records only).
+    fn structure_name(&self) -> &str {
+        ""
+    }
 
     /// Index key: row code, NUL, [extra, NUL,] key. Sorted by region, so a
     /// region prefix is a range scan.
     fn index_key(&self) -> Vec<u8> {
         format!("{}\0{}", self.row_code(), self.key()).into_bytes()
-    }
-
-    /// Fills gateway-maintained fields before projection.
-    fn enrich(&mut self, _store: &Store) -> anyhow::Result<()> {
-        Ok(())
     }
 
     fn key_from_index(index_key: &[u8]) -> &str {
@@ -164,6 +177,8 @@ impl Record for Grid {
     const COLLECTION: &'static str = "grid";
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "grid_code";
+    const HAS_COUNTS: bool = true;
+    const IS_STRUCTURE: bool = true;
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
         RegionCode::parse_grid(s).map(|c| c.to_string())
@@ -182,20 +197,14 @@ impl Record for Grid {
         self.version = Some(version);
         self.updated_at = Some(at);
     }
-    /// Household, person and entity counts, read from the grid indexes
-    /// (keys only) so they never drift from the records.
-    fn enrich(&mut self, store: &Store) -> anyhow::Result<()> {
-        let prefix = format!("{}\0", self.key());
-        let persons = store.index_keys::<Person>(&prefix)?;
-        let mut households: Vec<&[u8]> = persons
-            .iter()
-            .filter_map(|k| k.split(|b| *b == 0).nth(1))
-            .collect();
-        households.dedup();
-        self.person_count = Some(persons.len() as u64);
-        self.household_count = Some(households.len() as u64);
-        self.entity_count = Some(store.index_keys::<LegalEntity>(&prefix)?.len() as u64);
-        Ok(())
+    fn structure_name(&self) -> &str {
+        s(&self.name)
+    }
+
+    fn set_counts(&mut self, c: GridCounts) {
+        self.household_count = Some(c.households);
+        self.person_count = Some(c.persons);
+        self.entity_count = Some(c.entities);
     }
 
     fn project(&self, p: &mut Projector<'_>) -> Self {
@@ -268,6 +277,7 @@ impl Record for RegionNode {
     const COLLECTION: &'static str = "region";
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "code";
+    const IS_STRUCTURE: bool = true;
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
         RegionCode::parse(s).map(|c| c.to_string())
@@ -275,6 +285,9 @@ impl Record for RegionNode {
 
     fn key(&self) -> &str {
         &self.code
+    }
+    fn structure_name(&self) -> &str {
+        &self.name
     }
     fn row_code(&self) -> &str {
         &self.code

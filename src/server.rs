@@ -2,27 +2,24 @@
 //! certificates, the data services, health (NOT_SERVING while the audit log
 //! cannot be written) and reflection.
 
-use crate::audit::AuditLog;
-use crate::audit::checkpoint::{Checkpoints, LogKey, sign_if_new};
-use crate::audit::index::AuditIndex;
+use crate::audit;
 use crate::auth::Authenticator;
 use crate::auth::token::KeyRing;
 use crate::bootstrap;
 use crate::catalog::Catalog;
 use crate::certs::ClientCa;
 use crate::config::Config;
-use crate::demo::DISTRICT_CODE;
-use crate::geo::GridLocator;
+use crate::directory::{Directory, RoleDepartments};
 use crate::mask::Masker;
 use crate::pipeline::Pipeline;
+use crate::proto;
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::grid_service_server::GridServiceServer;
 use crate::proto::legal_entity_service_server::LegalEntityServiceServer;
 use crate::proto::population_service_server::PopulationServiceServer;
 use crate::proto::publish_service_server::PublishServiceServer;
-use crate::proto::{self, Person};
-use crate::services::{admin, audit, grid, legal_entity, population, publish};
+use crate::services::{admin, audit as audit_api, grid, legal_entity, population, publish};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use std::future::Future;
@@ -51,17 +48,15 @@ fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.store_dir())?;
+    let (store, records) = crate::store::open(&cfg.store_dir())?;
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
         &cfg.audience,
     )?);
-    let (audit_log, audit_threads) =
-        AuditLog::open(&cfg.audit_dir(), cfg.audit_options(), store.clone())?;
-    let steps = bootstrap::first_start(&cfg, &store, &keys)?;
-    let log_key = Arc::new(LogKey::load_or_create(&cfg.pki_dir(), &cfg.audit.origin)?);
-    let checkpoints = Arc::new(Checkpoints::open(&cfg.audit_dir())?);
+    let steps = bootstrap::first_start(&cfg, &store, &records, &keys)?;
+    let audit = audit::Runtime::open(&cfg)?;
+    let audit_log = audit.log();
     for s in &steps {
         println!("first start: {s}");
     }
@@ -77,14 +72,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             .await?;
     }
 
+    if let Some(hint) = bootstrap::enrolment_hint(&cfg, &store)? {
+        println!("first start: {hint}");
+    }
     let catalog = Arc::new(Catalog::with_overrides(&cfg.catalog_override)?);
-    let locator = Arc::new(GridLocator::load(&store)?);
-    let pipeline = Pipeline::new(
+    let directory = Arc::new(Directory::new(
         store.clone(),
-        Authenticator::new(store.clone(), keys.clone()),
+        catalog,
+        RoleDepartments {
+            admin: cfg.admin_departments.clone(),
+            auditor: cfg.auditor_departments.clone(),
+        },
+    )?);
+    let pipeline = Pipeline::new(
+        records,
+        directory.clone(),
+        Authenticator::new(directory, keys.clone()),
         audit_log.clone(),
         Masker::new(pseudonym_secret(&store)?),
-    );
+    )?;
 
     let read =
         |path: PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
@@ -108,31 +114,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     health
         .set_serving::<PublishServiceServer<publish::PublishApi>>()
         .await;
-    let mut writable = audit_log.writable();
-    let signer = tokio::spawn(sign_checkpoints(
-        log_key.clone(),
-        checkpoints.clone(),
-        audit_log.index().clone(),
-        audit_log.indexed(),
-    ));
-    tokio::spawn(async move {
-        while writable.changed().await.is_ok() {
-            let status = if *writable.borrow() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for svc in [
-                "",
-                "govshare.v1.PopulationService",
-                "govshare.v1.LegalEntityService",
-                "govshare.v1.GridService",
-                "govshare.v1.PublishService",
-            ] {
-                health.set_service_status(svc, status).await;
-            }
-        }
-    });
+    health
+        .set_serving::<AuditServiceServer<audit_api::AuditApi>>()
+        .await;
+    let health_task = tokio::spawn(follow_health(health, audit_log.health().clone()));
+    let control = crate::control::serve(
+        &crate::control::socket_path(&cfg.data_dir),
+        crate::control::Control {
+            store: store.clone(),
+            log: audit_log.clone(),
+            keys: keys.clone(),
+            client_ca: ClientCa::load(&cfg.client_ca_path())?,
+            roles: RoleDepartments {
+                admin: cfg.admin_departments.clone(),
+                auditor: cfg.auditor_departments.clone(),
+            },
+            token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
+        },
+    )?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -158,26 +157,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         ))
         .add_service(GridServiceServer::new(grid::GridApi {
             pipeline: pipeline.clone(),
-            locator: locator.clone(),
         }))
         .add_service(PublishServiceServer::new(publish::PublishApi {
             pipeline: pipeline.clone(),
-            locator,
         }))
         .add_service(AdminServiceServer::new(admin::AdminApi::new(
             pipeline.clone(),
-            catalog,
             ClientCa::load(&cfg.client_ca_path())?,
             admin::Settings {
                 max_token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
                 request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
             },
         )))
-        .add_service(AuditServiceServer::new(audit::AuditApi {
+        .add_service(AuditServiceServer::new(audit_api::AuditApi {
             pipeline: pipeline.clone(),
             log: audit_log.clone(),
-            checkpoints: checkpoints.clone(),
-            key: log_key.clone(),
         }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -185,35 +179,54 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         )
         .await?;
     drop(pipeline);
-    signer.abort();
-    let index = audit_log.index().clone();
+    control.abort();
+    health_task.abort();
     drop(audit_log);
     // Every handle is gone: the writer drains, the indexer catches up, and
     // the final checkpoint covers everything that was acknowledged.
-    let size = tokio::task::spawn_blocking(move || audit_threads.join()).await?;
-    if sign_if_new(&log_key, &checkpoints, &index, size)? {
-        println!("signed a final audit checkpoint at size {size}");
-    }
+    let size = audit.close().await?;
+    println!("audit log closed at {size} entries");
     store.sync()?;
     println!("govshare stopped");
     Ok(())
 }
 
-/// Signs a checkpoint at most ~1 s after new entries are indexed.
-async fn sign_checkpoints(
-    key: Arc<LogKey>,
-    store: Arc<Checkpoints>,
-    index: AuditIndex,
-    mut indexed: tokio::sync::watch::Receiver<u64>,
-) {
-    while indexed.changed().await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let size = *indexed.borrow_and_update();
-        let (key, store, index) = (key.clone(), store.clone(), index.clone());
-        match tokio::task::spawn_blocking(move || sign_if_new(&key, &store, &index, size)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "signing an audit checkpoint failed"),
-            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+/// Keeps the health service in step with the audit log: the data services
+/// are NOT_SERVING while the log cannot be written; the audit service also
+/// while the index lags or a sealed segment is damaged.
+async fn follow_health(health: tonic_health::server::HealthReporter, log: audit::Health) {
+    const DATA: [&str; 5] = [
+        "",
+        "govshare.v1.PopulationService",
+        "govshare.v1.LegalEntityService",
+        "govshare.v1.GridService",
+        "govshare.v1.PublishService",
+    ];
+    let audit::Health {
+        mut writable,
+        mut indexing,
+        mut scrubbed,
+    } = log;
+    loop {
+        let serving = |ok: bool| {
+            if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        let w = *writable.borrow_and_update();
+        let audit_ok = w && *indexing.borrow_and_update() && *scrubbed.borrow_and_update();
+        for svc in DATA {
+            health.set_service_status(svc, serving(w)).await;
+        }
+        health
+            .set_service_status("govshare.v1.AuditService", serving(audit_ok))
+            .await;
+        tokio::select! {
+            r = writable.changed() => if r.is_err() { return },
+            r = indexing.changed() => if r.is_err() { return },
+            r = scrubbed.changed() => if r.is_err() { return },
         }
     }
 }
@@ -221,12 +234,7 @@ async fn sign_checkpoints(
 fn print_welcome(cfg: &Config, store: &Store, addr: std::net::SocketAddr) {
     let pki = cfg.pki_dir();
     let p = pki.display();
-    let example_id = store
-        .scan::<Person>(DISTRICT_CODE, None, 1)
-        .ok()
-        .and_then(|v| v.into_iter().next())
-        .and_then(|(_, p)| p.id_number)
-        .unwrap_or_else(|| "11010519491231002X".into());
+    let example_id = bootstrap::example_id(store).unwrap_or_else(|| "11010519491231002X".into());
     println!("govshare listening on {addr} (node {})", cfg.node_id);
     println!("dev PKI, client certificates and tokens: {p}");
     println!("try (any gRPC client with TLS client certificates; the server offers reflection):");

@@ -89,15 +89,37 @@ async fn pull(
     .map(tonic::Response::into_inner)
 }
 
+/// Registers purposes (as the gateway's admin) so grants may cite them.
+async fn register_purposes(gw: &Gateway, codes: &[&str]) {
+    let mut a = admin(gw, "admin").await;
+    for code in codes {
+        a.register_purpose(req(
+            RegisterPurposeRequest {
+                purpose: Some(Purpose {
+                    code: (*code).into(),
+                    name: format!("test purpose {code}"),
+                    legal_basis: "test regulation".into(),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// Creates a grant directly (only unconditionally shared views can be).
 async fn create_grant(gw: &Gateway, g: Grant) -> Result<Grant, tonic::Status> {
-    admin(gw, "admin")
+    let r = admin(gw, "admin")
         .await
         .create_grant(req(
             CreateGrantRequest { grant: Some(g) },
             &gw.token("admin"),
         ))
-        .await
-        .map(tonic::Response::into_inner)
+        .await?
+        .into_inner();
+    Ok(r.grant.expect("a grant, not a pending request"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,25 +128,33 @@ async fn grant_validation_names_each_problem() {
     let name = || fg("name", FieldView::Clear);
     let cases: Vec<(Grant, &str)> = vec![
         (
-            grant("civil-affairs", vec![fg("salary", FieldView::Clear)], "x"),
+            grant(
+                "civil-affairs",
+                vec![fg("salary", FieldView::Clear)],
+                "social-assistance",
+            ),
             "no field 'salary'",
         ),
         (
-            grant("civil-affairs", vec![fg("sex", FieldView::Masked)], "x"),
+            grant(
+                "civil-affairs",
+                vec![fg("sex", FieldView::Masked)],
+                "social-assistance",
+            ),
             "no MASKED view",
         ),
         (
             grant(
                 "civil-affairs",
                 vec![fg("ethnicity", FieldView::Clear)],
-                "x",
+                "social-assistance",
             ),
             "not_shared",
         ),
         (
             Grant {
                 regions: vec![],
-                ..grant("civil-affairs", vec![name()], "x")
+                ..grant("civil-affairs", vec![name()], "social-assistance")
             },
             "regions: empty",
         ),
@@ -132,7 +162,7 @@ async fn grant_validation_names_each_problem() {
             Grant {
                 not_before: in_secs(7200),
                 not_after: in_secs(3600),
-                ..grant("civil-affairs", vec![name()], "x")
+                ..grant("civil-affairs", vec![name()], "social-assistance")
             },
             "ends before it starts",
         ),
@@ -140,11 +170,14 @@ async fn grant_validation_names_each_problem() {
             grant(
                 "civil-affairs",
                 vec![fg("id_number", FieldView::Clear)],
-                "x",
+                "social-assistance",
             ),
             "legal_basis: id_number=CLEAR",
         ),
-        (grant("no-such-dept", vec![name()], "x"), "not registered"),
+        (
+            grant("no-such-dept", vec![name()], "social-assistance"),
+            "not registered",
+        ),
     ];
     for (g, expect) in cases {
         let err = create_grant(&gw, g).await.unwrap_err();
@@ -158,27 +191,36 @@ async fn grant_validation_names_each_problem() {
             err.message()
         );
     }
-    // A conditional field with a legal basis is accepted.
-    let ok = create_grant(
-        &gw,
-        Grant {
-            legal_basis: "《社会救助暂行办法》第十一条".into(),
-            ..grant(
-                "civil-affairs",
-                vec![fg("id_number", FieldView::Clear)],
-                "x",
-            )
-        },
-    )
-    .await
-    .unwrap();
-    assert!(ok.id.starts_with("g-"));
+    // A conditional field with a legal basis becomes a pending access
+    // request for a second administrator (four eyes), not a grant.
+    let filed = admin(&gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    legal_basis: "《社会救助暂行办法》第十一条".into(),
+                    ..grant(
+                        "civil-affairs",
+                        vec![fg("id_number", FieldView::Clear)],
+                        "social-assistance",
+                    )
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(filed.grant.is_none());
+    let ok = filed.pending_request.unwrap();
+    assert_eq!(ok.status, AccessRequestStatus::Pending as i32);
+    assert!(ok.id.starts_with("ar-"));
     // Non-admins are refused, and the refusal is audited.
     let err = admin(&gw, "civil-affairs")
         .await
         .create_grant(req(
             CreateGrantRequest {
-                grant: Some(grant("civil-affairs", vec![name()], "x")),
+                grant: Some(grant("civil-affairs", vec![name()], "social-assistance")),
             },
             &gw.token("civil-affairs"),
         ))
@@ -204,7 +246,7 @@ async fn grant_validation_names_each_problem() {
     let change = allowed.change.as_ref().unwrap();
     assert_eq!(
         (change.object.as_str(), change.object_id.as_str()),
-        ("grant", ok.id.as_str())
+        ("access_request", ok.id.as_str())
     );
     assert!(change.before_json.is_empty() && change.after_json.contains("《社会救助暂行办法》"));
 }
@@ -212,6 +254,7 @@ async fn grant_validation_names_each_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_suspension_and_expiry_bite_on_the_next_call() {
     let gw = Gateway::start("");
+    register_purposes(&gw, &["flood-response"]).await;
     let token = gw.token("admin");
     let mut a = admin(&gw, "admin").await;
 
@@ -306,16 +349,13 @@ async fn revocation_suspension_and_expiry_bite_on_the_next_call() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(
-        err.message().contains("not valid at this time"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("has expired"), "{}", err.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_are_enforced_audited_and_survive_a_restart() {
     let mut gw = Gateway::start("");
+    register_purposes(&gw, &["quota-test", "rate-test"]).await;
     create_grant(
         &gw,
         Grant {
@@ -414,6 +454,7 @@ async fn quotas_are_enforced_audited_and_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
     let gw = Gateway::start(NOT_SHARED_ETHNICITY);
+    register_purposes(&gw, &["elderly-care"]).await;
     let admin_token = gw.token("admin");
     let mut a = admin(&gw, "admin").await;
     let request = |fields: Vec<FieldGrant>| AccessRequest {
@@ -515,11 +556,11 @@ async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
     );
     assert!(!listed[0].overdue, "the deadline is ten days away");
 
-    // Self-approval: a civil-affairs identity holding the admin role.
+    // The admin role belongs to the configured admin departments only.
     let thumb = govshare::auth::token::thumbprint(&x509_der(
         &std::fs::read_to_string(gw.pki("civil-affairs.pem")).unwrap(),
     ));
-    let dual = a
+    let err = a
         .issue_token(req(
             IssueTokenRequest {
                 department: "civil-affairs".into(),
@@ -531,19 +572,24 @@ async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
             &admin_token,
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("admin_departments"),
+        "{}",
+        err.message()
+    );
     let decide = |approve, reason: &str| DecideAccessRequestRequest {
         id: pending.id.clone(),
         approve,
         reason: reason.into(),
     };
+    // A puller cannot decide at all.
     let err = civil
-        .decide_access_request(req(decide(true, ""), &dual.token))
+        .decide_access_request(req(decide(true, ""), &civil_token))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("own department"));
+    assert_eq!(err.code(), Code::PermissionDenied);
 
     // Rejection needs a reason; approval creates the linked grant.
     let err = a
@@ -586,7 +632,7 @@ async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
 async fn overdue_requests_are_flagged() {
     let gw = Gateway::start("request_deadline_days = 0");
     let mut civil = admin(&gw, "civil-affairs").await;
-    civil
+    let submitted = civil
         .submit_access_request(req(
             SubmitAccessRequestRequest {
                 request: Some(AccessRequest {
@@ -602,7 +648,8 @@ async fn overdue_requests_are_flagged() {
             &gw.token("civil-affairs"),
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let listed = admin(&gw, "admin")
         .await
@@ -614,8 +661,15 @@ async fn overdue_requests_are_flagged() {
         .unwrap()
         .into_inner()
         .requests;
-    assert_eq!(listed.len(), 1);
-    assert!(listed[0].overdue);
+    let mine = listed.iter().find(|r| r.id == submitted.id).unwrap();
+    assert!(mine.overdue);
+    assert!(
+        listed
+            .iter()
+            .filter(|r| r.id != submitted.id)
+            .all(|r| !r.overdue),
+        "decided requests are never overdue"
+    );
 }
 
 /// The DER of the first certificate in a PEM.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Gateway, ctx, district, req, residents};
-use govshare::audit::checkpoint::NoteVerifier;
+use govshare::audit::checkpoint::LogVerifier;
 use govshare::audit::merkle;
 use govshare::proto::audit_service_client::AuditServiceClient;
 use govshare::proto::population_service_client::PopulationServiceClient;
@@ -75,7 +75,7 @@ async fn the_data_tracker_returns_exactly_the_pulls_that_touched_a_subject() {
         .audit_entries()
         .into_iter()
         .map(|(_, e)| e)
-        .filter(|e| govshare::audit::index::subjects(e).contains(&b.as_str()))
+        .filter(|e| govshare::audit::index::mentions(e, &b))
         .map(|e| e.index)
         .collect();
     assert_eq!(
@@ -149,7 +149,7 @@ async fn a_receipt_is_proven_against_later_consistent_checkpoints() {
         .receipt
         .unwrap();
     let key =
-        NoteVerifier::parse(&std::fs::read_to_string(gw.pki("audit-log.pub")).unwrap()).unwrap();
+        LogVerifier::parse(&std::fs::read_to_string(gw.pki("audit-log.pub")).unwrap()).unwrap();
     let mut audit = AuditServiceClient::new(gw.channel("civil-affairs").await);
     let token = gw.token("civil-affairs");
     let first = audit

@@ -462,7 +462,7 @@ fn forge_tokens(gw: &Gateway) -> Forged {
     let mut claims: serde_json::Value =
         serde_json::from_slice(&B64.decode(parts[1].as_bytes()).unwrap()).unwrap();
 
-    let store = govshare::store::Store::open(&gw.dir.join("store")).unwrap();
+    let (store, _) = govshare::store::open(&gw.dir.join("store")).unwrap();
     let keys =
         govshare::auth::token::KeyRing::load_or_create(store, "govshare", "govshare").unwrap();
     let mut expired: govshare::auth::token::Claims =

@@ -4,6 +4,10 @@
 //! `{"checkpoint": "<signed note>"}` per checkpoint and
 //! `{"public_key": "<verifier key>"}`. A third party verifies it with
 //! `govshare audit verify --export FILE --public-key KEY`, no gateway needed.
+//!
+//! The JSON is only a view: a reader must never be shown a field the hash
+//! does not cover, so [`parse`] refuses an export whose JSON differs from
+//! what its bytes decode to.
 
 use crate::proto::AuditEntry;
 use anyhow::{Context, Result, bail};
@@ -28,18 +32,31 @@ pub fn key_line(key: &str) -> String {
     format!("{}\n", serde_json::json!({ "public_key": key }))
 }
 
-/// The tree size a note states (0 if unreadable).
-pub fn note_size(note: &str) -> u64 {
-    note.lines()
-        .nth(1)
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0)
-}
-
 /// An export read back: entry bytes in file order, and the notes.
 pub struct Export {
     pub entries: Vec<Vec<u8>>,
     pub notes: Vec<String>,
+}
+
+/// An entry line whose JSON is not what its hashed bytes say.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "line {line}: the JSON shown for this entry is not what its hashed bytes say ({why}): altered"
+)]
+pub struct ViewMismatch {
+    pub line: usize,
+    pub why: String,
+}
+
+fn check_view(line: &serde_json::Value, bytes: &[u8]) -> Result<(), String> {
+    let entry = AuditEntry::decode(bytes).map_err(|_| "the bytes do not decode".to_string())?;
+    if line.get("index").and_then(serde_json::Value::as_u64) != Some(entry.index) {
+        return Err(format!("its index is not {}", entry.index));
+    }
+    if line.get("entry") != Some(&crate::json::to_value(&entry)) {
+        return Err("its fields differ".into());
+    }
+    Ok(())
 }
 
 pub fn parse(text: &str) -> Result<Export> {
@@ -55,11 +72,11 @@ pub fn parse(text: &str) -> Result<Export> {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("line {}: not JSON", n + 1))?;
         if let Some(b) = v.get("bytes").and_then(|b| b.as_str()) {
-            out.entries.push(
-                BASE64
-                    .decode(b.as_bytes())
-                    .with_context(|| format!("line {}: bytes are not base64", n + 1))?,
-            );
+            let bytes = BASE64
+                .decode(b.as_bytes())
+                .with_context(|| format!("line {}: bytes are not base64", n + 1))?;
+            check_view(&v, &bytes).map_err(|why| ViewMismatch { line: n + 1, why })?;
+            out.entries.push(bytes);
         } else if let Some(c) = v.get("checkpoint").and_then(|c| c.as_str()) {
             out.notes.push(c.to_string());
         } else if v.get("public_key").is_none() {

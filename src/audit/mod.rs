@@ -1,23 +1,43 @@
-//! The audit log: append-only, durable before the response, fail-closed.
+//! The audit log: append-only, durable before the response, fail-closed,
+//! verifiable by someone who does not trust the gateway.
 //!
 //! Entries live in their own segment files (sled's `flush` does not fsync);
 //! one writer thread group-commits them with `fdatasync`. A caller gets its
-//! [`Receipt`] only once its entry is on disk.
+//! [`Receipt`] only once its entry is on disk. An indexer thread derives the
+//! Merkle tiles, entry offsets, postings and statistics; one checkpoint
+//! writer signs checkpoints and gathers witness cosignatures; a scrub
+//! re-reads sealed segments in the background.
+//!
+//! [`Runtime::open`] is where the log is trusted or refused: it re-checks
+//! every frame of every segment, refuses an index or a checkpoint that is
+//! ahead of the segments or disagrees with them, and changes nothing on disk
+//! except cutting an incomplete final frame of the newest segment — a write
+//! that never finished and was never acknowledged.
 
+pub mod bounded;
 pub mod checkpoint;
 pub mod export;
+mod http;
 pub mod index;
 pub mod merkle;
+pub mod postings;
+mod scrub;
 pub mod segment;
+pub mod signer;
+pub mod tiles;
 pub mod verify;
 mod writer;
 
-use crate::proto::{AuditEntry, AuditReceipt};
-use crate::store::Store;
-use anyhow::{Result, bail};
-use index::{AuditIndex, Indexer};
+use crate::config::Config;
+use crate::proto::{AuditEntry, AuditReceipt, EntryKind};
+use anyhow::{Context, Result};
+use checkpoint::{LogKey, LogVerifier};
+use index::{AuditIndex, Batch, Indexer, recovered};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use signer::{Signed, Signer, WitnessConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// RFC 6962 leaf hash: SHA-256(0x00 ‖ entry bytes).
@@ -26,6 +46,18 @@ pub fn leaf_hash(entry_bytes: &[u8]) -> [u8; 32] {
     h.update([0u8]);
     h.update(entry_bytes);
     h.finalize().into()
+}
+
+/// The metric label of an entry kind.
+pub fn kind_name(kind: i32) -> &'static str {
+    match EntryKind::try_from(kind) {
+        Ok(EntryKind::Pull) => "pull",
+        Ok(EntryKind::Publish) => "publish",
+        Ok(EntryKind::Admin) => "admin",
+        Ok(EntryKind::AuditRead) => "audit_read",
+        Ok(EntryKind::AuthFailure) => "auth_failure",
+        _ => "unspecified",
+    }
 }
 
 /// Where an entry landed; returned only after it is durable.
@@ -58,6 +90,11 @@ pub struct AuditOptions {
     pub segment_bytes: u64,
     /// Most entries committed by one `fdatasync`.
     pub max_batch: usize,
+    /// A checkpoint is signed at most this long after new entries.
+    pub checkpoint_interval: Duration,
+    /// How often sealed segments are re-read.
+    pub scrub_interval: Duration,
+    pub witnesses: Vec<WitnessConfig>,
 }
 
 impl Default for AuditOptions {
@@ -66,6 +103,9 @@ impl Default for AuditOptions {
             node: "node-1".into(),
             segment_bytes: 64 << 20,
             max_batch: 1024,
+            checkpoint_interval: Duration::from_secs(1),
+            scrub_interval: Duration::from_secs(3600),
+            witnesses: Vec::new(),
         }
     }
 }
@@ -75,100 +115,36 @@ struct Pending {
     done: oneshot::Sender<Result<Receipt, AuditUnavailable>>,
 }
 
+/// The log's health, as the health service and `/readyz` report it.
+#[derive(Clone)]
+pub struct Health {
+    /// `false` while appends or fsyncs fail.
+    pub writable: watch::Receiver<bool>,
+    /// `false` while the indexer cannot keep up (it retries).
+    pub indexing: watch::Receiver<bool>,
+    /// `false` once the scrub found a damaged sealed segment.
+    pub scrubbed: watch::Receiver<bool>,
+}
+
 /// Handle to the log. Cloning is cheap; the writer stops when every handle
 /// is dropped, after committing what it was given.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
-    writable: watch::Receiver<bool>,
+    /// Entries durably committed so far (the writer's count).
+    committed: Arc<std::sync::atomic::AtomicU64>,
+    health: Health,
     indexed: watch::Receiver<u64>,
     index: AuditIndex,
-    node: String,
-}
-
-/// The writer and indexer threads; [`Threads::join`] waits until both have
-/// drained (every handle dropped) and returns the final log size.
-pub struct Threads {
-    writer: std::thread::JoinHandle<()>,
-    indexer: std::thread::JoinHandle<u64>,
-}
-
-impl Threads {
-    pub fn join(self) -> u64 {
-        let _ = self.writer.join();
-        self.indexer.join().unwrap_or(0)
-    }
+    checkpoints: watch::Receiver<Option<Arc<Signed>>>,
+    checkpoint_file: Arc<PathBuf>,
+    verifier_key: Arc<str>,
 }
 
 impl AuditLog {
-    /// Recovers the log in `dir` (truncating a torn tail), brings its index
-    /// in `store` up to date from the segments, and starts the writer and
-    /// indexer threads.
-    pub fn open(dir: &Path, opts: AuditOptions, store: Store) -> Result<(Self, Threads)> {
-        let segments = segment::SegmentWriter::recover(dir, opts.segment_bytes)?;
-        let mut indexer = Indexer::open(store)?;
-        if indexer.size() > segments.next_index() {
-            bail!(
-                "the audit index holds {} entries but the segments in {} only {}: entries were removed; run `govshare audit verify --data-dir`",
-                indexer.size(),
-                dir.display(),
-                segments.next_index()
-            );
-        }
-        let missing = segment::read_from(dir, indexer.size())?;
-        for chunk in missing.chunks(1024) {
-            indexer.ingest(chunk)?;
-        }
-        let index = indexer.reader();
-        let (indexed_tx, indexed) = watch::channel(indexer.size());
-        let (batches_tx, batches) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
-        let indexer = std::thread::Builder::new()
-            .name("audit-indexer".into())
-            .spawn(move || {
-                for batch in batches {
-                    if let Err(e) = indexer.ingest(&batch) {
-                        // The log itself is durable; the index catches up
-                        // from the segments on the next start.
-                        tracing::error!(error = %e, "audit index update failed; queries lag until restart");
-                        break;
-                    }
-                    indexed_tx.send_replace(indexer.size());
-                }
-                indexer.size()
-            })?;
-        let (tx, rx) = mpsc::channel(opts.max_batch * 4);
-        let (writable_tx, writable) = watch::channel(true);
-        let max_batch = opts.max_batch;
-        let writer = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer::run(segments, rx, writable_tx, max_batch, batches_tx))?;
-        Ok((
-            Self {
-                tx,
-                writable,
-                indexed,
-                index,
-                node: opts.node,
-            },
-            Threads { writer, indexer },
-        ))
-    }
-
-    /// Read access to the index (entries, postings, Merkle nodes).
-    pub fn index(&self) -> &AuditIndex {
-        &self.index
-    }
-
-    /// How many entries are indexed (and so provable); changes as the
-    /// indexer advances.
-    pub fn indexed(&self) -> watch::Receiver<u64> {
-        self.indexed.clone()
-    }
-
-    /// Appends `entry` (its index, time and node are assigned here) and waits
-    /// until it is durable.
-    pub async fn append(&self, mut entry: AuditEntry) -> Result<Receipt, AuditUnavailable> {
-        entry.node.clone_from(&self.node);
+    /// Appends `entry` (its index, time and node are assigned by the writer)
+    /// and waits until it is durable.
+    pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditUnavailable> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending { entry, done })
@@ -178,8 +154,312 @@ impl AuditLog {
             .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?
     }
 
-    /// `true` while the last write succeeded; drives the health service.
-    pub fn writable(&self) -> watch::Receiver<bool> {
-        self.writable.clone()
+    /// Entries durably committed so far; the index and checkpoints follow.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// Read access to the index (entries, postings, Merkle tiles).
+    pub fn index(&self) -> &AuditIndex {
+        &self.index
+    }
+
+    /// How many entries are indexed (and so provable).
+    pub fn indexed(&self) -> watch::Receiver<u64> {
+        self.indexed.clone()
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The newest checkpoint (readers never sign: one writer does).
+    pub fn latest_checkpoint(&self) -> Option<Arc<Signed>> {
+        self.checkpoints.borrow().clone()
+    }
+
+    /// A receiver that sees each new checkpoint.
+    pub fn checkpoints(&self) -> watch::Receiver<Option<Arc<Signed>>> {
+        self.checkpoints.clone()
+    }
+
+    /// `checkpoints.log`, for streaming every checkpoint (export).
+    pub fn checkpoint_file(&self) -> &Path {
+        &self.checkpoint_file
+    }
+
+    /// The log's `signed-note` verifier key.
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+}
+
+/// Why the log was refused at start.
+fn refuse(why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the audit log was not opened, and nothing was changed: {why}. Inspect it with `govshare audit verify --data-dir`"
+    )
+}
+
+/// The running log: its threads and tasks. [`Runtime::close`] drains it.
+pub struct Runtime {
+    log: AuditLog,
+    writer: std::thread::JoinHandle<()>,
+    indexer: std::thread::JoinHandle<()>,
+    signer: Signer,
+    scrub: tokio::task::JoinHandle<()>,
+}
+
+impl Runtime {
+    /// Opens the log of a data directory with the configured options.
+    pub fn open(cfg: &Config) -> Result<Self> {
+        Self::open_in(
+            &cfg.audit_dir(),
+            &cfg.pki_dir(),
+            &cfg.audit.origin,
+            cfg.audit_options(),
+        )
+    }
+
+    /// Opens (or creates) the log in `dir` with its signing key in `key_dir`.
+    pub fn open_in(dir: &Path, key_dir: &Path, origin: &str, opts: AuditOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = Arc::new(LogKey::load_or_create(key_dir, origin)?);
+        let verifier = LogVerifier::parse(&key.verifier_key())?;
+        let firsts = segment::segments(dir)?
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        let mut indexer = Indexer::open(dir, firsts)?;
+
+        // Re-check every frame; feed the index what it lacks.
+        let from = indexer.resume_from();
+        let mut pending: Vec<(index::Committed, String)> = Vec::new();
+        let mut last_leaf = None;
+        let flush =
+            |indexer: &mut Indexer, pending: &mut Vec<(index::Committed, String)>| -> Result<()> {
+                let mut day = String::new();
+                let mut entries = Vec::new();
+                for (c, d) in pending.drain(..) {
+                    if d != day && !entries.is_empty() {
+                        indexer.ingest(&Batch {
+                            day: std::mem::take(&mut day),
+                            entries: std::mem::take(&mut entries),
+                        })?;
+                    }
+                    day = d;
+                    entries.push(c);
+                }
+                if !entries.is_empty() {
+                    indexer.ingest(&Batch { day, entries })?;
+                }
+                Ok(())
+            };
+        let walked = segment::walk(dir, |i, first, offset, bytes| {
+            last_leaf = Some(leaf_hash(bytes));
+            if i >= from {
+                pending.push(recovered(i, first, offset, bytes)?);
+                if pending.len() >= 4096 {
+                    flush(&mut indexer, &mut pending)?;
+                }
+            }
+            Ok(())
+        });
+        let (entries, torn) = walked.map_err(refuse)?;
+        flush(&mut indexer, &mut pending).map_err(refuse)?;
+        for (part, mark) in indexer.marks() {
+            if mark > entries {
+                return Err(refuse(format!(
+                    "the index's {part} cover {mark} entries but the segments in {} hold {entries}: entries were removed",
+                    dir.display()
+                )));
+            }
+        }
+
+        // The newest checkpoint must be signed by this log and agree with
+        // the segments; without one, the log must be empty.
+        let checkpoint_file = dir.join("checkpoints.log");
+        let notes = checkpoint::read_notes(&checkpoint_file).map_err(refuse)?;
+        let latest = match notes.as_deref().and_then(<[String]>::last) {
+            Some(note) => {
+                let c = verifier.open(note).map_err(|e| {
+                    refuse(format!(
+                        "the newest checkpoint in {}: {e}",
+                        checkpoint_file.display()
+                    ))
+                })?;
+                if c.size > entries {
+                    return Err(refuse(format!(
+                        "the newest checkpoint signs {} entries but the segments hold {entries}: entries were removed",
+                        c.size
+                    )));
+                }
+                let root = merkle::root(&indexer.reader(), c.size)?;
+                if root != c.root {
+                    return Err(refuse(format!(
+                        "the segments do not hash to the newest checkpoint's root at size {}: entries were altered",
+                        c.size
+                    )));
+                }
+                Some(Signed {
+                    note: note.clone(),
+                    size: c.size,
+                    root: c.root,
+                })
+            }
+            None if entries > 0 => {
+                return Err(refuse(format!(
+                    "{} is missing or empty but the log holds {entries} entries: checkpoints were removed",
+                    checkpoint_file.display()
+                )));
+            }
+            None => {
+                // A new log starts with a signed empty tree, so a missing
+                // checkpoint file is always a sign of tampering.
+                let root = merkle::empty_root();
+                let note = key.sign(0, root);
+                checkpoint::append_note(&checkpoint_file, &note)?;
+                Some(Signed {
+                    note,
+                    size: 0,
+                    root,
+                })
+            }
+        };
+
+        let segments = segment::SegmentWriter::resume(dir, opts.segment_bytes, entries, torn)?;
+        let index = indexer.reader();
+        let (indexed_tx, indexed) = watch::channel(indexer.size());
+        let (indexing_tx, indexing) = watch::channel(true);
+        let (batches_tx, batches) = std::sync::mpsc::channel::<Batch>();
+        let indexer = std::thread::Builder::new()
+            .name("audit-indexer".into())
+            .spawn(move || index_loop(indexer, batches, indexed_tx, indexing_tx))?;
+        let (tx, rx) = mpsc::channel(opts.max_batch * 4);
+        let (writable_tx, writable) = watch::channel(true);
+        metrics::gauge!("govshare_audit_writable").set(1.0);
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(entries));
+        let writer = writer::Writer {
+            committed: committed.clone(),
+            segments,
+            rx,
+            writable: writable_tx,
+            max_batch: opts.max_batch,
+            prev: last_leaf,
+            node: opts.node.clone(),
+            indexer: batches_tx,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())?;
+        let signer = Signer::start(
+            key.clone(),
+            checkpoint_file.clone(),
+            index.clone(),
+            indexed.clone(),
+            latest,
+            opts.witnesses.clone(),
+            opts.checkpoint_interval,
+        )?;
+        let (scrubbed_tx, scrubbed) = watch::channel(true);
+        let scrub = tokio::spawn(scrub::run(
+            dir.to_path_buf(),
+            index.clone(),
+            opts.scrub_interval,
+            scrubbed_tx,
+        ));
+        Ok(Self {
+            log: AuditLog {
+                tx,
+                committed,
+                health: Health {
+                    writable,
+                    indexing,
+                    scrubbed,
+                },
+                indexed,
+                index,
+                checkpoints: signer.watch(),
+                checkpoint_file: Arc::new(checkpoint_file),
+                verifier_key: key.verifier_key().into(),
+            },
+            writer,
+            indexer,
+            signer,
+            scrub,
+        })
+    }
+
+    /// A handle for appending and reading.
+    pub fn log(&self) -> AuditLog {
+        self.log.clone()
+    }
+
+    /// Drains the log once every other handle is dropped: the writer commits
+    /// what it was given, the indexer makes everything durable, and a final
+    /// checkpoint (with witness cosignatures) covers every acknowledged
+    /// entry. Returns the log's size.
+    pub async fn close(self) -> Result<u64> {
+        let Self {
+            log,
+            writer,
+            indexer,
+            signer,
+            scrub,
+        } = self;
+        scrub.abort();
+        let index = log.index.clone();
+        drop(log);
+        tokio::task::spawn_blocking(move || {
+            let _ = writer.join();
+            let _ = indexer.join();
+        })
+        .await?;
+        signer.close().await;
+        Ok(index.size())
+    }
+}
+
+/// The indexer thread: indexes each committed batch, retrying (with health
+/// NOT_SERVING for the audit service) while it fails, and syncs when idle.
+fn index_loop(
+    mut indexer: Indexer,
+    batches: std::sync::mpsc::Receiver<Batch>,
+    indexed: watch::Sender<u64>,
+    healthy: watch::Sender<bool>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let batch = match batches.recv_timeout(index::SYNC_EVERY) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = indexer.sync() {
+                    tracing::error!(error = %e, "syncing the audit index failed");
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        loop {
+            match indexer.ingest(&batch) {
+                Ok(()) => {
+                    healthy.send_if_modified(|h| !std::mem::replace(h, true));
+                    break;
+                }
+                Err(e) => {
+                    if healthy.send_if_modified(|h| std::mem::replace(h, false)) {
+                        tracing::error!(error = %e, "audit indexing failed; queries lag, retrying every second");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        indexed.send_replace(indexer.size());
+        metrics::gauge!("govshare_audit_index_lag_entries").set(0.0);
+    }
+    if let Err(e) = indexer.close() {
+        tracing::error!(error = %e, "closing the audit index failed; it catches up on the next start");
+    }
+    indexed.send_replace(indexer.size());
 }

@@ -1,24 +1,60 @@
 //! Offline verification: with only the log's public key, recompute every
 //! leaf and the tree, check each entry's place and hash-chain link, every
 //! checkpoint's signature and root, and each checkpoint's consistency with
-//! the next. The first problem is reported with the entry index it concerns.
+//! the next — and refuse what a verifier must refuse (audit-log.md, "What
+//! verification must refuse"):
+//!
+//! - a damaged frame anywhere but the incomplete final frame of the newest
+//!   segment, in a segment or in the checkpoint file;
+//! - a missing or empty checkpoint file, or a newest checkpoint older than
+//!   the entries by more than the signing interval: an error with
+//!   `strict`, otherwise [`Outcome::Unsigned`] (the CLI exits non-zero
+//!   unless `--allow-unsigned`) — "0 checkpoints verified" is never OK;
+//! - a log shorter than, or inconsistent with, a checkpoint the auditor
+//!   saved earlier (`trusted`): rollback and rewrite;
+//! - fewer than `min_witnesses` valid cosignatures on the newest checkpoint.
 
-use super::checkpoint::NoteVerifier;
+use super::checkpoint::{CosignatureVerifier, LogVerifier, cosigners};
 use super::leaf_hash;
 use super::merkle::{self, Hash, MemoryTree};
-use super::segment::{parse_frames, segments};
 use crate::proto::AuditEntry;
 use prost::Message;
-use std::path::Path;
+use std::time::Duration;
 
-/// An untouched log.
+/// What to check beyond the log itself.
+#[derive(Default)]
+pub struct Options {
+    pub strict: bool,
+    /// Checkpoints saved earlier (signed notes).
+    pub trusted: Vec<String>,
+    pub witnesses: Vec<CosignatureVerifier>,
+    pub min_witnesses: usize,
+    /// How far the newest checkpoint may trail the newest entry: the
+    /// signing interval plus slack.
+    pub max_unsigned: Duration,
+}
+
+/// A log that verified.
 #[derive(Debug)]
 pub struct Report {
     pub entries: u64,
     pub checkpoints: usize,
-    /// Size of the newest checkpoint; entries past it are chained but not yet
-    /// signed.
+    /// Size of the newest checkpoint.
     pub signed_size: u64,
+    /// Witnesses that cosigned the newest checkpoint.
+    pub cosigned_by: Vec<String>,
+    /// Things worth saying that are not tampering (a torn final frame).
+    pub notes: Vec<String>,
+}
+
+/// Verified, or verified only as far as its (missing or stale) checkpoints go.
+#[derive(Debug)]
+pub enum Outcome {
+    Ok(Report),
+    /// Every entry and checkpoint checks out, but the entries are not (all)
+    /// covered by a checkpoint in time: a deleted checkpoint file and a
+    /// rolled-back one look like this.
+    Unsigned(Report, String),
 }
 
 /// The first problem found.
@@ -45,50 +81,47 @@ fn at(index: u64, reason: impl Into<String>) -> Problem {
     }
 }
 
-/// Entry bytes of a data directory's segments, checking each frame's CRC.
-pub fn read_segments(audit_dir: &Path) -> Result<Vec<Vec<u8>>, Problem> {
-    let segs = segments(audit_dir).map_err(|e| Problem {
+fn checkpoint_problem(reason: impl Into<String>) -> Problem {
+    Problem {
         index: None,
-        reason: e.to_string(),
-    })?;
-    let mut out = Vec::new();
-    for (first, path) in segs {
-        if first != out.len() as u64 {
-            return Err(at(
-                out.len() as u64,
-                format!(
-                    "segment {} starts at index {first}: entries are missing",
-                    path.display()
-                ),
-            ));
-        }
-        let bytes =
-            std::fs::read(&path).map_err(|e| at(first, format!("{}: {e}", path.display())))?;
-        let (frames, good) = parse_frames(&bytes);
-        out.extend(frames.into_iter().map(<[u8]>::to_vec));
-        if good != bytes.len() {
-            return Err(at(
-                out.len() as u64,
-                format!(
-                    "frame at byte {good} of {} fails its length/CRC check (altered, or a torn tail the next start truncates)",
-                    path.display()
-                ),
-            ));
-        }
+        reason: reason.into(),
     }
-    Ok(out)
 }
 
-/// Verifies entries (in order) and checkpoint notes against a verifier key.
-pub fn verify(
-    entries: &[Vec<u8>],
-    notes: &[String],
-    key: &NoteVerifier,
-) -> Result<Report, Problem> {
-    let n = entries.len() as u64;
+/// Entry bytes of a data directory's segments, with any torn final frame
+/// reported as a note; other damage is a problem naming file and offset.
+pub fn read_segments(audit_dir: &std::path::Path) -> Result<(Vec<Vec<u8>>, Vec<String>), Problem> {
+    let mut out = Vec::new();
+    let walked = super::segment::walk(audit_dir, |_, _, _, b| {
+        out.push(b.to_vec());
+        Ok(())
+    });
+    match walked {
+        Ok((_, torn)) => Ok((
+            out,
+            torn.map(|(path, at)| {
+                format!(
+                    "{} ends in an incomplete frame at byte {at} (a write cut short by a crash; never acknowledged)",
+                    path.display()
+                )
+            })
+            .into_iter()
+            .collect(),
+        )),
+        Err(e) => match e.downcast::<super::segment::SegmentProblem>() {
+            Ok(p) => Err(at(p.index, p.to_string())),
+            Err(e) => Err(checkpoint_problem(e.to_string())),
+        },
+    }
+}
+
+/// Checks entries alone: each decodes, sits at its own index, and records
+/// its predecessor's leaf hash. Returns the tree of their leaves.
+fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>), Problem> {
     let mut tree = MemoryTree::new();
     let mut leaves: Vec<Hash> = Vec::with_capacity(entries.len());
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
+    let mut times = Vec::with_capacity(entries.len());
     for (i, bytes) in entries.iter().enumerate() {
         let i = i as u64;
         let e = AuditEntry::decode(bytes.as_slice())
@@ -106,6 +139,7 @@ pub fn verify(
         tree.push(leaf);
         leaves.push(leaf);
         prevs.push(e.prev_leaf_hash);
+        times.push(e.time.map_or(0, |t| t.seconds));
     }
     // Hash chain: entry i+1 records entry i's leaf hash.
     let link_ok = |i: usize| i + 1 >= leaves.len() || prevs[i + 1] == leaves[i];
@@ -124,21 +158,34 @@ pub fn verify(
             "the entry does not hash to what its successor recorded: altered",
         ));
     }
+    Ok((tree, times))
+}
+
+/// Verifies entries (in order) and checkpoint notes (`None`: no checkpoint
+/// file at all) against the log's key.
+pub fn verify(
+    entries: &[Vec<u8>],
+    notes: Option<&[String]>,
+    key: &LogVerifier,
+    opts: &Options,
+) -> Result<Outcome, Problem> {
+    let n = entries.len() as u64;
+    let (tree, times) = check_entries(entries)?;
+    let notes = notes.unwrap_or_default();
     let mut last: Option<(u64, Hash)> = None;
     for (k, note) in notes.iter().enumerate() {
-        let cp = key.open(note).map_err(|reason| Problem {
-            index: None,
-            reason: format!(
-                "checkpoint #{} ({}): {reason}",
+        let cp = key.open(note).map_err(|reason| {
+            checkpoint_problem(format!(
+                "checkpoint #{} (size {}): {reason}",
                 k + 1,
-                super::export::note_size(note)
-            ),
+                super::checkpoint::note_size(note)
+            ))
         })?;
         if cp.size > n {
             return Err(at(
                 n,
                 format!(
-                    "checkpoint #{} covers {} entries but the log ends at {n}: truncated",
+                    "checkpoint #{} covers {} entries but the log ends at {n}: entries were removed",
                     k + 1,
                     cp.size
                 ),
@@ -157,14 +204,11 @@ pub fn verify(
         }
         if let Some((old, old_root)) = last {
             if cp.size < old {
-                return Err(Problem {
-                    index: None,
-                    reason: format!(
-                        "checkpoint #{} shrinks the log from {old} to {}",
-                        k + 1,
-                        cp.size
-                    ),
-                });
+                return Err(checkpoint_problem(format!(
+                    "checkpoint #{} shrinks the log from {old} to {}",
+                    k + 1,
+                    cp.size
+                )));
             }
             let proof = merkle::consistency_proof(&tree, old, cp.size)
                 .map_err(|e| at(old, e.to_string()))?;
@@ -180,9 +224,66 @@ pub fn verify(
         }
         last = Some((cp.size, cp.root));
     }
-    Ok(Report {
+    for (k, t) in opts.trusted.iter().enumerate() {
+        let cp = key.open(t).map_err(|reason| {
+            checkpoint_problem(format!("trusted checkpoint #{}: {reason}", k + 1))
+        })?;
+        if cp.size > n {
+            return Err(checkpoint_problem(format!(
+                "the log holds {n} entries but you trusted a checkpoint of {}: it was rolled back",
+                cp.size
+            )));
+        }
+        if merkle::root(&tree, cp.size).map_err(|e| at(cp.size, e.to_string()))? != cp.root {
+            return Err(at(
+                cp.size.saturating_sub(1),
+                format!(
+                    "the log's first {} entries are not those of the checkpoint you trusted: it was rewritten",
+                    cp.size
+                ),
+            ));
+        }
+    }
+    let cosigned_by: Vec<String> = notes
+        .last()
+        .map(|n| {
+            cosigners(n, &opts.witnesses)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if cosigned_by.len() < opts.min_witnesses {
+        return Err(checkpoint_problem(format!(
+            "the newest checkpoint carries valid cosignatures from {} of the named witnesses ({}), fewer than --min-witnesses {}",
+            cosigned_by.len(),
+            cosigned_by.join(", "),
+            opts.min_witnesses
+        )));
+    }
+    let signed_size = last.map_or(0, |(s, _)| s);
+    let report = Report {
         entries: n,
         checkpoints: notes.len(),
-        signed_size: last.map_or(0, |(s, _)| s),
-    })
+        signed_size,
+        cosigned_by,
+        notes: Vec::new(),
+    };
+    let unsigned = if notes.is_empty() {
+        (n > 0).then(|| format!("no checkpoint signs this log's {n} entries: the checkpoint file is missing or empty"))
+    } else if signed_size < n {
+        let span = times[n as usize - 1] - times[signed_size as usize];
+        (span > opts.max_unsigned.as_secs() as i64).then(|| {
+            format!(
+                "the newest checkpoint signs {signed_size} of {n} entries, and the unsigned ones span {span} s — longer than the gateway takes to sign: newer checkpoints were removed"
+            )
+        })
+    } else {
+        None
+    };
+    match unsigned {
+        Some(why) if opts.strict => Err(checkpoint_problem(why)),
+        Some(why) => Ok(Outcome::Unsigned(report, why)),
+        None => Ok(Outcome::Ok(report)),
+    }
 }

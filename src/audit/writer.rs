@@ -1,65 +1,158 @@
 //! The single writer: group commit. Whatever has queued while the previous
 //! `fdatasync` ran is written and synced together, then every caller in the
 //! batch is completed at once.
+//!
+//! While writes fail, the log is unwritable: every batch's callers get an
+//! error (no data leaves), and once a second the writer probes the disk
+//! without writing an entry, so the log becomes writable again — and health
+//! SERVING — by itself when space returns, not only when some pull happens
+//! to be tried.
 
+use super::index::{Batch, Committed, IndexInfo, day_of};
+use super::merkle::Hash;
 use super::segment::{SegmentWriter, frame_into};
 use super::{AuditUnavailable, Pending, Receipt, leaf_hash};
 use crate::clock;
 use prost::Message;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-pub(super) fn run(
-    mut segments: SegmentWriter,
-    mut rx: mpsc::Receiver<Pending>,
-    writable: watch::Sender<bool>,
-    max_batch: usize,
-    indexer: std::sync::mpsc::Sender<Vec<Vec<u8>>>,
-) {
-    let mut prev = segments.last_leaf();
-    let mut batch = Vec::with_capacity(max_batch);
-    let mut frames = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+/// How often a failed log is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) struct Writer {
+    pub committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub segments: SegmentWriter,
+    pub rx: mpsc::Receiver<Pending>,
+    pub writable: watch::Sender<bool>,
+    pub max_batch: usize,
+    pub prev: Option<Hash>,
+    pub node: String,
+    pub indexer: std::sync::mpsc::Sender<Batch>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            let first = if *self.writable.borrow() {
+                match self.rx.blocking_recv() {
+                    Some(p) => p,
+                    None => return,
+                }
+            } else {
+                let rx = &mut self.rx;
+                let next = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(PROBE_EVERY, rx.recv()).await });
+                match next {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return,
+                    Err(_) => {
+                        self.probe();
+                        continue;
+                    }
+                }
+            };
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
             }
+            self.commit(&mut batch);
         }
+    }
+
+    fn probe(&mut self) {
+        match self.segments.probe() {
+            Ok(()) => {
+                tracing::info!("the audit log is writable again");
+                self.writable.send_replace(true);
+                metrics::gauge!("govshare_audit_writable").set(1.0);
+            }
+            Err(e) => tracing::warn!(error = %e, "the audit log is still not writable"),
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
         let time = clock::to_timestamp(clock::now());
-        let start = segments.next_index();
-        frames.clear();
+        let start = self.segments.next_index();
+        let mut frames = Vec::new();
+        let mut offsets = Vec::with_capacity(batch.len());
         let mut receipts = Vec::with_capacity(batch.len());
-        let mut committed = Vec::with_capacity(batch.len());
-        let mut chain = prev;
+        let mut infos = Vec::with_capacity(batch.len());
+        let mut chain = self.prev;
         for (i, p) in batch.iter_mut().enumerate() {
-            p.entry.index = start + i as u64;
-            p.entry.time = Some(time);
-            p.entry.prev_leaf_hash = chain.map(|h| h.to_vec()).unwrap_or_default();
-            let bytes = p.entry.encode_to_vec();
+            let e = &mut p.entry;
+            e.index = start + i as u64;
+            e.time = Some(time);
+            e.node.clone_from(&self.node);
+            e.prev_leaf_hash = chain.map(|h| h.to_vec()).unwrap_or_default();
+            let bytes = e.encode_to_vec();
             let leaf = leaf_hash(&bytes);
             chain = Some(leaf);
             receipts.push(Receipt {
-                index: p.entry.index,
+                index: e.index,
                 leaf_hash: leaf,
                 time,
             });
+            offsets.push(frames.len() as u64);
             frame_into(&mut frames, &bytes);
-            committed.push(bytes);
+            // The entry is encoded: what the index needs can move out of it.
+            infos.push((leaf, IndexInfo::take(e)));
         }
-        let last = chain.expect("a batch has at least one entry");
-        match segments.append(&frames, batch.len() as u64, last) {
-            Ok(()) => {
-                prev = chain;
-                let _ = indexer.send(committed);
-                writable.send_if_modified(|w| !std::mem::replace(w, true));
+        let started = Instant::now();
+        match self.segments.append(&frames, &offsets, batch.len() as u64) {
+            Ok(placed) => {
+                metrics::histogram!("govshare_audit_fsync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("govshare_audit_batch_entries").record(batch.len() as f64);
+                metrics::counter!("govshare_audit_log_bytes").increment(frames.len() as u64);
+                metrics::gauge!("govshare_audit_log_entries")
+                    .set(self.segments.next_index() as f64);
+                for p in batch.iter() {
+                    metrics::counter!("govshare_audit_entries_total", "kind" => super::kind_name(p.entry.kind))
+                        .increment(1);
+                }
+                self.prev = chain;
+                self.committed.store(
+                    self.segments.next_index(),
+                    std::sync::atomic::Ordering::Release,
+                );
+                let entries = infos
+                    .into_iter()
+                    .zip(placed.offsets)
+                    .enumerate()
+                    .map(|(i, ((leaf, info), offset))| Committed {
+                        index: start + i as u64,
+                        leaf,
+                        segment: placed.segment_first,
+                        offset,
+                        info,
+                    })
+                    .collect();
+                let _ = self.indexer.send(Batch {
+                    day: day_of(time.seconds),
+                    entries,
+                });
+                if self
+                    .writable
+                    .send_if_modified(|w| !std::mem::replace(w, true))
+                {
+                    metrics::gauge!("govshare_audit_writable").set(1.0);
+                }
                 for (p, r) in batch.drain(..).zip(receipts) {
                     let _ = p.done.send(Ok(r));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = batch.len(), "audit log write failed; failing closed");
-                writable.send_if_modified(|w| std::mem::replace(w, false));
+                self.writable
+                    .send_if_modified(|w| std::mem::replace(w, false));
+                metrics::gauge!("govshare_audit_writable").set(0.0);
                 let err = AuditUnavailable(e.to_string());
                 for p in batch.drain(..) {
                     let _ = p.done.send(Err(err.clone()));

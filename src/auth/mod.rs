@@ -4,8 +4,8 @@
 pub mod token;
 
 use crate::clock;
+use crate::directory::Directory;
 use crate::proto::DepartmentStatus;
-use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,7 +98,7 @@ pub struct AuthFailure {
 }
 
 pub struct Authenticator {
-    store: Store,
+    directory: Arc<Directory>,
     keys: Arc<KeyRing>,
     cache: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
 }
@@ -107,9 +107,9 @@ pub struct Authenticator {
 const CACHE_LIMIT: usize = 100_000;
 
 impl Authenticator {
-    pub fn new(store: Store, keys: Arc<KeyRing>) -> Self {
+    pub fn new(directory: Arc<Directory>, keys: Arc<KeyRing>) -> Self {
         Self {
-            store,
+            directory,
             keys,
             cache: Mutex::new(HashMap::new()),
         }
@@ -120,7 +120,8 @@ impl Authenticator {
     }
 
     /// Signature checks are cached per token until it expires; binding,
-    /// revocation and department status are checked on every call.
+    /// revocation and certificate and department status are checked on
+    /// every call, against the current control-plane snapshot.
     pub fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, Box<AuthFailure>> {
         let mut seen = AuthFailure {
             peer: c.peer.clone(),
@@ -137,15 +138,16 @@ impl Authenticator {
         c: &Credentials<'_>,
         seen: &mut AuthFailure,
     ) -> Result<Principal, &'static str> {
-        let store_down = |_| "STORE_UNAVAILABLE";
         let cert = c.leaf_cert.ok_or("NO_CLIENT_CERTIFICATE")?;
         seen.cert_thumbprint = token::thumbprint(cert);
-        let registered = self
-            .store
+        let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
+        let registered = snapshot
             .certificate(&seen.cert_thumbprint)
-            .map_err(store_down)?
             .ok_or("UNKNOWN_CERTIFICATE")?;
         seen.department.clone_from(&registered.department);
+        if registered.revoked_at.is_some() {
+            return Err("CERTIFICATE_REVOKED");
+        }
         let claims = self.verified_claims(c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
         seen.client_id.clone_from(&claims.sub);
         seen.token_id.clone_from(&claims.jti);
@@ -155,22 +157,28 @@ impl Authenticator {
         if claims.dept != registered.department {
             return Err("DEPARTMENT_MISMATCH");
         }
-        if self.store.token_revoked(&claims.jti).map_err(store_down)? {
+        if snapshot.token_revoked(&claims.jti) {
             return Err("TOKEN_REVOKED");
         }
-        let dept = self
-            .store
+        let dept = snapshot
             .department(&registered.department)
-            .map_err(store_down)?
             .ok_or("UNKNOWN_DEPARTMENT")?;
         if dept.status != DepartmentStatus::Active as i32 {
             return Err("DEPARTMENT_SUSPENDED");
         }
+        // A privileged role counts only for the departments configured to
+        // hold it, whatever an older token claims.
+        let roles = self.directory.roles();
         Ok(Principal {
-            department: registered.department,
+            department: registered.department.clone(),
             client_id: claims.sub.clone(),
             token_id: claims.jti.clone(),
-            roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            roles: claims
+                .roles
+                .iter()
+                .filter_map(|r| Role::parse(r))
+                .filter(|r| roles.allows(&registered.department, *r))
+                .collect(),
             cert_thumbprint: seen.cert_thumbprint.clone(),
             peer: seen.peer.clone(),
         })

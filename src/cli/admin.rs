@@ -41,6 +41,60 @@ pub enum AdminCommand {
     Request(RequestCommand),
     /// The data catalog: fields, sensitivity, sharing class per view.
     Catalog,
+    /// The purpose registry: register, retire, list.
+    #[command(subcommand)]
+    Purpose(PurposeCommand),
+    /// Enrol the first administrator of a production gateway, once, on its
+    /// host (the gateway stopped or running).
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PurposeCommand {
+    Register {
+        /// e.g. housing-security
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        legal_basis: String,
+        /// Only these departments may cite it (repeat; default: any).
+        #[arg(long = "dept")]
+        departments: Vec<String>,
+    },
+    Retire {
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        reason: String,
+    },
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct BootstrapArgs {
+    /// The gateway's data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The admin department's id; must be one of the config's admin_departments.
+    #[arg(long)]
+    pub dept: String,
+    /// The department's official name (default: its id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The administrator's client certificate (PEM), issued by the client CA.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The administrator's client system (`sub`).
+    #[arg(long, default_value = "admin")]
+    pub subject: String,
+    /// Where to write the admin token (mode 0600).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The gateway's config file (for client_ca, admin_departments, issuer).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,6 +104,20 @@ pub enum DeptCommand {
         id: String,
         #[arg(long)]
         name: String,
+        /// Region code it serves, or '*'; repeat for several.
+        #[arg(long = "jurisdiction", required = true)]
+        jurisdiction: Vec<String>,
+    },
+    /// Change a department's name and/or jurisdiction.
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long = "jurisdiction")]
+        jurisdiction: Vec<String>,
+        #[arg(long)]
+        reason: String,
     },
     List,
     Suspend {
@@ -72,6 +140,17 @@ pub enum CertCommand {
         /// PEM file: the client certificate, then any intermediates.
         #[arg(long)]
         pem: PathBuf,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        dept: String,
+    },
+    /// Its calls fail from the next request on.
+    Revoke {
+        #[arg(long)]
+        thumbprint: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -104,6 +183,13 @@ pub enum TokenCommand {
         jti: String,
         #[arg(long)]
         reason: String,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        dept: String,
+        /// Include expired tokens.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -279,12 +365,39 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         json: args.connect.json,
         quiet: args.connect.quiet,
     };
+    if let AdminCommand::Bootstrap(b) = args.command {
+        return super::bootstrap::run(b).await;
+    }
     let client = args.connect.client("admin").await?;
     let mut admin = AdminServiceClient::new(client.channel.clone());
     match args.command {
-        AdminCommand::Dept(DeptCommand::Create { id, name }) => {
+        AdminCommand::Dept(DeptCommand::Create {
+            id,
+            name,
+            jurisdiction,
+        }) => {
             let d = admin
-                .create_department(client.request(CreateDepartmentRequest { id, name }))
+                .create_department(client.request(CreateDepartmentRequest {
+                    id,
+                    name,
+                    jurisdiction,
+                }))
+                .await;
+            out.departments(&[ok(d)?])
+        }
+        AdminCommand::Dept(DeptCommand::Update {
+            id,
+            name,
+            jurisdiction,
+            reason,
+        }) => {
+            let d = admin
+                .update_department(client.request(UpdateDepartmentRequest {
+                    id,
+                    name,
+                    jurisdiction,
+                    reason,
+                }))
                 .await;
             out.departments(&[ok(d)?])
         }
@@ -363,7 +476,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .await)?;
             let shown = match &file {
                 Some(path) => {
-                    write_secret(path, &t.token)?;
+                    govshare::pki::write_secret_file(path, &t.token)?;
                     IssueTokenResponse {
                         token: format!("(written to {})", path.display()),
                         ..t.clone()
@@ -380,6 +493,54 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 ]);
                 table
             });
+            Ok(())
+        }
+        AdminCommand::Cert(CertCommand::List { dept }) => {
+            let l = ok(admin
+                .list_certificates(client.request(ListCertificatesRequest { department: dept }))
+                .await)?;
+            if out.json {
+                out.print_json(&l);
+                return Ok(());
+            }
+            out.certificates(&l.certificates)
+        }
+        AdminCommand::Cert(CertCommand::Revoke { thumbprint, reason }) => {
+            let c = ok(admin
+                .revoke_certificate(client.request(RevokeCertificateRequest { thumbprint, reason }))
+                .await)?;
+            out.certificates(&[c])
+        }
+        AdminCommand::Token(TokenCommand::List { dept, all }) => {
+            let l = ok(admin
+                .list_tokens(client.request(ListTokensRequest {
+                    department: dept,
+                    include_expired: all,
+                }))
+                .await)?;
+            if out.json {
+                out.print_json(&l);
+                return Ok(());
+            }
+            out.each(
+                &l.tokens,
+                |t| &t.jti,
+                || {
+                    let mut t =
+                        Table::new(&["JTI", "DEPARTMENT", "SUBJECT", "ROLES", "EXPIRES", "STATE"]);
+                    for k in &l.tokens {
+                        t.row(vec![
+                            k.jti.clone(),
+                            k.department.clone(),
+                            k.subject.clone(),
+                            k.roles.join(","),
+                            time(k.expires_at.as_ref()),
+                            if k.revoked { "revoked" } else { "active" }.into(),
+                        ]);
+                    }
+                    t
+                },
+            );
             Ok(())
         }
         AdminCommand::Token(TokenCommand::Revoke { jti, reason }) => {
@@ -430,7 +591,18 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                     }),
                 }))
                 .await)?;
-            out.grants(&[g])
+            match (g.grant, g.pending_request) {
+                (Some(g), _) => out.grants(&[g]),
+                (None, Some(r)) => {
+                    if !out.json && !out.quiet {
+                        super::say(
+                            "conditionally shared views: filed as an access request; an administrator of another department must decide it",
+                        );
+                    }
+                    out.requests(&[r])
+                }
+                (None, None) => bail!("the gateway returned neither a grant nor a request"),
+            }
         }
         AdminCommand::Grant(GrantCommand::Revoke { id, reason }) => {
             let g = ok(admin
@@ -513,6 +685,38 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .await)?;
             out.requests(&[a])
         }
+        AdminCommand::Purpose(PurposeCommand::Register {
+            code,
+            name,
+            legal_basis,
+            departments,
+        }) => {
+            let p = ok(admin
+                .register_purpose(client.request(RegisterPurposeRequest {
+                    purpose: Some(Purpose {
+                        code,
+                        name,
+                        legal_basis,
+                        departments,
+                        ..Default::default()
+                    }),
+                }))
+                .await)?;
+            out.purposes(&[p])
+        }
+        AdminCommand::Purpose(PurposeCommand::Retire { code, reason }) => {
+            let p = ok(admin
+                .retire_purpose(client.request(RetirePurposeRequest { code, reason }))
+                .await)?;
+            out.purposes(&[p])
+        }
+        AdminCommand::Purpose(PurposeCommand::List) => {
+            let c = ok(admin
+                .get_catalog(client.request(GetCatalogRequest {}))
+                .await)?;
+            out.purposes(&c.purposes)
+        }
+        AdminCommand::Bootstrap(_) => unreachable!("handled above"),
         AdminCommand::Catalog => {
             let c = ok(admin
                 .get_catalog(client.request(GetCatalogRequest {}))
@@ -557,20 +761,6 @@ fn pem_thumbprint(path: &PathBuf) -> Result<String> {
     let der = CertificateDer::from_pem_file(path)
         .with_context(|| format!("reading a certificate from {}", path.display()))?;
     Ok(govshare::auth::token::thumbprint(&der))
-}
-
-fn write_secret(path: &PathBuf, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
 }
 
 fn enum_name(name: Option<&str>, prefix: &str) -> String {
@@ -652,7 +842,7 @@ impl Output {
             ds,
             |d| &d.id,
             || {
-                let mut t = Table::new(&["ID", "NAME", "STATUS", "CREATED"]);
+                let mut t = Table::new(&["ID", "NAME", "STATUS", "JURISDICTION", "CREATED"]);
                 for d in ds {
                     t.row(vec![
                         d.id.clone(),
@@ -663,7 +853,65 @@ impl Output {
                                 .map(|s| s.as_str_name()),
                             "DEPARTMENT_STATUS_",
                         ),
+                        d.jurisdiction.join(","),
                         time(d.created_at.as_ref()),
+                    ]);
+                }
+                t
+            },
+        );
+        Ok(())
+    }
+
+    fn certificates(&self, cs: &[RegisteredCertificate]) -> Result<()> {
+        self.each(
+            cs,
+            |c| &c.thumbprint,
+            || {
+                let mut t =
+                    Table::new(&["THUMBPRINT", "DEPARTMENT", "SUBJECT", "NOT AFTER", "STATE"]);
+                for c in cs {
+                    t.row(vec![
+                        c.thumbprint.clone(),
+                        c.department.clone(),
+                        c.subject.clone(),
+                        time(c.not_after.as_ref()),
+                        if c.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .into(),
+                    ]);
+                }
+                t
+            },
+        );
+        Ok(())
+    }
+
+    fn purposes(&self, ps: &[Purpose]) -> Result<()> {
+        self.each(
+            ps,
+            |p| &p.code,
+            || {
+                let mut t = Table::new(&["CODE", "NAME", "LEGAL BASIS", "DEPARTMENTS", "STATUS"]);
+                for p in ps {
+                    t.row(vec![
+                        p.code.clone(),
+                        p.name.clone(),
+                        p.legal_basis.clone(),
+                        if p.departments.is_empty() {
+                            "any".into()
+                        } else {
+                            p.departments.join(",")
+                        },
+                        enum_name(
+                            PurposeStatus::try_from(p.status)
+                                .ok()
+                                .map(|s| s.as_str_name()),
+                            "PURPOSE_STATUS_",
+                        ),
                     ]);
                 }
                 t

@@ -6,7 +6,7 @@ use super::table::Table;
 use super::{Connect, say, status_error};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use govshare::audit::checkpoint::NoteVerifier;
+use govshare::audit::checkpoint::{CosignatureVerifier, LogVerifier};
 use govshare::audit::{export, merkle, verify};
 use govshare::proto::audit_service_client::AuditServiceClient;
 use govshare::proto::*;
@@ -57,8 +57,15 @@ pub enum AuditCommand {
     },
     /// Follow new entries live (Ctrl-C to stop).
     Tail,
-    /// The latest signed checkpoint.
-    Checkpoint,
+    /// The latest signed checkpoint (verified with the log's key).
+    Checkpoint {
+        /// Keep it in FILE, to verify the log against it later (`verify --trusted`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// The log's verifier key file (default: <pki>/audit-log.pub).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// Write the log as JSON Lines with its checkpoints and public key.
     Export {
         #[arg(long)]
@@ -77,23 +84,62 @@ pub enum AuditCommand {
         public_key: Option<PathBuf>,
     },
     /// Verify the log offline: every leaf, the tree, every checkpoint.
-    Verify {
-        /// A gateway data directory (reads audit/ and, by default, pki/audit-log.pub).
-        #[arg(long, conflicts_with = "export", required_unless_present = "export")]
-        data_dir: Option<PathBuf>,
-        /// An export written by `govshare audit export`.
-        #[arg(long, requires = "public_key")]
-        export: Option<PathBuf>,
-        /// The log's verifier key file, obtained independently of the log.
-        #[arg(long)]
-        public_key: Option<PathBuf>,
-    },
+    Verify(VerifyArgs),
 }
 
-fn read_key(path: &PathBuf) -> Result<NoteVerifier> {
-    NoteVerifier::parse(
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A gateway data directory (reads audit/ and, by default, pki/audit-log.pub).
+    #[arg(long, conflicts_with = "export", required_unless_present = "export")]
+    data_dir: Option<PathBuf>,
+    /// An export written by `govshare audit export`.
+    #[arg(long, requires = "public_key")]
+    export: Option<PathBuf>,
+    /// The log's verifier key file, obtained independently of the log.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// Fail (exit 1) when checkpoints are missing or stale, as for tampering.
+    #[arg(long)]
+    strict: bool,
+    /// Accept missing or stale checkpoints with a warning (exit 0).
+    #[arg(long, conflicts_with = "strict")]
+    allow_unsigned: bool,
+    /// Checkpoints saved earlier (`audit checkpoint --save`): the log must
+    /// still contain each. Detects rollback and rewrite.
+    #[arg(long, num_args = 1..)]
+    trusted: Vec<PathBuf>,
+    /// A witness whose cosignatures count: NAME=VKEY, or just VKEY.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// Cosignatures by the named witnesses the newest checkpoint must carry.
+    #[arg(long, default_value_t = 0)]
+    min_witnesses: usize,
+    /// How far the newest checkpoint may trail the newest entry.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    max_unsigned: std::time::Duration,
+}
+
+fn read_key(path: &PathBuf) -> Result<LogVerifier> {
+    LogVerifier::parse(
         &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     )
+    .with_context(|| format!("{} is not the log's verifier key", path.display()))
+}
+
+/// `NAME=VKEY` or `VKEY`; the key's own name must match NAME.
+fn witness_arg(arg: &str) -> Result<CosignatureVerifier> {
+    let (name, key) = match arg.split_once('=') {
+        Some((n, k)) if !n.contains('+') => (Some(n), k),
+        _ => (None, arg),
+    };
+    let v = CosignatureVerifier::parse(key).with_context(|| format!("--witness {arg}"))?;
+    if let Some(n) = name.filter(|n| *n != v.name()) {
+        bail!(
+            "--witness {arg}: the key is named '{}', not '{n}'",
+            v.name()
+        );
+    }
+    Ok(v)
 }
 
 fn enum_arg<E>(value: Option<&str>, prefix: &str, parse: fn(&str) -> Option<E>) -> Result<i32>
@@ -114,13 +160,8 @@ where
 }
 
 pub async fn run(args: AuditArgs) -> Result<()> {
-    if let AuditCommand::Verify {
-        data_dir,
-        export,
-        public_key,
-    } = &args.command
-    {
-        return verify_offline(data_dir.as_ref(), export.as_ref(), public_key.as_ref());
+    if let AuditCommand::Verify(v) = &args.command {
+        return verify_offline(v);
     }
     let json = args.connect.json;
     let client = args.connect.client("auditor").await?;
@@ -207,13 +248,29 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 print_entries(vec![e], json);
             }
         }
-        AuditCommand::Checkpoint => {
+        AuditCommand::Checkpoint { save, public_key } => {
+            let key =
+                read_key(&public_key.unwrap_or_else(|| args.connect.pki.join("audit-log.pub")))?;
             let c = audit
                 .get_checkpoint(client.request(GetCheckpointRequest {}))
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            say(c.note.trim_end());
+            let cp = key
+                .open(&c.note)
+                .map_err(|e| anyhow::anyhow!("the gateway's checkpoint does not verify: {e}"))?;
+            match save {
+                Some(path) => {
+                    std::fs::write(&path, &c.note)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    say(format!(
+                        "saved the checkpoint of size {} (verified) to {}",
+                        cp.size,
+                        path.display()
+                    ));
+                }
+                None => say(c.note.trim_end()),
+            }
         }
         AuditCommand::Export { out } => {
             let mut s = audit
@@ -273,7 +330,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 hashes.len()
             ));
         }
-        AuditCommand::Verify { .. } => unreachable!("handled above"),
+        AuditCommand::Verify(_) => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -345,52 +402,101 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
     t.print();
 }
 
-fn verify_offline(
-    data_dir: Option<&PathBuf>,
-    export_file: Option<&PathBuf>,
-    public_key: Option<&PathBuf>,
-) -> Result<()> {
-    let (entries, notes, key) = match (data_dir, export_file) {
+fn verify_offline(a: &VerifyArgs) -> Result<()> {
+    let (entries, notes, key, mut remarks) = match (&a.data_dir, &a.export) {
         (Some(dir), _) => {
             let key = read_key(
-                &public_key
-                    .cloned()
+                &a.public_key
+                    .clone()
                     .unwrap_or_else(|| dir.join("pki/audit-log.pub")),
             )?;
             let audit = dir.join("audit");
-            let notes = govshare::audit::checkpoint::read_notes(&audit.join("checkpoints.log"))?;
+            let notes =
+                match govshare::audit::checkpoint::read_notes(&audit.join("checkpoints.log")) {
+                    Ok(n) => n,
+                    Err(e) => bail!("TAMPERED: {e:#}"),
+                };
             match verify::read_segments(&audit) {
-                Ok(entries) => (entries, notes, key),
+                Ok((entries, remarks)) => (entries, notes, key, remarks),
                 Err(p) => bail!("TAMPERED: {p}"),
             }
         }
         (None, Some(file)) => {
-            let key = read_key(public_key.context("--public-key is required with --export")?)?;
+            let key = read_key(
+                a.public_key
+                    .as_ref()
+                    .context("--public-key is required with --export")?,
+            )?;
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let e = export::parse(&text)?;
-            (e.entries, e.notes, key)
+            let e = match export::parse(&text) {
+                Ok(e) => e,
+                Err(e) if e.is::<export::ViewMismatch>() => bail!("TAMPERED: {e}"),
+                Err(e) => return Err(e),
+            };
+            (e.entries, Some(e.notes), key, Vec::new())
         }
         (None, None) => bail!("give --data-dir or --export"),
     };
-    match verify::verify(&entries, &notes, &key) {
-        Ok(r) => {
-            say(format!(
-                "OK: {} entries, {} checkpoints verified; the newest signs {} entries{}",
-                r.entries,
-                r.checkpoints,
-                r.signed_size,
-                if r.entries > r.signed_size {
-                    format!(
-                        " ({} later entries are hash-chained but not yet signed)",
-                        r.entries - r.signed_size
-                    )
-                } else {
-                    String::new()
-                }
-            ));
+    let opts = verify::Options {
+        strict: a.strict,
+        trusted: a
+            .trusted
+            .iter()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+            .collect::<Result<_>>()?,
+        witnesses: a
+            .witnesses
+            .iter()
+            .map(|w| witness_arg(w))
+            .collect::<Result<_>>()?,
+        min_witnesses: a.min_witnesses,
+        max_unsigned: a.max_unsigned,
+    };
+    if opts.min_witnesses > opts.witnesses.len() {
+        bail!(
+            "--min-witnesses {} needs at least that many --witness keys",
+            opts.min_witnesses
+        );
+    }
+    let outcome = match verify::verify(&entries, notes.as_deref(), &key, &opts) {
+        Ok(o) => o,
+        Err(p) => bail!("TAMPERED: {p}"),
+    };
+    let (report, unsigned) = match outcome {
+        verify::Outcome::Ok(r) => (r, None),
+        verify::Outcome::Unsigned(r, why) => (r, Some(why)),
+    };
+    remarks.extend(report.notes.iter().cloned());
+    for r in &remarks {
+        say(format!("note: {r}"));
+    }
+    let summary = format!(
+        "{} entries, {} checkpoints verified; the newest signs {} entries{}",
+        report.entries,
+        report.checkpoints,
+        report.signed_size,
+        if report.cosigned_by.is_empty() {
+            String::new()
+        } else {
+            format!(" and is cosigned by {}", report.cosigned_by.join(", "))
+        }
+    );
+    match unsigned {
+        None => {
+            say(format!("OK: {summary}"));
             Ok(())
         }
-        Err(p) => bail!("TAMPERED: {p}"),
+        Some(why) if a.allow_unsigned => {
+            say(format!("WARNING: {why}"));
+            say(format!("OK (unsigned accepted): {summary}"));
+            Ok(())
+        }
+        Some(why) => {
+            say(format!("WARNING: {why}"));
+            bail!(
+                "NOT VERIFIED: {summary}, but the entries are not covered by checkpoints in time (--allow-unsigned to accept, --strict to treat as tampering)"
+            )
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+mod bootstrap;
 pub mod pull;
 mod table;
 

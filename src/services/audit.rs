@@ -5,9 +5,12 @@
 //! `GetInclusionProof` (also a department, for its own entries' receipts).
 
 use crate::audit::AuditLog;
-use crate::audit::checkpoint::{Checkpoints, LogKey, NoteVerifier, sign_if_new};
-use crate::audit::index::{AuditIndex, BY_DEPARTMENT, BY_SUBJECT};
+use crate::audit::bounded::cap;
+use crate::audit::checkpoint::note_size;
+use crate::audit::export;
+use crate::audit::index::{AuditIndex, mentions};
 use crate::audit::merkle;
+use crate::audit::postings::Posting;
 use crate::auth::{Principal, Role};
 use crate::pipeline::Pipeline;
 use crate::proto::audit_service_server::AuditService;
@@ -21,9 +24,10 @@ use tonic::{Request, Response, Status};
 pub struct AuditApi {
     pub pipeline: Arc<Pipeline>,
     pub log: AuditLog,
-    pub checkpoints: Arc<Checkpoints>,
-    pub key: Arc<LogKey>,
 }
+
+/// How long a proof request waits for a checkpoint to cover a fresh entry.
+const COVER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -41,10 +45,15 @@ fn internal(e: impl std::fmt::Display) -> Status {
 /// What an auditor's query selects.
 struct Filter {
     req: QueryAuditRequest,
+    /// The data tracker's subject, confirmed against each entry.
+    subject: Option<String>,
 }
 
 impl Filter {
     fn matches(&self, e: &AuditEntry) -> bool {
+        if self.subject.as_ref().is_some_and(|s| !mentions(e, s)) {
+            return false;
+        }
         let r = &self.req;
         let p = e.principal.clone().unwrap_or_default();
         let secs = e.time.map_or(0, |t| t.seconds);
@@ -68,7 +77,7 @@ impl AuditApi {
     }
 
     fn indexed(&self) -> u64 {
-        *self.log.indexed().borrow()
+        self.log.index().size()
     }
 
     /// Authenticates, checks the role, and records the read (or its refusal).
@@ -99,7 +108,7 @@ impl AuditApi {
         denied: Option<&str>,
     ) -> Result<(), Status> {
         let mut e = crate::pipeline::principal_entry(p, method, EntryKind::AuditRead);
-        e.message = what;
+        e.message = cap(&what);
         match denied {
             Some(code) => {
                 e.decision = AuditDecision::Deny.into();
@@ -113,7 +122,7 @@ impl AuditApi {
     /// Streams entries by index, newest first, in pages.
     fn stream_entries(
         &self,
-        posting: Option<(u8, String)>,
+        posting: Option<(Posting, String)>,
         before: Option<u64>,
         page_size: usize,
         filter: Filter,
@@ -173,22 +182,30 @@ impl AuditApi {
         ReceiverStream::new(rx)
     }
 
-    /// The latest checkpoint, signing one first if entries are not yet covered.
+    /// The latest checkpoint (the checkpoint writer signs; readers read).
     fn latest_checkpoint(&self) -> Result<Checkpoint, Status> {
-        sign_if_new(&self.key, &self.checkpoints, self.index(), self.indexed())
-            .map_err(internal)?;
-        let note = self
-            .checkpoints
-            .latest()
-            .ok_or_else(|| Status::unavailable("no checkpoint yet: the log is empty"))?;
-        let verifier = NoteVerifier::parse(&self.key.verifier_key()).map_err(internal)?;
-        let c = verifier.open(&note).map_err(internal)?;
+        let s = self
+            .log
+            .latest_checkpoint()
+            .ok_or_else(|| Status::unavailable("no checkpoint yet; retry in a second"))?;
         Ok(Checkpoint {
-            note,
-            tree_size: c.size,
-            root_hash: c.root.to_vec(),
-            public_key: self.key.verifier_key(),
+            note: s.note.clone(),
+            tree_size: s.size,
+            root_hash: s.root.to_vec(),
+            public_key: self.log.verifier_key().into(),
         })
+    }
+
+    /// Waits (a little) until the checkpoint writer has signed at least
+    /// `size` entries; `false` if it has not in time.
+    async fn wait_covered(&self, size: u64) -> bool {
+        let mut watch = self.log.checkpoints();
+        let covered = tokio::time::timeout(
+            COVER_WAIT,
+            watch.wait_for(|c| c.as_ref().is_some_and(|c| c.size >= size)),
+        )
+        .await;
+        matches!(covered, Ok(Ok(_)))
     }
 }
 
@@ -233,12 +250,16 @@ impl AuditService for AuditApi {
         let r = req.into_inner();
         let before = page_token(&r.page_token)?;
         let size = page_size(r.page_size);
-        let posting = (!r.department.is_empty()).then(|| (BY_DEPARTMENT, r.department.clone()));
+        let posting =
+            (!r.department.is_empty()).then(|| (Posting::Department, r.department.clone()));
         Ok(Response::new(self.stream_entries(
             posting,
             before,
             size,
-            Filter { req: r },
+            Filter {
+                req: r,
+                subject: None,
+            },
         )))
     }
 
@@ -320,11 +341,12 @@ impl AuditService for AuditApi {
         )
         .await?;
         Ok(Response::new(self.stream_entries(
-            Some((BY_SUBJECT, subject)),
+            Some((Posting::Subject, subject.clone())),
             None,
             DEFAULT_PAGE,
             Filter {
                 req: QueryAuditRequest::default(),
+                subject: Some(subject),
             },
         )))
     }
@@ -333,6 +355,9 @@ impl AuditService for AuditApi {
         &self,
         req: Request<GetCheckpointRequest>,
     ) -> Result<Response<Checkpoint>, Status> {
+        // Everything acknowledged before this call is covered by the answer
+        // (the writer signs within its interval; readers never sign).
+        let before = self.log.committed();
         self.admit(
             &req,
             "/govshare.v1.AuditService/GetCheckpoint",
@@ -340,6 +365,7 @@ impl AuditService for AuditApi {
             "checkpoint".into(),
         )
         .await?;
+        self.wait_covered(before).await;
         Ok(Response::new(self.latest_checkpoint()?))
     }
 
@@ -364,7 +390,15 @@ impl AuditService for AuditApi {
         }
         self.record(&p, method, what, None).await?;
         let size = match r.tree_size {
-            0 => self.latest_checkpoint()?.tree_size,
+            0 => {
+                if !self.wait_covered(r.index + 1).await {
+                    return Err(Status::unavailable(format!(
+                        "no checkpoint covers entry {} yet; retry in a few seconds",
+                        r.index
+                    )));
+                }
+                self.latest_checkpoint()?.tree_size
+            }
             s => s,
         };
         if r.index >= size || size > self.indexed() {
@@ -423,12 +457,17 @@ impl AuditService for AuditApi {
         )
         .await?;
         let cp = self.latest_checkpoint()?;
-        let (index, notes, key) = (self.index().clone(), self.checkpoints.all(), cp.public_key);
+        let (index, file, key) = (
+            self.index().clone(),
+            self.log.checkpoint_file().to_path_buf(),
+            cp.public_key,
+        );
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             let mut next = 0;
             while next < cp.tree_size {
-                let batch = match index.entry_bytes(next, 1000) {
+                let want = (cp.tree_size - next).min(1000) as usize;
+                let batch = match index.entry_bytes(next, want) {
                     Ok(b) if !b.is_empty() => b,
                     Ok(_) => break,
                     Err(e) => {
@@ -437,9 +476,9 @@ impl AuditService for AuditApi {
                     }
                 };
                 let mut data = String::new();
-                for (i, bytes) in batch.into_iter().take_while(|(i, _)| *i < cp.tree_size) {
+                for (i, bytes) in batch {
                     next = i + 1;
-                    data.push_str(&crate::audit::export::entry_line(i, &bytes));
+                    data.push_str(&export::entry_line(i, &bytes));
                 }
                 if tx
                     .blocking_send(Ok(ExportChunk {
@@ -450,14 +489,19 @@ impl AuditService for AuditApi {
                     return;
                 }
             }
+            // Every checkpoint up to the exported size, cosignatures included.
+            let notes = match crate::audit::checkpoint::read_notes(&file) {
+                Ok(n) => n.unwrap_or_default(),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(internal(e)));
+                    return;
+                }
+            };
             let mut tail = String::new();
-            for n in notes
-                .iter()
-                .filter(|n| crate::audit::export::note_size(n) <= cp.tree_size)
-            {
-                tail.push_str(&crate::audit::export::note_line(n));
+            for n in notes.iter().filter(|n| note_size(n) <= cp.tree_size) {
+                tail.push_str(&export::note_line(n));
             }
-            tail.push_str(&crate::audit::export::key_line(&key));
+            tail.push_str(&export::key_line(&key));
             let _ = tx.blocking_send(Ok(ExportChunk {
                 data: tail.into_bytes(),
             }));
@@ -480,10 +524,7 @@ impl AuditService for AuditApi {
         let now = chrono::Local::now();
         let from = day(r.from.as_ref(), now - chrono::Duration::days(30));
         let to = day(r.to.as_ref(), now);
-        let rows = self
-            .index()
-            .stats(&from, &to, &r.department)
-            .map_err(internal)?;
+        let rows = self.index().stats(&from, &to, &r.department);
         Ok(Response::new(AuditStatsResponse { rows }))
     }
 }

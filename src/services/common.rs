@@ -1,20 +1,21 @@
 //! The request shapes every dataset shares: get one, batch get, stream pages.
 
+use crate::audit::bounded::cap_for_message;
 use crate::authz::Denial;
 use crate::catalog::Dataset;
-use crate::pipeline::{Admission, Pipeline, PullSpec};
+use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
 use crate::proto::{AuditQuery, AuditReceipt, Operation, PullContext};
 use crate::records::Record;
 use data_encoding::BASE64URL_NOPAD;
+use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status};
 
-/// Most keys one batch request may name, whatever the grants say.
-pub const MAX_BATCH_KEYS: usize = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
+
+/// A server stream of pages.
+pub type Pages<P> = BoxStream<'static, Result<P, Status>>;
 
 pub fn spec(
     method: &'static str,
@@ -37,6 +38,18 @@ pub fn keys_query(keys: &[String]) -> AuditQuery {
     }
 }
 
+/// A client stream that failed: an oversized message is RESOURCE_EXHAUSTED
+/// naming the limit, whatever the transport called it.
+pub fn client_stream_error(s: Status) -> Status {
+    if s.code() == Code::OutOfRange && s.message().contains("message length too large") {
+        return Status::resource_exhausted(format!(
+            "a streamed message is larger than the gateway accepts (grpc.max_message_bytes): {}",
+            s.message()
+        ));
+    }
+    s
+}
+
 /// Parses the requested keys; a malformed one is an audited INVALID_ARGUMENT.
 async fn parse_keys<R: Record>(adm: &Admission, keys: &[String]) -> Result<Vec<String>, Status> {
     let mut out = Vec::with_capacity(keys.len());
@@ -44,7 +57,7 @@ async fn parse_keys<R: Record>(adm: &Admission, keys: &[String]) -> Result<Vec<S
         match R::parse_key(k) {
             Ok(k) => out.push(k),
             Err(e) => {
-                let msg = format!("{}: {e}", R::KEY_FIELD);
+                let msg = format!("{} '{}': {e}", R::KEY_FIELD, cap_for_message(k));
                 return Err(adm
                     .refuse(Code::InvalidArgument, Denial::new("INVALID_ARGUMENT", msg))
                     .await);
@@ -71,7 +84,7 @@ pub async fn get_one<R: Record, T>(
         )
         .await?;
     let keys = parse_keys::<R>(&adm, &keys).await?;
-    let masked = adm.get::<R>(&keys)?;
+    let masked = adm.get::<R>(keys).await?;
     let (mut records, _, receipt) = adm.release(masked).await?.into_parts();
     match records.pop() {
         Some(r) => Ok((r, receipt)),
@@ -82,7 +95,9 @@ pub async fn get_one<R: Record, T>(
     }
 }
 
-/// BATCH_GET: found records plus the keys not found or not visible, undistinguished.
+/// BATCH_GET: found records plus the keys not found or not visible,
+/// undistinguished. A list longer than the grants allow is refused before
+/// any key is read, and recorded only by its count and digest.
 pub async fn batch_get<R: Record, T>(
     pipeline: &Arc<Pipeline>,
     req: &Request<T>,
@@ -124,32 +139,33 @@ pub async fn batch_get<R: Record, T>(
             .await);
     }
     let keys = parse_keys::<R>(&adm, keys).await?;
-    let masked = adm.get::<R>(&keys)?;
+    let masked = adm.get::<R>(keys).await?;
     Ok(adm.release(masked).await?.into_parts())
 }
 
 /// A listing request, resolved against the grants.
 pub struct Listing {
-    pub prefixes: Vec<String>,
+    pub prefixes: Arc<[String]>,
     pub cursor: Option<Vec<u8>>,
     pub page_size: usize,
+    /// Most records this call returns.
     pub total: usize,
 }
 
-/// Checks region, page size and page token; refusals are audited.
+/// Checks region, page size, page token and the caller's record cap;
+/// refusals are audited.
 pub async fn plan_listing(
     adm: &Admission,
     region: &str,
     page_size: u32,
     page_token: &str,
+    max_records: u32,
 ) -> Result<Listing, Status> {
     if !region.is_empty() {
         if let Err(e) = crate::domain::RegionCode::parse(region) {
+            let msg = format!("region_prefix '{}': {e}", cap_for_message(region));
             return Err(adm
-                .refuse(
-                    Code::InvalidArgument,
-                    Denial::new("INVALID_ARGUMENT", format!("region_prefix: {e}")),
-                )
+                .refuse(Code::InvalidArgument, Denial::new("INVALID_ARGUMENT", msg))
                 .await);
         }
     }
@@ -179,71 +195,91 @@ pub async fn plan_listing(
             }
         }
     };
-    let total = adm.record_limit().map_or(usize::MAX, |l| {
+    let granted = adm.record_limit().map_or(usize::MAX, |l| {
         usize::try_from(l.limit).unwrap_or(usize::MAX)
     });
-    let page_size = if page_size == 0 {
-        DEFAULT_PAGE
-    } else {
-        page_size
+    let total = match max_records {
+        0 => granted,
+        n => granted.min(n as usize),
+    };
+    let page_size = match page_size {
+        0 => DEFAULT_PAGE,
+        n => n,
     } as usize;
     Ok(Listing {
-        prefixes,
+        prefixes: prefixes.into(),
         cursor,
         page_size: page_size.min(total),
         total,
     })
 }
 
-/// LIST: streams pages; each page is audited before it is sent. A call
-/// returns at most the grant's `max_records_per_call` records; the last
-/// page's token continues in a new call.
+/// LIST: a stream of pages, each produced only when the client is ready for
+/// it (at most one page ahead) and audited before it is sent. Cancelling the
+/// stream stops the work. A call returns at most `listing.total` records;
+/// the last page's token continues in a new call.
 pub fn stream_pages<R, P>(
     adm: Admission,
     listing: Listing,
-    keep: impl Fn(&R) -> bool + Send + 'static,
-    page: impl Fn(Vec<R>, String, AuditReceipt) -> P + Send + 'static,
-) -> ReceiverStream<Result<P, Status>>
+    keep: impl Fn(&R) -> bool + Send + Sync + 'static,
+    page: impl Fn(Vec<R>, String, AuditReceipt) -> P + Send + Sync + 'static,
+) -> Pages<P>
 where
     R: Record,
     P: Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
-        let Listing {
-            prefixes,
-            mut cursor,
-            page_size,
-            total,
-        } = listing;
-        let mut sent = 0usize;
-        loop {
-            let want = page_size.min(total - sent);
-            let step = match adm.scan::<R>(&prefixes, cursor.take(), want, &keep) {
-                Ok((masked, next)) => adm.release(masked).await.map(|r| (r, next)),
+    struct State {
+        adm: Admission,
+        cursor: Option<Vec<u8>>,
+        sent: usize,
+        done: bool,
+    }
+    let keep: Arc<dyn Fn(&R) -> bool + Send + Sync> = Arc::new(keep);
+    let page = Arc::new(page);
+    let Listing {
+        prefixes,
+        cursor,
+        page_size,
+        total,
+    } = listing;
+    let state = State {
+        adm,
+        cursor,
+        sent: 0,
+        done: false,
+    };
+    stream::unfold(state, move |mut st| {
+        let (keep, page, prefixes) = (keep.clone(), page.clone(), prefixes.clone());
+        async move {
+            if st.done {
+                return None;
+            }
+            let want = page_size.min(total - st.sent);
+            let step = match st
+                .adm
+                .scan::<R>(prefixes, st.cursor.take(), want, keep)
+                .await
+            {
+                Ok((masked, next)) => st.adm.release(masked).await.map(|r| (r, next)),
                 Err(s) => Err(s),
             };
             let (released, next) = match step {
                 Ok(x) => x,
                 Err(s) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
+                    st.done = true;
+                    return Some((Err(s), st));
                 }
             };
             let (records, _, receipt) = released.into_parts();
-            sent += records.len();
+            st.sent += records.len();
+            st.done = next.is_none() || st.sent >= total;
             let token = next
                 .as_ref()
                 .map(|c| BASE64URL_NOPAD.encode(c))
                 .unwrap_or_default();
-            if tx.send(Ok(page(records, token, receipt))).await.is_err()
-                || next.is_none()
-                || sent >= total
-            {
-                return;
-            }
-            cursor = next;
+            st.cursor = next;
+            Some((Ok(page(records, token, receipt)), st))
         }
-    });
-    ReceiverStream::new(rx)
+    })
+    .boxed()
 }

@@ -1,11 +1,10 @@
 //! GridService (网格): grids, grid workers, the region tree, and locating
 //! the grid that contains a point.
 
-use super::common::{self, get_one, plan_listing, stream_pages};
+use super::common::{self, Pages, get_one, plan_listing, stream_pages};
 use crate::authz::Denial;
 use crate::catalog::Dataset;
 use crate::domain::RegionCode;
-use crate::geo::GridLocator;
 use crate::pipeline::Pipeline;
 use crate::proto::grid_service_server::GridService;
 use crate::proto::{
@@ -15,12 +14,10 @@ use crate::proto::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 pub struct GridApi {
     pub pipeline: Arc<Pipeline>,
-    pub locator: Arc<GridLocator>,
 }
 
 /// Most grid workers returned for one grid.
@@ -47,7 +44,7 @@ impl GridService for GridApi {
         }))
     }
 
-    type ListGridsStream = ReceiverStream<Result<GridPage, Status>>;
+    type ListGridsStream = Pages<GridPage>;
 
     async fn list_grids(
         &self,
@@ -67,7 +64,14 @@ impl GridService for GridApi {
             query,
         );
         let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
-        let listing = plan_listing(&adm, &r.region_prefix, r.page_size, &r.page_token).await?;
+        let listing = plan_listing(
+            &adm,
+            &r.region_prefix,
+            r.page_size,
+            &r.page_token,
+            r.max_records,
+        )
+        .await?;
         let stream = stream_pages(
             adm,
             listing,
@@ -108,8 +112,7 @@ impl GridService for GridApi {
             );
             return Err(adm.refuse(Code::InvalidArgument, d).await);
         }
-        let candidates = self.locator.locate(r.lon, r.lat);
-        let masked = adm.get::<Grid>(&candidates)?;
+        let masked = adm.locate(r.lon, r.lat).await?;
         let (mut grids, _, receipt) = adm.release(masked).await?.into_parts();
         if grids.is_empty() {
             return Err(Status::not_found(
@@ -142,13 +145,15 @@ impl GridService for GridApi {
             let d = Denial::new("INVALID_ARGUMENT", format!("grid_code: {e}"));
             return Err(adm.refuse(Code::InvalidArgument, d).await);
         }
-        let listing = plan_listing(&adm, &r.grid_code, 0, "").await?;
-        let (masked, _) = adm.scan::<GridWorker>(
-            &listing.prefixes,
-            None,
-            MAX_WORKERS.min(listing.total),
-            |_| true,
-        )?;
+        let listing = plan_listing(&adm, &r.grid_code, 0, "", 0).await?;
+        let (masked, _) = adm
+            .scan::<GridWorker>(
+                listing.prefixes,
+                None,
+                MAX_WORKERS.min(listing.total),
+                Arc::new(|_| true),
+            )
+            .await?;
         let (workers, _, receipt) = adm.release(masked).await?.into_parts();
         Ok(Response::new(ListGridWorkersResponse {
             workers,
@@ -178,7 +183,7 @@ impl GridService for GridApi {
                 return Err(adm.refuse(Code::InvalidArgument, d).await);
             }
         }
-        let masked = adm.region_tree(&r.root_code)?;
+        let masked = adm.region_tree(r.root_code.clone()).await?;
         let (nodes, _, receipt) = adm.release(masked).await?.into_parts();
         Ok(Response::new(GetRegionTreeResponse {
             roots: nest(nodes),

@@ -1,6 +1,6 @@
 //! LegalEntityService (法人).
 
-use super::common::{self, batch_get, get_one, plan_listing, stream_pages};
+use super::common::{self, Pages, batch_get, get_one, plan_listing, stream_pages};
 use crate::catalog::Dataset;
 use crate::pipeline::Pipeline;
 use crate::proto::legal_entity_service_server::LegalEntityService;
@@ -9,7 +9,6 @@ use crate::proto::{
     GetEntityResponse, LegalEntity, Operation, SearchEntitiesRequest,
 };
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub struct LegalEntityApi {
@@ -57,7 +56,7 @@ impl LegalEntityService for LegalEntityApi {
         }))
     }
 
-    type SearchEntitiesStream = ReceiverStream<Result<EntityPage, Status>>;
+    type SearchEntitiesStream = Pages<EntityPage>;
 
     async fn search_entities(
         &self,
@@ -78,7 +77,14 @@ impl LegalEntityService for LegalEntityApi {
             query,
         );
         let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
-        let listing = plan_listing(&adm, &r.region_prefix, r.page_size, &r.page_token).await?;
+        let listing = plan_listing(
+            &adm,
+            &r.region_prefix,
+            r.page_size,
+            &r.page_token,
+            r.max_records,
+        )
+        .await?;
         let (needle, status) = (r.name_contains.clone(), r.status);
         // Filters apply to the masked record: an ungranted field never matches.
         let keep = move |e: &LegalEntity| {

@@ -1,6 +1,6 @@
 //! PopulationService (人口).
 
-use super::common::{self, batch_get, get_one, plan_listing, stream_pages};
+use super::common::{self, Pages, batch_get, get_one, plan_listing, stream_pages};
 use crate::catalog::Dataset;
 use crate::pipeline::Pipeline;
 use crate::proto::population_service_server::PopulationService;
@@ -9,7 +9,6 @@ use crate::proto::{
     GetPersonResponse, ListPersonsRequest, Operation, Person, PersonPage,
 };
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 pub struct PopulationApi {
@@ -57,7 +56,7 @@ impl PopulationService for PopulationApi {
         }))
     }
 
-    type ListPersonsStream = ReceiverStream<Result<PersonPage, Status>>;
+    type ListPersonsStream = Pages<PersonPage>;
 
     async fn list_persons(
         &self,
@@ -82,7 +81,14 @@ impl PopulationService for PopulationApi {
             query,
         );
         let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
-        let listing = plan_listing(&adm, &r.region_prefix, r.page_size, &r.page_token).await?;
+        let listing = plan_listing(
+            &adm,
+            &r.region_prefix,
+            r.page_size,
+            &r.page_token,
+            r.max_records,
+        )
+        .await?;
         let tag = r.tag.clone();
         // The filter sees the masked record, so a tag outside the grant never matches.
         let keep = move |p: &Person| {

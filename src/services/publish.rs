@@ -1,97 +1,124 @@
 //! PublishService: the source department streams records in. Each record is
-//! validated on its own; a bad one is reported by position and never blocks
-//! the good ones. Records are committed and audited in chunks.
+//! validated on its own — its codes, and that the grid or region it names
+//! exists — and a bad one is reported by position without blocking the good
+//! ones. Validated records are committed in chunks, each audited before it
+//! is written (see [`Publisher::commit`]).
 
 use crate::catalog::Dataset;
-use crate::geo::GridLocator;
-use crate::pipeline::{Pipeline, Publisher};
+use crate::pipeline::{Pipeline, Publisher, Upsert};
 use crate::proto::publish_service_server::PublishService;
 use crate::proto::upsert_grids_request::Item;
 use crate::proto::{
-    Grid, LegalEntity, Person, PublishSummary, RecordOutcome, RegionLevel, RegionNode,
-    UpsertGridsRequest,
+    LegalEntity, Person, PublishSummary, RecordOutcome, RegionLevel, UpsertGridsRequest,
 };
-use crate::records::Record;
-use crate::store::Store;
 use crate::validate::{self, Checked};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 pub struct PublishApi {
     pub pipeline: Arc<Pipeline>,
-    pub locator: Arc<GridLocator>,
 }
 
 /// Records per committed, audited chunk.
 const CHUNK: usize = 500;
 
-/// One record's fate: stored (key, warnings) or refused (key, reason).
-type Applied = Result<(String, Vec<String>), (String, String)>;
+/// One record's fate: accepted (the upsert, warnings) or refused (key, reason).
+type Judged = Result<(Upsert, Vec<String>), (String, String)>;
 
-fn store_checked<R: Record>(
-    store: &Store,
-    checked: Result<Checked<R>, String>,
-    key: String,
-) -> Applied {
-    let Checked { record, warnings } = checked.map_err(|reason| (key.clone(), reason))?;
-    let key = record.key().to_string();
-    match store.upsert(record) {
-        Ok(_) => Ok((key, warnings)),
-        Err(e) => {
-            tracing::error!(error = %e, %key, "storing a published record failed");
-            Err((key, "could not be stored; retry".into()))
+/// Codes a record may refer to: those in the store, and those accepted
+/// earlier in this stream (a grid may follow its community).
+struct References<'a> {
+    publisher: &'a Publisher,
+    accepted: HashSet<String>,
+}
+
+impl References<'_> {
+    fn require(&self, field: &str, code: &str, what: &str) -> Result<(), String> {
+        if self.publisher.code_exists(code) || self.accepted.contains(code) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field}: {what} '{code}' does not exist (publish it to the region tree first)"
+            ))
         }
     }
 }
 
+fn accepted<R>(
+    checked: Result<Checked<R>, String>,
+    key: String,
+    refs: impl FnOnce(&R) -> Result<(), String>,
+    wrap: fn(R) -> Upsert,
+) -> Judged {
+    let Checked { record, warnings } = checked.map_err(|reason| (key.clone(), reason))?;
+    refs(&record).map_err(|reason| (key, reason))?;
+    Ok((wrap(record), warnings))
+}
+
+/// Reads the stream, judges each record, and commits chunks.
 async fn publish<T>(
     publisher: Publisher,
     mut stream: Streaming<T>,
-    apply: impl Fn(&Store, T) -> Applied,
+    judge: impl Fn(&References<'_>, T) -> Judged,
 ) -> Result<Response<PublishSummary>, Status> {
     let mut summary = PublishSummary::default();
-    let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+    let mut refs = References {
+        publisher: &publisher,
+        accepted: HashSet::new(),
+    };
+    let (mut chunk, mut rejected) = (Vec::new(), Vec::new());
     let mut position = 0u64;
-    let mut finished = false;
-    while !finished {
-        match stream.message().await? {
-            Some(item) => {
-                match apply(publisher.store(), item) {
-                    Ok((key, warnings)) => {
-                        summary.accepted += 1;
-                        for reason in warnings {
-                            summary.warnings.push(RecordOutcome {
-                                position,
-                                key: key.clone(),
-                                reason,
-                            });
-                        }
-                        accepted.push(key);
-                    }
-                    Err((key, reason)) => {
-                        summary.rejected += 1;
-                        summary.rejections.push(RecordOutcome {
+    loop {
+        let item = match stream.message().await {
+            Ok(item) => item,
+            Err(status) => {
+                publisher.record_broken(chunk.len(), status.message()).await;
+                return Err(super::common::client_stream_error(status));
+            }
+        };
+        let finished = item.is_none();
+        if let Some(item) = item {
+            match judge(&refs, item) {
+                Ok((upsert, warnings)) => {
+                    let key = upsert.key().to_string();
+                    for reason in warnings {
+                        summary.warnings.push(RecordOutcome {
                             position,
                             key: key.clone(),
                             reason,
                         });
-                        rejected.push(key);
                     }
+                    if matches!(upsert, Upsert::Region(_) | Upsert::Grid(_)) {
+                        refs.accepted.insert(key);
+                    }
+                    summary.accepted += 1;
+                    chunk.push(upsert);
                 }
-                position += 1;
+                Err((key, reason)) => {
+                    summary.rejected += 1;
+                    summary.rejections.push(RecordOutcome {
+                        position,
+                        key: key.clone(),
+                        reason,
+                    });
+                    rejected.push(key);
+                }
             }
-            None => finished = true,
+            position += 1;
         }
-        if accepted.len() + rejected.len() >= CHUNK
-            || (finished && (position == 0 || !accepted.is_empty() || !rejected.is_empty()))
-        {
+        let full = chunk.len() + rejected.len() >= CHUNK;
+        let last = finished && (position == 0 || !chunk.is_empty() || !rejected.is_empty());
+        if full || last {
             let receipt = publisher
-                .record_chunk(std::mem::take(&mut accepted), std::mem::take(&mut rejected))
+                .commit(std::mem::take(&mut chunk), std::mem::take(&mut rejected))
                 .await?;
             summary.receipts.push(receipt);
         }
+        if finished {
+            return Ok(Response::new(summary));
+        }
     }
-    Ok(Response::new(summary))
 }
 
 fn key_of(v: &Option<String>) -> String {
@@ -112,9 +139,14 @@ impl PublishService for PublishApi {
                 "/govshare.v1.PublishService/UpsertPersons",
             )
             .await?;
-        publish(p, req.into_inner(), |store, person| {
+        publish(p, req.into_inner(), |refs, person| {
             let key = key_of(&person.id_number);
-            store_checked(store, validate::person(person), key)
+            accepted(
+                validate::person(person),
+                key,
+                |p| refs.require("residence_grid", &key_of(&p.residence_grid), "grid"),
+                Upsert::Person,
+            )
         })
         .await
     }
@@ -131,9 +163,14 @@ impl PublishService for PublishApi {
                 "/govshare.v1.PublishService/UpsertEntities",
             )
             .await?;
-        publish(p, req.into_inner(), |store, entity| {
+        publish(p, req.into_inner(), |refs, entity| {
             let key = key_of(&entity.uscc);
-            store_checked(store, validate::legal_entity(entity), key)
+            accepted(
+                validate::legal_entity(entity),
+                key,
+                |e| refs.require("domicile_grid", &key_of(&e.domicile_grid), "grid"),
+                Upsert::Entity,
+            )
         })
         .await
     }
@@ -150,35 +187,39 @@ impl PublishService for PublishApi {
                 "/govshare.v1.PublishService/UpsertGrids",
             )
             .await?;
-        let locator = self.locator.clone();
-        publish(p, req.into_inner(), move |store, item| match item.item {
+        publish(p, req.into_inner(), |refs, item| match item.item {
             Some(Item::Region(r)) => {
                 let key = r.code.clone();
-                store_checked(store, validate::region(r), key)
+                accepted(
+                    validate::region(r),
+                    key,
+                    |r| {
+                        if r.level == RegionLevel::District as i32 {
+                            Ok(())
+                        } else {
+                            refs.require("parent_code", &r.parent_code, "region")
+                        }
+                    },
+                    Upsert::Region,
+                )
             }
             Some(Item::Worker(w)) => {
                 let key = key_of(&w.worker_id);
-                store_checked(store, validate::worker(w), key)
+                accepted(
+                    validate::worker(w),
+                    key,
+                    |w| refs.require("grid_code", &key_of(&w.grid_code), "grid"),
+                    Upsert::Worker,
+                )
             }
             Some(Item::Grid(g)) => {
                 let key = key_of(&g.grid_code);
-                let checked = validate::grid(g);
-                if let Ok(c) = &checked {
-                    // The grid is also a leaf of the region tree.
-                    let leaf = RegionNode {
-                        code: key.clone(),
-                        name: key_of(&c.record.name),
-                        level: RegionLevel::Grid.into(),
-                        parent_code: key_of(&c.record.community_code),
-                        children: Vec::new(),
-                    };
-                    if let Err(e) = store.upsert(leaf) {
-                        tracing::error!(error = %e, "storing a grid's region node failed");
-                        return Err((key, "could not be stored; retry".into()));
-                    }
-                    locator.upsert(&c.record);
-                }
-                store_checked::<Grid>(store, checked, key)
+                accepted(
+                    validate::grid(g),
+                    key,
+                    |g| refs.require("community_code", &key_of(&g.community_code), "community"),
+                    Upsert::Grid,
+                )
             }
             None => Err((
                 String::new(),

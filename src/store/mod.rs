@@ -1,18 +1,26 @@
 //! Storage. `Backend` is the small key-value contract a shared store must
-//! meet so several stateless gateway nodes can run over it; `Store` is the
-//! typed layer the gateway uses (records with their grid index, departments,
-//! certificates, grants, revoked tokens, signing keys).
+//! meet so several stateless gateway nodes can run over it; [`Store`] is the
+//! typed control plane the gateway uses (departments, certificates, tokens,
+//! grants, access requests, purposes, signing keys, quota counters).
+//!
+//! Shared records (persons, entities, grids) are *not* reachable from here:
+//! they live behind [`crate::pipeline::RecordStore`], whose reads only the
+//! pull pipeline can call.
+//!
+//! Every control-plane write bumps the **policy epoch**, a counter in the
+//! shared store. Each node keeps an in-memory snapshot of the control plane
+//! and rebuilds it when the epoch moves, so a revocation made on any node
+//! applies to the very next request on every node.
 
 mod sled_backend;
 
 use crate::proto::{self, storage};
-use crate::records::Record;
 use anyhow::{Context, Result};
 use prost::Message;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use sled_backend::SledBackend;
+use sled_backend::SledBackend;
 
 /// What an indexed upsert writes: the new value and the index entry move.
 pub struct IndexedWrite {
@@ -44,8 +52,14 @@ pub trait Backend: Send + Sync + 'static {
         key: &[u8],
         update: &mut dyn FnMut(Option<&[u8]>) -> Result<IndexedWrite>,
     ) -> Result<()>;
-    /// Atomically adds `delta` to a little-endian u64 counter; returns the new value.
-    fn add(&self, tree: &str, key: &[u8], delta: u64) -> Result<u64>;
+    /// Atomically replaces a little-endian u64 counter by `f(current)`
+    /// (0 when absent); returns `(old, new)`.
+    fn update_counter(
+        &self,
+        tree: &str,
+        key: &[u8],
+        f: &mut dyn FnMut(u64) -> u64,
+    ) -> Result<(u64, u64)>;
     /// Entries under `prefix` strictly below `before`, in descending key order.
     fn scan_rev(
         &self,
@@ -63,88 +77,48 @@ pub trait Backend: Send + Sync + 'static {
 const DEPARTMENTS: &str = "departments";
 const CERTIFICATES: &str = "certificates";
 const GRANTS: &str = "grants";
-const REVOKED_TOKENS: &str = "revoked_tokens";
+const TOKENS: &str = "tokens";
 const SIGNING_KEYS: &str = "signing_keys";
 const META: &str = "meta";
 const ACCESS_REQUESTS: &str = "access_requests";
+const PURPOSES: &str = "purposes";
 const QUOTA: &str = "quota";
+const EPOCH_KEY: &[u8] = b"policy.epoch";
 
-/// The typed store every component shares.
+/// The typed control plane every component shares.
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
 }
 
+/// Opens the data directory's store: the control plane, and the record
+/// trees, which only the pipeline can read.
+pub fn open(dir: &Path) -> Result<(Store, crate::pipeline::RecordStore)> {
+    let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(dir)?);
+    Ok((
+        Store {
+            backend: backend.clone(),
+        },
+        crate::pipeline::RecordStore::new(backend),
+    ))
+}
+
 impl Store {
-    pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            backend: Arc::new(SledBackend::open(dir)?),
-        })
-    }
+    // ---- the policy epoch -------------------------------------------------
 
-    // ---- shared records -------------------------------------------------
-
-    pub fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
-        self.backend
-            .get(R::COLLECTION, key.as_bytes())?
-            .map(|b| R::decode(b.as_slice()).context("decoding a stored record"))
-            .transpose()
-    }
-
-    /// Inserts or replaces a record, moving its index entry and stamping
-    /// `version` (previous + 1) and `updated_at`. Returns what was stored.
-    pub fn upsert<R: Record>(&self, mut record: R) -> Result<R> {
-        let key = record.key().to_string();
-        let mut stored = None;
-        self.backend.upsert_indexed(
-            R::COLLECTION,
-            &index_tree::<R>(),
-            key.as_bytes(),
-            &mut |old| {
-                let old: Option<R> = old.map(R::decode).transpose()?;
-                let version = old.as_ref().map_or(0, R::version) + 1;
-                record.stamp(version, now_timestamp());
-                let write = IndexedWrite {
-                    value: record.encode_to_vec(),
-                    old_index: old.map(|o| o.index_key()),
-                    new_index: record.index_key(),
-                };
-                stored = Some(record.clone());
-                Ok(write)
-            },
-        )?;
-        Ok(stored.expect("update ran"))
-    }
-
-    /// Records whose row code starts with `prefix`, in index order, after the
-    /// index key `after`. Returns each record with its index key (the cursor).
-    pub fn scan<R: Record>(
-        &self,
-        prefix: &str,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, R)>> {
-        let keys = self
-            .backend
-            .scan(&index_tree::<R>(), prefix.as_bytes(), after, limit)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (index_key, _) in keys {
-            let key = R::key_from_index(&index_key);
-            if let Some(r) = self.get::<R>(key)? {
-                out.push((index_key, r));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Index keys under `prefix` (no record reads); used for grid counts.
-    pub fn index_keys<R: Record>(&self, prefix: &str) -> Result<Vec<Vec<u8>>> {
+    /// The control plane's version: it moves on every write below.
+    pub fn epoch(&self) -> Result<u64> {
         Ok(self
             .backend
-            .scan(&index_tree::<R>(), prefix.as_bytes(), None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
+            .get(META, EPOCH_KEY)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+
+    fn bump_epoch(&self) -> Result<()> {
+        self.backend
+            .update_counter(META, EPOCH_KEY, &mut |e| e.wrapping_add(1))
+            .map(|_| ())
     }
 
     // ---- departments and credentials -----------------------------------
@@ -169,13 +143,24 @@ impl Store {
         self.put_msg(CERTIFICATES, c.thumbprint.as_bytes(), c)
     }
 
-    // ---- grants ---------------------------------------------------------
-
-    /// Every grant of a department, read from the store on each call so a
-    /// revocation made on any node applies to the next request.
-    pub fn grants_of(&self, department: &str) -> Result<Vec<proto::Grant>> {
-        self.scan_msgs(GRANTS, &grant_prefix(department))
+    pub fn certificates(&self) -> Result<Vec<proto::RegisteredCertificate>> {
+        self.scan_msgs(CERTIFICATES, b"")
     }
+
+    /// Issued tokens by `jti` (their identity and revocation, never the token).
+    pub fn token(&self, jti: &str) -> Result<Option<proto::TokenInfo>> {
+        self.get_msg(TOKENS, jti.as_bytes())
+    }
+
+    pub fn put_token(&self, t: &proto::TokenInfo) -> Result<()> {
+        self.put_msg(TOKENS, t.jti.as_bytes(), t)
+    }
+
+    pub fn tokens(&self) -> Result<Vec<proto::TokenInfo>> {
+        self.scan_msgs(TOKENS, b"")
+    }
+
+    // ---- grants ---------------------------------------------------------
 
     pub fn put_grant(&self, g: &proto::Grant) -> Result<()> {
         let mut key = grant_prefix(&g.department);
@@ -183,7 +168,12 @@ impl Store {
         self.put_msg(GRANTS, &key, g)
     }
 
-    /// Every grant of every department (for administrators).
+    /// Every grant of one department.
+    pub fn grants_of(&self, department: &str) -> Result<Vec<proto::Grant>> {
+        self.scan_msgs(GRANTS, &grant_prefix(department))
+    }
+
+    /// Every grant of every department.
     pub fn all_grants(&self) -> Result<Vec<proto::Grant>> {
         self.scan_msgs(GRANTS, b"")
     }
@@ -192,7 +182,7 @@ impl Store {
         Ok(self.all_grants()?.into_iter().find(|g| g.id == id))
     }
 
-    // ---- access requests ------------------------------------------------
+    // ---- access requests and purposes -----------------------------------
 
     pub fn access_request(&self, id: &str) -> Result<Option<proto::AccessRequest>> {
         self.get_msg(ACCESS_REQUESTS, id.as_bytes())
@@ -206,14 +196,40 @@ impl Store {
         self.scan_msgs(ACCESS_REQUESTS, b"")
     }
 
-    // ---- quota counters -------------------------------------------------
-
-    /// Adds to a named counter (e.g. records pulled by a department today).
-    pub fn add_to_counter(&self, key: &str, delta: u64) -> Result<u64> {
-        self.backend.add(QUOTA, key.as_bytes(), delta)
+    pub fn purpose(&self, code: &str) -> Result<Option<proto::Purpose>> {
+        self.get_msg(PURPOSES, code.as_bytes())
     }
 
-    /// A named counter's value (0 if it was never added to).
+    pub fn put_purpose(&self, p: &proto::Purpose) -> Result<()> {
+        self.put_msg(PURPOSES, p.code.as_bytes(), p)
+    }
+
+    pub fn purposes(&self) -> Result<Vec<proto::Purpose>> {
+        self.scan_msgs(PURPOSES, b"")
+    }
+
+    // ---- quota counters -------------------------------------------------
+
+    /// Reserves up to `want` of what a counter may still take below
+    /// `limit`, atomically: parallel callers can never take more than the
+    /// limit together. Returns how many were reserved (possibly 0).
+    pub fn reserve(&self, key: &str, want: u64, limit: u64) -> Result<u64> {
+        let (old, new) = self
+            .backend
+            .update_counter(QUOTA, key.as_bytes(), &mut |used| {
+                used.max(limit.min(used.saturating_add(want)))
+            })?;
+        Ok(new - old)
+    }
+
+    /// Gives back `n` reserved but unused units.
+    pub fn release(&self, key: &str, n: u64) -> Result<()> {
+        self.backend
+            .update_counter(QUOTA, key.as_bytes(), &mut |used| used.saturating_sub(n))
+            .map(|_| ())
+    }
+
+    /// A counter's value (0 if it was never used).
     pub fn counter(&self, key: &str) -> Result<u64> {
         Ok(self
             .backend
@@ -222,15 +238,7 @@ impl Store {
             .map_or(0, u64::from_le_bytes))
     }
 
-    // ---- tokens and keys -----------------------------------------------
-
-    pub fn token_revoked(&self, jti: &str) -> Result<bool> {
-        Ok(self.backend.get(REVOKED_TOKENS, jti.as_bytes())?.is_some())
-    }
-
-    pub fn revoke_token(&self, r: &storage::RevokedToken) -> Result<()> {
-        self.put_msg(REVOKED_TOKENS, r.jti.as_bytes(), r)
-    }
+    // ---- token-signing keys ----------------------------------------------
 
     pub fn signing_keys(&self) -> Result<Vec<storage::SigningKey>> {
         self.scan_msgs(SIGNING_KEYS, b"")
@@ -241,7 +249,8 @@ impl Store {
     }
 
     pub fn remove_signing_key(&self, kid: &str) -> Result<()> {
-        self.backend.remove(SIGNING_KEYS, kid.as_bytes())
+        self.backend.remove(SIGNING_KEYS, kid.as_bytes())?;
+        self.bump_epoch()
     }
 
     // ---- gateway metadata ----------------------------------------------
@@ -258,12 +267,6 @@ impl Store {
         self.backend.sync()
     }
 
-    /// The raw trees, for derived indexes that manage their own keys (the
-    /// audit log's index).
-    pub fn backend(&self) -> &dyn Backend {
-        self.backend.as_ref()
-    }
-
     fn get_msg<M: Message + Default>(&self, tree: &str, key: &[u8]) -> Result<Option<M>> {
         self.backend
             .get(tree, key)?
@@ -271,8 +274,10 @@ impl Store {
             .transpose()
     }
 
+    /// Writes one control-plane object and moves the policy epoch.
     fn put_msg<M: Message>(&self, tree: &str, key: &[u8], m: &M) -> Result<()> {
-        self.backend.put(tree, key, &m.encode_to_vec())
+        self.backend.put(tree, key, &m.encode_to_vec())?;
+        self.bump_epoch()
     }
 
     fn scan_msgs<M: Message + Default>(&self, tree: &str, prefix: &[u8]) -> Result<Vec<M>> {
@@ -284,10 +289,6 @@ impl Store {
     }
 }
 
-fn index_tree<R: Record>() -> String {
-    format!("{}.by_grid", R::COLLECTION)
-}
-
 fn grant_prefix(department: &str) -> Vec<u8> {
     let mut k = department.as_bytes().to_vec();
     k.push(0);
@@ -296,4 +297,45 @@ fn grant_prefix(department: &str) -> Vec<u8> {
 
 pub fn now_timestamp() -> prost_types::Timestamp {
     crate::clock::to_timestamp(crate::clock::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_reservations_never_exceed_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path()).unwrap();
+        let taken: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..50)
+                            .map(|_| store.reserve("q", 7, 1000).unwrap())
+                            .sum::<u64>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 1000);
+        assert_eq!(store.counter("q").unwrap(), 1000);
+        store.release("q", 5).unwrap();
+        assert_eq!(store.reserve("q", 7, 1000).unwrap(), 5);
+    }
+
+    #[test]
+    fn every_control_write_moves_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path()).unwrap();
+        let e0 = store.epoch().unwrap();
+        store
+            .put_department(&proto::Department {
+                id: "x".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(store.epoch().unwrap() > e0);
+    }
 }

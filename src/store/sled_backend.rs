@@ -129,15 +129,22 @@ impl Backend for SledBackend {
             })
     }
 
-    fn add(&self, tree: &str, key: &[u8], delta: u64) -> Result<u64> {
+    fn update_counter(
+        &self,
+        tree: &str,
+        key: &[u8],
+        f: &mut dyn FnMut(u64) -> u64,
+    ) -> Result<(u64, u64)> {
         let read = |v: Option<&[u8]>| {
             v.and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_le_bytes)
         };
-        let new = self.tree(tree)?.update_and_fetch(key, |old| {
-            Some(read(old).saturating_add(delta).to_le_bytes().to_vec())
+        let mut old = 0;
+        let new = self.tree(tree)?.update_and_fetch(key, |v| {
+            old = read(v);
+            Some(f(old).to_le_bytes().to_vec())
         })?;
-        Ok(read(new.as_deref()))
+        Ok((old, read(new.as_deref())))
     }
 
     fn sync(&self) -> Result<()> {

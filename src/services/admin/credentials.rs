@@ -1,126 +1,17 @@
-//! Departments and their credentials: certificates, tokens, signing keys.
+//! Credentials: client certificates, tokens and the token-signing key.
+//! Every issued token is registered by `jti` (never the token itself), so it
+//! can be listed and revoked; revoking something that was never issued is
+//! NOT_FOUND, not a silent success.
 
-use super::{AdminApi, Plan, Write, change, internal};
+use super::{AdminApi, Plan, Write, actor, change, internal, required_reason};
 use crate::auth::token::new_key;
 use crate::auth::{Principal, Role};
 use crate::clock;
-use crate::proto::storage::RevokedToken;
 use crate::proto::*;
 use std::time::Duration;
 use tonic::Status;
 
-/// Department ids are short slugs, as file names and token claims carry them.
-fn check_department_id(id: &str) -> Result<(), Status> {
-    let ok = (2..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "id: '{id}' must be 2–64 lower-case letters, digits or '-', e.g. housing-bureau"
-        )))
-    }
-}
-
 impl AdminApi {
-    pub(super) fn existing_department(&self, id: &str) -> Result<Department, Status> {
-        self.pipeline
-            .store()
-            .department(id)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "department '{id}' is not registered (see ListDepartments)"
-                ))
-            })
-    }
-
-    pub(super) fn plan_create_department(
-        &self,
-        _: &Principal,
-        r: CreateDepartmentRequest,
-    ) -> Result<Plan<Department>, Status> {
-        check_department_id(&r.id)?;
-        if r.name.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "name: give the department's official name",
-            ));
-        }
-        if self
-            .pipeline
-            .store()
-            .department(&r.id)
-            .map_err(internal)?
-            .is_some()
-        {
-            return Err(Status::already_exists(format!(
-                "department '{}' already exists",
-                r.id
-            )));
-        }
-        let d = Department {
-            id: r.id,
-            name: r.name.trim().into(),
-            status: DepartmentStatus::Active.into(),
-            created_at: Some(clock::to_timestamp(clock::now())),
-        };
-        Ok(Plan::stored(
-            "department",
-            &d.id.clone(),
-            None,
-            d,
-            Write::Department,
-        ))
-    }
-
-    pub(super) fn plan_list_departments(
-        &self,
-        _: &Principal,
-        _: ListDepartmentsRequest,
-    ) -> Result<Plan<ListDepartmentsResponse>, Status> {
-        let departments = self.pipeline.store().departments().map_err(internal)?;
-        Ok(Plan::read(ListDepartmentsResponse { departments }))
-    }
-
-    /// Suspends (or with `resume`, reactivates) a department. Authentication
-    /// reads the status on every call, so this takes effect on the next one.
-    pub(super) fn plan_suspend_department(
-        &self,
-        p: &Principal,
-        r: SuspendDepartmentRequest,
-    ) -> Result<Plan<Department>, Status> {
-        let before = self.existing_department(&r.id)?;
-        if !r.resume && r.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: say why the department is suspended",
-            ));
-        }
-        if !r.resume && r.id == p.department() {
-            return Err(Status::failed_precondition(
-                "an administrator cannot suspend their own department",
-            ));
-        }
-        let after = Department {
-            status: if r.resume {
-                DepartmentStatus::Active
-            } else {
-                DepartmentStatus::Suspended
-            }
-            .into(),
-            ..before.clone()
-        };
-        Ok(Plan::stored(
-            "department",
-            &r.id,
-            Some(&before),
-            after,
-            Write::Department,
-        ))
-    }
-
     pub(super) fn plan_register_certificate(
         &self,
         _: &Principal,
@@ -131,8 +22,11 @@ impl AdminApi {
             .client_ca
             .verify_pem(&r.certificate_pem)
             .map_err(Status::invalid_argument)?;
-        let store = self.pipeline.store();
-        if let Some(existing) = store.certificate(&verified.thumbprint).map_err(internal)? {
+        if let Some(existing) = self
+            .store
+            .certificate(&verified.thumbprint)
+            .map_err(internal)?
+        {
             return Err(Status::already_exists(format!(
                 "this certificate is already registered to '{}'",
                 existing.department
@@ -143,6 +37,11 @@ impl AdminApi {
             department: r.department,
             subject: verified.subject,
             registered_at: Some(clock::to_timestamp(clock::now())),
+            not_after: Some(prost_types::Timestamp {
+                seconds: verified.not_after,
+                nanos: 0,
+            }),
+            ..Default::default()
         };
         Ok(Plan::stored(
             "certificate",
@@ -153,11 +52,65 @@ impl AdminApi {
         ))
     }
 
-    /// Signs a token bound to a certificate registered to the department.
-    /// `lifetime_seconds` 0 or above the configured maximum gets the maximum.
-    pub(super) fn plan_issue_token(
+    pub(super) fn plan_list_certificates(
         &self,
         _: &Principal,
+        r: ListCertificatesRequest,
+    ) -> Result<Plan<ListCertificatesResponse>, Status> {
+        let certificates = self
+            .store
+            .certificates()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|c| r.department.is_empty() || c.department == r.department)
+            .collect();
+        Ok(Plan::read(ListCertificatesResponse { certificates }))
+    }
+
+    /// A revoked certificate's calls fail from the next request on, on
+    /// every node (the policy epoch moves).
+    pub(super) fn plan_revoke_certificate(
+        &self,
+        p: &Principal,
+        r: RevokeCertificateRequest,
+    ) -> Result<Plan<RegisteredCertificate>, Status> {
+        let before = self
+            .store
+            .certificate(&r.thumbprint)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no certificate with thumbprint '{}' is registered (see ListCertificates)",
+                    crate::audit::bounded::cap_for_message(&r.thumbprint)
+                ))
+            })?;
+        let reason = required_reason(&r.reason, "the certificate is revoked")?;
+        if before.revoked_at.is_some() {
+            return Err(Status::failed_precondition(
+                "this certificate is already revoked",
+            ));
+        }
+        let after = RegisteredCertificate {
+            revoked_at: Some(clock::to_timestamp(clock::now())),
+            revoked_by: actor(p),
+            revocation_reason: reason,
+            ..before.clone()
+        };
+        Ok(Plan::stored(
+            "certificate",
+            &r.thumbprint,
+            Some(&before),
+            after,
+            Write::Certificate,
+        ))
+    }
+
+    /// Signs a token bound to a certificate registered to the department.
+    /// `lifetime_seconds` 0 or above the configured maximum gets the maximum.
+    /// `admin` and `auditor` go only to the departments configured for them.
+    pub(super) fn plan_issue_token(
+        &self,
+        p: &Principal,
         r: IssueTokenRequest,
     ) -> Result<Plan<IssueTokenResponse>, Status> {
         let dept = self.existing_department(&r.department)?;
@@ -168,14 +121,13 @@ impl AdminApi {
             )));
         }
         let cert = self
-            .pipeline
-            .store()
+            .store
             .certificate(&r.certificate_thumbprint)
             .map_err(internal)?
-            .filter(|c| c.department == r.department)
+            .filter(|c| c.department == r.department && c.revoked_at.is_none())
             .ok_or_else(|| {
                 Status::failed_precondition(format!(
-                    "certificate_thumbprint: no certificate with that thumbprint is registered to '{}' (RegisterCertificate first)",
+                    "certificate_thumbprint: no unrevoked certificate with that thumbprint is registered to '{}' (RegisterCertificate first)",
                     r.department
                 ))
             })?;
@@ -189,10 +141,21 @@ impl AdminApi {
                 "roles: name at least one of puller, publisher, admin, auditor",
             ));
         }
-        if let Some(bad) = r.roles.iter().find(|x| Role::parse(x).is_none()) {
-            return Err(Status::invalid_argument(format!(
-                "roles: '{bad}' is not one of puller, publisher, admin, auditor"
-            )));
+        let roles = self.pipeline.directory().roles();
+        for name in &r.roles {
+            let role = Role::parse(name).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "roles: '{}' is not one of puller, publisher, admin, auditor",
+                    crate::audit::bounded::cap_for_message(name)
+                ))
+            })?;
+            if !roles.allows(&r.department, role) {
+                return Err(Status::permission_denied(format!(
+                    "roles: '{name}' may be held only by the departments configured for it ({}_departments); '{}' is not one",
+                    role.name(),
+                    r.department
+                )));
+            }
         }
         let max = self.settings.max_token_lifetime;
         let lifetime = match r.lifetime_seconds {
@@ -209,24 +172,48 @@ impl AdminApi {
                 lifetime,
             )
             .map_err(internal)?;
-        let response = IssueTokenResponse {
-            token,
+        let info = TokenInfo {
             jti: claims.jti.clone(),
+            department: r.department,
+            subject: r.subject,
+            roles: r.roles,
+            certificate_thumbprint: cert.thumbprint,
+            issued_at: Some(clock::to_timestamp(clock::now())),
             expires_at: Some(prost_types::Timestamp {
                 seconds: claims.exp,
                 nanos: 0,
             }),
+            issued_by: actor(p),
+            ..Default::default()
+        };
+        let response = IssueTokenResponse {
+            token,
+            jti: claims.jti.clone(),
+            expires_at: info.expires_at,
         };
         // The audit log records the token's identity, never the token itself.
-        let recorded = IssueTokenResponse {
-            token: String::new(),
-            ..response.clone()
-        };
         Ok(Plan {
-            change: Some(change("token", &claims.jti, None, Some(&recorded))),
-            writes: Vec::new(),
+            change: Some(change("token", &claims.jti, None, Some(&info))),
+            writes: vec![Write::Token(info)],
             response,
         })
+    }
+
+    pub(super) fn plan_list_tokens(
+        &self,
+        _: &Principal,
+        r: ListTokensRequest,
+    ) -> Result<Plan<ListTokensResponse>, Status> {
+        let now = clock::unix_seconds(clock::now());
+        let tokens = self
+            .store
+            .tokens()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|t| r.department.is_empty() || t.department == r.department)
+            .filter(|t| r.include_expired || t.expires_at.is_none_or(|e| e.seconds > now))
+            .collect();
+        Ok(Plan::read(ListTokensResponse { tokens }))
     }
 
     pub(super) fn plan_revoke_token(
@@ -236,25 +223,29 @@ impl AdminApi {
     ) -> Result<Plan<RevokeTokenResponse>, Status> {
         if r.jti.trim().is_empty() {
             return Err(Status::invalid_argument(
-                "jti: name the token id (IssueToken returned it; the audit log shows it)",
+                "jti: name the token id (IssueToken returned it; ListTokens shows it)",
             ));
         }
-        let revoked = RevokedToken {
-            jti: r.jti.clone(),
+        let before = self.store.token(&r.jti).map_err(internal)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "no token with jti '{}' was issued by this gateway (see ListTokens)",
+                crate::audit::bounded::cap_for_message(&r.jti)
+            ))
+        })?;
+        let reason = required_reason(&r.reason, "the token is revoked")?;
+        if before.revoked {
+            return Err(Status::failed_precondition("this token is already revoked"));
+        }
+        let after = TokenInfo {
+            revoked: true,
             revoked_at: Some(clock::to_timestamp(clock::now())),
-            revoked_by: p.client_id().into(),
-            reason: r.reason,
-            expires_at: None,
+            revoked_by: actor(p),
+            revocation_reason: reason,
+            ..before.clone()
         };
         Ok(Plan {
-            change: Some(crate::proto::AdminChange {
-                object: "token".into(),
-                object_id: r.jti,
-                before_json: String::new(),
-                after_json: serde_json::json!({ "revoked": true, "reason": revoked.reason })
-                    .to_string(),
-            }),
-            writes: vec![Write::RevokedToken(revoked)],
+            change: Some(change("token", &r.jti, Some(&before), Some(&after))),
+            writes: vec![Write::Token(after)],
             response: RevokeTokenResponse {},
         })
     }
@@ -273,26 +264,5 @@ impl AdminApi {
             writes: vec![Write::SigningKey(key)],
             response,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_department_id;
-
-    #[test]
-    fn department_ids_are_slugs() {
-        assert!(check_department_id("housing-bureau").is_ok());
-        for bad in [
-            "",
-            "a",
-            "Housing",
-            "has space",
-            "-lead",
-            "x/y",
-            &"a".repeat(65),
-        ] {
-            assert!(check_department_id(bad).is_err(), "{bad}");
-        }
     }
 }

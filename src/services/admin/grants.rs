@@ -2,10 +2,11 @@
 //! [`policy::check`], so a request can never ask for what a grant could not
 //! hold.
 
-use super::{AdminApi, Plan, Write, internal, new_id};
+use super::{AdminApi, Plan, Write, actor, change, internal, new_id, required_reason};
 use crate::auth::{Principal, Role};
+use crate::authz::ALL_REGIONS;
 use crate::clock;
-use crate::policy::{self, Checked, Scope};
+use crate::policy::Scope;
 use crate::proto::*;
 use tonic::Status;
 
@@ -55,31 +56,97 @@ fn grant_from_request(r: &AccessRequest, approved_by: &str) -> Grant {
     }
 }
 
-/// Who acted, as grants and requests record it: `client@department`.
-fn actor(p: &Principal) -> String {
-    format!("{}@{}", p.client_id(), p.department())
+/// Whether every requested region lies inside a department's jurisdiction.
+fn within(jurisdiction: &[String], regions: &[String]) -> bool {
+    regions.iter().all(|r| {
+        jurisdiction
+            .iter()
+            .any(|j| j == ALL_REGIONS || (r != ALL_REGIONS && r.starts_with(j.as_str())))
+    })
+}
+
+/// Free text an approver reads: required and bounded.
+fn bounded_text(field: &str, v: &str, hint: &str) -> Result<(), Status> {
+    if v.trim().is_empty() {
+        return Err(Status::invalid_argument(format!("{field}: {hint}")));
+    }
+    if v.len() > 4096 {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most 4096 bytes"
+        )));
+    }
+    Ok(())
 }
 
 impl AdminApi {
-    fn check_scope(&self, s: &Scope<'_>) -> Result<Checked, Status> {
-        policy::check(&self.catalog, s).map_err(Status::invalid_argument)
+    /// Nobody decides about their own department (scopes.md, "Separation of
+    /// duties").
+    fn not_own(p: &Principal, department: &str, what: &str) -> Result<(), Status> {
+        if department == p.department() {
+            return Err(Status::failed_precondition(format!(
+                "an administrator cannot {what} for their own department '{department}'; an administrator of another department must"
+            )));
+        }
+        Ok(())
     }
 
+    /// Grants only unconditionally shared views directly. A grant that
+    /// carries a conditional view exists only through an access request
+    /// approved by an administrator of another department than the
+    /// requester's: here it is filed on the department's behalf and returned
+    /// pending for a second administrator (four eyes).
     pub(super) fn plan_create_grant(
         &self,
         p: &Principal,
         r: CreateGrantRequest,
-    ) -> Result<Plan<Grant>, Status> {
+    ) -> Result<Plan<CreateGrantResponse>, Status> {
         let asked = r
             .grant
             .ok_or_else(|| Status::invalid_argument("grant: the grant to create is missing"))?;
         self.existing_department(&asked.department)?;
-        let checked = self.check_scope(&scope_of_grant(&asked))?;
-        if !checked.conditional.is_empty() && asked.legal_basis.trim().is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "legal_basis: {} are conditionally shared; cite the legal basis, or have the department submit an access request",
-                checked.conditional.join(", ")
-            )));
+        Self::not_own(p, &asked.department, "create a grant")?;
+        let checked = self.check_scope(&asked.department, &scope_of_grant(&asked))?;
+        let now = clock::now();
+        if !checked.conditional.is_empty() {
+            bounded_text(
+                "legal_basis",
+                &asked.legal_basis,
+                &format!(
+                    "{} are conditionally shared; cite the legal basis for the request a second administrator will decide",
+                    checked.conditional.join(", ")
+                ),
+            )?;
+            let pending = AccessRequest {
+                id: new_id("ar"),
+                department: asked.department,
+                dataset: checked.dataset.name().into(),
+                operations: asked.operations,
+                fields: asked.fields,
+                regions: asked.regions,
+                purposes: asked.purposes,
+                not_before: asked.not_before,
+                not_after: asked.not_after,
+                limits: asked.limits,
+                justification: format!(
+                    "filed through CreateGrant by {}: {} need a second administrator",
+                    actor(p),
+                    checked.conditional.join(", ")
+                ),
+                legal_basis: asked.legal_basis,
+                status: AccessRequestStatus::Pending.into(),
+                submitted_by: actor(p),
+                submitted_at: Some(clock::to_timestamp(now)),
+                respond_by: Some(clock::to_timestamp(now + self.settings.request_deadline)),
+                ..Default::default()
+            };
+            return Ok(Plan {
+                change: Some(change("access_request", &pending.id, None, Some(&pending))),
+                writes: vec![Write::AccessRequest(pending.clone())],
+                response: CreateGrantResponse {
+                    grant: None,
+                    pending_request: Some(pending),
+                },
+            });
         }
         let g = Grant {
             id: new_id("g"),
@@ -95,10 +162,17 @@ impl AdminApi {
             legal_basis: asked.legal_basis,
             created_by: actor(p),
             approved_by: actor(p),
-            created_at: Some(clock::to_timestamp(clock::now())),
+            created_at: Some(clock::to_timestamp(now)),
             ..Default::default()
         };
-        Ok(Plan::stored("grant", &g.id.clone(), None, g, Write::Grant))
+        Ok(Plan {
+            change: Some(change("grant", &g.id, None, Some(&g))),
+            writes: vec![Write::Grant(g.clone())],
+            response: CreateGrantResponse {
+                grant: Some(g),
+                pending_request: None,
+            },
+        })
     }
 
     /// Revocation is read by the very next request: authorization loads
@@ -108,23 +182,19 @@ impl AdminApi {
         p: &Principal,
         r: RevokeGrantRequest,
     ) -> Result<Plan<Grant>, Status> {
-        let before = self
-            .pipeline
-            .store()
-            .grant(&r.id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("grant '{}' does not exist", r.id)))?;
+        let before = self.store.grant(&r.id).map_err(internal)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "grant '{}' does not exist",
+                crate::audit::bounded::cap_for_message(&r.id)
+            ))
+        })?;
         if before.revoked_at.is_some() {
             return Err(Status::failed_precondition(format!(
                 "grant '{}' is already revoked",
                 r.id
             )));
         }
-        if r.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: say why the grant is revoked",
-            ));
-        }
+        required_reason(&r.reason, "the grant is revoked")?;
         let after = Grant {
             revoked_at: Some(clock::to_timestamp(clock::now())),
             revoked_by: actor(p),
@@ -147,7 +217,7 @@ impl AdminApi {
         r: ListGrantsRequest,
     ) -> Result<Plan<ListGrantsResponse>, Status> {
         let department = own_unless_admin(p, &r.department)?;
-        let store = self.pipeline.store();
+        let store = &self.store;
         let all = match department {
             Some(d) => store.grants_of(d),
             None => store.all_grants(),
@@ -161,9 +231,11 @@ impl AdminApi {
         Ok(Plan::read(ListGrantsResponse { grants }))
     }
 
-    /// A puller asks for a scope for its own department. All-unconditional
-    /// scopes are granted at once; conditional ones wait for an administrator
-    /// of another department; `not_shared` fields are refused here.
+    /// A puller asks for a scope for its own department. A request is
+    /// granted at once only when every field view is unconditional, every
+    /// region lies inside the department's jurisdiction and every purpose is
+    /// registered; anything else waits for an administrator of another
+    /// department. `not_shared` fields are refused here.
     pub(super) fn plan_submit_access_request(
         &self,
         p: &Principal,
@@ -178,12 +250,17 @@ impl AdminApi {
                 p.department()
             )));
         }
-        let checked = self.check_scope(&scope_of_request(&asked))?;
-        if asked.justification.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "justification: say what the data is for (the business need an approver reads)",
-            ));
+        let checked = self.check_scope(p.department(), &scope_of_request(&asked))?;
+        bounded_text(
+            "justification",
+            &asked.justification,
+            "say what the data is for (the business need an approver reads)",
+        )?;
+        if asked.legal_basis.len() > 4096 {
+            return Err(Status::invalid_argument("legal_basis: at most 4096 bytes"));
         }
+        let department = self.existing_department(p.department())?;
+        let in_jurisdiction = within(&department.jurisdiction, &asked.regions);
         let now = clock::now();
         let mut req = AccessRequest {
             id: new_id("ar"),
@@ -202,13 +279,16 @@ impl AdminApi {
         req.grant_id.clear();
         req.decided_at = None;
         let mut writes = Vec::new();
-        if checked.conditional.is_empty() {
-            let g = grant_from_request(&req, "auto-approved: all fields unconditional");
+        if checked.conditional.is_empty() && in_jurisdiction {
+            let g = grant_from_request(
+                &req,
+                "auto-approved: unconditional, inside the jurisdiction",
+            );
             req.status = AccessRequestStatus::Approved.into();
             req.auto_approved = true;
             req.decided_by = "auto".into();
             req.decided_at = req.submitted_at;
-            req.decision_reason = "every requested field view is unconditionally shared".into();
+            req.decision_reason = "every field view is unconditionally shared, every region lies inside the department's jurisdiction and every purpose is registered".into();
             req.grant_id.clone_from(&g.id);
             req.respond_by = None;
             writes.push(Write::Grant(g));
@@ -228,8 +308,7 @@ impl AdminApi {
         let department = own_unless_admin(p, &r.department)?;
         let now = clock::unix_seconds(clock::now());
         let requests = self
-            .pipeline
-            .store()
+            .store
             .access_requests()
             .map_err(internal)?
             .into_iter()
@@ -250,12 +329,14 @@ impl AdminApi {
         r: DecideAccessRequestRequest,
     ) -> Result<Plan<AccessRequest>, Status> {
         let before = self
-            .pipeline
-            .store()
+            .store
             .access_request(&r.id)
             .map_err(internal)?
             .ok_or_else(|| {
-                Status::not_found(format!("access request '{}' does not exist", r.id))
+                Status::not_found(format!(
+                    "access request '{}' does not exist",
+                    crate::audit::bounded::cap_for_message(&r.id)
+                ))
             })?;
         if before.status != AccessRequestStatus::Pending as i32 {
             return Err(Status::failed_precondition(format!(
@@ -265,13 +346,19 @@ impl AdminApi {
         }
         if before.department == p.department() {
             return Err(Status::failed_precondition(
-                "your own department submitted this request; an administrator of another department must decide it",
+                "this request is for your own department; an administrator of another department must decide it",
             ));
         }
-        if !r.approve && r.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: a rejection must say why, so the department can act on it",
+        if before.submitted_by == actor(p) {
+            return Err(Status::failed_precondition(
+                "you filed this request; a second administrator must decide it (four eyes)",
             ));
+        }
+        if !r.approve {
+            required_reason(
+                &r.reason,
+                "the request is rejected, so the department can act on it",
+            )?;
         }
         let mut after = AccessRequest {
             decided_by: actor(p),
@@ -283,7 +370,7 @@ impl AdminApi {
         let mut writes = Vec::new();
         if r.approve {
             // The catalog may have changed since submission: judge it again.
-            self.check_scope(&scope_of_request(&before))?;
+            self.check_scope(&before.department, &scope_of_request(&before))?;
             let g = grant_from_request(&before, &actor(p));
             after.status = AccessRequestStatus::Approved.into();
             after.grant_id.clone_from(&g.id);

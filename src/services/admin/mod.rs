@@ -8,24 +8,28 @@
 //! read-check-write (e.g. deciding a pending request) free of races.
 
 mod credentials;
+mod departments;
 mod grants;
+mod purposes;
 
 use crate::auth::token::random_id;
 use crate::auth::{Principal, Role};
-use crate::catalog::Catalog as CatalogConfig;
 use crate::certs::ClientCa;
+use crate::directory::Snapshot;
 use crate::json::{self, Named};
 use crate::pipeline::{Pipeline, principal_entry};
+use crate::policy::{self, Checked, Rules, Scope};
 use crate::proto::admin_service_server::AdminService;
-use crate::proto::storage::{RevokedToken, SigningKey};
+use crate::proto::storage::SigningKey;
 use crate::proto::*;
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
 
 pub struct AdminApi {
     pipeline: Arc<Pipeline>,
-    catalog: Arc<CatalogConfig>,
+    store: Store,
     client_ca: ClientCa,
     settings: Settings,
     serial: tokio::sync::Mutex<()>,
@@ -54,7 +58,8 @@ enum Write {
     Certificate(RegisteredCertificate),
     Grant(Grant),
     AccessRequest(AccessRequest),
-    RevokedToken(RevokedToken),
+    Token(TokenInfo),
+    Purpose(Purpose),
     SigningKey(SigningKey),
 }
 
@@ -99,7 +104,7 @@ fn change<M: Named>(object: &str, id: &str, before: Option<&M>, after: Option<&M
 
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "admin store error");
-    Status::internal("internal error; the gateway log has details")
+    Status::unavailable("the gateway's store failed; nothing was changed, retry later")
 }
 
 fn new_id(prefix: &str) -> String {
@@ -114,24 +119,37 @@ fn reason_code(code: Code) -> &'static str {
         Code::AlreadyExists => "ALREADY_EXISTS",
         Code::PermissionDenied => "PERMISSION_DENIED",
         Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Unavailable => "STORE_UNAVAILABLE",
         _ => "INTERNAL",
     }
 }
 
 impl AdminApi {
-    pub fn new(
-        pipeline: Arc<Pipeline>,
-        catalog: Arc<CatalogConfig>,
-        client_ca: ClientCa,
-        settings: Settings,
-    ) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, client_ca: ClientCa, settings: Settings) -> Self {
         Self {
+            store: pipeline.directory().store().clone(),
             pipeline,
-            catalog,
             client_ca,
             settings,
             serial: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The control plane as of now (planning reads it; writes go to the store).
+    fn snapshot(&self) -> Result<Arc<Snapshot>, Status> {
+        self.pipeline.directory().current().map_err(internal)
+    }
+
+    /// Judges a grant's or request's scope for `department`.
+    fn check_scope(&self, department: &str, s: &Scope<'_>) -> Result<Checked, Status> {
+        let snapshot = self.snapshot()?;
+        let exists = |code: &str| self.pipeline.region_exists(code);
+        let rules = Rules {
+            catalog: self.pipeline.directory().catalog(),
+            purposes: snapshot.purposes(),
+            region_exists: &exists,
+        };
+        policy::check(&rules, department, s).map_err(Status::invalid_argument)
     }
 
     async fn call<T, R>(
@@ -167,7 +185,7 @@ impl AdminApi {
                 } else {
                     reason_code(status.code()).into()
                 };
-                entry.message = status.message().into();
+                entry.message = crate::audit::bounded::cap(status.message());
                 self.pipeline.record(entry).await?;
                 return Err(status);
             }
@@ -187,14 +205,15 @@ impl AdminApi {
     }
 
     fn apply(&self, writes: Vec<Write>) -> anyhow::Result<()> {
-        let store = self.pipeline.store();
+        let store = &self.store;
         for w in writes {
             match w {
                 Write::Department(d) => store.put_department(&d)?,
                 Write::Certificate(c) => store.put_certificate(&c)?,
                 Write::Grant(g) => store.put_grant(&g)?,
                 Write::AccessRequest(r) => store.put_access_request(&r)?,
-                Write::RevokedToken(t) => store.revoke_token(&t)?,
+                Write::Token(t) => store.put_token(&t)?,
+                Write::Purpose(p) => store.put_purpose(&p)?,
                 Write::SigningKey(k) => self
                     .pipeline
                     .authenticator()
@@ -295,7 +314,7 @@ impl AdminService for AdminApi {
     async fn create_grant(
         &self,
         req: Request<CreateGrantRequest>,
-    ) -> Result<Response<Grant>, Status> {
+    ) -> Result<Response<CreateGrantResponse>, Status> {
         self.call(
             req,
             "/govshare.v1.AdminService/CreateGrant",
@@ -373,8 +392,97 @@ impl AdminService for AdminApi {
             req,
             "/govshare.v1.AdminService/GetCatalog",
             Who::Anyone,
-            |api, _, _| Ok(Plan::read(api.catalog.to_proto())),
+            Self::plan_get_catalog,
         )
         .await
     }
+    async fn register_purpose(
+        &self,
+        req: Request<RegisterPurposeRequest>,
+    ) -> Result<Response<Purpose>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/RegisterPurpose",
+            Who::Admin,
+            Self::plan_register_purpose,
+        )
+        .await
+    }
+    async fn retire_purpose(
+        &self,
+        req: Request<RetirePurposeRequest>,
+    ) -> Result<Response<Purpose>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/RetirePurpose",
+            Who::Admin,
+            Self::plan_retire_purpose,
+        )
+        .await
+    }
+    async fn update_department(
+        &self,
+        req: Request<UpdateDepartmentRequest>,
+    ) -> Result<Response<Department>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/UpdateDepartment",
+            Who::Admin,
+            Self::plan_update_department,
+        )
+        .await
+    }
+    async fn list_tokens(
+        &self,
+        req: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/ListTokens",
+            Who::Admin,
+            Self::plan_list_tokens,
+        )
+        .await
+    }
+    async fn list_certificates(
+        &self,
+        req: Request<ListCertificatesRequest>,
+    ) -> Result<Response<ListCertificatesResponse>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/ListCertificates",
+            Who::Admin,
+            Self::plan_list_certificates,
+        )
+        .await
+    }
+    async fn revoke_certificate(
+        &self,
+        req: Request<RevokeCertificateRequest>,
+    ) -> Result<Response<RegisteredCertificate>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/RevokeCertificate",
+            Who::Admin,
+            Self::plan_revoke_certificate,
+        )
+        .await
+    }
+}
+
+/// A reason an administrator must give, trimmed and bounded.
+fn required_reason(reason: &str, what: &str) -> Result<String, Status> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(Status::invalid_argument(format!("reason: say why {what}")));
+    }
+    if r.len() > 1024 {
+        return Err(Status::invalid_argument("reason: at most 1024 bytes"));
+    }
+    Ok(r.to_string())
+}
+
+/// Who acted, as grants, requests and credentials record it: `client@department`.
+fn actor(p: &Principal) -> String {
+    format!("{}@{}", p.client_id(), p.department())
 }

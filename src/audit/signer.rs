@@ -1,0 +1,287 @@
+//! The checkpoint writer: the one task that signs checkpoints and appends
+//! them to `checkpoints.log`, so checkpoints can never be written out of
+//! order. It signs at most about once per interval after new entries are
+//! indexed, asks every configured witness to cosign (C2SP tlog-witness
+//! `add-checkpoint`, with a consistency proof from the size the witness last
+//! saw), and appends the note with every cosignature it collected. Readers
+//! get the latest checkpoint from memory; older ones stay on disk only.
+//!
+//! A witness that is down or slow delays its own cosignature, never a pull:
+//! each request is bounded in time, and a failing witness is retried on the
+//! next checkpoint.
+
+use super::checkpoint::{
+    Checkpoint, CosignatureVerifier, LogKey, add_signature_lines, append_note, cosigners,
+};
+use super::index::AuditIndex;
+use super::merkle::{self, Hash};
+use anyhow::{Context, Result, anyhow, bail};
+use data_encoding::BASE64;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// The newest checkpoint, as readers see it.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub note: String,
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// A configured witness.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// The witness's key name (as in its verifier key).
+    pub name: String,
+    /// Its submission prefix; `add-checkpoint` is appended.
+    pub url: String,
+    /// Its `cosignature/v1` verifier key.
+    pub key: String,
+}
+
+/// How long one witness request may take.
+const WITNESS_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Witness {
+    config: WitnessConfig,
+    verifier: CosignatureVerifier,
+    /// The size the witness last cosigned, once known.
+    size: Option<u64>,
+}
+
+impl Witness {
+    fn new(config: WitnessConfig) -> Result<Self> {
+        let verifier = CosignatureVerifier::parse(&config.key)
+            .with_context(|| format!("witness '{}': key", config.name))?;
+        if verifier.name() != config.name {
+            bail!(
+                "witness '{}': its key is named '{}'",
+                config.name,
+                verifier.name()
+            );
+        }
+        Ok(Self {
+            config,
+            verifier,
+            size: None,
+        })
+    }
+
+    /// Asks for a cosignature; returns the verified cosignature lines.
+    async fn cosign(&mut self, index: &AuditIndex, signed: &Signed) -> Result<String> {
+        for _ in 0..2 {
+            let old = self.size.unwrap_or(0).min(signed.size);
+            let proof = if old == 0 || old == signed.size {
+                Vec::new()
+            } else {
+                let (index, size) = (index.clone(), signed.size);
+                tokio::task::spawn_blocking(move || merkle::consistency_proof(&index, old, size))
+                    .await??
+            };
+            let mut body = format!("old {old}\n");
+            for h in &proof {
+                body.push_str(&BASE64.encode(h));
+                body.push('\n');
+            }
+            body.push('\n');
+            body.push_str(&signed.note);
+            let (status, text) = tokio::time::timeout(
+                WITNESS_TIMEOUT,
+                super::http::post(
+                    &format!("{}/add-checkpoint", self.config.url.trim_end_matches('/')),
+                    body,
+                ),
+            )
+            .await
+            .map_err(|_| anyhow!("no answer within {WITNESS_TIMEOUT:?}"))??;
+            match status {
+                200 => {
+                    let cosigned = add_signature_lines(&signed.note, &text)?;
+                    if cosigners(&cosigned, std::slice::from_ref(&self.verifier)).is_empty() {
+                        bail!("its answer carries no valid cosignature by its key");
+                    }
+                    self.size = Some(signed.size);
+                    return Ok(text);
+                }
+                409 => {
+                    let seen: u64 = text
+                        .trim()
+                        .parse()
+                        .map_err(|_| anyhow!("409 without a size: {}", text.trim()))?;
+                    if seen > signed.size {
+                        bail!(
+                            "it has seen this log at size {seen}, larger than {}: the log was rolled back",
+                            signed.size
+                        );
+                    }
+                    self.size = Some(seen);
+                }
+                code => bail!("refused with HTTP {code}: {}", text.trim()),
+            }
+        }
+        bail!("the witness's idea of the last size kept changing")
+    }
+}
+
+/// Handle to the checkpoint writer.
+pub struct Signer {
+    latest: watch::Receiver<Option<Arc<Signed>>>,
+    stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Signer {
+    /// Starts the writer. `latest` is the newest checkpoint already on disk.
+    pub fn start(
+        key: Arc<LogKey>,
+        path: PathBuf,
+        index: AuditIndex,
+        indexed: watch::Receiver<u64>,
+        latest: Option<Signed>,
+        witnesses: Vec<WitnessConfig>,
+        interval: Duration,
+    ) -> Result<Self> {
+        let witnesses = witnesses
+            .into_iter()
+            .map(Witness::new)
+            .collect::<Result<Vec<_>>>()?;
+        let (latest_tx, latest_rx) = watch::channel(latest.map(Arc::new));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(
+            Loop {
+                key,
+                path,
+                index,
+                latest: latest_tx,
+                witnesses,
+            }
+            .run(indexed, stop_rx, interval),
+        );
+        Ok(Self {
+            latest: latest_rx,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+
+    /// The newest checkpoint, if any.
+    pub fn latest(&self) -> Option<Arc<Signed>> {
+        self.latest.borrow().clone()
+    }
+
+    /// A receiver that sees every new checkpoint.
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Signed>>> {
+        self.latest.clone()
+    }
+
+    /// Signs a final checkpoint over everything indexed, has it cosigned,
+    /// and stops.
+    pub async fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if stop.send(done_tx).is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+struct Loop {
+    key: Arc<LogKey>,
+    path: PathBuf,
+    index: AuditIndex,
+    latest: watch::Sender<Option<Arc<Signed>>>,
+    witnesses: Vec<Witness>,
+}
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut indexed: watch::Receiver<u64>,
+        mut stop: oneshot::Receiver<oneshot::Sender<()>>,
+        interval: Duration,
+    ) {
+        loop {
+            tokio::select! {
+                changed = indexed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Let a burst of entries settle into one checkpoint.
+                    tokio::select! {
+                        () = tokio::time::sleep(interval / 2) => {}
+                        done = &mut stop => {
+                            self.final_round(done.ok()).await;
+                            return;
+                        }
+                    }
+                    let size = *indexed.borrow_and_update();
+                    if let Err(e) = self.round(size).await {
+                        tracing::error!(error = %e, "signing an audit checkpoint failed");
+                    }
+                }
+                done = &mut stop => {
+                    self.final_round(done.ok()).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn final_round(&mut self, done: Option<oneshot::Sender<()>>) {
+        let size = self.index.size();
+        match self.round(size).await {
+            Ok(true) => tracing::info!(size, "signed a final audit checkpoint"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "signing the final audit checkpoint failed"),
+        }
+        if let Some(d) = done {
+            let _ = d.send(());
+        }
+    }
+
+    /// Signs, cosigns and appends a checkpoint of `size` if it is newer
+    /// than the last one.
+    async fn round(&mut self, size: u64) -> Result<bool> {
+        let last = self.latest.borrow().as_ref().map_or(0, |s| s.size);
+        if size <= last && self.latest.borrow().is_some() {
+            return Ok(false);
+        }
+        let index = self.index.clone();
+        let root = tokio::task::spawn_blocking(move || merkle::root(&index, size)).await??;
+        let mut signed = Signed {
+            note: self.key.sign(size, root),
+            size,
+            root,
+        };
+        let body = Checkpoint {
+            origin: self.key.origin().into(),
+            size,
+            root,
+        }
+        .body();
+        debug_assert!(signed.note.starts_with(&body));
+        for w in &mut self.witnesses {
+            match w.cosign(&self.index, &signed).await {
+                Ok(lines) => {
+                    signed.note = add_signature_lines(&signed.note, &lines)?;
+                    metrics::counter!("govshare_witness_cosignatures_total", "witness" => w.config.name.clone(), "result" => "ok").increment(1);
+                }
+                Err(e) => {
+                    tracing::warn!(witness = %w.config.name, error = %e, "no cosignature for this checkpoint");
+                    metrics::counter!("govshare_witness_cosignatures_total", "witness" => w.config.name.clone(), "result" => "error").increment(1);
+                }
+            }
+        }
+        let (path, note) = (self.path.clone(), signed.note.clone());
+        tokio::task::spawn_blocking(move || append_note(&path, &note)).await??;
+        self.latest.send_replace(Some(Arc::new(signed)));
+        Ok(true)
+    }
+}

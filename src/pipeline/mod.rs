@@ -1,0 +1,741 @@
+//! The pull pipeline — the only road from the record store to the wire:
+//!
+//! ```text
+//! authenticate ─► authorize ─► fetch ─► mask ─► audit (durable) ─► respond
+//! ```
+//!
+//! [`Pipeline::admit`] authenticates and authorizes, yielding an
+//! [`Admission`]. Its `get`/`scan` fetch only rows the decision covers and
+//! mask each through its field plan, yielding [`Masked`] records; only
+//! [`Admission::release`] turns those into [`Released`] records, after their
+//! audit entry is on disk. The type rule that makes this a rule and not a
+//! convention:
+//!
+//! - record reads exist only on [`RecordStore`], and are callable only from
+//!   this module (`pub(in crate::pipeline)`); services get no record handle;
+//! - `Masked` and `Released` have private fields and no public constructor;
+//! - every refusal on the way — including a store that fails mid-call — is
+//!   audited before its status is returned.
+//!
+//! Store work runs on the blocking pool, a bounded number at a time, so a
+//! scan never starves the tasks that write responses to sockets.
+
+mod publish;
+mod records;
+
+pub use publish::{Publisher, Upsert};
+pub use records::RecordStore;
+
+use crate::audit::bounded::{self, cap};
+use crate::audit::{AuditLog, Receipt};
+use crate::auth::{AuthFailure, Authenticator, Credentials, Principal, Role};
+use crate::authz::{self, Decision, Denial};
+use crate::catalog::Dataset;
+use crate::clock;
+use crate::directory::Directory;
+use crate::geo::GridLocator;
+use crate::limits::{Limits, Reservation};
+use crate::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
+use crate::proto::{
+    AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
+    Operation, PullContext, RegionNode, ReturnedField,
+};
+use crate::records::Record;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Status};
+
+/// Most keys one batch request may name, whatever the grants say.
+pub const MAX_BATCH_KEYS: usize = 1000;
+
+/// Blocking store calls (gets, scans, writes) running at once; the rest wait
+/// their turn without holding a thread.
+const STORE_WORKERS: usize = 8;
+
+/// What a data RPC asks for, as the audit log records it.
+pub struct PullSpec {
+    pub method: &'static str,
+    pub dataset: Dataset,
+    pub operation: Operation,
+    pub query: AuditQuery,
+}
+
+pub struct Pipeline {
+    records: RecordStore,
+    directory: Arc<Directory>,
+    auth: Authenticator,
+    audit: AuditLog,
+    masker: Masker,
+    limits: Limits,
+    locator: GridLocator,
+    store_work: Semaphore,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("{e}; nothing was released, retry later"))
+}
+
+impl Pipeline {
+    pub fn new(
+        records: RecordStore,
+        directory: Arc<Directory>,
+        auth: Authenticator,
+        audit: AuditLog,
+        masker: Masker,
+    ) -> anyhow::Result<Arc<Self>> {
+        records.load_codes()?;
+        let locator = GridLocator::default();
+        let mut after = None;
+        loop {
+            let page = records.scan::<Grid>("", after.as_deref(), 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, g) in &page {
+                locator.upsert(g);
+            }
+        }
+        Ok(Arc::new(Self {
+            limits: Limits::new(directory.store().clone()),
+            records,
+            directory,
+            auth,
+            audit,
+            masker,
+            locator,
+            store_work: Semaphore::new(STORE_WORKERS),
+        }))
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Whether a region or grid code exists in the region tree: what grants
+    /// may name. Structure only, no record data.
+    pub fn region_exists(&self, code: &str) -> bool {
+        self.records.code_exists(code)
+    }
+
+    /// Appends an entry and waits until it is durable.
+    pub async fn record(&self, entry: AuditEntry) -> Result<Receipt, Status> {
+        self.audit.append(entry).await.map_err(unavailable)
+    }
+
+    /// Runs store work on the blocking pool, a bounded number at a time.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Pipeline) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _permit = self
+            .store_work
+            .acquire()
+            .await
+            .map_err(|_| anyhow::anyhow!("the gateway is stopping"))?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || work(&me))
+            .await
+            .map_err(|e| anyhow::anyhow!("store task failed: {e}"))?
+    }
+
+    /// Step 1. A failure is audited as `AUTH_FAILURE` and answered with
+    /// UNAUTHENTICATED and only a short reason code.
+    pub async fn authenticate<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+    ) -> Result<Principal, Status> {
+        let certs = req.peer_certs();
+        let bearer = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let creds = Credentials {
+            leaf_cert: certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
+            bearer,
+            peer: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
+        };
+        match self.auth.authenticate(&creds) {
+            Ok(p) => Ok(p),
+            Err(f) => {
+                self.record(auth_failure_entry(&f, method)).await?;
+                Err(Status::unauthenticated(format!(
+                    "authentication failed: {}",
+                    f.code
+                )))
+            }
+        }
+    }
+
+    /// Steps 1–2 for a data pull: authenticate, check the context and role,
+    /// judge the department's grants.
+    pub async fn admit<T>(
+        self: &Arc<Self>,
+        req: &Request<T>,
+        context: Option<&PullContext>,
+        spec: PullSpec,
+    ) -> Result<Admission, Status> {
+        let principal = self.authenticate(req, spec.method).await?;
+        let mut adm = Admission {
+            pipeline: self.clone(),
+            principal,
+            context: context.cloned().unwrap_or_default(),
+            spec,
+            decision: None,
+        };
+        if let Err(msg) = check_context(&adm.context) {
+            return Err(adm
+                .refuse(Code::InvalidArgument, Denial::new("BAD_CONTEXT", msg))
+                .await);
+        }
+        if !adm.principal.has_role(Role::Puller) {
+            let d = Denial::new(
+                "ROLE_NOT_GRANTED",
+                "pulling data needs the 'puller' role on your token",
+            );
+            return Err(adm.refuse(Code::PermissionDenied, d).await);
+        }
+        let snapshot = match self.directory.current() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the control plane failed");
+                return Err(adm.refuse(Code::Unavailable, store_down()).await);
+            }
+        };
+        let decision = authz::decide(
+            snapshot.grants_of(adm.principal.department()),
+            adm.principal.department(),
+            adm.spec.dataset,
+            adm.spec.operation,
+            &adm.context.purpose,
+            snapshot.purposes(),
+            clock::now(),
+        );
+        match decision {
+            Ok(d) => adm.decision = Some(Arc::new(d)),
+            Err(d) => return Err(adm.refuse(Code::PermissionDenied, d).await),
+        }
+        let taken =
+            self.limits
+                .take_call(adm.principal.department(), adm.spec.dataset, adm.decision());
+        match taken {
+            Ok(()) => Ok(adm),
+            Err(d) => Err(adm.refuse(Code::ResourceExhausted, d).await),
+        }
+    }
+
+    /// Admission for PublishService: the caller needs the `publisher` role and
+    /// must be the dataset's source department (一数一源).
+    pub async fn admit_publisher<T>(
+        self: &Arc<Self>,
+        req: &Request<T>,
+        dataset: Dataset,
+        method: &'static str,
+    ) -> Result<Publisher, Status> {
+        let principal = self.authenticate(req, method).await?;
+        Publisher::admit(self.clone(), principal, dataset, method).await
+    }
+}
+
+fn store_down() -> Denial {
+    Denial::new(
+        "STORE_UNAVAILABLE",
+        "the gateway's store cannot be read; nothing was released, retry later",
+    )
+}
+
+fn check_context(c: &PullContext) -> Result<(), String> {
+    for (name, v) in [
+        ("purpose", &c.purpose),
+        ("case_id", &c.case_id),
+        ("operator", &c.operator),
+    ] {
+        if v.len() > bounded::MAX_RECORDED {
+            return Err(format!(
+                "context.{name} is {} bytes; at most {} are accepted",
+                v.len(),
+                bounded::MAX_RECORDED
+            ));
+        }
+    }
+    if c.purpose.trim().is_empty() {
+        return Err("context.purpose is required: name the purpose code your grant lists".into());
+    }
+    if c.case_id.trim().is_empty() {
+        return Err(
+            "context.case_id is required: name the business case or ticket this pull serves".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The skeleton of an entry for a principal's call that is not a data pull
+/// (`ADMIN`, `AUDIT_READ`).
+pub fn principal_entry(p: &Principal, method: &str, kind: EntryKind) -> AuditEntry {
+    AuditEntry {
+        kind: kind.into(),
+        principal: Some(audit_principal(p, "")),
+        method: method.into(),
+        ..Default::default()
+    }
+}
+
+fn audit_principal(p: &Principal, operator: &str) -> AuditPrincipal {
+    AuditPrincipal {
+        department: p.department().into(),
+        client_id: p.client_id().into(),
+        operator: cap(operator),
+        token_id: p.token_id().into(),
+        cert_thumbprint: p.cert_thumbprint().into(),
+        peer_address: p.peer().into(),
+        roles: p.roles().iter().map(|r| r.name().to_string()).collect(),
+    }
+}
+
+fn auth_failure_entry(f: &AuthFailure, method: &str) -> AuditEntry {
+    AuditEntry {
+        kind: EntryKind::AuthFailure.into(),
+        principal: Some(AuditPrincipal {
+            department: f.department.clone(),
+            client_id: cap(&f.client_id),
+            token_id: cap(&f.token_id),
+            cert_thumbprint: f.cert_thumbprint.clone(),
+            peer_address: f.peer.clone(),
+            ..Default::default()
+        }),
+        method: method.into(),
+        decision: AuditDecision::Deny.into(),
+        reason_code: f.code.into(),
+        message: "authentication failed".into(),
+        ..Default::default()
+    }
+}
+
+/// The query as the log records it: caller-supplied strings capped, and a
+/// key list longer than `max_keys` recorded as its count and digest.
+fn recorded_query(q: &AuditQuery, max_keys: usize) -> AuditQuery {
+    AuditQuery {
+        keys: bounded::cap_keys(&q.keys, max_keys),
+        region: cap(&q.region),
+        filter: cap(&q.filter),
+        page_token: cap(&q.page_token),
+        page_size: q.page_size,
+    }
+}
+
+/// An authenticated, authorized pull in progress.
+pub struct Admission {
+    pipeline: Arc<Pipeline>,
+    principal: Principal,
+    context: PullContext,
+    spec: PullSpec,
+    decision: Option<Arc<Decision>>,
+}
+
+/// The binding record limit of one call, and its name for messages.
+pub struct RecordLimit {
+    pub limit: u64,
+    pub name: &'static str,
+}
+
+/// Records after the fetch and mask steps, not yet audited.
+pub struct Masked<R> {
+    records: Vec<R>,
+    not_found: Vec<String>,
+    out_of_scope: Vec<String>,
+    views: ReleasedViews,
+    keys: Vec<String>,
+    reservation: Option<Reservation>,
+}
+
+/// Records whose audit entry is durable: the only form handlers can send.
+pub struct Released<R> {
+    records: Vec<R>,
+    not_found: Vec<String>,
+    receipt: AuditReceipt,
+}
+
+impl<R> Released<R> {
+    pub fn into_parts(self) -> (Vec<R>, Vec<String>, AuditReceipt) {
+        (self.records, self.not_found, self.receipt)
+    }
+}
+
+/// What the blocking fetch-and-mask work needs, detached from the call.
+struct MaskContext {
+    decision: Arc<Decision>,
+    pseudonyms: DepartmentKey,
+}
+
+impl Admission {
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn decision(&self) -> &Decision {
+        self.decision
+            .as_deref()
+            .expect("admission holds a decision once admitted")
+    }
+
+    /// The grants' `max_records_per_call`, if any.
+    pub fn record_limit(&self) -> Option<RecordLimit> {
+        self.decision()
+            .max_records_per_call()
+            .map(|limit| RecordLimit {
+                limit,
+                name: "max_records_per_call",
+            })
+    }
+
+    /// The largest key list this call's grants could allow: longer lists are
+    /// refused, and recorded only by count and digest.
+    fn max_keys(&self) -> usize {
+        let per_call = self
+            .decision
+            .as_deref()
+            .and_then(Decision::max_records_per_call)
+            .map_or(MAX_BATCH_KEYS, |l| l as usize);
+        per_call.min(MAX_BATCH_KEYS)
+    }
+
+    fn entry(&self, decision: AuditDecision) -> AuditEntry {
+        AuditEntry {
+            kind: EntryKind::Pull.into(),
+            principal: Some(audit_principal(&self.principal, &self.context.operator)),
+            method: self.spec.method.into(),
+            dataset: self.spec.dataset.name().into(),
+            operation: self.spec.operation.into(),
+            purpose: cap(&self.context.purpose),
+            case_id: cap(&self.context.case_id),
+            query: Some(recorded_query(&self.spec.query, self.max_keys())),
+            decision: decision.into(),
+            grants_used: self
+                .decision
+                .as_deref()
+                .map(Decision::grant_ids)
+                .unwrap_or_default(),
+            withdrawn: self
+                .decision
+                .as_deref()
+                .map(|d| {
+                    d.withdrawn()
+                        .into_iter()
+                        .map(|(field, view)| ReturnedField {
+                            field: field.into(),
+                            view: view.into(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    /// Audits a refusal and returns the status to answer with (UNAVAILABLE
+    /// instead if even the refusal cannot be recorded).
+    pub async fn refuse(&self, code: Code, denial: Denial) -> Status {
+        let mut e = self.entry(AuditDecision::Deny);
+        e.reason_code = denial.code.into();
+        e.message.clone_from(&denial.message);
+        if !denial.grants.is_empty() {
+            e.grants_used = denial.grants;
+        }
+        match self.pipeline.record(e).await {
+            Ok(_) => Status::new(code, denial.message),
+            Err(s) => s,
+        }
+    }
+
+    fn mask_context(&self) -> MaskContext {
+        MaskContext {
+            decision: self.decision.clone().expect("admitted"),
+            pseudonyms: self
+                .pipeline
+                .masker
+                .department_key(self.principal.department()),
+        }
+    }
+
+    /// Reserves `want` records of today's limit, refusing (audited) when
+    /// the day is used up or, with `whole`, when fewer than `want` remain.
+    async fn reserve(&self, want: u64, whole: bool) -> Result<Option<Reservation>, Status> {
+        let d = self.decision();
+        let r =
+            self.pipeline
+                .limits
+                .reserve(self.principal.department(), self.spec.dataset, d, want);
+        match r {
+            Ok(Some(r)) if whole && r.granted() < want => {
+                let msg = format!(
+                    "max_records_per_day is {} for '{}' and only {} of today's records remain; this request names {want}",
+                    r.limit,
+                    self.spec.dataset.name(),
+                    r.granted()
+                );
+                Err(self
+                    .refuse(Code::ResourceExhausted, Denial::new("LIMIT_EXCEEDED", msg))
+                    .await)
+            }
+            Ok(r) => Ok(r),
+            Err(d) => {
+                let code = if d.code == "LIMIT_EXCEEDED" {
+                    Code::ResourceExhausted
+                } else {
+                    Code::Unavailable
+                };
+                Err(self.refuse(code, d).await)
+            }
+        }
+    }
+
+    /// Audits a store failure as a refusal and answers UNAVAILABLE.
+    async fn store_failed(&self, e: anyhow::Error) -> Status {
+        tracing::error!(error = %e, method = self.spec.method, "store read failed");
+        self.refuse(Code::Unavailable, store_down()).await
+    }
+
+    /// Fetch + mask by key. Keys outside every grant's regions land in
+    /// `not_found` exactly like absent keys (and, for the auditors only, in
+    /// the entry's `keys_out_of_scope`). The daily limit is reserved for
+    /// every key first; a batch it cannot cover is refused whole.
+    pub async fn get<R: Record>(&self, keys: Vec<String>) -> Result<Masked<R>, Status> {
+        let reservation = self.reserve(keys.len() as u64, true).await?;
+        let ctx = self.mask_context();
+        let fetched = self
+            .pipeline
+            .blocking(move |p| {
+                let mut out = Masked::new();
+                for key in keys {
+                    let visible = match p.records.get::<R>(&key)? {
+                        Some(r) => {
+                            let visible = p.mask_into(&ctx, r, &mut out);
+                            if !visible {
+                                out.out_of_scope.push(key.clone());
+                            }
+                            visible
+                        }
+                        None => false,
+                    };
+                    if !visible {
+                        out.not_found.push(key);
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        match fetched {
+            Ok(mut m) => {
+                m.reservation = reservation;
+                Ok(m)
+            }
+            Err(e) => Err(self.store_failed(e).await),
+        }
+    }
+
+    /// Fetch + mask by region: scans only inside `prefixes` (which must come
+    /// from [`Decision::scan_prefixes`]) after the cursor `after`, keeping
+    /// masked records that pass `keep`, until `limit` are found (or fewer,
+    /// when less of today's limit remains). Returns the cursor to resume
+    /// from, `None` at the end.
+    pub async fn scan<R: Record>(
+        &self,
+        prefixes: Arc<[String]>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        keep: Arc<dyn Fn(&R) -> bool + Send + Sync>,
+    ) -> Result<(Masked<R>, Option<Vec<u8>>), Status> {
+        let reservation = self.reserve(limit as u64, false).await?;
+        let limit = reservation
+            .as_ref()
+            .map_or(limit, |r| limit.min(r.granted() as usize));
+        let ctx = self.mask_context();
+        let scanned = self
+            .pipeline
+            .blocking(move |p| p.scan_masked(&ctx, &prefixes, after, limit, keep.as_ref()))
+            .await;
+        match scanned {
+            Ok((mut m, next)) => {
+                m.reservation = reservation;
+                Ok((m, next))
+            }
+            Err(e) => Err(self.store_failed(e).await),
+        }
+    }
+
+    /// The region tree inside the decision's scope: nodes under a granted
+    /// region, plus the ancestors leading to it so the tree is connected.
+    pub async fn region_tree(&self, root: String) -> Result<Masked<RegionNode>, Status> {
+        let decision = self.decision.clone().expect("admitted");
+        let fetched = self
+            .pipeline
+            .blocking(move |p| {
+                let mut out = Masked::new();
+                for (_, node) in p.records.scan::<RegionNode>(&root, None, usize::MAX)? {
+                    if decision.covers_region(&node.code)
+                        || decision.is_ancestor_of_scope(&node.code)
+                    {
+                        out.keys.push(node.code.clone());
+                        out.records.push(RegionNode {
+                            children: Vec::new(),
+                            ..node
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        match fetched {
+            Ok(m) => Ok(m),
+            Err(e) => Err(self.store_failed(e).await),
+        }
+    }
+
+    /// The grid containing a point, if one is visible to the caller.
+    pub async fn locate(&self, lon: f64, lat: f64) -> Result<Masked<Grid>, Status> {
+        let candidates = self.pipeline.locator.locate(lon, lat);
+        let mut m = self.get::<Grid>(candidates).await?;
+        // Absent grids are not what was asked about: only the point was.
+        m.not_found.clear();
+        Ok(m)
+    }
+
+    /// Step 5: audit what leaves, durably; only then release it.
+    pub async fn release<R>(&self, m: Masked<R>) -> Result<Released<R>, Status> {
+        let refused = m.records.is_empty() && !m.out_of_scope.is_empty();
+        let mut e = self.entry(if refused {
+            AuditDecision::Deny
+        } else {
+            AuditDecision::Allow
+        });
+        if refused {
+            e.reason_code = "OUT_OF_SCOPE".into();
+            e.message = "requested records lie outside the department's granted regions".into();
+        }
+        e.record_count = m.records.len() as u64;
+        e.keys_returned = m.keys;
+        e.keys_out_of_scope = m.out_of_scope;
+        e.fields = m
+            .views
+            .list(self.spec.dataset.spec())
+            .into_iter()
+            .map(|(field, view)| ReturnedField {
+                field: field.into(),
+                view: view.into(),
+            })
+            .collect();
+        let receipt = self.pipeline.record(e).await?;
+        if let Some(r) = m.reservation {
+            r.settle(m.records.len() as u64);
+        }
+        Ok(Released {
+            records: m.records,
+            not_found: m.not_found,
+            receipt: receipt.to_proto(),
+        })
+    }
+}
+
+impl Pipeline {
+    /// Projects one record through its plan into `out`; `false` when no
+    /// candidate grant covers its row (it then counts as absent).
+    fn mask_into<R: Record>(&self, ctx: &MaskContext, record: R, out: &mut Masked<R>) -> bool {
+        let Some(plan) = ctx.decision.plan_for(record.row_code()) else {
+            return false;
+        };
+        let community = if plan.masks_any() {
+            record
+                .row_code()
+                .get(..12)
+                .and_then(|c| self.records.name_of(c))
+        } else {
+            None
+        };
+        let spec = R::DATASET.spec();
+        let mut p = Projector::new(
+            &plan,
+            spec,
+            R::FIELD_PREFIX,
+            &ctx.pseudonyms,
+            community.as_deref(),
+            &mut out.views,
+        );
+        let projected = record.project(&mut p);
+        out.keys.push(record.key().to_string());
+        out.records.push(projected);
+        true
+    }
+
+    fn scan_masked<R: Record>(
+        &self,
+        ctx: &MaskContext,
+        prefixes: &[String],
+        mut after: Option<Vec<u8>>,
+        limit: usize,
+        keep: &(dyn Fn(&R) -> bool + Send + Sync),
+    ) -> anyhow::Result<(Masked<R>, Option<Vec<u8>>)> {
+        const CHUNK: usize = 256;
+        let mut out = Masked::new();
+        let mut examined = 0usize;
+        let budget = limit.saturating_mul(50).max(10_000);
+        if limit == 0 {
+            return Ok((out, after));
+        }
+        for prefix in prefixes {
+            if after
+                .as_deref()
+                .is_some_and(|a| !a.starts_with(prefix.as_bytes()) && a > prefix.as_bytes())
+            {
+                continue;
+            }
+            loop {
+                let chunk = self.records.scan::<R>(prefix, after.as_deref(), CHUNK)?;
+                let exhausted = chunk.len() < CHUNK;
+                for (index_key, record) in chunk {
+                    after = Some(index_key);
+                    examined += 1;
+                    let before = out.records.len();
+                    if self.mask_into(ctx, record, &mut out) && !keep(&out.records[before]) {
+                        out.records.pop();
+                        out.keys.pop();
+                    }
+                    if out.records.len() >= limit || examined >= budget {
+                        return Ok((out, after));
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+        }
+        Ok((out, None))
+    }
+}
+
+impl<R> Masked<R> {
+    fn new() -> Self {
+        Self {
+            records: Vec::new(),
+            not_found: Vec::new(),
+            out_of_scope: Vec::new(),
+            views: ReleasedViews::default(),
+            keys: Vec::new(),
+            reservation: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

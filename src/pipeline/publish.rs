@@ -1,0 +1,175 @@
+//! Publishing (一数一源): the source department's records come in through
+//! here, in chunks. A chunk is validated by the caller, then its `PUBLISH`
+//! entry — keys to be written, keys rejected — is made durable, and only
+//! then are its records written. A stream that breaks mid-chunk writes
+//! nothing of that chunk; what was written is exactly what the log says.
+
+use super::{Pipeline, audit_principal, unavailable};
+use crate::audit::bounded::cap;
+use crate::auth::{Principal, Role};
+use crate::catalog::Dataset;
+use crate::proto::{
+    AuditDecision, AuditEntry, AuditQuery, AuditReceipt, EntryKind, Grid, GridWorker, LegalEntity,
+    Person, RegionLevel, RegionNode,
+};
+use crate::records::Record;
+use std::sync::Arc;
+use tonic::Status;
+
+/// One validated record of any published kind.
+pub enum Upsert {
+    Person(Person),
+    Entity(LegalEntity),
+    Region(RegionNode),
+    Grid(Grid),
+    Worker(GridWorker),
+}
+
+impl Upsert {
+    pub fn key(&self) -> &str {
+        match self {
+            Upsert::Person(r) => r.key(),
+            Upsert::Entity(r) => r.key(),
+            Upsert::Region(r) => r.key(),
+            Upsert::Grid(r) => r.key(),
+            Upsert::Worker(r) => r.key(),
+        }
+    }
+}
+
+/// A publisher admitted for one dataset.
+pub struct Publisher {
+    pipeline: Arc<Pipeline>,
+    principal: Principal,
+    dataset: Dataset,
+    method: &'static str,
+}
+
+impl Publisher {
+    /// The caller needs the `publisher` role and must be the dataset's
+    /// source department; a refusal is audited.
+    pub(super) async fn admit(
+        pipeline: Arc<Pipeline>,
+        principal: Principal,
+        dataset: Dataset,
+        method: &'static str,
+    ) -> Result<Self, Status> {
+        let publisher = Self {
+            pipeline,
+            principal,
+            dataset,
+            method,
+        };
+        let refusal = if !publisher.principal.has_role(Role::Publisher) {
+            Some("publishing needs the 'publisher' role on your token".to_string())
+        } else if publisher.principal.department() != dataset.source_department() {
+            Some(format!(
+                "only '{}', the source department of '{}', may publish it",
+                dataset.source_department(),
+                dataset.name()
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(publisher),
+            Some(msg) => {
+                let mut e = publisher.entry(AuditDecision::Deny);
+                e.reason_code = "NOT_SOURCE_DEPARTMENT".into();
+                e.message.clone_from(&msg);
+                publisher.pipeline.record(e).await?;
+                Err(Status::permission_denied(msg))
+            }
+        }
+    }
+
+    /// Whether a region or grid code a record refers to exists.
+    pub fn code_exists(&self, code: &str) -> bool {
+        self.pipeline.records.code_exists(code)
+    }
+
+    fn entry(&self, decision: AuditDecision) -> AuditEntry {
+        AuditEntry {
+            kind: EntryKind::Publish.into(),
+            principal: Some(audit_principal(&self.principal, "")),
+            method: self.method.into(),
+            dataset: self.dataset.name().into(),
+            decision: decision.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Audits one chunk — the keys about to be written and the keys
+    /// rejected — durably, then writes its records. A write failure after
+    /// the entry is recorded as `APPLY_FAILED` and answered UNAVAILABLE.
+    pub async fn commit(
+        &self,
+        records: Vec<Upsert>,
+        rejected: Vec<String>,
+    ) -> Result<AuditReceipt, Status> {
+        let mut e = self.entry(AuditDecision::Allow);
+        e.record_count = records.len() as u64;
+        e.keys_returned = records.iter().map(|r| cap(r.key())).collect();
+        e.query = Some(AuditQuery {
+            keys: rejected.iter().map(|k| cap(k)).collect(),
+            filter: "rejected".into(),
+            ..Default::default()
+        });
+        let receipt = self.pipeline.record(e).await?.to_proto();
+        let written = self
+            .pipeline
+            .blocking(move |p| {
+                for r in records {
+                    match r {
+                        Upsert::Person(r) => p.records.upsert(r)?,
+                        Upsert::Entity(r) => p.records.upsert(r)?,
+                        Upsert::Region(r) => p.records.upsert(r)?,
+                        Upsert::Grid(r) => {
+                            // A grid is also the leaf of the region tree.
+                            p.records.upsert(RegionNode {
+                                code: r.key().to_string(),
+                                name: r.name.clone().unwrap_or_default(),
+                                level: RegionLevel::Grid.into(),
+                                parent_code: r.community_code.clone().unwrap_or_default(),
+                                children: Vec::new(),
+                            })?;
+                            p.locator.upsert(&r);
+                            p.records.upsert(r)?
+                        }
+                        Upsert::Worker(r) => p.records.upsert(r)?,
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, "writing an audited publish chunk failed");
+            let mut failed = self.entry(AuditDecision::Deny);
+            failed.reason_code = "APPLY_FAILED".into();
+            failed.message = format!(
+                "the chunk recorded at index {} could not be stored in full",
+                receipt.leaf_index
+            );
+            self.pipeline.record(failed).await?;
+            return Err(unavailable(
+                "the records could not be stored (the log says which chunk)",
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Records that a stream broke with `discarded` validated records in its
+    /// open chunk, none of which were written.
+    pub async fn record_broken(&self, discarded: usize, why: &str) {
+        let mut e = self.entry(AuditDecision::Deny);
+        e.reason_code = "STREAM_BROKEN".into();
+        e.record_count = 0;
+        e.message = format!(
+            "the stream ended with an error ({}); the {discarded} records of its open chunk were not written",
+            cap(why)
+        );
+        if let Err(s) = self.pipeline.record(e).await {
+            tracing::error!(status = %s, "recording a broken publish stream failed");
+        }
+    }
+}

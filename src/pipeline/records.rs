@@ -1,0 +1,156 @@
+//! The shared records on disk. Only the pipeline can read them: every read
+//! method is `pub(in crate::pipeline)`, so a handler holding a
+//! [`RecordStore`] still cannot fetch a record without going through
+//! [`super::Admission`], which audits what leaves.
+//!
+//! Each collection is a tree keyed by the record key, plus an index tree
+//! keyed by grid code (`<row code>\0…\0<key>`), so a region prefix is a
+//! range scan.
+
+use crate::proto::{Grid, LegalEntity, Person, RegionNode};
+use crate::records::{GridCounts, Record};
+use crate::store::{Backend, IndexedWrite, now_timestamp};
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The record trees, and the region tree's codes with their names.
+#[derive(Clone)]
+pub struct RecordStore {
+    backend: Arc<dyn Backend>,
+    codes: Arc<RwLock<HashMap<String, String>>>,
+}
+
+fn index_tree<R: Record>() -> String {
+    format!("{}.by_grid", R::COLLECTION)
+}
+
+impl RecordStore {
+    /// Only [`crate::store::open`] makes one.
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            codes: Arc::default(),
+        }
+    }
+
+    /// Loads the set of region and grid codes (structure, not data): what
+    /// grants may name and published records may refer to.
+    pub(in crate::pipeline) fn load_codes(&self) -> Result<()> {
+        let mut codes = HashMap::new();
+        self.collect_codes::<RegionNode>(&mut codes)?;
+        self.collect_codes::<Grid>(&mut codes)?;
+        *self.codes.write().expect("codes lock") = codes;
+        Ok(())
+    }
+
+    fn collect_codes<R: Record>(&self, into: &mut HashMap<String, String>) -> Result<()> {
+        for (_, v) in self.backend.scan(R::COLLECTION, b"", None, usize::MAX)? {
+            let r = R::decode(v.as_slice()).context("decoding a region or grid")?;
+            into.insert(r.key().to_string(), r.structure_name().to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether a region (district, street, community) or grid code exists.
+    pub(in crate::pipeline) fn code_exists(&self, code: &str) -> bool {
+        self.codes.read().expect("codes lock").contains_key(code)
+    }
+
+    /// The name of a region or grid (a masked address is cut to its
+    /// community's name).
+    pub(in crate::pipeline) fn name_of(&self, code: &str) -> Option<String> {
+        self.codes.read().expect("codes lock").get(code).cloned()
+    }
+
+    pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
+        let Some(bytes) = self.backend.get(R::COLLECTION, key.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut r = R::decode(bytes.as_slice()).context("decoding a stored record")?;
+        self.fill_counts(&mut r)?;
+        Ok(Some(r))
+    }
+
+    /// Records whose row code starts with `prefix`, in index order, after the
+    /// index key `after`. Returns each record with its index key (the cursor).
+    pub(in crate::pipeline) fn scan<R: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, R)>> {
+        let keys = self
+            .backend
+            .scan(&index_tree::<R>(), prefix.as_bytes(), after, limit)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (index_key, _) in keys {
+            if let Some(r) = self.get::<R>(R::key_from_index(&index_key))? {
+                out.push((index_key, r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Household, person and entity counts of a grid, read from the grid
+    /// indexes (keys only) so they never drift from the records.
+    fn fill_counts<R: Record>(&self, r: &mut R) -> Result<()> {
+        if !R::HAS_COUNTS {
+            return Ok(());
+        }
+        let prefix = format!("{}\0", r.key());
+        let persons = self.index_keys::<Person>(&prefix)?;
+        let mut households: Vec<&[u8]> = persons
+            .iter()
+            .filter_map(|k| k.split(|b| *b == 0).nth(1))
+            .collect();
+        households.dedup();
+        r.set_counts(GridCounts {
+            households: households.len() as u64,
+            persons: persons.len() as u64,
+            entities: self.index_keys::<LegalEntity>(&prefix)?.len() as u64,
+        });
+        Ok(())
+    }
+
+    fn index_keys<R: Record>(&self, prefix: &str) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .backend
+            .scan(&index_tree::<R>(), prefix.as_bytes(), None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Inserts or replaces a record, moving its index entry and stamping
+    /// `version` (previous + 1) and `updated_at`. Writing needs no audit of
+    /// its own here: publishing audits before it calls this, and the demo
+    /// loader runs before the gateway serves.
+    pub fn upsert<R: Record>(&self, mut record: R) -> Result<()> {
+        let key = record.key().to_string();
+        self.backend.upsert_indexed(
+            R::COLLECTION,
+            &index_tree::<R>(),
+            key.as_bytes(),
+            &mut |old| {
+                let old: Option<R> = old.map(R::decode).transpose()?;
+                let version = old.as_ref().map_or(0, R::version) + 1;
+                record.stamp(version, now_timestamp());
+                Ok(IndexedWrite {
+                    value: record.encode_to_vec(),
+                    old_index: old.map(|o| o.index_key()),
+                    new_index: record.index_key(),
+                })
+            },
+        )?;
+        if R::IS_STRUCTURE {
+            let name = record.structure_name().to_string();
+            self.codes.write().expect("codes lock").insert(key, name);
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.backend.sync()
+    }
+}
