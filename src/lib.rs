@@ -30,3 +30,4 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod validate;
+pub mod witness;

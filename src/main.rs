@@ -50,6 +50,9 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
+    /// A C2SP witness for another party's gateway log.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
     /// Check a configuration file, or print the reference of every key.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -57,6 +60,24 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Serve `POST /add-checkpoint`: check, record and cosign checkpoints.
+    Serve {
+        #[arg(long, default_value = "witness-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: SocketAddr,
+        /// This witness's key name, e.g. witness.audit-office.example/w1.
+        #[arg(long)]
+        name: String,
+        /// A log to witness: its verifier key, or a file holding it
+        /// (e.g. the gateway's pki/audit-log.pub); repeat for several.
+        #[arg(long = "log", required = true)]
+        logs: Vec<String>,
     },
 }
 
@@ -128,6 +149,23 @@ async fn main() -> Result<()> {
             records.sync()?;
             store.sync()
         }
+        Command::Witness(WitnessCommand::Serve {
+            data_dir,
+            listen,
+            name,
+            logs,
+        }) => {
+            govshare::witness::serve(
+                govshare::witness::Options {
+                    data_dir,
+                    listen,
+                    name,
+                    logs,
+                },
+                shutdown_signal(),
+            )
+            .await
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             Config::load(Some(&file))?;
             println!("{}: OK", file.display());
@@ -172,17 +210,22 @@ async fn main() -> Result<()> {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when it is first polled, so a signal that arrives while the
+/// gateway is still starting is not lost (nor fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
             }
-            Err(_) => std::future::pending().await,
+            _ => std::future::pending().await,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
     }
 }

@@ -275,18 +275,29 @@ fn add_stats(stats: &mut StatsMap, day: &str, info: &IndexInfo) {
 }
 
 impl Indexer {
-    /// Opens the index of `audit_dir` as far as it is durable. The caller
-    /// then feeds every entry from [`Indexer::resume_from`] on.
+    /// How many entries each part of the index claims to cover, read
+    /// without changing anything: an index ahead of the segments means
+    /// entries were removed, and start refuses before it writes a byte.
+    pub fn marks(audit_dir: &Path) -> Result<[(&'static str, u64); 4]> {
+        let dir = audit_dir.join("index");
+        let offsets = std::fs::metadata(dir.join("offsets")).map_or(0, |m| m.len() / 8);
+        Ok([
+            ("tiles", tiles::durable_size(&dir.join("tiles"))?),
+            ("offsets", offsets),
+            ("postings", Postings::open(&dir.join("postings"))?.durable()),
+            ("statistics", read_stats(&dir)?.covers),
+        ])
+    }
+
+    /// Opens the index of `audit_dir` for writing, as far as it is durable.
+    /// The caller then feeds every entry from [`Indexer::resume_from`] on.
     pub fn open(audit_dir: &Path, segment_firsts: Vec<u64>) -> Result<Self> {
         let dir = audit_dir.join("index");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let tiles = TileWriter::open(&dir.join("tiles"))?;
         let postings = Postings::open(&dir.join("postings"))?;
-        let snapshot = match std::fs::read(dir.join("stats.pb")) {
-            Ok(b) => StatsSnapshot::decode(b.as_slice()).context("decoding stats.pb")?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StatsSnapshot::default(),
-            Err(e) => return Err(e).context("reading stats.pb"),
-        };
+        postings.tidy()?;
+        let snapshot = read_stats(&dir)?;
         let stats: StatsMap = snapshot
             .rows
             .into_iter()
@@ -302,7 +313,7 @@ impl Indexer {
         let have = offsets.metadata()?.len() / 8;
         if have < tiles.size() {
             bail!(
-                "{} covers {have} entries but the tiles {}: the index is inconsistent; move {} aside to rebuild it",
+                "{} covers {have} entries but the tiles {}: the index is inconsistent; move {} aside to rebuild it from the segments",
                 offsets_path.display(),
                 tiles.size(),
                 dir.display()
@@ -332,20 +343,6 @@ impl Indexer {
         };
         me.publish_size();
         Ok(me)
-    }
-
-    /// The durable marks (tiles and offsets, postings, statistics) the
-    /// index was opened at; an index ahead of the segments means entries
-    /// were removed.
-    pub fn marks(&self) -> [(&'static str, u64); 3] {
-        [
-            (
-                "tiles",
-                tiles::durable_size(&self.dir.join("tiles")).unwrap_or(0),
-            ),
-            ("postings", self.postings.durable()),
-            ("statistics", self.stats_covers),
-        ]
     }
 
     /// The first entry some part of the index still needs.
@@ -458,6 +455,14 @@ impl Indexer {
         self.sync()?;
         self.postings.maybe_flush(true)?;
         self.save_stats()
+    }
+}
+
+fn read_stats(dir: &Path) -> Result<StatsSnapshot> {
+    match std::fs::read(dir.join("stats.pb")) {
+        Ok(b) => StatsSnapshot::decode(b.as_slice()).context("decoding stats.pb"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StatsSnapshot::default()),
+        Err(e) => Err(e).context("reading stats.pb"),
     }
 }
 

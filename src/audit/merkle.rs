@@ -198,6 +198,46 @@ pub fn verify_consistency(
     snode == 0 && fr == *old_root && sr == *new_root
 }
 
+/// The root of a growing tree in O(log n) memory: the perfect subtrees of
+/// its binary decomposition, largest first. What start-up uses to check the
+/// segments against the newest checkpoint without keeping every leaf.
+#[derive(Debug, Default, Clone)]
+pub struct Frontier {
+    stack: Vec<(u32, Hash)>,
+    size: u64,
+}
+
+impl Frontier {
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (0u32, leaf);
+        while let Some(&(level, left)) = self.stack.last() {
+            if level != node.0 {
+                break;
+            }
+            self.stack.pop();
+            node = (level + 1, node_hash(&left, &node.1));
+        }
+        self.stack.push(node);
+        self.size += 1;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// RFC 6962 root of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        let Some(&(_, mut acc)) = it.next() else {
+            return empty_root();
+        };
+        for (_, left) in it {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 /// Every perfect subtree of a list of leaves, in memory: what offline
 /// verification and the tests build.
 pub struct MemoryTree {
@@ -373,6 +413,19 @@ mod tests {
                 &root(&t, n).unwrap(),
                 &got
             ));
+        }
+    }
+
+    #[test]
+    fn the_frontier_root_matches_the_tree_at_every_size() {
+        let mut t = MemoryTree::new();
+        let mut f = Frontier::default();
+        assert_eq!(f.root(), empty_root());
+        for i in 0..300u32 {
+            let leaf = leaf_hash(&i.to_le_bytes());
+            t.push(leaf);
+            f.push(leaf);
+            assert_eq!(f.root(), root(&t, i as u64 + 1).unwrap(), "size {}", i + 1);
         }
     }
 

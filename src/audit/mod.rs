@@ -221,88 +221,64 @@ impl Runtime {
         )
     }
 
-    /// Opens (or creates) the log in `dir` with its signing key in `key_dir`.
+    /// Opens (or creates) the log in `dir` with its signing key in
+    /// `key_dir`. Everything that could refuse the log is checked before a
+    /// byte is written.
     pub fn open_in(dir: &Path, key_dir: &Path, origin: &str, opts: AuditOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let key = Arc::new(LogKey::load_or_create(key_dir, origin)?);
         let verifier = LogVerifier::parse(&key.verifier_key())?;
-        let firsts = segment::segments(dir)?
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
-        let mut indexer = Indexer::open(dir, firsts)?;
 
-        // Re-check every frame; feed the index what it lacks.
-        let from = indexer.resume_from();
-        let mut pending: Vec<(index::Committed, String)> = Vec::new();
-        let mut last_leaf = None;
-        let flush =
-            |indexer: &mut Indexer, pending: &mut Vec<(index::Committed, String)>| -> Result<()> {
-                let mut day = String::new();
-                let mut entries = Vec::new();
-                for (c, d) in pending.drain(..) {
-                    if d != day && !entries.is_empty() {
-                        indexer.ingest(&Batch {
-                            day: std::mem::take(&mut day),
-                            entries: std::mem::take(&mut entries),
-                        })?;
-                    }
-                    day = d;
-                    entries.push(c);
-                }
-                if !entries.is_empty() {
-                    indexer.ingest(&Batch { day, entries })?;
-                }
-                Ok(())
-            };
-        let walked = segment::walk(dir, |i, first, offset, bytes| {
-            last_leaf = Some(leaf_hash(bytes));
-            if i >= from {
-                pending.push(recovered(i, first, offset, bytes)?);
-                if pending.len() >= 4096 {
-                    flush(&mut indexer, &mut pending)?;
-                }
-            }
-            Ok(())
-        });
-        let (entries, torn) = walked.map_err(refuse)?;
-        flush(&mut indexer, &mut pending).map_err(refuse)?;
-        for (part, mark) in indexer.marks() {
-            if mark > entries {
-                return Err(refuse(format!(
-                    "the index's {part} cover {mark} entries but the segments in {} hold {entries}: entries were removed",
-                    dir.display()
-                )));
-            }
-        }
-
-        // The newest checkpoint must be signed by this log and agree with
-        // the segments; without one, the log must be empty.
+        // 1. The newest checkpoint: damaged frames refuse; it must be ours.
         let checkpoint_file = dir.join("checkpoints.log");
         let notes = checkpoint::read_notes(&checkpoint_file).map_err(refuse)?;
-        let latest = match notes.as_deref().and_then(<[String]>::last) {
-            Some(note) => {
-                let c = verifier.open(note).map_err(|e| {
+        let newest = match notes.as_deref().and_then(<[String]>::last) {
+            Some(note) => Some((
+                note.clone(),
+                verifier.open(note).map_err(|e| {
                     refuse(format!(
                         "the newest checkpoint in {}: {e}",
                         checkpoint_file.display()
                     ))
-                })?;
+                })?,
+            )),
+            None => None,
+        };
+
+        // 2. Every frame of every segment, and the tree they form.
+        let signed_size = newest.as_ref().map(|(_, c)| c.size);
+        let mut frontier = merkle::Frontier::default();
+        let mut root_at_signed = (signed_size == Some(0)).then(merkle::empty_root);
+        let mut last_leaf = None;
+        let (entries, torn) = segment::walk(dir, |_, _, _, bytes| {
+            let leaf = leaf_hash(bytes);
+            frontier.push(leaf);
+            last_leaf = Some(leaf);
+            if Some(frontier.size()) == signed_size {
+                root_at_signed = Some(frontier.root());
+            }
+            Ok(())
+        })
+        .map_err(refuse)?;
+
+        // 3. The checkpoint agrees with the segments; no checkpoint means an
+        //    empty log.
+        let latest = match newest {
+            Some((note, c)) => {
                 if c.size > entries {
                     return Err(refuse(format!(
                         "the newest checkpoint signs {} entries but the segments hold {entries}: entries were removed",
                         c.size
                     )));
                 }
-                let root = merkle::root(&indexer.reader(), c.size)?;
-                if root != c.root {
+                if root_at_signed != Some(c.root) {
                     return Err(refuse(format!(
                         "the segments do not hash to the newest checkpoint's root at size {}: entries were altered",
                         c.size
                     )));
                 }
                 Some(Signed {
-                    note: note.clone(),
+                    note,
                     size: c.size,
                     root: c.root,
                 })
@@ -313,19 +289,65 @@ impl Runtime {
                     checkpoint_file.display()
                 )));
             }
+            None => None,
+        };
+
+        // 4. The derived index may lag the segments, never lead them.
+        for (part, mark) in Indexer::marks(dir)? {
+            if mark > entries {
+                return Err(refuse(format!(
+                    "the index's {part} cover {mark} entries but the segments in {} hold {entries}: entries were removed",
+                    dir.display()
+                )));
+            }
+        }
+
+        // The log is trusted: from here on, recovery may write.
+        let latest = match latest {
+            Some(l) => l,
             None => {
                 // A new log starts with a signed empty tree, so a missing
                 // checkpoint file is always a sign of tampering.
                 let root = merkle::empty_root();
                 let note = key.sign(0, root);
                 checkpoint::append_note(&checkpoint_file, &note)?;
-                Some(Signed {
+                Signed {
                     note,
                     size: 0,
                     root,
-                })
+                }
             }
         };
+        let firsts = segment::segments(dir)?
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        let mut indexer = Indexer::open(dir, firsts)?;
+        let from = indexer.resume_from().min(entries);
+        let mut day = String::new();
+        let mut batch = Vec::new();
+        segment::walk_from(dir, from, |i, first, offset, bytes| {
+            if i >= entries {
+                return Ok(());
+            }
+            let (c, d) = recovered(i, first, offset, bytes)?;
+            if (d != day || batch.len() >= 4096) && !batch.is_empty() {
+                indexer.ingest(&Batch {
+                    day: std::mem::replace(&mut day, d.clone()),
+                    entries: std::mem::take(&mut batch),
+                })?;
+            }
+            day = d;
+            batch.push(c);
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            indexer.ingest(&Batch {
+                day,
+                entries: batch,
+            })?;
+        }
+        let latest = Some(latest);
 
         let segments = segment::SegmentWriter::resume(dir, opts.segment_bytes, entries, torn)?;
         let index = indexer.reader();

@@ -199,17 +199,18 @@ const FLUSH_AT: usize = 1 << 20;
 const MERGE_FANIN: usize = 4;
 
 impl Postings {
-    /// Opens the runs in `dir`. A crash during a merge can leave the merged
-    /// run beside the runs it replaced; those are removed (derived data).
+    /// Opens the runs in `dir`, reading only. A crash during a merge can
+    /// leave the merged run beside the runs it replaced, or a temporary
+    /// file: the redundant ones are ignored here and removed by
+    /// [`Postings::tidy`].
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut runs = Vec::new();
-        for e in std::fs::read_dir(dir)? {
-            let path = e?.path();
-            match path.extension().and_then(|x| x.to_str()) {
-                Some("post") => runs.push(Run::open(path)?),
-                Some("tmp") => std::fs::remove_file(&path)?,
-                _ => {}
+        if dir.exists() {
+            for e in std::fs::read_dir(dir)? {
+                let path = e?.path();
+                if path.extension().and_then(|x| x.to_str()) == Some("post") {
+                    runs.push(Run::open(path)?);
+                }
             }
         }
         // Widest first, so a merged run wins over the runs it covers.
@@ -217,7 +218,7 @@ impl Postings {
         let mut kept: Vec<Arc<Run>> = Vec::new();
         for r in runs {
             match kept.last() {
-                Some(last) if r.to <= last.to => std::fs::remove_file(&r.path)?,
+                Some(last) if r.to <= last.to => {}
                 Some(last) if r.from != last.to => bail!(
                     "posting runs in {} leave a gap at entry {}",
                     dir.display(),
@@ -241,6 +242,28 @@ impl Postings {
                 covered,
             })),
         })
+    }
+
+    /// Creates the directory and removes files a crash left behind: runs
+    /// a merged run covers, and temporary files.
+    pub fn tidy(&self) -> Result<()> {
+        std::fs::create_dir_all(self.dir.as_path())?;
+        let keep: std::collections::HashSet<PathBuf> = self
+            .shared
+            .read()
+            .expect("postings lock")
+            .runs
+            .iter()
+            .map(|r| r.path.clone())
+            .collect();
+        for e in std::fs::read_dir(self.dir.as_path())? {
+            let path = e?.path();
+            let ext = path.extension().and_then(|x| x.to_str());
+            if ext == Some("tmp") || (ext == Some("post") && !keep.contains(&path)) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Entries covered so far (durably: up to the newest run).

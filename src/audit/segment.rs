@@ -182,6 +182,30 @@ pub fn walk(
     Ok((next, torn))
 }
 
+/// Visits the entries from index `from` on, reading only the segments that
+/// hold them. For a log [`walk`] has already checked.
+pub fn walk_from(
+    dir: &Path,
+    from: u64,
+    mut visit: impl FnMut(u64, u64, u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let segs = segments(dir)?;
+    for (i, (first, path)) in segs.iter().enumerate() {
+        if segs.get(i + 1).is_some_and(|(next, _)| *next <= from) {
+            continue;
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let frames = scan_frames(&bytes);
+        for (k, (payload, offset)) in frames.payloads.iter().zip(&frames.offsets).enumerate() {
+            let index = first + k as u64;
+            if index >= from {
+                visit(index, *first, *offset, payload)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every entry's bytes, in order; an incomplete final frame of the newest
 /// segment is left out, any other damage is an error.
 pub fn read_all(dir: &Path) -> Result<Vec<Vec<u8>>> {

@@ -166,8 +166,8 @@ impl TileWriter {
     /// Opens the tiles in `dir`, restored to the last full level-0 tile at
     /// or below the durable mark: the caller feeds the leaves from
     /// [`TileWriter::size`] on again.
+    /// Reads only: nothing is created or changed until the first append.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mark = read_mark(dir)?;
         let size = mark - mark % WIDTH as u64;
         let tiles = Tiles {
@@ -263,6 +263,7 @@ impl TileWriter {
         for d in dirs {
             File::open(&d)?.sync_all()?;
         }
+        std::fs::create_dir_all(self.tiles.dir.as_path())?;
         write_mark(&self.tiles.dir, self.size())
     }
 }

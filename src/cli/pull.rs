@@ -32,7 +32,8 @@ pub enum PullCommand {
         #[arg(long)]
         id: String,
     },
-    /// Persons under a region code, up to --limit.
+    /// Persons under a region code: at most --limit records, in one call
+    /// that the gateway ends cleanly after them.
     Persons {
         #[arg(long)]
         region: String,
@@ -69,13 +70,14 @@ pub async fn run(args: PullArgs) -> Result<()> {
                 .list_persons(client.request(ListPersonsRequest {
                     context,
                     region_prefix: region,
-                    page_size: limit,
+                    page_size: limit.clamp(1, 1000),
+                    max_records: limit.max(1),
                     ..Default::default()
                 }))
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if let Some(page) = pages.message().await.map_err(status_error)? {
+            while let Some(page) = pages.message().await.map_err(status_error)? {
                 super::say(serde_json::to_string_pretty(&json::to_value(&page))?);
             }
         }

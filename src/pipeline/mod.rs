@@ -20,6 +20,7 @@
 //! Store work runs on the blocking pool, a bounded number at a time, so a
 //! scan never starves the tasks that write responses to sockets.
 
+mod auth_failures;
 mod publish;
 mod records;
 
@@ -69,6 +70,7 @@ pub struct Pipeline {
     limits: Limits,
     locator: GridLocator,
     store_work: Semaphore,
+    auth_failures: auth_failures::AuthFailures,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -94,7 +96,7 @@ impl Pipeline {
                 locator.upsert(g);
             }
         }
-        Ok(Arc::new(Self {
+        let me = Arc::new(Self {
             limits: Limits::new(directory.store().clone()),
             records,
             directory,
@@ -103,7 +105,24 @@ impl Pipeline {
             masker,
             locator,
             store_work: Semaphore::new(STORE_WORKERS),
-        }))
+            auth_failures: auth_failures::AuthFailures::default(),
+        });
+        // Once a second, write the aggregated authentication failures of
+        // the second that ended.
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(p) = weak.upgrade() else { return };
+                for e in p.auth_failures.due() {
+                    if let Err(s) = p.record(e).await {
+                        tracing::error!(status = %s, "recording aggregated authentication failures failed");
+                    }
+                }
+            }
+        });
+        Ok(me)
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
@@ -165,7 +184,13 @@ impl Pipeline {
         match self.auth.authenticate(&creds) {
             Ok(p) => Ok(p),
             Err(f) => {
-                self.record(auth_failure_entry(&f, method)).await?;
+                let (verdict, due) = self.auth_failures.count(&f);
+                if let Some(e) = due {
+                    self.record(e).await?;
+                }
+                if let auth_failures::Verdict::Record = verdict {
+                    self.record(auth_failure_entry(&f, method)).await?;
+                }
                 Err(Status::unauthenticated(format!(
                     "authentication failed: {}",
                     f.code

@@ -449,6 +449,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<ExportAuditRequest>,
     ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        let before = self.log.committed();
         self.admit(
             &req,
             "/govshare.v1.AuditService/ExportAudit",
@@ -456,6 +457,8 @@ impl AuditService for AuditApi {
             "export".into(),
         )
         .await?;
+        // Everything acknowledged before the call is in the export.
+        self.wait_covered(before).await;
         let cp = self.latest_checkpoint()?;
         let (index, file, key) = (
             self.index().clone(),

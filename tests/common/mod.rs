@@ -109,12 +109,44 @@ impl Gateway {
         .expect("connecting over TLS")
     }
 
-    /// SIGTERM and wait: a graceful stop.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            c.wait().unwrap();
+    /// SIGTERM and wait: a graceful stop. Returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut c) => {
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().unwrap().success()
+            }
+            None => true,
         }
+    }
+
+    /// Starts the binary on `dir` expecting it to refuse; returns what it said.
+    pub fn refuses_to_start(dir: &Path, extra: &str) -> String {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("refused.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "demo = true\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the gateway started on a damaged log"
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     /// SIGKILL: the process dies wherever it is.
@@ -142,6 +174,46 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs the `govshare` binary with `args`; returns (success, stdout + stderr).
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running govshare");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Every file under `dir` with the SHA-256 of its contents.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((
+                    p,
+                    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&bytes)),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A request with a bearer token.

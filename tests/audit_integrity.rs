@@ -1,0 +1,761 @@
+//! The record holds against someone who can write its files (issue "The
+//! record holds…"): each test reproduces one way the log could be damaged,
+//! rolled back or flooded, against the real binary and real files.
+
+mod common;
+
+use common::{Gateway, cli, ctx, district, fingerprint, req};
+use govshare::audit::segment::{frame_into, segments};
+use govshare::proto::audit_service_client::AuditServiceClient;
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::*;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::Code;
+
+fn get(id: &str) -> GetPersonRequest {
+    GetPersonRequest {
+        context: ctx("social-assistance"),
+        id_number: id.into(),
+    }
+}
+
+/// Some audited pulls.
+async fn pulls(gw: &Gateway, n: usize) {
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let token = gw.token("civil-affairs");
+    for p in district().persons.iter().take(n) {
+        c.get_person(req(get(p.id_number.as_ref().unwrap()), &token))
+            .await
+            .unwrap();
+    }
+}
+
+/// A stopped gateway's data dir with some traffic, every entry signed.
+async fn stopped_log(extra: &str, n: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut gw = Gateway::start_in(&dir, extra);
+    pulls(&gw, n).await;
+    assert!(gw.stop(), "a graceful stop exits 0");
+    (tmp, dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else if p.extension().is_none_or(|x| x != "sock") {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+fn verify(dir: &Path, extra: &[&str]) -> (bool, String) {
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["audit", "verify", "--data-dir", d];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+fn checkpoints(dir: &Path) -> PathBuf {
+    dir.join("audit").join("checkpoints.log")
+}
+
+/// Offsets of the frames of a framed file.
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        out.push(pos);
+        pos += 8 + u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_damage_to_the_checkpoint_file_is_caught() {
+    let (_tmp, dir) = stopped_log("", 5).await;
+    let (ok, out) = verify(&dir, &[]);
+    assert!(ok && out.contains("OK: "), "{out}");
+    let original = std::fs::read(checkpoints(&dir)).unwrap();
+    let offsets = frame_offsets(&original);
+    assert!(offsets.len() >= 2, "several checkpoints");
+    let middle = offsets[offsets.len() / 2];
+    type Tamper = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "a flipped byte inside a note",
+            Box::new(move |p: &Path| {
+                let mut b = std::fs::read(p).unwrap();
+                b[middle + 20] ^= 0x01;
+                std::fs::write(p, b).unwrap();
+            }),
+        ),
+        (
+            "a length field made larger",
+            Box::new(move |p: &Path| {
+                let mut b = std::fs::read(p).unwrap();
+                b[middle + 1] ^= 0x10;
+                std::fs::write(p, b).unwrap();
+            }),
+        ),
+        (
+            "a length field made smaller",
+            Box::new(move |p: &Path| {
+                let mut b = std::fs::read(p).unwrap();
+                b[middle] ^= 0x40;
+                std::fs::write(p, b).unwrap();
+            }),
+        ),
+        (
+            "the last frame cut short",
+            Box::new(|p: &Path| {
+                let b = std::fs::read(p).unwrap();
+                std::fs::write(p, &b[..b.len() - 10]).unwrap();
+            }),
+        ),
+        (
+            "the last frame's length flipped",
+            Box::new(move |p: &Path| {
+                let mut b = std::fs::read(p).unwrap();
+                let last = *frame_offsets(&b).last().unwrap();
+                b[last + 2] ^= 0x01;
+                std::fs::write(p, b).unwrap();
+            }),
+        ),
+    ];
+    for (what, tamper) in cases {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&dir, copy.path());
+        tamper(&checkpoints(copy.path()));
+        let (ok, out) = verify(copy.path(), &[]);
+        assert!(!ok && !out.contains("OK"), "{what}: {out}");
+        assert!(
+            out.contains("TAMPERED") && out.contains("checkpoint"),
+            "{what}: {out}"
+        );
+        let audit = copy.path().join("audit");
+        let before = fingerprint(&audit);
+        let said = Gateway::refuses_to_start(copy.path(), "");
+        assert!(said.contains("checkpoints.log"), "{what}: {said}");
+        assert_eq!(before, fingerprint(&audit), "{what}: start changed nothing");
+    }
+    // Emptied or deleted: never "OK", a loud warning and a non-zero exit;
+    // with --strict it is tampering; --allow-unsigned accepts it loudly.
+    for (what, remove) in [("emptied", true), ("deleted", false)] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&dir, copy.path());
+        if remove {
+            std::fs::write(checkpoints(copy.path()), b"").unwrap();
+        } else {
+            std::fs::remove_file(checkpoints(copy.path())).unwrap();
+        }
+        let (ok, out) = verify(copy.path(), &[]);
+        assert!(
+            !ok && out.contains("WARNING") && !out.contains("OK:"),
+            "{what}: {out}"
+        );
+        let (ok, out) = verify(copy.path(), &["--strict"]);
+        assert!(!ok && out.contains("TAMPERED"), "{what}: {out}");
+        let (ok, out) = verify(copy.path(), &["--allow-unsigned"]);
+        assert!(ok && out.contains("WARNING"), "{what}: {out}");
+        let said = Gateway::refuses_to_start(copy.path(), "");
+        assert!(said.contains("checkpoints were removed"), "{what}: {said}");
+    }
+}
+
+/// Rewrites a stopped log's segments as one segment of `entries`.
+fn write_segments(dir: &Path, entries: &[Vec<u8>]) {
+    let audit = dir.join("audit");
+    for (_, p) in segments(&audit).unwrap() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut buf = Vec::new();
+    for e in entries {
+        frame_into(&mut buf, e);
+    }
+    std::fs::write(audit.join(format!("{:020}.seg", 0)), buf).unwrap();
+    let _ = std::fs::remove_dir_all(audit.join("index"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_or_rolling_back_is_caught_with_a_saved_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut gw = Gateway::start_in(&dir, "");
+    pulls(&gw, 5).await;
+    let saved = tmp.path().join("saved.note");
+    let (ok, out) = cli(&[
+        "audit",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        dir.join("pki").to_str().unwrap(),
+        "checkpoint",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let saved_size =
+        govshare::audit::checkpoint::note_size(&std::fs::read_to_string(&saved).unwrap());
+    pulls(&gw, 5).await;
+    assert!(gw.stop());
+    let trusted = ["--trusted", saved.to_str().unwrap()];
+    let (ok, out) = verify(&dir, &trusted);
+    assert!(ok, "the untouched log contains the saved checkpoint: {out}");
+
+    // An insider edits an entry, re-chains everything after it and
+    // deletes the checkpoints that no longer match.
+    let entries = govshare::audit::segment::read_all(&dir.join("audit")).unwrap();
+    let target = (saved_size / 2) as usize;
+    let mut rewritten = Vec::new();
+    let mut prev: Option<[u8; 32]> = None;
+    for (i, bytes) in entries.iter().enumerate() {
+        let mut e = AuditEntry::decode(bytes.as_slice()).unwrap();
+        if i == target {
+            e.principal.get_or_insert_with(Default::default).department = "somebody-else".into();
+        }
+        e.prev_leaf_hash = prev.map(|h| h.to_vec()).unwrap_or_default();
+        let b = e.encode_to_vec();
+        prev = Some(govshare::audit::leaf_hash(&b));
+        rewritten.push(b);
+    }
+    let edited = tempfile::tempdir().unwrap();
+    copy_dir(&dir, edited.path());
+    write_segments(edited.path(), &rewritten);
+    std::fs::remove_file(checkpoints(edited.path())).unwrap();
+    let (ok, out) = verify(edited.path(), &[]);
+    assert!(
+        !ok && !out.contains("OK:"),
+        "re-chained without checkpoints: {out}"
+    );
+    let (ok, out) = verify(edited.path(), &trusted);
+    assert!(
+        !ok && out.contains("TAMPERED") && out.contains("rewritten"),
+        "{out}"
+    );
+    Gateway::refuses_to_start(edited.path(), "");
+
+    // Rollback: the newest entries go, with the checkpoints covering them.
+    let notes = govshare::audit::checkpoint::read_notes(&checkpoints(&dir))
+        .unwrap()
+        .unwrap();
+    let (keep_notes, back_to) = notes
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, n)| (i + 1, govshare::audit::checkpoint::note_size(n)))
+        .find(|(_, size)| *size < saved_size)
+        .unwrap();
+    let rolled = tempfile::tempdir().unwrap();
+    copy_dir(&dir, rolled.path());
+    write_segments(rolled.path(), &entries[..back_to as usize]);
+    let bytes = std::fs::read(checkpoints(&dir)).unwrap();
+    let cut = frame_offsets(&bytes)
+        .get(keep_notes)
+        .copied()
+        .unwrap_or(bytes.len());
+    std::fs::write(checkpoints(rolled.path()), &bytes[..cut]).unwrap();
+    let (ok, out) = verify(rolled.path(), &[]);
+    assert!(ok, "a clean rollback is invisible to the key alone: {out}");
+    let (ok, out) = verify(rolled.path(), &trusted);
+    assert!(!ok && out.contains("rolled back"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_must_be_signed_and_its_json_must_be_its_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let gw = Gateway::start_in(&dir, "");
+    pulls(&gw, 3).await;
+    let export = tmp.path().join("audit.jsonl");
+    let (ok, out) = cli(&[
+        "audit",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        dir.join("pki").to_str().unwrap(),
+        "export",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let key = dir.join("pki/audit-log.pub");
+    let check = |text: &str| {
+        let f = tmp.path().join("check.jsonl");
+        std::fs::write(&f, text).unwrap();
+        cli(&[
+            "audit",
+            "verify",
+            "--export",
+            f.to_str().unwrap(),
+            "--public-key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let text = std::fs::read_to_string(&export).unwrap();
+    let (ok, out) = check(&text);
+    assert!(ok && out.contains("OK: "), "{out}");
+
+    let no_checkpoints: String = text
+        .lines()
+        .filter(|l| !l.starts_with("{\"checkpoint\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(no_checkpoints.lines().count() > 3, "entries remain");
+    let (ok, out) = check(&no_checkpoints);
+    assert!(
+        !ok && !out.contains("OK:"),
+        "checkpoint lines removed: {out}"
+    );
+
+    // The JSON claims another department; the hashed bytes do not.
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"civil-affairs\""))
+        .unwrap();
+    let edited: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i == line {
+                l.replace("\"civil-affairs\"", "\"public-security\"")
+            } else {
+                l.to_string()
+            };
+            format!("{l}\n")
+        })
+        .collect();
+    let (ok, out) = check(&edited);
+    assert!(!ok && out.contains("TAMPERED"), "{out}");
+    assert!(out.contains(&format!("line {}", line + 1)), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_a_segment_stops_the_start_and_changes_nothing() {
+    /// Flips one byte of a copy's segment; the start must refuse and
+    /// leave every file as it was, and verify must call it tampering.
+    fn damage(dir: &Path, extra: &str, segment: &Path, at: usize) -> String {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir, copy.path());
+        let target = copy.path().join("audit").join(segment.file_name().unwrap());
+        let mut b = std::fs::read(&target).unwrap();
+        b[at] ^= 0x01;
+        std::fs::write(&target, b).unwrap();
+        let before = fingerprint(&copy.path().join("audit"));
+        let said = Gateway::refuses_to_start(copy.path(), extra);
+        assert_eq!(
+            before,
+            fingerprint(&copy.path().join("audit")),
+            "not a byte changed"
+        );
+        let (ok, out) = verify(copy.path(), &[]);
+        assert!(!ok && out.contains("TAMPERED"), "{out}");
+        said
+    }
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
+
+    // One segment: damage in its middle, entries after it.
+    let (_one, dir) = stopped_log("", 20).await;
+    let (_, newest) = segments(&dir.join("audit")).unwrap().pop().unwrap();
+    let offs = frame_offsets(&std::fs::read(&newest).unwrap());
+    assert!(offs.len() > 10);
+    let mid = offs[offs.len() / 2];
+    let said = damage(&dir, "", &newest, mid + 12);
+    assert!(
+        said.contains(&name(&newest)) && said.contains(&format!("byte {mid}")),
+        "{said}"
+    );
+    // Its length field made to reach past the end: not a torn tail.
+    let said = damage(&dir, "", &newest, mid + 2);
+    assert!(
+        said.contains("removed") || said.contains("damaged"),
+        "{said}"
+    );
+
+    // Small segments: damage in an older one.
+    let extra = "[audit]\nsegment_bytes = 2048";
+    let (_many, dir) = stopped_log(extra, 30).await;
+    let segs = segments(&dir.join("audit")).unwrap();
+    assert!(segs.len() > 2, "several segments");
+    let (_, oldest) = &segs[0];
+    let said = damage(&dir, extra, oldest, 30);
+    assert!(said.contains(&name(oldest)), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checkpoint_readers_never_disorder_the_checkpoint_file() {
+    let mut gw = Gateway::start("[audit]\ncheckpoint_interval = \"200ms\"");
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..16 {
+        let channel = gw
+            .channel(if k % 2 == 0 {
+                "auditor"
+            } else {
+                "civil-affairs"
+            })
+            .await;
+        let token = gw.token(if k % 2 == 0 {
+            "auditor"
+        } else {
+            "civil-affairs"
+        });
+        let id = district().persons[k].id_number.clone().unwrap();
+        tasks.spawn(async move {
+            let mut audit = AuditServiceClient::new(channel.clone());
+            let mut pop = PopulationServiceClient::new(channel);
+            let mut sizes = Vec::new();
+            for _ in 0..8 {
+                let _ = pop.get_person(req(get(&id), &token)).await;
+                let c = audit
+                    .get_checkpoint(req(GetCheckpointRequest {}, &token))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                sizes.push(c.tree_size);
+            }
+            sizes
+        });
+    }
+    for sizes in tasks.join_all().await {
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+    }
+    assert!(gw.stop());
+    let notes = govshare::audit::checkpoint::read_notes(&checkpoints(&gw.dir))
+        .unwrap()
+        .unwrap();
+    let sizes: Vec<u64> = notes
+        .iter()
+        .map(|n| govshare::audit::checkpoint::note_size(n))
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    let (ok, out) = verify(&gw.dir, &["--strict"]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_publish_stream_writes_nothing_of_its_open_chunk() {
+    let gw = Gateway::start("");
+    let d = district();
+    let grid = d.grids[0].grid_code.clone().unwrap();
+    // New residents with fresh, valid IDs (birth year 1930 is unused).
+    let fresh: Vec<Person> = (0..300u16)
+        .map(|i| {
+            let id = govshare::domain::CitizenId::from_parts(
+                "310115",
+                chrono::NaiveDate::from_ymd_opt(1930, 1, 1).unwrap(),
+                i * 2 + 1,
+            );
+            Person {
+                id_number: Some(id.as_str().into()),
+                name: Some("测试".into()),
+                residence_grid: Some(grid.clone()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    // A connection whose socket the test can cut, as a crash or a network
+    // failure would: the server sees the stream end without END_STREAM.
+    let (sockets_tx, sockets) = std::sync::mpsc::channel::<std::net::TcpStream>();
+    let addr = gw.addr;
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let sockets_tx = sockets_tx.clone();
+        async move {
+            let s = tokio::net::TcpStream::connect(addr).await?.into_std()?;
+            sockets_tx.send(s.try_clone()?).unwrap();
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::TcpStream::from_std(s)?,
+            ))
+        }
+    });
+    let read = |f: &str| std::fs::read(gw.pki(f)).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.pem")))
+        .identity(tonic::transport::Identity::from_pem(
+            read("public-security.pem"),
+            read("public-security.key"),
+        ))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Person>(1000);
+    let mut publish = PublishServiceClient::new(channel);
+    let token = gw.token("public-security");
+    let call = tokio::spawn(async move {
+        publish
+            .upsert_persons(req(tokio_stream::wrappers::ReceiverStream::new(rx), &token))
+            .await
+    });
+    for p in &fresh {
+        tx.send(p.clone()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sockets
+        .recv()
+        .unwrap()
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    assert!(call.await.unwrap().is_err(), "the stream broke");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = PopulationServiceClient::new(gw.channel("public-security").await);
+    for p in fresh.iter().step_by(50) {
+        let err = c
+            .get_person(req(
+                GetPersonRequest {
+                    context: ctx("public-security"),
+                    id_number: p.id_number.clone().unwrap(),
+                },
+                &gw.token("public-security"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::NotFound,
+            "nothing of the open chunk was written"
+        );
+    }
+    let entries = gw.audit_entries();
+    let publishes: Vec<_> = entries
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == EntryKind::Publish as i32)
+        .collect();
+    assert!(
+        publishes
+            .iter()
+            .all(|e| e.decision == AuditDecision::Deny as i32 && e.keys_returned.is_empty()),
+        "no PUBLISH entry claims the records"
+    );
+    assert!(
+        publishes.iter().any(|e| e.reason_code == "STREAM_BROKEN"),
+        "the broken stream is on record"
+    );
+}
+
+fn log_bytes(dir: &Path) -> u64 {
+    segments(&dir.join("audit"))
+        .unwrap()
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_add_a_bounded_amount_to_the_log() {
+    let gw = Gateway::start("");
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let token = gw.token("civil-affairs");
+    let before = log_bytes(&gw.dir);
+    let big = "X".repeat(3_900_000);
+    let err = c
+        .get_person(req(
+            GetPersonRequest {
+                context: Some(PullContext {
+                    purpose: "social-assistance".into(),
+                    case_id: big.clone(),
+                    operator: String::new(),
+                }),
+                id_number: district().persons[0].id_number.clone().unwrap(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().len() < 300, "the value is not echoed");
+    let after_field = log_bytes(&gw.dir);
+    assert!(
+        after_field - before < 4096,
+        "{} bytes",
+        after_field - before
+    );
+
+    let keys: Vec<String> = (0..100_000).map(|i| format!("{i:018}")).collect();
+    let err = c
+        .batch_get_persons(req(
+            BatchGetPersonsRequest {
+                context: ctx("social-assistance"),
+                id_numbers: keys,
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.code(),
+        Code::InvalidArgument | Code::ResourceExhausted
+    ));
+    let after_batch = log_bytes(&gw.dir);
+    assert!(
+        after_batch - after_field < 4096,
+        "{} bytes",
+        after_batch - after_field
+    );
+    let (_, last) = gw.audit_entries().pop().unwrap();
+    assert_eq!(
+        last.query.unwrap().keys.len(),
+        1,
+        "recorded by count and digest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_flood_is_counted_in_full_and_recorded_in_bounds() {
+    let gw = Gateway::start("");
+    let (ok, out) = cli(&[
+        "pki",
+        "issue-client",
+        "--dir",
+        gw.dir.join("pki").to_str().unwrap(),
+        "--name",
+        "stranger",
+    ]);
+    assert!(ok, "{out}");
+    let before = gw.audit_entries().len();
+    let channel = gw.channel("stranger").await;
+    let calls = 400;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let channel = channel.clone();
+        set.spawn(async move {
+            let mut c = PopulationServiceClient::new(channel);
+            for _ in 0..calls / 8 {
+                let err = c.get_person(get("11010519491231002X")).await.unwrap_err();
+                assert_eq!(err.code(), Code::Unauthenticated);
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    set.join_all().await;
+    let seconds = started.elapsed().as_secs() + 2;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let failures: Vec<AuditEntry> = gw
+        .audit_entries()
+        .into_iter()
+        .skip(before)
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == EntryKind::AuthFailure as i32)
+        .collect();
+    let full = failures
+        .iter()
+        .filter(|e| e.reason_code != "AUTH_FAILURES_AGGREGATED")
+        .count() as u64;
+    let aggregated: u64 = failures
+        .iter()
+        .filter(|e| e.reason_code == "AUTH_FAILURES_AGGREGATED")
+        .map(|e| e.record_count)
+        .sum();
+    assert_eq!(full + aggregated, calls as u64, "every call is counted");
+    assert!(
+        full <= 20 * (seconds + 1),
+        "{full} full entries in ~{seconds} s"
+    );
+    assert!(
+        failures.len() as u64 <= 21 * (seconds + 1),
+        "{} entries for {calls} calls",
+        failures.len()
+    );
+}
+
+/// Mounts a small tmpfs; `None` where mounting is not allowed.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+async fn health(gw: &Gateway) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(gw.channel("civil-affairs").await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_recovers_by_itself_when_the_disk_has_room_again() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let Some(fs) = Tmpfs::mount(&dir.join("audit"), "4m") else {
+        eprintln!(
+            "mounting a tmpfs is not allowed here; the /dev/full test in durability.rs covers the fault"
+        );
+        return;
+    };
+    let mut gw = Gateway::start_in(&dir, "[audit]\nsegment_bytes = 65536");
+    pulls(&gw, 2).await;
+    assert_eq!(health(&gw).await, ServingStatus::Serving as i32);
+    // Fill the disk.
+    let filler = dir.join("audit").join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let token = gw.token("civil-affairs");
+    let mut refused = false;
+    for p in district().persons.iter().take(200) {
+        if let Err(e) = c
+            .get_person(req(get(p.id_number.as_ref().unwrap()), &token))
+            .await
+        {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk fails pulls closed");
+    assert_eq!(health(&gw).await, ServingStatus::NotServing as i32);
+    // Space comes back; no pull is made, health must notice on its own.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while health(&gw).await != ServingStatus::Serving as i32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.get_person(req(
+        get(district().persons[0].id_number.as_ref().unwrap()),
+        &token,
+    ))
+    .await
+    .expect("pulls work again");
+    assert!(gw.stop());
+    drop(fs);
+}

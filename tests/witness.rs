@@ -1,0 +1,305 @@
+//! A witness beside the gateway: checkpoints are cosigned (C2SP
+//! tlog-cosignature), verify accepts them with the witness's key, and a
+//! gateway whose log was rolled back and re-signed is refused by the
+//! witness — the alarm — so verify with the witness key fails.
+//!
+//! Signatures and proofs are also checked with a second implementation:
+//! ed25519-dalek straight from the spec's message layout, and the
+//! `tlog_tiles` crate's RFC 6962 proof checks.
+
+mod common;
+
+use common::{Gateway, cli, ctx, district, req};
+use data_encoding::BASE64;
+use ed25519_dalek::Verifier;
+use govshare::proto::audit_service_client::AuditServiceClient;
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Witness {
+    child: Child,
+    url: String,
+    key: String,
+}
+
+impl Witness {
+    fn start(dir: &Path, log_key: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args([
+                "witness",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "witness.test/w1",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--log")
+            .arg(log_key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines.next().unwrap().unwrap();
+        let key = lines.next().unwrap().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: format!(
+                "http://{}",
+                addr.strip_prefix("witness listening on ").unwrap()
+            ),
+            key: key.strip_prefix("witness key: ").unwrap().to_string(),
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[audit]\ncheckpoint_interval = \"200ms\"\n[[audit.witness]]\nname = \"witness.test/w1\"\nurl = \"{}\"\nkey = \"{}\"\n",
+            self.url, self.key
+        )
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn pulls(gw: &Gateway, n: usize) {
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    for p in district().persons.iter().take(n) {
+        c.get_person(req(
+            GetPersonRequest {
+                context: ctx("social-assistance"),
+                id_number: p.id_number.clone().unwrap(),
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+/// The spec's cosignature check, written out: key ID = SHA-256(name ‖ \n ‖
+/// 0x04 ‖ key)[..4]; the line is keyid ‖ timestamp ‖ Ed25519 over
+/// "cosignature/v1\ntime T\n" ‖ body.
+fn cosigned_by(note: &str, vkey: &str) -> bool {
+    use sha2::Digest;
+    let mut parts = vkey.splitn(3, '+');
+    let (name, _, key) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let raw = BASE64.decode(key.as_bytes()).unwrap();
+    assert_eq!(raw[0], 0x04);
+    let public = ed25519_dalek::VerifyingKey::from_bytes(raw[1..].try_into().unwrap()).unwrap();
+    let mut id = sha2::Sha256::new();
+    id.update(name.as_bytes());
+    id.update(b"\n");
+    id.update(&raw);
+    let id = id.finalize();
+    let (body, sigs) = note.rsplit_once("\n\n").unwrap();
+    let body = format!("{body}\n");
+    sigs.lines().any(|line| {
+        let Some(rest) = line.strip_prefix(&format!("\u{2014} {name} ")) else {
+            return false;
+        };
+        let blob = BASE64.decode(rest.as_bytes()).unwrap();
+        if blob.len() != 76 || blob[..4] != id[..4] {
+            return false;
+        }
+        let t = u64::from_be_bytes(blob[4..12].try_into().unwrap());
+        let msg = format!("cosignature/v1\ntime {t}\n{body}");
+        let sig = ed25519_dalek::Signature::from_bytes(blob[12..].try_into().unwrap());
+        t > 0 && public.verify(msg.as_bytes(), &sig).is_ok()
+    })
+}
+
+fn note_root(note: &str) -> (u64, [u8; 32]) {
+    let mut l = note.lines();
+    l.next();
+    let size = l.next().unwrap().parse().unwrap();
+    let root = BASE64
+        .decode(l.next().unwrap().as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    (size, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_cosigns_and_refuses_a_rolled_back_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut first = Gateway::start_in(&dir, "");
+    assert!(first.stop());
+    let witness = Witness::start(&tmp.path().join("witness"), &dir.join("pki/audit-log.pub"));
+
+    let mut gw = Gateway::start_in(&dir, &witness.config());
+    pulls(&gw, 6).await;
+    // A receipt, proven against a cosigned checkpoint with tlog_tiles.
+    let mut audit = AuditServiceClient::new(gw.channel("auditor").await);
+    let token = gw.token("auditor");
+    let cp = audit
+        .get_checkpoint(req(GetCheckpointRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        cosigned_by(&cp.note, &witness.key),
+        "GetCheckpoint serves the cosigned note:\n{}",
+        cp.note
+    );
+    let (size, root) = note_root(&cp.note);
+    let index = size - 2;
+    let entry = audit
+        .query_audit(req(QueryAuditRequest::default(), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| e.index == index)
+        .unwrap();
+    let leaf = govshare::audit::leaf_hash(&prost::Message::encode_to_vec(&entry));
+    let proof = audit
+        .get_inclusion_proof(req(
+            GetInclusionProofRequest {
+                index,
+                tree_size: size,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let hashes: Vec<tlog_tiles::Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| tlog_tiles::Hash(h.as_slice().try_into().unwrap()))
+        .collect();
+    tlog_tiles::check_record(
+        &hashes,
+        size,
+        tlog_tiles::Hash(root),
+        index,
+        tlog_tiles::Hash(leaf),
+    )
+    .expect("tlog_tiles accepts the inclusion proof");
+    pulls(&gw, 3).await;
+    assert!(gw.stop());
+
+    let wit = format!("witness.test/w1={}", witness.key);
+    let verify = |d: &Path, min: &str| {
+        cli(&[
+            "audit",
+            "verify",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--witness",
+            &wit,
+            "--min-witnesses",
+            min,
+        ])
+    };
+    let (ok, out) = verify(&dir, "1");
+    assert!(ok && out.contains("cosigned by witness.test/w1"), "{out}");
+    // Consistency between two cosigned checkpoints, by tlog_tiles.
+    let notes = govshare::audit::checkpoint::read_notes(&dir.join("audit/checkpoints.log"))
+        .unwrap()
+        .unwrap();
+    let cosigned: Vec<&String> = notes
+        .iter()
+        .filter(|n| cosigned_by(n, &witness.key))
+        .collect();
+    assert!(
+        cosigned.len() >= 2,
+        "{} cosigned checkpoints",
+        cosigned.len()
+    );
+    let (old, old_root) = note_root(cosigned[0]);
+    let (new, new_root) = note_root(cosigned.last().unwrap());
+    if old > 0 && old < new {
+        let gw = Gateway::start_in(&dir, "");
+        let mut audit = AuditServiceClient::new(gw.channel("auditor").await);
+        let p = audit
+            .get_consistency_proof(req(
+                GetConsistencyProofRequest {
+                    old_size: old,
+                    new_size: new,
+                },
+                &gw.token("auditor"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let hashes: Vec<tlog_tiles::Hash> = p
+            .hashes
+            .iter()
+            .map(|h| tlog_tiles::Hash(h.as_slice().try_into().unwrap()))
+            .collect();
+        tlog_tiles::check_tree(
+            &hashes,
+            new,
+            tlog_tiles::Hash(new_root),
+            old,
+            tlog_tiles::Hash(old_root),
+        )
+        .expect("tlog_tiles accepts the consistency proof");
+        drop(gw);
+    }
+
+    // The operator rolls the log back to an early checkpoint, drops the
+    // index, and restarts: the key alone cannot tell…
+    let entries = govshare::audit::segment::read_all(&dir.join("audit")).unwrap();
+    let (keep, back_to) = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i + 1, govshare::audit::checkpoint::note_size(n)))
+        .find(|(_, s)| *s > 0)
+        .unwrap();
+    for (_, p) in govshare::audit::segment::segments(&dir.join("audit")).unwrap() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut buf = Vec::new();
+    for e in &entries[..back_to as usize] {
+        govshare::audit::segment::frame_into(&mut buf, e);
+    }
+    std::fs::write(dir.join("audit").join(format!("{:020}.seg", 0)), buf).unwrap();
+    std::fs::remove_dir_all(dir.join("audit/index")).unwrap();
+    let cps = std::fs::read(dir.join("audit/checkpoints.log")).unwrap();
+    let mut pos = 0;
+    for _ in 0..keep {
+        pos += 8 + u32::from_le_bytes(cps[pos..pos + 4].try_into().unwrap()) as usize;
+    }
+    std::fs::write(dir.join("audit/checkpoints.log"), &cps[..pos]).unwrap();
+    let (ok, out) = cli(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    assert!(ok, "without the witness the rollback looks clean: {out}");
+
+    // …but the witness refuses every checkpoint of the rewritten history.
+    let mut gw = Gateway::start_in(&dir, &witness.config());
+    pulls(&gw, 4).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(gw.stop());
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+    assert!(
+        log.contains("no cosignature for this checkpoint"),
+        "the gateway reports the refusal"
+    );
+    let (ok, out) = verify(&dir, "1");
+    assert!(!ok && out.contains("fewer than --min-witnesses 1"), "{out}");
+}
