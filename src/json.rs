@@ -72,3 +72,17 @@ pub fn to_value<M: Named>(m: &M) -> serde_json::Value {
 pub fn to_string<M: Named>(m: &M) -> String {
     to_value(m).to_string()
 }
+
+/// The names of the fields a message has set (explicit presence): what a
+/// caller actually receives, whatever the `views` map claims.
+pub fn present_fields<M: Named>(m: &M) -> Vec<String> {
+    let desc = POOL
+        .get_message_by_name(M::NAME)
+        .expect("a message of this build");
+    let dm = DynamicMessage::decode(desc, m.encode_to_vec().as_slice())
+        .expect("re-decoding our own message");
+    dm.fields()
+        .map(|(f, _)| f.name().to_string())
+        .filter(|n| n != "views")
+        .collect()
+}

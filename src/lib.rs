@@ -17,6 +17,7 @@ pub mod control;
 pub mod demo;
 pub mod directory;
 pub mod domain;
+pub mod fuzzing;
 pub mod geo;
 pub mod json;
 pub mod limits;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gateway, ctx, district, jti, req, residents};
+use common::{Gateway, ctx, district, jti, register_purposes, req, residents};
 use govshare::proto::admin_service_client::AdminServiceClient;
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::*;
@@ -87,26 +87,6 @@ async fn pull(
     ))
     .await
     .map(tonic::Response::into_inner)
-}
-
-/// Registers purposes (as the gateway's admin) so grants may cite them.
-async fn register_purposes(gw: &Gateway, codes: &[&str]) {
-    let mut a = admin(gw, "admin").await;
-    for code in codes {
-        a.register_purpose(req(
-            RegisterPurposeRequest {
-                purpose: Some(Purpose {
-                    code: (*code).into(),
-                    name: format!("test purpose {code}"),
-                    legal_basis: "test regulation".into(),
-                    ..Default::default()
-                }),
-            },
-            &gw.token("admin"),
-        ))
-        .await
-        .unwrap();
-    }
 }
 
 /// Creates a grant directly (only unconditionally shared views can be).

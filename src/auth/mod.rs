@@ -74,6 +74,19 @@ impl Principal {
     pub fn has_role(&self, r: Role) -> bool {
         self.roles.contains(&r)
     }
+
+    /// A principal for in-crate tests of the steps after authentication.
+    #[cfg(test)]
+    pub(crate) fn for_test(department: &str, roles: &[Role]) -> Self {
+        Self {
+            department: department.into(),
+            client_id: format!("{department}-test"),
+            token_id: "test".into(),
+            roles: roles.to_vec(),
+            cert_thumbprint: String::new(),
+            peer: "127.0.0.1:1".into(),
+        }
+    }
 }
 
 /// What the transport presented.

@@ -21,6 +21,8 @@
 //! scan never starves the tasks that write responses to sockets.
 
 mod auth_failures;
+#[cfg(test)]
+mod property_tests;
 mod publish;
 mod records;
 
@@ -208,10 +210,22 @@ impl Pipeline {
         spec: PullSpec,
     ) -> Result<Admission, Status> {
         let principal = self.authenticate(req, spec.method).await?;
+        self.admit_principal(principal, context.cloned().unwrap_or_default(), spec)
+            .await
+    }
+
+    /// Step 2 for an authenticated caller (only [`Self::authenticate`]
+    /// yields a [`Principal`]).
+    pub(crate) async fn admit_principal(
+        self: &Arc<Self>,
+        principal: Principal,
+        context: PullContext,
+        spec: PullSpec,
+    ) -> Result<Admission, Status> {
         let mut adm = Admission {
             pipeline: self.clone(),
             principal,
-            context: context.cloned().unwrap_or_default(),
+            context,
             spec,
             decision: None,
         };

@@ -21,6 +21,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// What the gateway printed before it listened.
+    pub said: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -35,18 +37,22 @@ impl Gateway {
         g
     }
 
-    /// Starts (or restarts) a gateway on `dir`.
+    /// Starts (or restarts) a demo gateway on `dir`.
     pub fn start_in(dir: &Path, extra: &str) -> Self {
-        let config = dir.join("govshare.toml");
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(
-            &config,
-            format!(
+        Self::start_with(
+            dir,
+            &format!(
                 "demo = true\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
                 dir.display()
             ),
         )
-        .unwrap();
+    }
+
+    /// Starts a gateway on `dir` with exactly this configuration file.
+    pub fn start_with(dir: &Path, config_text: &str) -> Self {
+        let config = dir.join("govshare.toml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -60,6 +66,7 @@ impl Gateway {
             .spawn()
             .expect("spawning govshare");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut said = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
@@ -73,6 +80,7 @@ impl Gateway {
             if let Some(rest) = line.strip_prefix("govshare listening on ") {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
+            said.push(line);
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -80,6 +88,7 @@ impl Gateway {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
+            said,
             _tmp: None,
         }
     }
@@ -258,4 +267,97 @@ pub fn residents() -> (govshare::proto::Person, govshare::proto::Person) {
         .unwrap();
     let outside = d.persons.iter().find(|p| !in_street(p)).unwrap();
     (inside.clone(), outside.clone())
+}
+
+/// An admin client as `identity`.
+pub async fn admin_client(
+    gw: &Gateway,
+    identity: &str,
+) -> govshare::proto::admin_service_client::AdminServiceClient<Channel> {
+    govshare::proto::admin_service_client::AdminServiceClient::new(gw.channel(identity).await)
+}
+
+/// Enrols a new department system: a client certificate from the dev CA,
+/// the department (with `jurisdiction`), its certificate and a token with
+/// `roles`, written as `<id>.pem/.key/.token` like the demo identities.
+pub async fn enrol(
+    gw: &Gateway,
+    id: &str,
+    department: &str,
+    jurisdiction: &[&str],
+    roles: &[&str],
+) {
+    use govshare::proto::*;
+    let (ok, out) = cli(&[
+        "pki",
+        "issue-client",
+        "--dir",
+        gw.pki("").to_str().unwrap(),
+        "--name",
+        id,
+    ]);
+    assert!(ok, "{out}");
+    let mut a = admin_client(gw, "admin").await;
+    let token = gw.token("admin");
+    let created = a
+        .create_department(req(
+            CreateDepartmentRequest {
+                id: department.into(),
+                name: format!("{department} (test)"),
+                jurisdiction: jurisdiction.iter().map(|j| j.to_string()).collect(),
+            },
+            &token,
+        ))
+        .await;
+    if let Err(e) = created {
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    }
+    let pem = std::fs::read_to_string(gw.pki(&format!("{id}.pem"))).unwrap();
+    let cert = a
+        .register_certificate(req(
+            RegisterCertificateRequest {
+                department: department.into(),
+                certificate_pem: pem,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = a
+        .issue_token(req(
+            IssueTokenRequest {
+                department: department.into(),
+                certificate_thumbprint: cert.thumbprint,
+                subject: id.into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                lifetime_seconds: 3600,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::write(gw.pki(&format!("{id}.token")), issued.token).unwrap();
+}
+
+/// Registers purposes (as the demo admin).
+pub async fn register_purposes(gw: &Gateway, codes: &[&str]) {
+    use govshare::proto::*;
+    let mut a = admin_client(gw, "admin").await;
+    for code in codes {
+        a.register_purpose(req(
+            RegisterPurposeRequest {
+                purpose: Some(Purpose {
+                    code: (*code).into(),
+                    name: format!("test purpose {code}"),
+                    legal_basis: "test regulation".into(),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    }
 }

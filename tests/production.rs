@@ -1,0 +1,145 @@
+//! A production gateway (a config file without `demo = true`): the first
+//! start creates no identities, grants, data or CA key, and says how to
+//! enrol the first administrator; `govshare admin bootstrap` does it once —
+//! on a running gateway or a stopped one — as the log's first ADMIN entry.
+
+mod common;
+
+use common::{Gateway, cli};
+use govshare::proto::admin_service_client::AdminServiceClient;
+use govshare::proto::*;
+use std::path::Path;
+
+/// The organisation's CA and server certificate, outside the data dir.
+fn org_pki(dir: &Path) {
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["pki", "init", "--dir", d]).0);
+    assert!(cli(&["pki", "issue-client", "--dir", d, "--name", "first-admin"]).0);
+}
+
+fn config(data: &Path, pki: &Path) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = 0\ntls_cert = \"{p}/server.pem\"\ntls_key = \"{p}/server.key\"\nclient_ca = \"{p}/ca.pem\"\n",
+        data.display(),
+        p = pki.display()
+    )
+}
+
+fn bootstrap(data: &Path, pki: &Path, conf: &Path) -> (bool, String) {
+    cli(&[
+        "admin",
+        "bootstrap",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--dept",
+        "gateway-admin",
+        "--name",
+        "网关管理",
+        "--cert",
+        pki.join("first-admin.pem").to_str().unwrap(),
+        "--out",
+        pki.join("first-admin.token").to_str().unwrap(),
+        "--config",
+        conf.to_str().unwrap(),
+    ])
+}
+
+async fn admin_calls(gw: &Gateway, pki: &Path) {
+    let client = govshare::client::Client::from_pki(&gw.addr.to_string(), pki, "first-admin")
+        .await
+        .unwrap();
+    let mut a = AdminServiceClient::new(client.channel.clone());
+    let depts = a
+        .list_departments(client.request(ListDepartmentsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .departments;
+    assert_eq!(
+        depts.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["gateway-admin"],
+        "nothing but the enrolled administrator"
+    );
+    let grants = a
+        .list_grants(client.request(ListGrantsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert!(grants.is_empty());
+    let catalog = a
+        .get_catalog(client.request(GetCatalogRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(catalog.purposes.is_empty(), "no purposes are invented");
+}
+
+fn first_admin_entry(dir: &Path) -> AuditEntry {
+    govshare::audit::segment::read_all(&dir.join("audit"))
+        .unwrap()
+        .into_iter()
+        .map(|b| <AuditEntry as prost::Message>::decode(b.as_slice()).unwrap())
+        .find(|e| e.kind == EntryKind::Admin as i32)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_first_start_creates_nothing_and_bootstrap_works_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pki) = (tmp.path().join("data"), tmp.path().join("org-pki"));
+    org_pki(&pki);
+    let text = config(&data, &pki);
+    let conf = tmp.path().join("prod.toml");
+    std::fs::write(&conf, &text).unwrap();
+    let mut gw = Gateway::start_with(&data, &text);
+    let said = gw.said.join("\n");
+    assert!(said.contains("no administrator exists yet"), "{said}");
+    assert!(said.contains("govshare admin bootstrap"), "{said}");
+    let own_pki: Vec<String> = std::fs::read_dir(data.join("pki"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        own_pki.iter().all(|f| f.starts_with("audit-log.")),
+        "only the log's own key, no CA, identities or tokens: {own_pki:?}"
+    );
+
+    // The gateway is running: enrolment goes through its control socket.
+    let (ok, out) = bootstrap(&data, &pki, &conf);
+    assert!(ok, "{out}");
+    admin_calls(&gw, &pki).await;
+    let (ok, out) = bootstrap(&data, &pki, &conf);
+    assert!(!ok && out.contains("already enrolled"), "{out}");
+    let e = first_admin_entry(&data);
+    assert_eq!(e.method, "govshare admin bootstrap");
+    assert_eq!(e.decision, AuditDecision::Allow as i32);
+    assert!(gw.stop());
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--strict",
+    ]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_works_on_a_stopped_gateway_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pki) = (tmp.path().join("data"), tmp.path().join("org-pki"));
+    org_pki(&pki);
+    let text = config(&data, &pki);
+    let conf = tmp.path().join("prod.toml");
+    std::fs::write(&conf, &text).unwrap();
+    let mut gw = Gateway::start_with(&data, &text);
+    assert!(gw.stop());
+    let (ok, out) = bootstrap(&data, &pki, &conf);
+    assert!(ok, "{out}");
+    let gw = Gateway::start_with(&data, &text);
+    admin_calls(&gw, &pki).await;
+    assert_eq!(first_admin_entry(&data).method, "govshare admin bootstrap");
+    let (ok, out) = cli(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
