@@ -27,6 +27,11 @@ const CLIENT_VARIABLES: &[&str] = &["addr", "pki"];
 pub struct Config {
     pub demo: bool,
     pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub log_format: LogFormat,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub grpc: GrpcConfig,
     pub data_dir: PathBuf,
     pub node_id: String,
     pub issuer: String,
@@ -42,6 +47,41 @@ pub struct Config {
     pub auditor_departments: Vec<String>,
     pub audit: AuditConfig,
     pub catalog_override: Vec<crate::catalog::Override>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable (on a terminal).
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Connections and messages on the gRPC listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_in_flight: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_message_bytes: 4 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +113,38 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "listen",
         meaning: "gRPC listener (mutual TLS): every govshare service, health and reflection.",
+    },
+    KeyDoc {
+        key: "ops_listen",
+        meaning: "Plain-HTTP ops listener: /metrics, /livez, /readyz, /.well-known/jwks.json. No client certificate; keep it on loopback or a monitoring network.",
+    },
+    KeyDoc {
+        key: "log_format",
+        meaning: "`text` (human-readable) or `json` (one object per line). One line per request; never contents or tokens.",
+    },
+    KeyDoc {
+        key: "shutdown_grace",
+        meaning: "On SIGTERM/SIGINT: how long in-flight calls may finish before connections are cut; then the log is synced and a final checkpoint signed.",
+    },
+    KeyDoc {
+        key: "grpc.max_connections",
+        meaning: "Most open connections; a new one beyond it is closed at once.",
+    },
+    KeyDoc {
+        key: "grpc.max_in_flight",
+        meaning: "Most calls served at once; beyond it a call gets RESOURCE_EXHAUSTED at once (load is shed, not queued).",
+    },
+    KeyDoc {
+        key: "grpc.handshake_timeout",
+        meaning: "A TLS handshake must finish within this, or its socket is closed.",
+    },
+    KeyDoc {
+        key: "grpc.idle_timeout",
+        meaning: "A connection with no traffic this long is closed (clients reconnect on their next call).",
+    },
+    KeyDoc {
+        key: "grpc.max_message_bytes",
+        meaning: "Largest request message accepted; a larger one is RESOURCE_EXHAUSTED naming this key.",
     },
     KeyDoc {
         key: "data_dir",
@@ -182,6 +254,10 @@ impl Default for Config {
         Self {
             demo: false,
             listen: "127.0.0.1:50051".parse().expect("literal address"),
+            ops_listen: "127.0.0.1:9464".parse().expect("literal address"),
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(20),
+            grpc: GrpcConfig::default(),
             data_dir: PathBuf::from("govshare-data"),
             node_id: "node-1".into(),
             issuer: "govshare".into(),
@@ -270,6 +346,25 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(bad(key, "must not be empty"));
             }
+        }
+        let g = &self.grpc;
+        if g.max_connections == 0 {
+            return Err(bad("grpc.max_connections", "must be at least 1"));
+        }
+        if g.max_in_flight == 0 {
+            return Err(bad("grpc.max_in_flight", "must be at least 1"));
+        }
+        if !(1024..=(64 << 20)).contains(&g.max_message_bytes) {
+            return Err(bad(
+                "grpc.max_message_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        if g.handshake_timeout.is_zero() || g.idle_timeout.is_zero() {
+            return Err(bad(
+                "grpc.handshake_timeout/idle_timeout",
+                "must be more than 0s",
+            ));
         }
         if self.max_token_days == 0 {
             return Err(bad("max_token_days", "must be at least 1"));

@@ -109,15 +109,26 @@ enum PkiCommand {
     },
 }
 
+/// Log lines go to stderr: human-readable, or one JSON object per line.
+fn init_logging(format: govshare::config::LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        govshare::config::LogFormat::Text => builder.init(),
+        govshare::config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(govshare::config::LogFormat::Text);
+    }
+    match cli.command {
         Command::Admin(args) => cli::admin::run(args).await,
         Command::Pull(args) => cli::pull::run(args).await,
         Command::Audit(args) => cli::audit::run(args).await,
@@ -128,6 +139,7 @@ async fn main() -> Result<()> {
             demo_persons,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
+            init_logging(cfg.log_format);
             cfg.listen = listen.unwrap_or(cfg.listen);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
             cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);

@@ -281,6 +281,7 @@ impl Runtime {
                     note,
                     size: c.size,
                     root: c.root,
+                    signed_at: std::time::SystemTime::now(),
                 })
             }
             None if entries > 0 => {
@@ -315,6 +316,7 @@ impl Runtime {
                     note,
                     size: 0,
                     root,
+                    signed_at: std::time::SystemTime::now(),
                 }
             }
         };

@@ -28,6 +28,8 @@ pub struct Signed {
     pub note: String,
     pub size: u64,
     pub root: Hash,
+    /// When it was signed (for a checkpoint found on disk at start: then).
+    pub signed_at: std::time::SystemTime,
 }
 
 /// A configured witness.
@@ -259,6 +261,7 @@ impl Loop {
             note: self.key.sign(size, root),
             size,
             root,
+            signed_at: std::time::SystemTime::now(),
         };
         let body = Checkpoint {
             origin: self.key.origin().into(),

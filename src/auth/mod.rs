@@ -132,6 +132,11 @@ impl Authenticator {
         &self.keys
     }
 
+    /// Verified tokens held in the cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.lock().expect("cache lock").len()
+    }
+
     /// Signature checks are cached per token until it expires; binding,
     /// revocation and certificate and department status are checked on
     /// every call, against the current control-plane snapshot.

@@ -170,6 +170,29 @@ impl KeyRing {
             })
     }
 
+    /// The issuer's public keys that still verify tokens, as a JWKS document
+    /// (RFC 7517, OKP/Ed25519 keys per RFC 8037), for other systems.
+    pub fn jwks(&self) -> Result<serde_json::Value> {
+        let now = clock::unix_seconds(clock::now());
+        let keys: Vec<serde_json::Value> = self
+            .store
+            .signing_keys()?
+            .into_iter()
+            .filter(|k| k.verify_until.is_none_or(|t| t.seconds >= now))
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": k.kid,
+                    "x": data_encoding::BASE64URL_NOPAD.encode(&k.public_key),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
     fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
         self.verifying.read().expect("key lock").get(kid).cloned()
     }

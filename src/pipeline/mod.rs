@@ -55,6 +55,54 @@ pub const MAX_BATCH_KEYS: usize = 1000;
 /// their turn without holding a thread.
 const STORE_WORKERS: usize = 8;
 
+/// The credentials a call presented on the wire: the verified client
+/// certificate chain (rustls checked it against the client CA), the bearer
+/// token, and the peer address.
+pub struct Wire {
+    certs: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+    bearer: Option<String>,
+    pub peer: String,
+}
+
+fn bearer(v: Option<&str>) -> Option<String> {
+    v.and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    })
+    .map(str::to_string)
+}
+
+impl Wire {
+    pub fn of_tonic<T>(req: &Request<T>) -> Self {
+        Self {
+            certs: req.peer_certs(),
+            bearer: bearer(
+                req.metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            peer: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+
+    pub fn of_http<B>(req: &http::Request<B>) -> Self {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        Self {
+            certs: tls.and_then(|i| i.peer_certs()),
+            bearer: bearer(
+                req.headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            peer: tls
+                .and_then(|i| i.get_ref().remote_addr())
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// What a data RPC asks for, as the audit log records it.
 pub struct PullSpec {
     pub method: &'static str,
@@ -143,7 +191,9 @@ impl Pipeline {
 
     /// Appends an entry and waits until it is durable.
     pub async fn record(&self, entry: AuditEntry) -> Result<Receipt, Status> {
-        self.audit.append(entry).await.map_err(unavailable)
+        let r = self.audit.append(entry).await.map_err(unavailable)?;
+        crate::request_log::receipt(r.index);
+        Ok(r)
     }
 
     /// Runs store work on the blocking pool, a bounded number at a time.
@@ -169,22 +219,20 @@ impl Pipeline {
         req: &Request<T>,
         method: &'static str,
     ) -> Result<Principal, Status> {
-        let certs = req.peer_certs();
-        let bearer = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
+        self.authenticate_wire(&Wire::of_tonic(req), method).await
+    }
+
+    async fn authenticate_wire(&self, w: &Wire, method: &str) -> Result<Principal, Status> {
         let creds = Credentials {
-            leaf_cert: certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
-            bearer,
-            peer: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
+            leaf_cert: w.certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
+            bearer: w.bearer.as_deref(),
+            peer: w.peer.clone(),
         };
         match self.auth.authenticate(&creds) {
-            Ok(p) => Ok(p),
+            Ok(p) => {
+                crate::request_log::department(p.department());
+                Ok(p)
+            }
             Err(f) => {
                 let (verdict, due) = self.auth_failures.count(&f);
                 if let Some(e) = due {
@@ -199,6 +247,32 @@ impl Pipeline {
                 )))
             }
         }
+    }
+
+    /// Audits a call the transport refused before any handler ran (a
+    /// message over the size limit, a body that does not decode), as the
+    /// caller's kind of call. Only a reason and a capped message are
+    /// recorded, so such calls grow the log by a small, fixed amount.
+    pub async fn refuse_undecoded(
+        &self,
+        w: &Wire,
+        method: &str,
+        reason: &'static str,
+        message: &str,
+    ) -> Result<(), Status> {
+        let principal = self.authenticate_wire(w, method).await?;
+        let service = method.split('/').nth(1).unwrap_or_default();
+        let kind = match service {
+            "govshare.v1.PublishService" => EntryKind::Publish,
+            "govshare.v1.AdminService" => EntryKind::Admin,
+            "govshare.v1.AuditService" => EntryKind::AuditRead,
+            _ => EntryKind::Pull,
+        };
+        let mut e = principal_entry(&principal, &cap(method), kind);
+        e.decision = AuditDecision::Deny.into();
+        e.reason_code = reason.into();
+        e.message = cap(message);
+        self.record(e).await.map(|_| ())
     }
 
     /// Steps 1–2 for a data pull: authenticate, check the context and role,
@@ -481,6 +555,14 @@ impl Admission {
     /// Audits a refusal and returns the status to answer with (UNAVAILABLE
     /// instead if even the refusal cannot be recorded).
     pub async fn refuse(&self, code: Code, denial: Denial) -> Status {
+        metrics::counter!(
+            "govshare_pulls_total",
+            "department" => self.principal.department().to_string(),
+            "dataset" => self.spec.dataset.name(),
+            "decision" => "deny",
+            "reason" => denial.code,
+        )
+        .increment(1);
         let mut e = self.entry(AuditDecision::Deny);
         e.reason_code = denial.code.into();
         e.message.clone_from(&denial.message);
@@ -670,10 +752,23 @@ impl Admission {
                 view: view.into(),
             })
             .collect();
+        let reason = e.reason_code.clone();
         let receipt = self.pipeline.record(e).await?;
         if let Some(r) = m.reservation {
             r.settle(m.records.len() as u64);
         }
+        let department = self.principal.department().to_string();
+        let dataset = self.spec.dataset.name();
+        metrics::counter!(
+            "govshare_pulls_total",
+            "department" => department.clone(),
+            "dataset" => dataset,
+            "decision" => if refused { "deny" } else { "allow" },
+            "reason" => if reason.is_empty() { "-".to_string() } else { reason },
+        )
+        .increment(1);
+        metrics::counter!("govshare_records_released_total", "department" => department, "dataset" => dataset)
+            .increment(m.records.len() as u64);
         Ok(Released {
             records: m.records,
             not_found: m.not_found,

@@ -1,6 +1,11 @@
-//! Assembles the gateway and serves it: TLS with required client
-//! certificates, the data services, health (NOT_SERVING while the audit log
-//! cannot be written) and reflection.
+//! Assembles the gateway and serves it: the gRPC listener (mutual TLS,
+//! every govshare service, health, reflection v1 and v1alpha) behind the
+//! transport guard, the plain-HTTP ops listener, the audit log's runtime
+//! and the local control socket — and stops it in order.
+
+mod guard;
+mod listener;
+mod ops;
 
 use crate::audit;
 use crate::auth::Authenticator;
@@ -26,8 +31,39 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
+
+/// HTTP/2 windows: a large connection window (h2's budget against floods
+/// of small DATA frames is half of it) and a small per-stream window, so a
+/// fast client stream is slowed by flow control, never reset with
+/// `too_many_data_frames`.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+const STREAM_WINDOW: u32 = 64 << 10;
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
+
+/// The Prometheus recorder, installed once per process.
+fn metrics_handle() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let seconds = [
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 5.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .set_buckets_for_metric(
+            Matcher::Full("govshare_audit_batch_entries".into()),
+            &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
 
 const PSEUDONYM_SECRET: &str = "pseudonym_secret";
 
@@ -84,6 +120,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             auditor: cfg.auditor_departments.clone(),
         },
     )?);
+    let metrics = metrics_handle()?;
     let pipeline = Pipeline::new(
         records,
         directory.clone(),
@@ -94,12 +131,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let read =
         |path: PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(cfg.tls_cert_path())?,
-            read(cfg.tls_key_path())?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(cfg.client_ca_path())?));
+    let tls = Arc::new(listener::tls_config(
+        &read(cfg.tls_cert_path())?,
+        &read(cfg.tls_key_path())?,
+        &read(cfg.client_ca_path())?,
+    )?);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -132,52 +168,138 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
         },
     )?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha =
+        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (kill_tx, kill) = tokio::sync::watch::channel(false);
+    let ops_listener = match tokio::net::TcpListener::bind(cfg.ops_listen).await {
+        Ok(l) => l,
+        // A gateway on an ephemeral gRPC port (tests, side-by-side runs)
+        // takes an ephemeral ops port too when the configured one is taken;
+        // anywhere else a taken port is an error, not a surprise.
+        Err(e) if cfg.listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(ops_listen = %cfg.ops_listen, "ops port in use; using an ephemeral one (listen is ephemeral too)");
+            tokio::net::TcpListener::bind((cfg.ops_listen.ip(), 0)).await?
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("binding the ops listener {}", cfg.ops_listen));
+        }
+    };
+    let ops_addr = ops_listener.local_addr()?;
+    let gauged = pipeline.clone();
+    let ops_app = ops::router(ops::Ops {
+        metrics,
+        log: audit_log.clone(),
+        store: store.clone(),
+        keys: keys.clone(),
+        data_dir: cfg.data_dir.clone(),
+        token_cache: Arc::new(move || gauged.authenticator().cached_tokens()),
+    });
+    let mut ops_stop = stop.clone();
+    let ops_task = tokio::spawn(async move {
+        let served = axum::serve(ops_listener, ops_app)
+            .with_graceful_shutdown(async move {
+                let _ = ops_stop.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the ops listener failed");
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let incoming = listener::accept(
+        listener,
+        tls,
+        listener::Limits {
+            max_connections: cfg.grpc.max_connections,
+            handshake_timeout: cfg.grpc.handshake_timeout,
+            idle_timeout: cfg.grpc.idle_timeout,
+        },
+        stop.clone(),
+        kill,
+    );
     print_welcome(&cfg, &store, addr);
+    println!("ops listening on {ops_addr}");
 
+    let max_message = cfg.grpc.max_message_bytes;
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(64 << 20)
+        };
+    }
+    let grace = cfg.shutdown_grace;
     Server::builder()
-        .tls_config(tls)?
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_local_error_reset_streams(Some(1024))
+        .layer(guard::GuardLayer::new(
+            pipeline.clone(),
+            cfg.grpc.max_in_flight,
+            max_message,
+        ))
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(PopulationServiceServer::new(population::PopulationApi {
-            pipeline: pipeline.clone(),
-        }))
-        .add_service(LegalEntityServiceServer::new(
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(limited!(PopulationServiceServer::new(
+            population::PopulationApi {
+                pipeline: pipeline.clone(),
+            }
+        )))
+        .add_service(limited!(LegalEntityServiceServer::new(
             legal_entity::LegalEntityApi {
                 pipeline: pipeline.clone(),
-            },
-        ))
-        .add_service(GridServiceServer::new(grid::GridApi {
+            }
+        )))
+        .add_service(limited!(GridServiceServer::new(grid::GridApi {
             pipeline: pipeline.clone(),
-        }))
-        .add_service(PublishServiceServer::new(publish::PublishApi {
+        })))
+        .add_service(limited!(PublishServiceServer::new(publish::PublishApi {
             pipeline: pipeline.clone(),
-        }))
-        .add_service(AdminServiceServer::new(admin::AdminApi::new(
+        })))
+        .add_service(limited!(AdminServiceServer::new(admin::AdminApi::new(
             pipeline.clone(),
             ClientCa::load(&cfg.client_ca_path())?,
             admin::Settings {
                 max_token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
                 request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
             },
-        )))
-        .add_service(AuditServiceServer::new(audit_api::AuditApi {
+        ))))
+        .add_service(limited!(AuditServiceServer::new(audit_api::AuditApi {
             pipeline: pipeline.clone(),
             log: audit_log.clone(),
-        }))
+        })))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
+            async move {
+                shutdown.await;
+                tracing::info!(grace = ?grace, "stopping: no new connections; draining in-flight calls");
+                let _ = stop_tx.send(true);
+                // Calls still running after the grace period are cut.
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    let _ = kill_tx.send(true);
+                });
+            },
         )
         .await?;
+    let _ = ops_task.await;
     drop(pipeline);
     control.abort();
     health_task.abort();

@@ -1,0 +1,60 @@
+//! The protobuf codec of every generated service and client: tonic-prost's,
+//! except that a body that does not decode is the caller's mistake —
+//! INVALID_ARGUMENT with a message a person can act on — not INTERNAL.
+
+use tonic::Status;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
+use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+/// The prefix of the status message for an undecodable body (the transport
+/// guard recognises it to audit the refusal).
+pub const MALFORMED: &str = "malformed request message";
+
+#[derive(Debug, Clone)]
+pub struct StrictCodec<T, U>(ProstCodec<T, U>);
+
+impl<T, U> Default for StrictCodec<T, U> {
+    fn default() -> Self {
+        Self(ProstCodec::default())
+    }
+}
+
+impl<T, U> Codec for StrictCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = StrictDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        StrictDecoder(self.0.decoder())
+    }
+}
+
+#[derive(Debug)]
+pub struct StrictDecoder<U>(ProstDecoder<U>);
+
+impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|s| {
+            Status::invalid_argument(format!(
+                "{MALFORMED}: the body is not a valid protobuf message of this method ({})",
+                crate::audit::bounded::cap_for_message(s.message())
+            ))
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
+    }
+}

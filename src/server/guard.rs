@@ -1,0 +1,203 @@
+//! The transport guard: a tower layer around every gRPC service.
+//!
+//! - sheds load: beyond `max_in_flight` concurrent calls, a new call gets
+//!   RESOURCE_EXHAUSTED at once instead of queueing without bound;
+//! - names limits: a message over the size limit is RESOURCE_EXHAUSTED
+//!   naming `grpc.max_message_bytes` (tonic says OUT_OF_RANGE), and both
+//!   that and an undecodable body (INVALID_ARGUMENT, see [`crate::codec`])
+//!   are audited like any refusal — the handler never ran, so this is the
+//!   only place that can;
+//! - writes one log line per call (method, department, status, latency,
+//!   receipt index, peer — never contents, never a token) and the
+//!   `govshare_grpc_*` metrics.
+
+use crate::pipeline::Pipeline;
+use crate::request_log;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+use tonic::{Code, Status};
+
+#[derive(Clone)]
+pub struct GuardLayer {
+    pipeline: Arc<Pipeline>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    max_message: usize,
+}
+
+impl GuardLayer {
+    pub fn new(pipeline: Arc<Pipeline>, max_in_flight: usize, max_message: usize) -> Self {
+        Self {
+            pipeline,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            max_message,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    layer: GuardLayer,
+}
+
+/// A response body that holds its call's in-flight slot until it is done
+/// (a stream counts until its last page is sent).
+struct Held {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HttpBody for Held {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn status_of(resp: &http::Response<Body>) -> Code {
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
+}
+
+impl<S> tower::Service<http::Request<Body>> for Guard<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let method = req.uri().path().to_string();
+        let creds = crate::pipeline::Wire::of_http(&req);
+        let layer = self.layer.clone();
+        // The clone that was polled ready serves this call.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(async move {
+            let Ok(permit) = layer.in_flight.clone().try_acquire_owned() else {
+                metrics::counter!("govshare_requests_shed_total").increment(1);
+                let status = Status::resource_exhausted(format!(
+                    "the gateway is serving its limit of {} calls at once (grpc.max_in_flight); retry with backoff",
+                    layer.max_in_flight
+                ));
+                log(
+                    &method,
+                    &creds.peer,
+                    &request_log::Noted::default(),
+                    status.code(),
+                    started,
+                );
+                return Ok(status.into_http());
+            };
+            let (resp, noted) = request_log::scope(inner.call(req)).await;
+            let mut resp = resp.unwrap_or_else(|e| match e {});
+            let mut code = status_of(&resp);
+            let message = resp
+                .extensions()
+                .get::<Status>()
+                .map(|s| s.message().to_string())
+                .unwrap_or_default();
+            let refusal = match code {
+                Code::OutOfRange if message.contains("message length too large") => Some((
+                    "MESSAGE_TOO_LARGE",
+                    Status::resource_exhausted(format!(
+                        "the request message is larger than the gateway accepts ({} bytes, grpc.max_message_bytes)",
+                        layer.max_message
+                    )),
+                )),
+                Code::InvalidArgument if message.starts_with(crate::codec::MALFORMED) => Some((
+                    "MALFORMED_REQUEST",
+                    Status::invalid_argument(message.clone()),
+                )),
+                _ => None,
+            };
+            if let Some((reason, status)) = refusal {
+                // The handler never ran: audit the refusal here.
+                if let Err(s) = layer
+                    .pipeline
+                    .refuse_undecoded(&creds, &method, reason, status.message())
+                    .await
+                {
+                    resp = s.into_http();
+                } else {
+                    resp = status.into_http();
+                }
+                code = status_of(&resp);
+            }
+            log(&method, &creds.peer, &noted, code, started);
+            let (parts, body) = resp.into_parts();
+            Ok(http::Response::from_parts(
+                parts,
+                Body::new(Held {
+                    inner: body,
+                    _permit: permit,
+                }),
+            ))
+        })
+    }
+}
+
+fn log(method: &str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {
+    let elapsed = started.elapsed();
+    let code_name = format!("{code:?}");
+    metrics::counter!("govshare_grpc_requests_total", "method" => method.to_string(), "code" => code_name.clone())
+        .increment(1);
+    metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "govshare::request",
+        method,
+        department = noted.department.as_deref().unwrap_or("-"),
+        status = %code_name,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        receipt = noted.receipt.map_or(-1, |r| r as i64),
+        peer,
+    );
+}
