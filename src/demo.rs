@@ -415,6 +415,46 @@ pub fn generate(seed: u64, persons: usize) -> District {
     d
 }
 
+/// Writes a district as the JSON Lines `govshare import` reads: the grid
+/// dataset (regions, then grids, then workers), persons, legal entities.
+pub fn write_jsonl(d: &District, dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use crate::proto::UpsertGridsRequest;
+    use crate::proto::upsert_grids_request::Item;
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let write = |name: &str, lines: Vec<serde_json::Value>| -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join(name);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        for l in lines {
+            writeln!(f, "{l}")?;
+        }
+        f.flush()?;
+        Ok(path)
+    };
+    // Grid leaves of the region tree come with their grid.
+    let grid_items = d
+        .regions
+        .iter()
+        .filter(|r| r.level != RegionLevel::Grid as i32)
+        .cloned()
+        .map(Item::Region)
+        .chain(d.grids.iter().cloned().map(Item::Grid))
+        .chain(d.workers.iter().cloned().map(Item::Worker))
+        .map(|i| crate::json::to_value(&UpsertGridsRequest { item: Some(i) }))
+        .collect();
+    Ok(vec![
+        write("grid.jsonl", grid_items)?,
+        write(
+            "population.jsonl",
+            d.persons.iter().map(crate::json::to_value).collect(),
+        )?,
+        write(
+            "legal_entity.jsonl",
+            d.entities.iter().map(crate::json::to_value).collect(),
+        )?,
+    ])
+}
+
 fn boundary_address(community_name: &str) -> String {
     format!("{}路", community_name.trim_end_matches("社区"))
 }

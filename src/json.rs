@@ -58,6 +58,7 @@ named!(
     ListCertificatesResponse,
     EntityPage,
     GridPage,
+    UpsertGridsRequest,
 );
 
 pub fn to_value<M: Named>(m: &M) -> serde_json::Value {
@@ -85,4 +86,14 @@ pub fn present_fields<M: Named>(m: &M) -> Vec<String> {
         .map(|(f, _)| f.name().to_string())
         .filter(|n| n != "views")
         .collect()
+}
+
+/// Parses a message from proto3 JSON (field names as in the proto or in
+/// lowerCamelCase), refusing unknown fields.
+pub fn from_value<M: Named + Default>(v: serde_json::Value) -> Result<M, String> {
+    let desc = POOL
+        .get_message_by_name(M::NAME)
+        .expect("a message of this build");
+    let dm = DynamicMessage::deserialize(desc, v).map_err(|e| e.to_string())?;
+    dm.transcode_to::<M>().map_err(|e| e.to_string())
 }

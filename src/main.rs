@@ -35,7 +35,8 @@ enum Command {
         #[arg(long)]
         demo_persons: Option<usize>,
     },
-    /// Generate the demo district into a data directory's store.
+    /// Generate the demo district: into a data directory's store, or as
+    /// JSON Lines files that `govshare import` reads back.
     DemoData {
         #[arg(long, default_value = "govshare-data")]
         data_dir: PathBuf,
@@ -43,7 +44,16 @@ enum Command {
         persons: usize,
         #[arg(long, default_value_t = Config::default().demo_seed)]
         seed: u64,
+        /// `store` (into --data-dir) or `jsonl` (files in --out).
+        #[arg(long, default_value = "store")]
+        format: String,
+        /// Directory for grid.jsonl, population.jsonl and legal_entity.jsonl.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
+    /// Publish a JSON Lines or CSV file through PublishService, as the
+    /// dataset's source department.
+    Import(cli::import::ImportArgs),
     /// Administer a running gateway (as the `admin` identity by default).
     Admin(cli::admin::AdminArgs),
     /// Audit a running gateway (as the `auditor` identity), or verify a log offline.
@@ -145,11 +155,29 @@ async fn main() -> Result<()> {
             cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);
             govshare::server::run(cfg, shutdown_signal()).await
         }
+        Command::Import(args) => cli::import::run(args).await,
+        Command::DemoData {
+            persons,
+            seed,
+            format,
+            out,
+            ..
+        } if format == "jsonl" => {
+            let files =
+                govshare::demo::write_jsonl(&govshare::demo::generate(seed, persons), &out)?;
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
         Command::DemoData {
             data_dir,
             persons,
             seed,
+            format,
+            ..
         } => {
+            anyhow::ensure!(format == "store", "--format: store or jsonl");
             let (store, records) = govshare::store::open(
                 &Config {
                     data_dir,

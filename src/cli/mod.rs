@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 mod bootstrap;
+pub mod import;
 pub mod pull;
 mod table;
 

@@ -82,6 +82,8 @@ fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
 
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    // First, so every component's metrics from the start are recorded.
+    let metrics = metrics_handle()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let (store, records) = crate::store::open(&cfg.store_dir())?;
@@ -120,7 +122,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             auditor: cfg.auditor_departments.clone(),
         },
     )?);
-    let metrics = metrics_handle()?;
     let pipeline = Pipeline::new(
         records,
         directory.clone(),
@@ -129,12 +130,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         Masker::new(pseudonym_secret(&store)?),
     )?;
 
-    let read =
-        |path: PathBuf| std::fs::read(&path).with_context(|| format!("reading {}", path.display()));
+    let read = |key: &str, path: PathBuf| {
+        std::fs::read(&path).with_context(|| format!("{key}: reading {}", path.display()))
+    };
     let tls = Arc::new(listener::tls_config(
-        &read(cfg.tls_cert_path())?,
-        &read(cfg.tls_key_path())?,
-        &read(cfg.client_ca_path())?,
+        &read("tls_cert", cfg.tls_cert_path())?,
+        &read("tls_key", cfg.tls_key_path())?,
+        &read("client_ca", cfg.client_ca_path())?,
     )?);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -232,8 +234,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         stop.clone(),
         kill,
     );
-    print_welcome(&cfg, &store, addr);
     println!("ops listening on {ops_addr}");
+    print_welcome(&cfg, &store, addr);
 
     let max_message = cfg.grpc.max_message_bytes;
     macro_rules! limited {

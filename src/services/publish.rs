@@ -23,6 +23,11 @@ pub struct PublishApi {
 /// Records per committed, audited chunk.
 const CHUNK: usize = 500;
 
+/// Outcomes (rejections, warnings) listed in one stream's summary; the
+/// counts stay exact beyond it. Bounds the server's memory per stream —
+/// `govshare import` sends streams short enough to list every one.
+pub const MAX_LISTED: usize = 10_000;
+
 /// One record's fate: accepted (the upsert, warnings) or refused (key, reason).
 type Judged = Result<(Upsert, Vec<String>), (String, String)>;
 
@@ -83,11 +88,13 @@ async fn publish<T>(
                 Ok((upsert, warnings)) => {
                     let key = upsert.key().to_string();
                     for reason in warnings {
-                        summary.warnings.push(RecordOutcome {
-                            position,
-                            key: key.clone(),
-                            reason,
-                        });
+                        if summary.warnings.len() < MAX_LISTED {
+                            summary.warnings.push(RecordOutcome {
+                                position,
+                                key: key.clone(),
+                                reason,
+                            });
+                        }
                     }
                     if matches!(upsert, Upsert::Region(_) | Upsert::Grid(_)) {
                         refs.accepted.insert(key);
@@ -97,11 +104,13 @@ async fn publish<T>(
                 }
                 Err((key, reason)) => {
                     summary.rejected += 1;
-                    summary.rejections.push(RecordOutcome {
-                        position,
-                        key: key.clone(),
-                        reason,
-                    });
+                    if summary.rejections.len() < MAX_LISTED {
+                        summary.rejections.push(RecordOutcome {
+                            position,
+                            key: key.clone(),
+                            reason,
+                        });
+                    }
                     rejected.push(key);
                 }
             }

@@ -23,6 +23,8 @@ pub struct Gateway {
     pub dir: PathBuf,
     /// What the gateway printed before it listened.
     pub said: Vec<String>,
+    /// The plain-HTTP ops listener.
+    pub ops: Option<SocketAddr>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -42,7 +44,7 @@ impl Gateway {
         Self::start_with(
             dir,
             &format!(
-                "demo = true\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
                 dir.display()
             ),
         )
@@ -50,6 +52,11 @@ impl Gateway {
 
     /// Starts a gateway on `dir` with exactly this configuration file.
     pub fn start_with(dir: &Path, config_text: &str) -> Self {
+        Self::start_with_env(dir, config_text, &[])
+    }
+
+    /// …and these environment variables.
+    pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.join("govshare.toml");
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(&config, config_text).unwrap();
@@ -61,12 +68,13 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
             .args(["serve", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("spawning govshare");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut said = Vec::new();
+        let mut said: Vec<String> = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
@@ -84,11 +92,16 @@ impl Gateway {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let ops = said
+            .iter()
+            .find_map(|l| l.strip_prefix("ops listening on "))
+            .and_then(|a| a.trim().parse().ok());
         Self {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
             said,
+            ops,
             _tmp: None,
         }
     }
@@ -118,6 +131,25 @@ impl Gateway {
         .expect("connecting over TLS")
     }
 
+    /// `GET path` on the ops listener: (status, body).
+    pub async fn ops_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.ops.expect("an ops listener"))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out[9..12].parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// SIGTERM and wait: a graceful stop. Returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         match self.child.take() {
@@ -136,7 +168,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "demo = true\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
                 dir.display()
             ),
         )

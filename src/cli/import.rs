@@ -1,0 +1,352 @@
+//! `govshare import`: bulk publishing from a file through PublishService,
+//! as the dataset's source department — the same validation, the same
+//! audit, the same one-source rule as any publisher.
+//!
+//! Input is JSON Lines (one proto3-JSON record per line; for `grid`, one
+//! `{"region":…}`, `{"grid":…}` or `{"worker":…}` per line) or CSV with a
+//! header of field names (flat fields only), from a file or `-` (stdin).
+//! Records go out in streams of [`PER_STREAM`], so every rejection comes
+//! back listed; each bad line is reported by its line number.
+
+use super::Connect;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use govshare::json::{Named, from_value};
+use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::{LegalEntity, Person, PublishSummary, UpsertGridsRequest};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Records per PublishService call (its summary lists every rejection).
+const PER_STREAM: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DatasetArg {
+    Population,
+    LegalEntity,
+    Grid,
+}
+
+impl DatasetArg {
+    fn source_identity(self) -> &'static str {
+        match self {
+            DatasetArg::Population => "public-security",
+            DatasetArg::LegalEntity => "market-regulation",
+            DatasetArg::Grid => "grid-centre",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub connect: Connect,
+    #[arg(long, value_enum)]
+    pub dataset: DatasetArg,
+    /// The file to import, or `-` for standard input.
+    pub file: PathBuf,
+    /// jsonl or csv (default: by the file's extension, else jsonl).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Write every rejected line here: line number, key, reason (tab-separated).
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+/// What one input line became.
+enum Parsed<T> {
+    Record(T),
+    Bad(String),
+}
+
+fn csv_row_to_json(headers: &csv::StringRecord, row: &csv::StringRecord) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    for (h, v) in headers.iter().zip(row.iter()) {
+        if v.is_empty() {
+            continue;
+        }
+        let value = match v {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            _ => serde_json::Value::String(v.to_string()),
+        };
+        obj.insert(h.to_string(), value);
+    }
+    serde_json::Value::Object(obj)
+}
+
+/// Reads records (with their line numbers) on a blocking thread.
+fn reader<T: Named + Default + Send + 'static>(
+    file: PathBuf,
+    format: FormatArg,
+    tx: tokio::sync::mpsc::Sender<(u64, Parsed<T>)>,
+    bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<Result<()>> {
+    std::thread::spawn(move || {
+        let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?,
+            ))
+        };
+        let send = |line: u64, p: Parsed<T>| tx.blocking_send((line, p)).is_ok();
+        match format {
+            FormatArg::Jsonl => {
+                for (n, line) in input.lines().enumerate() {
+                    let line = line?;
+                    bytes_read
+                        .fetch_add(line.len() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let parsed = serde_json::from_str::<serde_json::Value>(&line)
+                        .map_err(|e| format!("not JSON: {e}"))
+                        .and_then(from_value::<T>);
+                    let p = parsed.map_or_else(Parsed::Bad, Parsed::Record);
+                    if !send(n as u64 + 1, p) {
+                        break;
+                    }
+                }
+            }
+            FormatArg::Csv => {
+                let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+                let headers = r.headers().context("reading the CSV header")?.clone();
+                for row in r.records() {
+                    let (line, p) = match row {
+                        Ok(row) => {
+                            let line = row.position().map_or(0, |p| p.line());
+                            bytes_read.store(
+                                row.position().map_or(0, |p| p.byte()),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            let v = csv_row_to_json(&headers, &row);
+                            (
+                                line,
+                                from_value::<T>(v).map_or_else(Parsed::Bad, Parsed::Record),
+                            )
+                        }
+                        Err(e) => (
+                            e.position().map_or(0, |p| p.line()),
+                            Parsed::Bad(format!("not a CSV row: {e}")),
+                        ),
+                    };
+                    if !send(line, p) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Progress on stderr: a bar on a terminal, plain lines every few seconds
+/// otherwise (logs, CI).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(total_bytes: Option<u64>) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = match total_bytes {
+                Some(t) => indicatif::ProgressBar::new(t),
+                None => indicatif::ProgressBar::new_spinner(),
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {percent}% eta {eta} {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar
+        });
+        Self {
+            bar,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn update(&mut self, bytes: u64, sent: u64, rejected: u64) {
+        let rate = sent as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let msg = format!("{sent} records ({rate:.0}/s), {rejected} rejected");
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(bytes);
+                bar.set_message(msg);
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(2) => {
+                eprintln!("import: {msg}");
+                self.last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Totals of an import.
+#[derive(Default)]
+struct Totals {
+    sent: u64,
+    accepted: u64,
+    rejected: Vec<(u64, String, String)>,
+}
+
+pub async fn run(args: ImportArgs) -> Result<()> {
+    let format =
+        args.format
+            .unwrap_or_else(|| match args.file.extension().and_then(|x| x.to_str()) {
+                Some("csv") => FormatArg::Csv,
+                _ => FormatArg::Jsonl,
+            });
+    match args.dataset {
+        DatasetArg::Population => {
+            import::<Person>(&args, format, |mut c, s| {
+                Box::pin(async move { c.upsert_persons(s).await })
+            })
+            .await
+        }
+        DatasetArg::LegalEntity => {
+            import::<LegalEntity>(&args, format, |mut c, s| {
+                Box::pin(async move { c.upsert_entities(s).await })
+            })
+            .await
+        }
+        DatasetArg::Grid => {
+            import::<UpsertGridsRequest>(&args, format, |mut c, s| {
+                Box::pin(async move { c.upsert_grids(s).await })
+            })
+            .await
+        }
+    }
+}
+
+type Channel = tonic::transport::Channel;
+type Call<T> = fn(
+    PublishServiceClient<Channel>,
+    tonic::Request<tokio_stream::wrappers::ReceiverStream<T>>,
+) -> std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<tonic::Response<PublishSummary>, tonic::Status>>
+            + Send,
+    >,
+>;
+
+async fn import<T: Named + Default + Send + 'static>(
+    args: &ImportArgs,
+    format: FormatArg,
+    call: Call<T>,
+) -> Result<()> {
+    let client = args.connect.client(args.dataset.source_identity()).await?;
+    let publish = PublishServiceClient::new(client.channel.clone());
+    let total_bytes = (args.file.as_os_str() != "-")
+        .then(|| std::fs::metadata(&args.file).ok().map(|m| m.len()))
+        .flatten();
+    let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let reading = reader::<T>(args.file.clone(), format, tx, bytes_read.clone());
+    let mut progress = Progress::new(total_bytes);
+    let mut totals = Totals::default();
+    let mut done = false;
+    while !done {
+        // One stream of up to PER_STREAM records; line numbers by position.
+        let (stx, srx) = tokio::sync::mpsc::channel::<T>(1024);
+        let running = tokio::spawn(call(
+            publish.clone(),
+            client.request(tokio_stream::wrappers::ReceiverStream::new(srx)),
+        ));
+        let mut lines = Vec::with_capacity(PER_STREAM);
+        while lines.len() < PER_STREAM {
+            let Some((line, parsed)) = rx.recv().await else {
+                done = true;
+                break;
+            };
+            match parsed {
+                Parsed::Record(r) => {
+                    if stx.send(r).await.is_err() {
+                        break;
+                    }
+                    lines.push(line);
+                }
+                Parsed::Bad(why) => totals.rejected.push((line, String::new(), why)),
+            }
+            progress.update(
+                bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                totals.sent + lines.len() as u64,
+                totals.rejected.len() as u64,
+            );
+        }
+        drop(stx);
+        if lines.is_empty() {
+            running.abort();
+            continue;
+        }
+        let summary = running
+            .await?
+            .map_err(super::status_error)
+            .context("publishing")?
+            .into_inner();
+        totals.sent += lines.len() as u64;
+        totals.accepted += summary.accepted;
+        for r in summary.rejections {
+            let line = lines.get(r.position as usize).copied().unwrap_or(0);
+            totals.rejected.push((line, r.key, r.reason));
+        }
+    }
+    progress.finish();
+    reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("the reader thread failed"))??;
+    totals.rejected.sort();
+    if let Some(path) = &args.rejects {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+        );
+        for (line, key, why) in &totals.rejected {
+            writeln!(f, "{line}\t{key}\t{why}")?;
+        }
+    }
+    let secs = progress.started.elapsed().as_secs_f64();
+    super::say(format!(
+        "imported {} records ({:.0}/s): {} accepted, {} rejected{}",
+        totals.sent + totals.rejected.iter().filter(|r| r.1.is_empty()).count() as u64,
+        totals.sent as f64 / secs.max(0.001),
+        totals.accepted,
+        totals.rejected.len(),
+        match &args.rejects {
+            Some(p) if !totals.rejected.is_empty() => format!(" (listed in {})", p.display()),
+            _ => String::new(),
+        }
+    ));
+    for (line, key, why) in totals.rejected.iter().take(10) {
+        super::say(format!("  line {line}: {key} {why}"));
+    }
+    if totals.rejected.len() > 10 && args.rejects.is_none() {
+        super::say(format!(
+            "  … and {} more (--rejects FILE lists every one)",
+            totals.rejected.len() - 10
+        ));
+    }
+    if totals.accepted == 0 && totals.sent + (totals.rejected.len() as u64) > 0 {
+        bail!("nothing was imported");
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The deploy files, checked as far as this machine allows: every YAML and
+//! JSON file parses and says what operations.md asks of it, the systemd
+//! unit passes `systemd-analyze verify` where that exists, and the image
+//! builds where a Docker engine runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(p)
+}
+
+fn yaml(p: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(deploy(p)).unwrap();
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn kind(doc: &Yaml) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn the_kubernetes_files_parse_and_probe_the_ops_port() {
+    let mut kinds = Vec::new();
+    for e in std::fs::read_dir(deploy("k8s")).unwrap() {
+        let p = e.unwrap().path();
+        let name = format!("k8s/{}", p.file_name().unwrap().to_string_lossy());
+        for doc in yaml(&name) {
+            assert_eq!(
+                doc["metadata"]["namespace"].as_str(),
+                Some("govshare"),
+                "{name}"
+            );
+            kinds.push(kind(&doc).to_string());
+            if kind(&doc) == "StatefulSet" {
+                let spec = &doc["spec"];
+                assert_eq!(spec["replicas"].as_i64(), Some(1), "one writer per log");
+                assert!(
+                    !spec["volumeClaimTemplates"].is_badvalue(),
+                    "a PVC for the data dir"
+                );
+                let c = &spec["template"]["spec"]["containers"][0];
+                assert_eq!(
+                    c["readinessProbe"]["httpGet"]["path"].as_str(),
+                    Some("/readyz")
+                );
+                assert_eq!(
+                    c["livenessProbe"]["httpGet"]["path"].as_str(),
+                    Some("/livez")
+                );
+                assert_eq!(c["readinessProbe"]["httpGet"]["port"].as_str(), Some("ops"));
+                let ops = c["ports"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"].as_str() == Some("ops"))
+                    .unwrap();
+                assert_eq!(ops["containerPort"].as_i64(), Some(9464));
+                let mounts = c["volumeMounts"].as_vec().unwrap();
+                assert!(
+                    mounts.iter().any(|m| m["name"].as_str() == Some("pki")
+                        && m["readOnly"].as_bool() == Some(true)),
+                    "the PKI mounted read-only"
+                );
+            }
+            if kind(&doc) == "NetworkPolicy" {
+                let ports: Vec<i64> = doc["spec"]["ingress"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| {
+                        r["ports"]
+                            .as_vec()
+                            .unwrap()
+                            .iter()
+                            .map(|p| p["port"].as_i64().unwrap())
+                    })
+                    .collect();
+                assert_eq!(ports, [50051, 9464]);
+            }
+        }
+    }
+    kinds.sort();
+    for k in [
+        "ConfigMap",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+        "StatefulSet",
+    ] {
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "deploy/k8s lacks a {k}: {kinds:?}"
+        );
+    }
+    // The ConfigMap's config is one govshare accepts.
+    let cm = yaml("k8s/configmap.yaml");
+    let toml = cm[0]["data"]["govshare.toml"].as_str().unwrap();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["config", "check"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compose_runs_a_gateway_and_a_witness() {
+    let doc = &yaml("docker-compose.yml")[0];
+    let services = doc["services"].as_hash().unwrap();
+    let gateway = &doc["services"]["gateway"];
+    assert!(services.len() == 2 && !doc["services"]["witness"].is_badvalue());
+    let volumes: Vec<&str> = gateway["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        volumes.iter().any(|v| v.ends_with(":/var/lib/govshare")),
+        "a volume for the data dir"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.contains("/pki") && v.ends_with(":ro")),
+        "the PKI read-only"
+    );
+    let witness_cmd: Vec<&str> = doc["services"]["witness"]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(&witness_cmd[..2], ["witness", "serve"]);
+}
+
+#[test]
+fn the_grafana_dashboard_uses_the_gateways_metrics() {
+    let text = std::fs::read_to_string(deploy("grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    let known = [
+        "govshare_grpc_requests_total",
+        "govshare_grpc_request_duration_seconds_bucket",
+        "govshare_pulls_total",
+        "govshare_records_released_total",
+        "govshare_audit_entries_total",
+        "govshare_audit_batch_entries_sum",
+        "govshare_audit_batch_entries_count",
+        "govshare_audit_fsync_seconds_bucket",
+        "govshare_audit_log_bytes",
+        "govshare_audit_log_entries",
+        "govshare_audit_writable",
+        "govshare_audit_index_lag_entries",
+        "govshare_checkpoint_age_seconds",
+        "govshare_witness_cosignatures_total",
+        "govshare_auth_failures_total",
+        "govshare_token_cache_entries",
+        "govshare_store_bytes",
+        "govshare_connections_open",
+        "govshare_requests_shed_total",
+        "govshare_connections_refused_total",
+    ];
+    for e in &exprs {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("govshare_") {
+                assert!(
+                    known.contains(&word),
+                    "the dashboard uses an unknown metric {word}"
+                );
+            }
+        }
+    }
+    for k in known
+        .iter()
+        .filter(|k| !k.ends_with("_bucket") && !k.ends_with("_count"))
+    {
+        assert!(exprs.iter().any(|e| e.contains(k)), "no panel shows {k}");
+    }
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_verifies() {
+    let unit = std::fs::read_to_string(deploy("systemd/govshare.service")).unwrap();
+    for line in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/govshare",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line}");
+    }
+    let Ok(status) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not here; the unit was checked by its text only");
+        return;
+    };
+    assert!(status.status.success());
+    // Verify a copy whose ExecStart is this build's binary (the installed
+    // path does not exist here).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("govshare.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/govshare", env!("CARGO_BIN_EXE_govshare"))
+            .replace("User=govshare\n", "")
+            .replace("Group=govshare\n", ""),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("govshare.service"))
+        .filter(|l| !l.contains("Failed to look up"))
+        .collect();
+    assert!(out.status.success() && problems.is_empty(), "{said}");
+}
+
+#[test]
+fn the_image_is_multi_stage_non_root_and_health_checked() {
+    let file = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
+    assert!(file.matches("\nFROM ").count() + usize::from(file.starts_with("FROM ")) >= 2);
+    assert!(file.contains("USER 10001"), "runs as a non-root user");
+    assert!(file.contains("HEALTHCHECK") && file.contains("/readyz"));
+    let docker = Command::new("docker").arg("info").output();
+    if !docker.is_ok_and(|o| o.status.success()) {
+        eprintln!("no Docker engine here; `docker build` is not run");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("docker")
+        .args([
+            "build",
+            "-f",
+            "deploy/Dockerfile",
+            "-t",
+            "govshare:test",
+            ".",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,512 @@
+//! Running it like a service (issue "Run it like a service"): config,
+//! probes, metrics, reflection, connection hygiene, size limits, fast
+//! publish streams, graceful shutdown and bulk import — each tried the way
+//! an operator or a careless client would.
+
+mod common;
+
+use common::{Gateway, cli, ctx, district, req};
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::*;
+use std::time::Duration;
+use tonic::Code;
+
+fn get(id: &str) -> GetPersonRequest {
+    GetPersonRequest {
+        context: ctx("social-assistance"),
+        id_number: id.into(),
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_environment_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("g.toml");
+    let check = |text: &str, env: &[(&str, &str)]| {
+        std::fs::write(&file, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args(["config", "check"])
+            .arg(&file)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let demo = "demo = true\n";
+    assert!(check(demo, &[]).0);
+    let (ok, out) = check("demo = true\nlisten_addr = \"x\"\n", &[]);
+    assert!(!ok && out.contains("listen_addr"), "{out}");
+    let (ok, out) = check("demo = true\n[grpc]\nmax_in_flight = \"lots\"\n", &[]);
+    assert!(!ok && out.contains("max_in_flight"), "{out}");
+    let (ok, out) = check("listen = \"127.0.0.1:1\"\n", &[]);
+    assert!(
+        !ok && out.contains("tls_cert"),
+        "production needs its files: {out}"
+    );
+    let (ok, out) = check(demo, &[("GOVSHARE_GRPC__MAX_IN_FLIGHT", "0")]);
+    assert!(!ok && out.contains("grpc.max_in_flight"), "{out}");
+    let (ok, out) = check(demo, &[("GOVSHARE_LISTN", "x")]);
+    assert!(
+        !ok && out.contains("listn"),
+        "a misspelt variable is refused: {out}"
+    );
+    // The shipped example is accepted, and documents every key.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/govshare.example.toml");
+    let (ok, out) = cli(&["config", "check", example.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&example).unwrap();
+    for k in govshare::config::KEYS {
+        let leaf = k.key.rsplit('.').next().unwrap();
+        assert!(
+            text.contains(leaf),
+            "deploy/govshare.example.toml does not mention {}",
+            k.key
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_reach_the_running_gateway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let text = format!(
+        "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = 200\nnode_id = \"from-file\"\n",
+        dir.display()
+    );
+    let gw = Gateway::start_with_env(&dir, &text, &[("GOVSHARE_NODE_ID", "from-env")]);
+    PopulationServiceClient::new(gw.channel("civil-affairs").await)
+        .get_person(req(get("11010519491231002X"), &gw.token("civil-affairs")))
+        .await
+        .unwrap_err();
+    let (_, last) = gw.audit_entries().pop().unwrap();
+    assert_eq!(last.node, "from-env");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_follow_the_audit_log_and_metrics_carry_the_families() {
+    // One segment per commit, so the next commit opens a predictable file.
+    let gw = Gateway::start("[audit]\nsegment_bytes = 1");
+    assert_eq!(gw.ops_get("/livez").await.0, 200);
+    assert_eq!(gw.ops_get("/readyz").await.0, 200);
+    let id = district().persons[0].id_number.clone().unwrap();
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let token = gw.token("civil-affairs");
+    c.get_person(req(get(&id), &token)).await.unwrap();
+    // An authentication failure, for its counter.
+    c.get_person(get(&id)).await.unwrap_err();
+
+    let (status, metrics) = gw.ops_get("/metrics").await;
+    assert_eq!(status, 200);
+    for family in [
+        "govshare_grpc_requests_total",
+        "govshare_grpc_request_duration_seconds",
+        "govshare_pulls_total",
+        "govshare_records_released_total",
+        "govshare_audit_entries_total",
+        "govshare_audit_batch_entries",
+        "govshare_audit_fsync_seconds",
+        "govshare_audit_log_bytes",
+        "govshare_audit_log_entries",
+        "govshare_audit_writable",
+        "govshare_audit_index_lag_entries",
+        "govshare_checkpoint_age_seconds",
+        "govshare_auth_failures_total",
+        "govshare_token_cache_entries",
+        "govshare_store_bytes",
+        "govshare_connections_open",
+    ] {
+        assert!(metrics.contains(family), "/metrics lacks {family}");
+    }
+    assert!(
+        metrics.contains("decision=\"allow\""),
+        "pulls are labelled by decision"
+    );
+
+    // The disk "fills": the next segment is /dev/full.
+    let next = gw.audit_entries().len();
+    let segment = gw.dir.join("audit").join(format!("{next:020}.seg"));
+    std::os::unix::fs::symlink("/dev/full", &segment).unwrap();
+    let err = c.get_person(req(get(&id), &token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let (status, body) = gw.ops_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    // Space returns; no pull is made: readiness comes back on its own.
+    std::fs::remove_file(&segment).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.ops_get("/readyz").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_document_verifies_the_gateways_tokens() {
+    let gw = Gateway::start("");
+    let (status, body) = gw.ops_get("/.well-known/jwks.json").await;
+    assert_eq!(status, 200);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&body).unwrap();
+    let token = gw.token("civil-affairs");
+    let kid = jsonwebtoken::decode_header(token.trim())
+        .unwrap()
+        .kid
+        .unwrap();
+    let jwk = jwks.find(&kid).expect("the token's key is published");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&["govshare"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .expect("another system verifies the token with the published key");
+    assert_eq!(claims.claims["dept"], "civil-affairs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_both_list_every_service() {
+    let gw = Gateway::start("");
+    let want = [
+        "govshare.v1.PopulationService",
+        "govshare.v1.LegalEntityService",
+        "govshare.v1.GridService",
+        "govshare.v1.PublishService",
+        "govshare.v1.AdminService",
+        "govshare.v1.AuditService",
+        "grpc.health.v1.Health",
+    ];
+    let channel = gw.channel("civil-affairs").await;
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let mut r = ServerReflectionClient::new(channel.clone());
+        let mut answers = r
+            .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(l)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("v1 did not list services")
+        };
+        let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+        for w in want {
+            assert!(names.iter().any(|n| n == w), "v1 lacks {w}: {names:?}");
+        }
+    }
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut r = ServerReflectionClient::new(channel);
+        let mut answers = r
+            .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(l)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("v1alpha did not list services")
+        };
+        let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+        for w in want {
+            assert!(names.iter().any(|n| n == w), "v1alpha lacks {w}: {names:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_closed_within_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Gateway::start("[grpc]\nhandshake_timeout = \"1s\"");
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Half a ClientHello, then nothing.
+    silent
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    let closed = matches!(read, Ok(Ok(0)) | Ok(Err(_)));
+    assert!(closed, "the server closed the socket: {read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "within the timeout"
+    );
+    // And the gateway still serves others.
+    PopulationServiceClient::new(gw.channel("civil-affairs").await)
+        .get_person(req(
+            get(district().persons[0].id_number.as_ref().unwrap()),
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap();
+}
+
+/// Raw bytes as a gRPC message, for bodies no protobuf encoder would write.
+#[derive(Clone, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_undecodable_requests_name_the_problem_and_are_audited() {
+    let gw = Gateway::start("");
+    let token = gw.token("civil-affairs");
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await)
+        .max_encoding_message_size(64 << 20);
+    let mut big = get(district().persons[0].id_number.as_ref().unwrap());
+    big.context.as_mut().unwrap().operator = "x".repeat(10 << 20);
+    let err = c.get_person(req(big, &token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("grpc.max_message_bytes"),
+        "{}",
+        err.message()
+    );
+    let (_, e) = gw.audit_entries().pop().unwrap();
+    assert_eq!(
+        (e.kind, e.reason_code.as_str()),
+        (EntryKind::Pull as i32, "MESSAGE_TOO_LARGE")
+    );
+    assert_eq!(e.principal.unwrap().department, "civil-affairs");
+
+    let mut grpc = tonic::client::Grpc::new(gw.channel("civil-affairs").await);
+    grpc.ready().await.unwrap();
+    let garbage = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x0a];
+    let err = grpc
+        .unary::<Vec<u8>, Vec<u8>, Raw>(
+            req(garbage, &token),
+            "/govshare.v1.PopulationService/GetPerson".parse().unwrap(),
+            Raw,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("malformed"), "{}", err.message());
+    let (_, e) = gw.audit_entries().pop().unwrap();
+    assert_eq!(e.reason_code, "MALFORMED_REQUEST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_ten_thousand_record_publish_stream_completes_with_its_summary() {
+    let gw = Gateway::start("");
+    let d = district();
+    let records: Vec<Person> = d.persons.iter().cycle().take(10_000).cloned().collect();
+    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
+    let summary = p
+        .upsert_persons(req(
+            tokio_stream::iter(records),
+            &gw.token("public-security"),
+        ))
+        .await
+        .expect("no reset: too_many_data_frames must not kill a fast stream")
+        .into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (10_000, 0));
+    assert_eq!(
+        summary.receipts.len(),
+        20,
+        "one audited chunk per 500 records"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_pulls_exits_zero_with_every_acknowledged_pull_audited() {
+    let mut gw = Gateway::start("shutdown_grace = \"3s\"");
+    let channel = gw.channel("civil-affairs").await;
+    let token = gw.token("civil-affairs");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (channel, token, stop) = (channel.clone(), token.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut c = PopulationServiceClient::new(channel);
+            let ids = district().persons;
+            let mut receipts = Vec::new();
+            let mut i = w;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c
+                    .get_person(req(
+                        get(ids[i % ids.len()].id_number.as_ref().unwrap()),
+                        &token,
+                    ))
+                    .await
+                {
+                    Ok(r) => receipts.push(r.into_inner().receipt.unwrap()),
+                    Err(_) => break,
+                }
+                i += 8;
+            }
+            receipts
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stopping = tokio::task::spawn_blocking(move || {
+        let ok = gw.stop();
+        (ok, gw)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let receipts: Vec<AuditReceipt> = workers.join_all().await.into_iter().flatten().collect();
+    let (exited_zero, gw) = stopping.await.unwrap();
+    assert!(exited_zero, "SIGTERM is a clean exit");
+    assert!(receipts.len() > 10, "{} pulls", receipts.len());
+    let entries = gw.audit_entries();
+    for r in &receipts {
+        let (bytes, _) = &entries[r.leaf_index as usize];
+        assert_eq!(
+            govshare::audit::leaf_hash(bytes).to_vec(),
+            r.leaf_hash,
+            "acknowledged pull {} is on disk",
+            r.leaf_index
+        );
+    }
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        gw.dir.to_str().unwrap(),
+        "--strict",
+    ]);
+    assert!(ok, "a final checkpoint covers every entry: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_line() {
+    let gw = Gateway::start("");
+    let tmp = tempfile::tempdir().unwrap();
+    let (ok, out) = cli(&[
+        "demo-data",
+        "--persons",
+        &common::TEST_PERSONS.to_string(),
+        "--seed",
+        &common::SEED.to_string(),
+        "--format",
+        "jsonl",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let file = tmp.path().join("population.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let total = lines.len();
+    lines[2] = "{\"idNumber\": \"110105194912310021\"}".into(); // bad check character
+    lines[6] = "this is not JSON".into();
+    lines[10] = lines[10].replace(
+        &lines[10][lines[10].find("residenceGrid").unwrap() + 16
+            ..lines[10].find("residenceGrid").unwrap() + 31],
+        "310115999001001",
+    );
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let rejects = tmp.path().join("rejects.tsv");
+    let (ok, out) = cli(&[
+        "import",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "--dataset",
+        "population",
+        file.to_str().unwrap(),
+        "--rejects",
+        rejects.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{} accepted, 3 rejected", total - 3)),
+        "{out}"
+    );
+    let listed = std::fs::read_to_string(&rejects).unwrap();
+    let bad_lines: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(bad_lines, ["3", "7", "11"], "{listed}");
+    assert!(listed.contains("does not exist"), "{listed}");
+    // CSV with a header works too.
+    let csv = tmp.path().join("more.csv");
+    let p = &district().persons[0];
+    std::fs::write(
+        &csv,
+        format!(
+            "id_number,name,residence_grid\n{},改名,{}\n",
+            p.id_number.as_ref().unwrap(),
+            p.residence_grid.as_ref().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = cli(&[
+        "import",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "--dataset",
+        "population",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("1 accepted, 0 rejected"), "{out}");
+}
