@@ -175,6 +175,14 @@ pub fn enrolment_hint(cfg: &Config, store: &Store) -> Result<Option<String>> {
     )))
 }
 
+/// Writes records in chunks of a few thousand, one atomic write each.
+fn load_all<R: crate::records::Record + Clone>(records: &RecordStore, all: &[R]) -> Result<()> {
+    for chunk in all.chunks(4096) {
+        records.upsert_all(chunk.to_vec())?;
+    }
+    Ok(())
+}
+
 /// Loads a generated district straight into the record store.
 pub fn load_demo(
     store: &Store,
@@ -183,21 +191,11 @@ pub fn load_demo(
     persons: usize,
 ) -> Result<String> {
     let d = demo::generate(seed, persons);
-    for r in &d.regions {
-        records.upsert(r.clone())?;
-    }
-    for g in &d.grids {
-        records.upsert(g.clone())?;
-    }
-    for w in &d.workers {
-        records.upsert(w.clone())?;
-    }
-    for p in &d.persons {
-        records.upsert(p.clone())?;
-    }
-    for e in &d.entities {
-        records.upsert(e.clone())?;
-    }
+    load_all(records, &d.regions)?;
+    load_all(records, &d.grids)?;
+    load_all(records, &d.workers)?;
+    load_all(records, &d.persons)?;
+    load_all(records, &d.entities)?;
     if let Some(id) = d.persons.first().and_then(|p| p.id_number.as_ref()) {
         store.put_meta(EXAMPLE_ID, id.as_bytes())?;
     }

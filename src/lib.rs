@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod bench;
 pub mod bootstrap;
 pub mod catalog;
 pub mod certs;

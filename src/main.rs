@@ -60,6 +60,9 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
+    /// Measure this build: audited pulls against a plain call on a gateway
+    /// of its own, streams, memory, the audit log at scale.
+    Bench(cli::bench::BenchArgs),
     /// A C2SP witness for another party's gateway log.
     #[command(subcommand)]
     Witness(WitnessCommand),
@@ -132,6 +135,12 @@ fn init_logging(format: govshare::config::LogFormat) {
     }
 }
 
+/// mimalloc instead of glibc malloc: the request path allocates many
+/// small, short-lived buffers across threads, where glibc spent ~15 % of
+/// the gateway's CPU (`govshare bench`, see the README's figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -156,6 +165,7 @@ async fn main() -> Result<()> {
             govshare::server::run(cfg, shutdown_signal()).await
         }
         Command::Import(args) => cli::import::run(args).await,
+        Command::Bench(args) => cli::bench::run(args).await,
         Command::DemoData {
             persons,
             seed,

@@ -179,7 +179,7 @@ pub struct Projector<'a> {
     cursor: usize,
     pseudonyms: &'a DepartmentKey,
     community_name: Option<&'a str>,
-    views: BTreeMap<String, i32>,
+    views: Vec<(&'static str, i32)>,
     released: &'a mut ReleasedViews,
 }
 
@@ -208,7 +208,7 @@ impl<'a> Projector<'a> {
             cursor,
             pseudonyms,
             community_name,
-            views: BTreeMap::new(),
+            views: Vec::with_capacity(spec.fields.len()),
             released,
         }
     }
@@ -229,18 +229,19 @@ impl<'a> Projector<'a> {
     }
 
     fn record(&mut self, field: &'static str, i: usize, view: FieldView) {
-        self.views.insert(field.to_string(), view as i32);
+        self.views.push((field, view as i32));
         self.released.mark(i, view);
     }
 
-    /// A text field in whatever view the plan allows.
-    pub fn text(&mut self, field: &'static str, value: &Option<String>) -> Option<String> {
+    /// A text field in whatever view the plan allows. Takes the stored
+    /// value by move: a CLEAR field is passed on without a copy.
+    pub fn text(&mut self, field: &'static str, value: Option<String>) -> Option<String> {
         let (i, view) = self.next(field);
-        let value = value.as_ref()?;
+        let value = value?;
         let out = match view {
-            FieldView::Clear => value.clone(),
-            FieldView::Masked => mask(self.spec.fields[i].mask, value, self.community_name)?,
-            FieldView::Pseudonym => self.pseudonyms.pseudonym(value),
+            FieldView::Clear => value,
+            FieldView::Masked => mask(self.spec.fields[i].mask, &value, self.community_name)?,
+            FieldView::Pseudonym => self.pseudonyms.pseudonym(&value),
             FieldView::Unspecified => return None,
         };
         self.record(field, i, view);
@@ -248,18 +249,22 @@ impl<'a> Projector<'a> {
     }
 
     /// A non-text field: released only in the CLEAR view.
-    pub fn clear<T: Clone>(&mut self, field: &'static str, value: &Option<T>) -> Option<T> {
+    pub fn clear<T>(&mut self, field: &'static str, value: Option<T>) -> Option<T> {
         let (i, view) = self.next(field);
-        let value = value.as_ref()?;
+        let value = value?;
         (view == FieldView::Clear).then(|| {
             self.record(field, i, view);
-            value.clone()
+            value
         })
     }
 
-    /// The views map for the output record, keyed by the record's own field names.
+    /// The views map for the output record, keyed by the record's own field
+    /// names (built in one go from the fields in catalog order).
     pub fn finish_views(&mut self) -> BTreeMap<String, i32> {
-        std::mem::take(&mut self.views)
+        self.views
+            .drain(..)
+            .map(|(field, view)| (field.to_string(), view))
+            .collect()
     }
 }
 

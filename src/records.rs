@@ -38,7 +38,7 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     fn stamp(&mut self, version: u64, at: Timestamp);
     /// A copy holding only the fields the projector releases, calling it
     /// once per field in catalog order.
-    fn project(&self, p: &mut Projector<'_>) -> Self;
+    fn project(self, p: &mut Projector<'_>) -> Self;
 
     fn set_counts(&mut self, _counts: GridCounts) {}
 
@@ -95,29 +95,29 @@ impl Record for Person {
         )
         .into_bytes()
     }
-    fn project(&self, p: &mut Projector<'_>) -> Self {
+    fn project(self, p: &mut Projector<'_>) -> Self {
         let mut out = Person {
-            id_number: p.text("id_number", &self.id_number),
-            name: p.text("name", &self.name),
-            sex: p.clear("sex", &self.sex),
-            birth_date: p.text("birth_date", &self.birth_date),
-            ethnicity: p.text("ethnicity", &self.ethnicity),
-            marital_status: p.text("marital_status", &self.marital_status),
-            education: p.text("education", &self.education),
-            hukou_division: p.text("hukou_division", &self.hukou_division),
-            hukou_address: p.text("hukou_address", &self.hukou_address),
-            residence_grid: p.text("residence_grid", &self.residence_grid),
-            residence_address: p.text("residence_address", &self.residence_address),
-            residence_status: p.clear("residence_status", &self.residence_status),
-            population_type: p.clear("population_type", &self.population_type),
-            phone: p.text("phone", &self.phone),
-            household_id: p.text("household_id", &self.household_id),
-            relation_to_head: p.text("relation_to_head", &self.relation_to_head),
-            tags: p.clear("tags", &self.tags),
-            restricted_tags: p.clear("restricted_tags", &self.restricted_tags),
-            deceased: p.clear("deceased", &self.deceased),
-            updated_at: p.clear("updated_at", &self.updated_at),
-            version: p.clear("version", &self.version),
+            id_number: p.text("id_number", self.id_number),
+            name: p.text("name", self.name),
+            sex: p.clear("sex", self.sex),
+            birth_date: p.text("birth_date", self.birth_date),
+            ethnicity: p.text("ethnicity", self.ethnicity),
+            marital_status: p.text("marital_status", self.marital_status),
+            education: p.text("education", self.education),
+            hukou_division: p.text("hukou_division", self.hukou_division),
+            hukou_address: p.text("hukou_address", self.hukou_address),
+            residence_grid: p.text("residence_grid", self.residence_grid),
+            residence_address: p.text("residence_address", self.residence_address),
+            residence_status: p.clear("residence_status", self.residence_status),
+            population_type: p.clear("population_type", self.population_type),
+            phone: p.text("phone", self.phone),
+            household_id: p.text("household_id", self.household_id),
+            relation_to_head: p.text("relation_to_head", self.relation_to_head),
+            tags: p.clear("tags", self.tags),
+            restricted_tags: p.clear("restricted_tags", self.restricted_tags),
+            deceased: p.clear("deceased", self.deceased),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
             views: Default::default(),
         };
         out.views = p.finish_views();
@@ -147,25 +147,25 @@ impl Record for LegalEntity {
         self.version = Some(version);
         self.updated_at = Some(at);
     }
-    fn project(&self, p: &mut Projector<'_>) -> Self {
+    fn project(self, p: &mut Projector<'_>) -> Self {
         let mut out = LegalEntity {
-            uscc: p.text("uscc", &self.uscc),
-            name: p.text("name", &self.name),
-            category: p.text("category", &self.category),
-            enterprise_type: p.text("enterprise_type", &self.enterprise_type),
-            legal_representative: p.text("legal_representative", &self.legal_representative),
-            registered_capital: p.clear("registered_capital", &self.registered_capital),
-            established_date: p.text("established_date", &self.established_date),
-            term_end: p.text("term_end", &self.term_end),
-            status: p.clear("status", &self.status),
-            domicile: p.text("domicile", &self.domicile),
-            domicile_grid: p.text("domicile_grid", &self.domicile_grid),
-            business_scope: p.text("business_scope", &self.business_scope),
-            registration_authority: p.text("registration_authority", &self.registration_authority),
-            industry_code: p.text("industry_code", &self.industry_code),
-            phone: p.text("phone", &self.phone),
-            updated_at: p.clear("updated_at", &self.updated_at),
-            version: p.clear("version", &self.version),
+            uscc: p.text("uscc", self.uscc),
+            name: p.text("name", self.name),
+            category: p.text("category", self.category),
+            enterprise_type: p.text("enterprise_type", self.enterprise_type),
+            legal_representative: p.text("legal_representative", self.legal_representative),
+            registered_capital: p.clear("registered_capital", self.registered_capital),
+            established_date: p.text("established_date", self.established_date),
+            term_end: p.text("term_end", self.term_end),
+            status: p.clear("status", self.status),
+            domicile: p.text("domicile", self.domicile),
+            domicile_grid: p.text("domicile_grid", self.domicile_grid),
+            business_scope: p.text("business_scope", self.business_scope),
+            registration_authority: p.text("registration_authority", self.registration_authority),
+            industry_code: p.text("industry_code", self.industry_code),
+            phone: p.text("phone", self.phone),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
             views: Default::default(),
         };
         out.views = p.finish_views();
@@ -207,19 +207,19 @@ impl Record for Grid {
         self.entity_count = Some(c.entities);
     }
 
-    fn project(&self, p: &mut Projector<'_>) -> Self {
+    fn project(self, p: &mut Projector<'_>) -> Self {
         let mut out = Grid {
-            grid_code: p.text("grid_code", &self.grid_code),
-            name: p.text("name", &self.name),
-            community_code: p.text("community_code", &self.community_code),
-            kind: p.clear("kind", &self.kind),
-            boundary: p.clear("boundary", &self.boundary),
-            area_m2: p.clear("area_m2", &self.area_m2),
-            household_count: p.clear("household_count", &self.household_count),
-            person_count: p.clear("person_count", &self.person_count),
-            entity_count: p.clear("entity_count", &self.entity_count),
-            updated_at: p.clear("updated_at", &self.updated_at),
-            version: p.clear("version", &self.version),
+            grid_code: p.text("grid_code", self.grid_code),
+            name: p.text("name", self.name),
+            community_code: p.text("community_code", self.community_code),
+            kind: p.clear("kind", self.kind),
+            boundary: p.clear("boundary", self.boundary),
+            area_m2: p.clear("area_m2", self.area_m2),
+            household_count: p.clear("household_count", self.household_count),
+            person_count: p.clear("person_count", self.person_count),
+            entity_count: p.clear("entity_count", self.entity_count),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
             views: Default::default(),
         };
         out.views = p.finish_views();
@@ -254,16 +254,16 @@ impl Record for GridWorker {
         self.version = Some(version);
         self.updated_at = Some(at);
     }
-    fn project(&self, p: &mut Projector<'_>) -> Self {
+    fn project(self, p: &mut Projector<'_>) -> Self {
         let mut out = GridWorker {
-            worker_id: p.text("worker_id", &self.worker_id),
-            name: p.text("name", &self.name),
-            phone: p.text("phone", &self.phone),
-            role: p.clear("role", &self.role),
-            grid_code: p.text("grid_code", &self.grid_code),
-            since: p.text("since", &self.since),
-            updated_at: p.clear("updated_at", &self.updated_at),
-            version: p.clear("version", &self.version),
+            worker_id: p.text("worker_id", self.worker_id),
+            name: p.text("name", self.name),
+            phone: p.text("phone", self.phone),
+            role: p.clear("role", self.role),
+            grid_code: p.text("grid_code", self.grid_code),
+            since: p.text("since", self.since),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
             views: Default::default(),
         };
         out.views = p.finish_views();
@@ -296,10 +296,10 @@ impl Record for RegionNode {
         0
     }
     fn stamp(&mut self, _version: u64, _at: Timestamp) {}
-    fn project(&self, _p: &mut Projector<'_>) -> Self {
+    fn project(self, _p: &mut Projector<'_>) -> Self {
         RegionNode {
             children: Vec::new(),
-            ..self.clone()
+            ..self
         }
     }
 }

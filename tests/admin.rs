@@ -747,3 +747,149 @@ async fn credentials_register_issue_rotate() {
             .any(|w| w == issued.token.as_bytes())
     }));
 }
+
+/// What 32 callers saw around a control-plane change made mid-load.
+struct AroundChange {
+    /// Calls that returned data, sent before the change had returned.
+    served_before: u64,
+    /// Calls sent after the change had returned: (returned data, refused).
+    after: (u64, u64),
+    /// Status codes of the refusals after the change.
+    codes: std::collections::BTreeSet<String>,
+}
+
+/// Drives 32 concurrent GetPerson callers as `identity`; once 200 calls
+/// have been served, runs `change` and marks its return. Each caller then
+/// makes 10 more calls and stops (every caller also stops after 3000).
+/// Ordering, not timing: a call counts as "after" when it was sent after
+/// `change` had returned.
+async fn load_across<F>(gw: &Gateway, identity: &str, purpose: &str, change: F) -> AroundChange
+where
+    F: std::future::Future<Output = ()>,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    let changed = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let channels = [gw.channel(identity).await, gw.channel(identity).await];
+    let (token, id) = (gw.token(identity), residents().0.id_number.unwrap());
+    let mut callers = tokio::task::JoinSet::new();
+    for k in 0..32 {
+        let mut c = PopulationServiceClient::new(channels[k % 2].clone());
+        let (changed, served) = (changed.clone(), served.clone());
+        let (token, id, purpose) = (token.clone(), id.clone(), purpose.to_string());
+        callers.spawn(async move {
+            let (mut before, mut after_ok, mut after_refused) = (0u64, 0u64, 0u64);
+            let mut codes = std::collections::BTreeSet::new();
+            for _ in 0..3000 {
+                let sent_after = changed.load(SeqCst);
+                let got = c
+                    .get_person(req(
+                        GetPersonRequest {
+                            context: ctx(&purpose),
+                            id_number: id.clone(),
+                        },
+                        &token,
+                    ))
+                    .await;
+                match (sent_after, got) {
+                    (false, Ok(_)) => {
+                        before += 1;
+                        served.fetch_add(1, SeqCst);
+                    }
+                    (false, Err(_)) => {}
+                    (true, Ok(_)) => after_ok += 1,
+                    (true, Err(s)) => {
+                        after_refused += 1;
+                        codes.insert(format!("{:?}: {}", s.code(), s.message()));
+                    }
+                }
+                if after_ok + after_refused >= 10 {
+                    break;
+                }
+            }
+            (before, after_ok, after_refused, codes)
+        });
+    }
+    while served.load(SeqCst) < 200 && !callers.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    change.await;
+    changed.store(true, SeqCst);
+    let mut seen = AroundChange {
+        served_before: 0,
+        after: (0, 0),
+        codes: Default::default(),
+    };
+    for (before, ok, refused, codes) in callers.join_all().await {
+        seen.served_before += before;
+        seen.after.0 += ok;
+        seen.after.1 += refused;
+        seen.codes.extend(codes);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
+    let gw = Gateway::start("");
+    let token = gw.token("admin");
+    let mut a = admin(&gw, "admin").await;
+
+    let seen = load_across(&gw, "civil-affairs", "social-assistance", async {
+        a.revoke_grant(req(
+            RevokeGrantRequest {
+                id: "demo-civil-affairs-population".into(),
+                reason: "case closed".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    })
+    .await;
+    assert!(
+        seen.served_before >= 200,
+        "the load ran: {}",
+        seen.served_before
+    );
+    assert_eq!(
+        seen.after,
+        (0, 320),
+        "after the revocation: {:?}",
+        seen.codes
+    );
+    assert_eq!(
+        seen.codes.into_iter().collect::<Vec<_>>(),
+        ["PermissionDenied: your department's grant for 'population' has been revoked"]
+    );
+
+    let seen = load_across(&gw, "street-office", "grid-event-handling", async {
+        a.suspend_department(req(
+            SuspendDepartmentRequest {
+                id: "street-office".into(),
+                resume: false,
+                reason: "audit finding".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    })
+    .await;
+    assert!(
+        seen.served_before >= 200,
+        "the load ran: {}",
+        seen.served_before
+    );
+    assert_eq!(
+        seen.after,
+        (0, 320),
+        "after the suspension: {:?}",
+        seen.codes
+    );
+    assert_eq!(
+        seen.codes.into_iter().collect::<Vec<_>>(),
+        ["Unauthenticated: authentication failed: DEPARTMENT_SUSPENDED"]
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod bench;
 mod bootstrap;
 pub mod import;
 pub mod pull;

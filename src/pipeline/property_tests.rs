@@ -643,8 +643,8 @@ impl crate::store::Backend for FailingBackend {
         &self,
         _: &str,
         _: &str,
-        _: &[u8],
-        _: &mut dyn FnMut(Option<&[u8]>) -> anyhow::Result<crate::store::IndexedWrite>,
+        _: &[&[u8]],
+        _: &mut crate::store::IndexedUpdate<'_>,
     ) -> anyhow::Result<()> {
         anyhow::bail!("the disk went away")
     }

@@ -37,6 +37,58 @@ impl Upsert {
     }
 }
 
+/// A chunk's records by kind, each kind written in one atomic step (in
+/// the chunk's order within a kind, so a key named twice ends as its last
+/// record).
+#[derive(Default)]
+struct Batches {
+    persons: Vec<Person>,
+    entities: Vec<LegalEntity>,
+    regions: Vec<RegionNode>,
+    grids: Vec<Grid>,
+    workers: Vec<GridWorker>,
+}
+
+impl Batches {
+    fn of(records: Vec<Upsert>) -> Self {
+        let mut b = Self::default();
+        for r in records {
+            match r {
+                Upsert::Person(r) => b.persons.push(r),
+                Upsert::Entity(r) => b.entities.push(r),
+                Upsert::Region(r) => b.regions.push(r),
+                Upsert::Grid(r) => {
+                    // A grid is also the leaf of the region tree.
+                    b.regions.push(RegionNode {
+                        code: r.key().to_string(),
+                        name: r.name.clone().unwrap_or_default(),
+                        level: RegionLevel::Grid.into(),
+                        parent_code: r.community_code.clone().unwrap_or_default(),
+                        children: Vec::new(),
+                    });
+                    b.grids.push(r);
+                }
+                Upsert::Worker(r) => b.workers.push(r),
+            }
+        }
+        b
+    }
+
+    /// Structure first, so records never refer to a region not yet stored;
+    /// durable before the chunk is acknowledged.
+    fn write(self, p: &Pipeline) -> anyhow::Result<()> {
+        p.records.upsert_all(self.regions)?;
+        for g in &self.grids {
+            p.locator.upsert(g);
+        }
+        p.records.upsert_all(self.grids)?;
+        p.records.upsert_all(self.workers)?;
+        p.records.upsert_all(self.persons)?;
+        p.records.upsert_all(self.entities)?;
+        p.records.sync()
+    }
+}
+
 /// A publisher admitted for one dataset.
 pub struct Publisher {
     pipeline: Arc<Pipeline>,
@@ -118,29 +170,7 @@ impl Publisher {
         let receipt = self.pipeline.record(e).await?.to_proto();
         let written = self
             .pipeline
-            .blocking(move |p| {
-                for r in records {
-                    match r {
-                        Upsert::Person(r) => p.records.upsert(r)?,
-                        Upsert::Entity(r) => p.records.upsert(r)?,
-                        Upsert::Region(r) => p.records.upsert(r)?,
-                        Upsert::Grid(r) => {
-                            // A grid is also the leaf of the region tree.
-                            p.records.upsert(RegionNode {
-                                code: r.key().to_string(),
-                                name: r.name.clone().unwrap_or_default(),
-                                level: RegionLevel::Grid.into(),
-                                parent_code: r.community_code.clone().unwrap_or_default(),
-                                children: Vec::new(),
-                            })?;
-                            p.locator.upsert(&r);
-                            p.records.upsert(r)?
-                        }
-                        Upsert::Worker(r) => p.records.upsert(r)?,
-                    }
-                }
-                Ok(())
-            })
+            .blocking(move |p| Batches::of(records).write(p))
             .await;
         if let Err(err) = written {
             tracing::error!(error = %err, "writing an audited publish chunk failed");

@@ -126,16 +126,26 @@ impl RecordStore {
     /// `version` (previous + 1) and `updated_at`. Writing needs no audit of
     /// its own here: publishing audits before it calls this, and the demo
     /// loader runs before the gateway serves.
-    pub fn upsert<R: Record>(&self, mut record: R) -> Result<()> {
-        let key = record.key().to_string();
+    pub fn upsert<R: Record>(&self, record: R) -> Result<()> {
+        self.upsert_all(vec![record])
+    }
+
+    /// [`Self::upsert`] for many records in one write (see
+    /// [`Backend::upsert_indexed`] for what a crash midway leaves). A key
+    /// named twice ends as its last record.
+    pub fn upsert_all<R: Record>(&self, mut records: Vec<R>) -> Result<()> {
+        let keys: Vec<String> = records.iter().map(|r| r.key().to_string()).collect();
+        let key_bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let at = now_timestamp();
         self.backend.upsert_indexed(
             R::COLLECTION,
             &index_tree::<R>(),
-            key.as_bytes(),
-            &mut |old| {
+            &key_bytes,
+            &mut |n, old| {
                 let old: Option<R> = old.map(R::decode).transpose()?;
                 let version = old.as_ref().map_or(0, R::version) + 1;
-                record.stamp(version, now_timestamp());
+                let record = &mut records[n];
+                record.stamp(version, at);
                 Ok(IndexedWrite {
                     value: record.encode_to_vec(),
                     old_index: old.map(|o| o.index_key()),
@@ -144,8 +154,10 @@ impl RecordStore {
             },
         )?;
         if R::IS_STRUCTURE {
-            let name = record.structure_name().to_string();
-            self.codes.write().expect("codes lock").insert(key, name);
+            let mut codes = self.codes.write().expect("codes lock");
+            for (key, record) in keys.into_iter().zip(&records) {
+                codes.insert(key, record.structure_name().to_string());
+            }
         }
         Ok(())
     }

@@ -29,6 +29,10 @@ pub struct IndexedWrite {
     pub new_index: Vec<u8>,
 }
 
+/// Computes one record's write from its current stored value: called with
+/// the record's position in the call and its old bytes, if any.
+pub type IndexedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<IndexedWrite> + 'a;
+
 /// A key-value store with ordered trees and one atomic multi-tree operation.
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -43,14 +47,20 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// Reads the current value of `key`, lets `update` compute the new value
-    /// and index move, and applies record and index atomically.
+    /// For each of `keys` in order, reads its current value (as written by
+    /// earlier keys of the same call), lets `update(i, old)` compute the new
+    /// value and index move, then writes every index move in one atomic
+    /// step and every record in a second. A crash between the two leaves
+    /// index entries whose record is absent or not yet moved: readers skip
+    /// absent records and judge each record by its own row code, so such
+    /// an entry can hide a record but never expose one. Callers make the
+    /// write durable with [`Backend::sync`].
     fn upsert_indexed(
         &self,
         tree: &str,
         index: &str,
-        key: &[u8],
-        update: &mut dyn FnMut(Option<&[u8]>) -> Result<IndexedWrite>,
+        keys: &[&[u8]],
+        update: &mut IndexedUpdate<'_>,
     ) -> Result<()>;
     /// Atomically replaces a little-endian u64 counter by `f(current)`
     /// (0 when absent); returns `(old, new)`.

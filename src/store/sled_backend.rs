@@ -1,14 +1,15 @@
 //! The embedded default backend: one sled database in the data directory.
 
-use super::{Backend, IndexedWrite};
+use super::{Backend, IndexedUpdate};
 use anyhow::{Context, Result};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Mutex;
 
 pub struct SledBackend {
     db: sled::Db,
+    indexed_writes: Mutex<()>,
 }
 
 impl SledBackend {
@@ -18,7 +19,10 @@ impl SledBackend {
             .cache_capacity(256 << 20)
             .open()
             .with_context(|| format!("opening the sled store at {}", dir.display()))?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            indexed_writes: Mutex::new(()),
+        })
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree> {
@@ -104,29 +108,38 @@ impl Backend for SledBackend {
         &self,
         tree: &str,
         index: &str,
-        key: &[u8],
-        update: &mut dyn FnMut(Option<&[u8]>) -> Result<IndexedWrite>,
+        keys: &[&[u8]],
+        update: &mut IndexedUpdate<'_>,
     ) -> Result<()> {
         let records = self.tree(tree)?;
         let idx = self.tree(index)?;
-        // sled may retry the closure on conflict, and wants it to be `Fn`.
-        let update = std::cell::RefCell::new(update);
-        (&records, &idx)
-            .transaction(|(r, i)| {
-                let old = r.get(key)?;
-                let w = (update.borrow_mut())(old.as_deref())
-                    .map_err(ConflictableTransactionError::Abort)?;
-                if let Some(o) = &w.old_index {
-                    i.remove(o.as_slice())?;
+        // Read-modify-write: one writer at a time, so no update is lost.
+        let _one = self.indexed_writes.lock().expect("indexed write lock");
+        let mut written: HashMap<&[u8], Vec<u8>> = HashMap::new();
+        let (mut record_batch, mut index_batch) = (sled::Batch::default(), sled::Batch::default());
+        for (n, key) in keys.iter().enumerate() {
+            let stored;
+            let old = match written.get(key) {
+                Some(v) => Some(v.as_slice()),
+                None => {
+                    stored = records.get(key)?;
+                    stored.as_deref()
                 }
-                i.insert(w.new_index.as_slice(), &[][..])?;
-                r.insert(key, w.value.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => anyhow::Error::from(e).context("sled transaction"),
-            })
+            };
+            let w = update(n, old)?;
+            if let Some(o) = w.old_index {
+                index_batch.remove(o);
+            }
+            index_batch.insert(w.new_index, &[][..]);
+            record_batch.insert(*key, w.value.as_slice());
+            written.insert(key, w.value);
+        }
+        idx.apply_batch(index_batch)
+            .context("writing the region index")?;
+        records
+            .apply_batch(record_batch)
+            .context("writing the records")?;
+        Ok(())
     }
 
     fn update_counter(

@@ -1,0 +1,373 @@
+//! Closed-loop load over real mTLS connections: N callers in flight, each
+//! issuing its next call as soon as the last one answers.
+
+use super::proc::{Cpu, Sampler};
+use crate::client;
+use crate::proto::population_service_client::PopulationServiceClient;
+use crate::proto::*;
+use anyhow::Result;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// What each caller calls.
+#[derive(Clone)]
+pub enum Call {
+    /// `grpc.health.v1.Health/Check`: the baseline.
+    Health,
+    /// An audited, masked `GetPerson` (civil-affairs).
+    GetPerson(Arc<Vec<String>>),
+    /// `BatchGetPersons` of this many keys.
+    BatchGet(Arc<Vec<String>>, usize),
+}
+
+/// The benchmark district's citizen IDs (the demo generator's).
+pub fn resident_ids(persons: usize) -> Arc<Vec<String>> {
+    Arc::new(
+        crate::demo::generate(crate::config::Config::default().demo_seed, persons)
+            .persons
+            .into_iter()
+            .filter_map(|p| p.id_number)
+            .collect(),
+    )
+}
+
+/// The outcome of one measurement.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub calls: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u32>,
+    pub cpu: Cpu,
+    /// Server CPU per call (µs) by thread group.
+    pub threads: Vec<(String, f64)>,
+    pub rss_peak_mb: f64,
+}
+
+impl Stats {
+    fn finish(mut self, cpu: Cpu) -> Self {
+        self.latencies_us.sort_unstable();
+        let per = self.calls.max(1) as f64;
+        self.threads = cpu
+            .threads
+            .iter()
+            .filter(|(_, s)| **s > 0.0)
+            .map(|(k, s)| (k.clone(), s * 1e6 / per))
+            .collect();
+        self.threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+        self.cpu = cpu;
+        self
+    }
+
+    pub fn calls_per_sec(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn cpu_per_call_us(&self) -> f64 {
+        self.cpu.total * 1e6 / self.calls.max(1) as f64
+    }
+    pub fn cpu_per_record_us(&self) -> f64 {
+        self.cpu.total * 1e6 / self.records.max(1) as f64
+    }
+    fn percentile_ms(&self, q: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * q) as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+    pub fn p50_ms(&self) -> f64 {
+        self.percentile_ms(0.5)
+    }
+    pub fn p99_ms(&self) -> f64 {
+        self.percentile_ms(0.99)
+    }
+}
+
+/// Connections and the identity's token.
+pub struct Load {
+    channels: Vec<Channel>,
+    token: String,
+}
+
+fn context(purpose: &str) -> Option<PullContext> {
+    Some(PullContext {
+        purpose: purpose.into(),
+        case_id: "BENCH".into(),
+        operator: String::new(),
+    })
+}
+
+impl Load {
+    pub async fn connect(
+        addr: &str,
+        pki: &Path,
+        identity: &str,
+        connections: usize,
+    ) -> Result<Self> {
+        let mut channels = Vec::new();
+        for _ in 0..connections.max(1) {
+            channels.push(client::Client::from_pki(addr, pki, identity).await?.channel);
+        }
+        let token = std::fs::read_to_string(pki.join(format!("{identity}.token")))?
+            .trim()
+            .to_string();
+        Ok(Self { channels, token })
+    }
+
+    /// `concurrency` callers for `duration`, after a short warm-up.
+    pub async fn run(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+        sampler: &Sampler,
+        call: Call,
+    ) -> Result<Stats> {
+        // Warm up connections, caches and the allocator.
+        self.drive(concurrency.min(8), Duration::from_millis(300), call.clone())
+            .await?;
+        let before = sampler.cpu();
+        let started = Instant::now();
+        let mut stats = self.drive(concurrency, duration, call).await?;
+        stats.elapsed = started.elapsed();
+        let cpu = sampler.cpu().since(&before);
+        Ok(stats.finish(cpu))
+    }
+
+    async fn drive(&self, concurrency: usize, duration: Duration, call: Call) -> Result<Stats> {
+        let deadline = Instant::now() + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..concurrency {
+            let channel = self.channels[k % self.channels.len()].clone();
+            let token = self.token.clone();
+            let call = call.clone();
+            tasks.spawn(async move {
+                let mut health =
+                    tonic_health::pb::health_client::HealthClient::new(channel.clone());
+                let mut pop = PopulationServiceClient::new(channel);
+                let (mut calls, mut records, mut lat) = (0u64, 0u64, Vec::new());
+                let mut i = k * 7919;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let got = match &call {
+                        Call::Health => health
+                            .check(client::with_token(
+                                tonic_health::pb::HealthCheckRequest {
+                                    service: String::new(),
+                                },
+                                &token,
+                            ))
+                            .await
+                            .map(|_| 0u64),
+                        Call::GetPerson(ids) => pop
+                            .get_person(client::with_token(
+                                GetPersonRequest {
+                                    context: context("social-assistance"),
+                                    id_number: ids[i % ids.len()].clone(),
+                                },
+                                &token,
+                            ))
+                            .await
+                            .map(|_| 1),
+                        Call::BatchGet(ids, n) => {
+                            let start = i % ids.len().saturating_sub(*n).max(1);
+                            pop.batch_get_persons(client::with_token(
+                                BatchGetPersonsRequest {
+                                    context: context("social-assistance"),
+                                    id_numbers: ids[start..start + n].to_vec(),
+                                },
+                                &token,
+                            ))
+                            .await
+                            .map(|r| r.into_inner().persons.len() as u64)
+                        }
+                    };
+                    let r = got.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+                    lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    calls += 1;
+                    records += r;
+                    i += 1;
+                }
+                anyhow::Ok((calls, records, lat))
+            });
+        }
+        let mut stats = Stats::default();
+        for r in tasks.join_all().await {
+            let (c, n, l) = r?;
+            stats.calls += c;
+            stats.records += n;
+            stats.latencies_us.extend(l);
+        }
+        Ok(stats)
+    }
+}
+
+/// Samples the server's RSS every 50 ms until stopped; returns the peak.
+fn rss_watch(pid_sampler: Arc<Sampler>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(pid_sampler.rss_mb());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak
+    })
+}
+
+/// `n` concurrent ListPersons streams over the whole district, pages of
+/// 1000, each restarted when it ends.
+pub async fn streams(
+    addr: &str,
+    pki: &Path,
+    identity: &str,
+    n: usize,
+    duration: Duration,
+    sampler: &Sampler,
+) -> Result<Stats> {
+    let load = Load::connect(addr, pki, identity, 4).await?;
+    let records = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = rss_watch(Arc::new(Sampler::new(sampler.pid())), stop.clone());
+    let before = sampler.cpu();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let channel = load.channels[k % load.channels.len()].clone();
+        let (token, records) = (load.token.clone(), records.clone());
+        tasks.spawn(async move {
+            let mut pop = PopulationServiceClient::new(channel);
+            while Instant::now() < deadline {
+                let mut s = pop
+                    .list_persons(client::with_token(
+                        ListPersonsRequest {
+                            context: context("public-security"),
+                            region_prefix: String::new(),
+                            page_size: 1000,
+                            ..Default::default()
+                        },
+                        &token,
+                    ))
+                    .await?
+                    .into_inner();
+                while let Some(page) = s.message().await? {
+                    records.fetch_add(page.persons.len() as u64, Ordering::Relaxed);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    for r in tasks.join_all().await {
+        r?;
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let cpu = sampler.cpu().since(&before);
+    let stats = Stats {
+        records: records.load(Ordering::Relaxed),
+        calls: n as u64,
+        elapsed,
+        rss_peak_mb: watcher.await.unwrap_or(0.0),
+        ..Default::default()
+    };
+    Ok(stats.finish(cpu))
+}
+
+/// 16 callers sending 100 000-key batches (each refused) for `duration`;
+/// returns the server's peak RSS.
+pub async fn huge_batches(
+    c: &client::Client,
+    sampler: &Sampler,
+    duration: Duration,
+) -> Result<f64> {
+    let keys: Vec<String> = (0..100_000).map(|i| format!("{i:018}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = rss_watch(Arc::new(Sampler::new(sampler.pid())), stop.clone());
+    let deadline = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (channel, keys) = (c.channel.clone(), keys.clone());
+        let req = c.request(());
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .trim_start_matches("Bearer ")
+            .to_string();
+        tasks.spawn(async move {
+            let mut pop = PopulationServiceClient::new(channel).max_encoding_message_size(16 << 20);
+            while Instant::now() < deadline {
+                let _ = pop
+                    .batch_get_persons(client::with_token(
+                        BatchGetPersonsRequest {
+                            context: context("public-security"),
+                            id_numbers: keys.clone(),
+                        },
+                        &token,
+                    ))
+                    .await;
+            }
+        });
+    }
+    tasks.join_all().await;
+    stop.store(true, Ordering::Relaxed);
+    Ok(watcher.await.unwrap_or(0.0))
+}
+
+/// Reads one page of a long stream, cancels it, and measures the server
+/// CPU spent in the second after (less an idle second's).
+pub async fn cancel_work(addr: &str, pki: &Path, sampler: &Sampler) -> Result<f64> {
+    let load = Load::connect(addr, pki, "public-security", 1).await?;
+    let idle_before = sampler.cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = sampler.cpu().since(&idle_before).total;
+    let mut pop = PopulationServiceClient::new(load.channels[0].clone());
+    let mut s = pop
+        .list_persons(client::with_token(
+            ListPersonsRequest {
+                context: context("public-security"),
+                page_size: 1000,
+                ..Default::default()
+            },
+            &load.token,
+        ))
+        .await?
+        .into_inner();
+    s.message().await?;
+    drop(s);
+    let at = sampler.cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = sampler.cpu().since(&at).total;
+    Ok(((after - idle).max(0.0)) * 1000.0)
+}
+
+/// Re-publishes the district through `govshare import`; records per second.
+pub async fn import(binary: &Path, addr: &str, pki: &Path, persons: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let d = crate::demo::generate(crate::config::Config::default().demo_seed, persons);
+    crate::demo::write_jsonl(&d, dir.path())?;
+    let started = Instant::now();
+    let mut import = std::process::Command::new(binary);
+    import
+        .args(["import", "--addr", addr, "--pki"])
+        .arg(pki)
+        .args(["--dataset", "population"])
+        .arg(dir.path().join("population.jsonl"))
+        .env("RUST_LOG", "warn");
+    let out = tokio::task::spawn_blocking(move || import.output()).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(persons as f64 / started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,529 @@
+//! `govshare bench`: the benchmark harness. It starts its own gateway (this
+//! binary, on loopback, a temp data dir, the dev PKI), drives it with a
+//! tonic client over mutual TLS, and reports each figure next to a
+//! baseline taken in the same run with the same client and connections —
+//! a `grpc.health` Check — plus the server's CPU per call read from
+//! `/proc/<pid>`, because machines are shared and noisy and absolute
+//! requests per second say little.
+//!
+//! Nothing here is a test: there are no thresholds, only measurements.
+
+mod load;
+mod micro;
+mod proc;
+
+use crate::client;
+use anyhow::{Context, Result};
+use load::{Load, Stats};
+use proc::Sampler;
+use serde::Serialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to measure, and how long.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `govshare` binary to run as the gateway.
+    pub binary: PathBuf,
+    /// Residents in the benchmark district.
+    pub persons: usize,
+    /// Each load measurement runs this long.
+    pub duration: Duration,
+    /// In-flight calls for the unary comparisons.
+    pub concurrency: Vec<usize>,
+    /// Client connections the calls are spread over.
+    pub connections: usize,
+    /// Entries in the log for the proof-latency measurement (0: skip).
+    pub log_entries: u64,
+    /// Residents for the start-to-serving measurement (0: skip).
+    pub start_persons: usize,
+    /// Run only these measurements (empty: all).
+    pub only: Vec<Phase>,
+}
+
+/// The measurements, to run a few of them again (`--only streams,memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// GetPerson vs health Check at each concurrency.
+    Unary,
+    /// BatchGetPersons of 100.
+    Batch,
+    /// ListPersons at 1 and 128 streams.
+    Streams,
+    /// RSS under 100 000-key batches.
+    Memory,
+    /// Server work after a cancelled stream.
+    Cancel,
+    /// Raw write+fdatasync.
+    Disk,
+    /// The policy decision alone.
+    Policy,
+    /// `govshare import` into the running gateway.
+    Import,
+    /// The audit log at `--log-entries`.
+    Log,
+    /// Start-to-serving with `--start-persons`.
+    Start,
+}
+
+impl Options {
+    fn wants(&self, p: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&p)
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub figure: String,
+    pub value: f64,
+    pub unit: String,
+    /// The same-run baseline it is compared with, if any.
+    pub baseline: Option<f64>,
+    /// value / baseline (or baseline / value where smaller is better).
+    pub ratio: Option<f64>,
+    pub goal: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub started: String,
+    pub rows: Vec<Row>,
+    /// Server CPU per call by thread group, per measurement.
+    pub threads: Vec<(String, Vec<(String, f64)>)>,
+}
+
+impl Report {
+    fn row(
+        &mut self,
+        figure: impl Into<String>,
+        value: f64,
+        unit: &str,
+        baseline: Option<f64>,
+        goal: &str,
+    ) {
+        let ratio = baseline.filter(|b| *b > 0.0).map(|b| value / b);
+        self.rows.push(Row {
+            figure: figure.into(),
+            value,
+            unit: unit.into(),
+            baseline,
+            ratio,
+            goal: goal.into(),
+        });
+    }
+
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut out = format!("machine: {}\nrun: {}\n\n", self.machine, self.started);
+        out.push_str(&format!(
+            "{:<58} {:>14} {:<10} {:>14} {:>8}  {}\n",
+            "figure", "value", "unit", "baseline", "ratio", "goal"
+        ));
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{:<58} {:>14} {:<10} {:>14} {:>8}  {}\n",
+                r.figure,
+                fmt(r.value),
+                r.unit,
+                r.baseline.map(fmt).unwrap_or_default(),
+                r.ratio.map(|x| format!("{x:.2}×")).unwrap_or_default(),
+                r.goal
+            ));
+        }
+        for (what, threads) in &self.threads {
+            out.push_str(&format!("\nserver CPU per call by thread, {what}:\n"));
+            for (name, us) in threads {
+                out.push_str(&format!("  {name:<24} {us:>9.1} µs\n"));
+            }
+        }
+        out
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// A gateway process of its own.
+struct Gateway {
+    child: Child,
+    addr: String,
+    pki: PathBuf,
+    pid: u32,
+    ops: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    fn start(
+        binary: &Path,
+        persons: usize,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<(Self, Duration)> {
+        let dir = match dir {
+            Some(d) => d,
+            None => tempfile::tempdir()?,
+        };
+        let data = dir.path().join("data");
+        let config = dir.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {persons}\n[grpc]\nmax_in_flight = 4096\n",
+                data.display()
+            ),
+        )?;
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let (mut addr, mut ops) = (String::new(), String::new());
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(a) = line.strip_prefix("ops listening on ") {
+                ops = a.trim().to_string();
+            }
+            if let Some(a) = line.strip_prefix("govshare listening on ") {
+                addr = a.split_whitespace().next().unwrap_or_default().to_string();
+                break;
+            }
+        }
+        anyhow::ensure!(!addr.is_empty(), "the gateway did not start");
+        let took = started.elapsed();
+        std::thread::spawn(move || for _ in lines {});
+        Ok((
+            Self {
+                pid: child.id(),
+                child,
+                addr,
+                ops,
+                pki: data.join("pki"),
+                dir: Some(dir),
+            },
+            took,
+        ))
+    }
+
+    async fn client(&self, identity: &str) -> Result<client::Client> {
+        client::Client::from_pki(&self.addr, &self.pki, identity).await
+    }
+
+    /// Stops it gracefully; keeps the data dir.
+    fn stop(mut self) -> tempfile::TempDir {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        self.dir.take().expect("stopped once")
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        proc::scrape(&self.ops, name).await.unwrap_or(0.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cpus} CPUs ({model}), {mem} GiB")
+}
+
+/// Runs every measurement and returns the report.
+pub async fn run(o: &Options) -> Result<Report> {
+    let mut report = Report {
+        machine: machine(),
+        started: chrono::Local::now().format("%Y-%m-%d %H:%M").to_string(),
+        ..Default::default()
+    };
+    eprintln!("bench: starting a gateway with {} residents…", o.persons);
+    let (gw, _) = Gateway::start(&o.binary, o.persons, None)?;
+    let police = gw.client("public-security").await?;
+    let ids = load::resident_ids(o.persons);
+    let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
+    let sampler = Sampler::new(gw.pid);
+
+    // Unary: audited GetPerson vs health Check, same client, same connections.
+    for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
+        eprintln!("bench: unary calls at {c} in flight…");
+        let base = load
+            .run(c, o.duration, &sampler, load::Call::Health)
+            .await?;
+        let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
+        let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
+        let pull = load
+            .run(c, o.duration, &sampler, load::Call::GetPerson(ids.clone()))
+            .await?;
+        let per_fsync = (gw.metric("govshare_audit_batch_entries_sum").await - entries_before)
+            / (gw.metric("govshare_audit_batch_entries_count").await - batches_before).max(1.0);
+        unary_rows(&mut report, c, &base, &pull, per_fsync);
+        report
+            .threads
+            .push((format!("GetPerson at {c} in flight"), pull.threads.clone()));
+        report.threads.push((
+            format!("health Check at {c} in flight"),
+            base.threads.clone(),
+        ));
+    }
+
+    // Batches and streams: records per second and server CPU per record.
+    if o.wants(Phase::Batch) {
+        eprintln!("bench: batches of 100…");
+        let batch = load
+            .run(
+                32,
+                o.duration,
+                &sampler,
+                load::Call::BatchGet(ids.clone(), 100),
+            )
+            .await?;
+        report.row(
+            "BatchGetPersons(100) records/s at 32 in flight",
+            batch.records_per_sec(),
+            "records/s",
+            None,
+            "",
+        );
+        report.row(
+            "BatchGetPersons(100) server CPU per record",
+            batch.cpu_per_record_us(),
+            "µs",
+            None,
+            "",
+        );
+    }
+    for streams in [1usize, 128]
+        .into_iter()
+        .filter(|_| o.wants(Phase::Streams))
+    {
+        eprintln!("bench: {streams} concurrent ListPersons streams…");
+        let s = load::streams(
+            &gw.addr,
+            &gw.pki,
+            "public-security",
+            streams,
+            o.duration,
+            &sampler,
+        )
+        .await?;
+        report.row(
+            format!("ListPersons records/s delivered, {streams} stream(s)"),
+            s.records_per_sec(),
+            "records/s",
+            None,
+            "≥ 300000",
+        );
+        report.row(
+            format!("ListPersons server CPU per record, {streams} stream(s)"),
+            s.cpu_per_record_us(),
+            "µs",
+            None,
+            "≤ 3",
+        );
+        report.row(
+            format!("server RSS peak, {streams} stream(s)"),
+            s.rss_peak_mb,
+            "MB",
+            None,
+            "≤ 512",
+        );
+    }
+    if o.wants(Phase::Memory) {
+        eprintln!("bench: huge batches…");
+        let huge = load::huge_batches(&police, &sampler, o.duration).await?;
+        report.row(
+            "server RSS peak under 100 000-key batches",
+            huge,
+            "MB",
+            None,
+            "≤ 512",
+        );
+    }
+    if o.wants(Phase::Cancel) {
+        eprintln!("bench: work after a cancelled stream…");
+        let after = load::cancel_work(&gw.addr, &gw.pki, &sampler).await?;
+        report.row(
+            "server CPU spent after a stream is cancelled",
+            after,
+            "ms",
+            None,
+            "≤ 100",
+        );
+    }
+
+    // The raw disk: the ceiling for any durable log here.
+    for (batch, label) in [(1usize, "1"), (100, "100")]
+        .into_iter()
+        .filter(|_| o.wants(Phase::Disk))
+    {
+        eprintln!("bench: the disk alone, batch {label}…");
+        let raw = micro::raw_fsync(batch, 300, Duration::from_secs(2))?;
+        report.row(
+            format!("raw write+fdatasync, 300-byte records, batch {label}"),
+            raw,
+            "records/s",
+            None,
+            "",
+        );
+    }
+
+    // The policy decision alone.
+    for grants in [1usize, 10, 100]
+        .into_iter()
+        .filter(|_| o.wants(Phase::Policy))
+    {
+        let (p50, p99) = micro::decision(grants);
+        report.row(
+            format!("policy decision, {grants} grant(s), p50"),
+            p50,
+            "µs",
+            None,
+            "",
+        );
+        report.row(
+            format!("policy decision, {grants} grant(s), p99"),
+            p99,
+            "µs",
+            None,
+            "",
+        );
+    }
+
+    // Import through the running gateway.
+    if o.wants(Phase::Import) {
+        eprintln!("bench: import…");
+        let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
+        report.row(
+            "import persons/s into the running gateway",
+            rate,
+            "records/s",
+            None,
+            "≥ 100000",
+        );
+    }
+    drop(police);
+    drop(load);
+    let dir = gw.stop();
+    drop(dir);
+
+    if o.log_entries > 0 && o.wants(Phase::Log) {
+        eprintln!(
+            "bench: a log of {} entries, its indexer and proofs…",
+            o.log_entries
+        );
+        for r in micro::log_scale(o.log_entries).await? {
+            report.rows.push(r);
+        }
+    }
+    if o.start_persons > 0 && o.wants(Phase::Start) {
+        eprintln!(
+            "bench: start-to-serving with {} residents…",
+            o.start_persons
+        );
+        let (gw, loaded) = Gateway::start(&o.binary, o.start_persons, None)?;
+        report.row(
+            format!("first start incl. loading {} residents", o.start_persons),
+            loaded.as_secs_f64(),
+            "s",
+            None,
+            "",
+        );
+        let dir = gw.stop();
+        let (gw, took) = Gateway::start(&o.binary, o.start_persons, Some(dir))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = Sampler::new(gw.pid).rss_mb();
+        report.row(
+            format!("restart to serving with {} residents", o.start_persons),
+            took.as_secs_f64(),
+            "s",
+            None,
+            "",
+        );
+        report.row(
+            format!(
+                "server RSS after restart with {} residents",
+                o.start_persons
+            ),
+            rss,
+            "MB",
+            None,
+            "≤ 512",
+        );
+    }
+    Ok(report)
+}
+
+fn unary_rows(report: &mut Report, c: usize, base: &Stats, pull: &Stats, per_fsync: f64) {
+    report.row(
+        format!("GetPerson vs health Check: throughput, {c} in flight"),
+        pull.calls_per_sec(),
+        "calls/s",
+        Some(base.calls_per_sec()),
+        if c == 128 { "ratio ≥ 0.7" } else { "" },
+    );
+    report.row(
+        format!("GetPerson vs health Check: server CPU per call, {c} in flight"),
+        pull.cpu_per_call_us(),
+        "µs",
+        Some(base.cpu_per_call_us()),
+        if c == 128 { "ratio ≤ 2" } else { "" },
+    );
+    report.row(
+        format!("GetPerson vs health Check: p50, {c} in flight"),
+        pull.p50_ms(),
+        "ms",
+        Some(base.p50_ms()),
+        if c == 1 { "GetPerson ≤ 1 ms" } else { "" },
+    );
+    report.row(
+        format!("GetPerson vs health Check: p99, {c} in flight"),
+        pull.p99_ms(),
+        "ms",
+        Some(base.p99_ms()),
+        if c == 128 { "ratio ≤ 2" } else { "" },
+    );
+    report.row(
+        format!("audit entries per fdatasync, {c} in flight"),
+        per_fsync,
+        "entries",
+        None,
+        if c == 128 { "≥ 50" } else { "" },
+    );
+}

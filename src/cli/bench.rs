@@ -1,0 +1,54 @@
+//! `govshare bench`: runs the benchmark harness against a gateway of its
+//! own and prints the table (and writes JSON with `--json`).
+
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Residents in the benchmark district.
+    #[arg(long, default_value_t = 20_000)]
+    persons: usize,
+    /// How long each load measurement runs (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// In-flight calls for the unary comparisons.
+    #[arg(long, value_delimiter = ',', default_value = "1,32,128")]
+    concurrency: Vec<usize>,
+    /// Client connections the calls share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Entries for the audit-log-at-scale measurement (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    log_entries: u64,
+    /// Residents for the start-to-serving measurement (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    start_persons: usize,
+    /// Run only these measurements (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<govshare::bench::Phase>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let options = govshare::bench::Options {
+        binary: std::env::current_exe()?,
+        persons: a.persons,
+        duration: a.duration,
+        concurrency: a.concurrency,
+        connections: a.connections,
+        log_entries: a.log_entries,
+        start_persons: a.start_persons,
+        only: a.only,
+    };
+    let report = govshare::bench::run(&options).await?;
+    super::say(report.table());
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
