@@ -222,7 +222,7 @@ def self_test_inclusion_verifier(max_size=33):
 
 def parse_verifier_key(vkey):
     """C2SP signed-note verifier key: <name>+<hex key id>+<base64(0x01||pub)>."""
-    name, key_hash, key_b64 = vkey.strip().rsplit("+", 2)
+    name, key_hash, key_b64 = vkey.strip().split("+", 2)
     raw = base64.b64decode(key_b64, validate=True)
     check(len(raw) == 33 and raw[0] == 0x01, f"verifier key {vkey!r}: not an Ed25519 key")
     key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
