@@ -16,17 +16,23 @@ pub async fn channel(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Channel> {
+    endpoint(addr, ca_pem, cert_pem, key_pem)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to govshare at {addr}"))
+}
+
+/// The endpoint [`channel`] connects, for callers that tune it first
+/// (flow-control windows, timeouts).
+pub fn endpoint(addr: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Endpoint> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .identity(Identity::from_pem(cert_pem, key_pem))
         .domain_name("localhost");
-    Endpoint::from_shared(format!("https://{addr}"))
+    Ok(Endpoint::from_shared(format!("https://{addr}"))
         .with_context(|| format!("'{addr}' is not a host:port address"))?
         .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to govshare at {addr}"))
+        .connect_timeout(Duration::from_secs(5)))
 }
 
 /// A connected identity: channel plus token.

@@ -893,3 +893,171 @@ async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
         ["Unauthenticated: authentication failed: DEPARTMENT_SUSPENDED"]
     );
 }
+
+/// At most one ListPersons page of `department` was released after the
+/// entry of the admin call to a method ending in `change`: the page that
+/// was already judged when the change was recorded (a stream produces its
+/// pages one at a time; each is judged before it is fetched).
+fn assert_released_before(gw: &Gateway, department: &str, change: &str) {
+    let entries: Vec<AuditEntry> = gw.audit_entries().into_iter().map(|(_, e)| e).collect();
+    let at = entries
+        .iter()
+        .find(|e| e.method.ends_with(change))
+        .unwrap_or_else(|| panic!("no {change} entry"))
+        .index;
+    let late: Vec<u64> = entries
+        .iter()
+        .filter(|e| {
+            e.index > at
+                && e.method.ends_with("/ListPersons")
+                && e.decision == AuditDecision::Allow as i32
+                && e.principal.as_ref().unwrap().department == department
+        })
+        .map(|e| e.index)
+        .collect();
+    assert!(late.len() <= 1, "pages released after {change}: {late:?}");
+}
+
+/// Opens a 20-record-page ListPersons as `identity` over a connection
+/// with the smallest HTTP/2 windows (so the gateway cannot run far ahead
+/// of the reader), reads one page, runs `change`, and reads on. Returns
+/// the pages read after the change and the status the stream ended with.
+async fn stream_across<F>(
+    gw: &Gateway,
+    identity: &str,
+    purpose: &str,
+    change: F,
+) -> (usize, tonic::Status)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let read = |f: String| std::fs::read(gw.pki(&f)).unwrap();
+    let channel = govshare::client::endpoint(
+        &gw.addr.to_string(),
+        &read("ca.pem".into()),
+        &read(format!("{identity}.pem")),
+        &read(format!("{identity}.key")),
+    )
+    .unwrap()
+    .initial_stream_window_size(65_535)
+    .initial_connection_window_size(65_535)
+    .connect()
+    .await
+    .unwrap();
+    let mut c = PopulationServiceClient::new(channel);
+    let mut s = c
+        .list_persons(req(
+            ListPersonsRequest {
+                context: ctx(purpose),
+                page_size: 20,
+                ..Default::default()
+            },
+            &gw.token(identity),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().is_some(), "a first page");
+    change.await;
+    let mut after = 0;
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => after += 1,
+            Ok(None) => panic!("the stream ended normally after {after} more pages"),
+            Err(status) => return (after, status),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expiry() {
+    let gw = Gateway::start("");
+    register_purposes(&gw, &["flood-response"]).await;
+    let token = gw.token("admin");
+    let mut a = admin(&gw, "admin").await;
+
+    // Pages released before the change may still be on their way (the
+    // client's flow-control window holds several); none is released after.
+    let (_, status) = stream_across(&gw, "public-security", "public-security", async {
+        a.revoke_grant(req(
+            RevokeGrantRequest {
+                id: "demo-public-security-population".into(),
+                reason: "case closed".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    })
+    .await;
+    assert_released_before(&gw, "public-security", "/RevokeGrant");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            "your department's grant for 'population' has been revoked"
+        )
+    );
+
+    let (_, status) = stream_across(&gw, "street-office", "grid-event-handling", async {
+        a.suspend_department(req(
+            SuspendDepartmentRequest {
+                id: "street-office".into(),
+                resume: false,
+                reason: "audit finding".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    })
+    .await;
+    assert_released_before(&gw, "street-office", "/SuspendDepartment");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::Unauthenticated,
+            "authentication failed: DEPARTMENT_SUSPENDED"
+        )
+    );
+
+    // A grant that expires mid-stream: no control-plane change at all.
+    create_grant(
+        &gw,
+        Grant {
+            not_after: in_secs(2),
+            ..grant(
+                "grid-centre",
+                vec![
+                    fg("name", FieldView::Clear),
+                    fg("residence_grid", FieldView::Clear),
+                    fg("residence_address", FieldView::Clear),
+                    fg("phone", FieldView::Masked),
+                    fg("birth_date", FieldView::Masked),
+                ],
+                "flood-response",
+            )
+        },
+    )
+    .await
+    .unwrap();
+    let (_, status) = stream_across(&gw, "grid-centre", "flood-response", async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    })
+    .await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("has expired"), "{status:?}");
+
+    // Each refusal is in the log, as a denied pull of the stream's method.
+    let denied: Vec<String> = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.method.ends_with("/ListPersons") && e.decision == AuditDecision::Deny as i32)
+        .map(|e| e.reason_code)
+        .collect();
+    assert_eq!(
+        denied,
+        ["GRANT_REVOKED", "DEPARTMENT_SUSPENDED", "GRANT_EXPIRED"]
+    );
+}

@@ -4,7 +4,7 @@
 pub mod token;
 
 use crate::clock;
-use crate::directory::Directory;
+use crate::directory::{Directory, Snapshot};
 use crate::proto::DepartmentStatus;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ impl Role {
 
 /// An authenticated caller. Fields are private and there is no public
 /// constructor: holding one proves the checks in [`Authenticator`] passed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Principal {
     department: String,
     client_id: String,
@@ -50,6 +50,23 @@ pub struct Principal {
     roles: Vec<Role>,
     cert_thumbprint: String,
     peer: String,
+    /// The token's `exp` (unix seconds).
+    expires_at: i64,
+    /// The control plane as the checks saw it: the rest of the call is
+    /// judged against the same view (and reads it once, not twice).
+    snapshot: Arc<Snapshot>,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("department", &self.department)
+            .field("client_id", &self.client_id)
+            .field("token_id", &self.token_id)
+            .field("roles", &self.roles)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Principal {
@@ -75,9 +92,14 @@ impl Principal {
         self.roles.contains(&r)
     }
 
+    /// The control-plane snapshot the caller was authenticated against.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
     /// A principal for in-crate tests of the steps after authentication.
     #[cfg(test)]
-    pub(crate) fn for_test(department: &str, roles: &[Role]) -> Self {
+    pub(crate) fn for_test(department: &str, roles: &[Role], snapshot: Arc<Snapshot>) -> Self {
         Self {
             department: department.into(),
             client_id: format!("{department}-test"),
@@ -85,8 +107,42 @@ impl Principal {
             roles: roles.to_vec(),
             cert_thumbprint: String::new(),
             peer: "127.0.0.1:1".into(),
+            expires_at: i64::MAX,
+            snapshot,
         }
     }
+}
+
+/// The registered, unrevoked certificate with this thumbprint.
+fn certificate_standing<'s>(
+    snapshot: &'s Snapshot,
+    thumbprint: &str,
+) -> Result<&'s crate::proto::RegisteredCertificate, &'static str> {
+    let registered = snapshot
+        .certificate(thumbprint)
+        .ok_or("UNKNOWN_CERTIFICATE")?;
+    if registered.revoked_at.is_some() {
+        return Err("CERTIFICATE_REVOKED");
+    }
+    Ok(registered)
+}
+
+/// The token is not revoked and its department is active.
+fn token_and_department_standing(
+    snapshot: &Snapshot,
+    jti: &str,
+    department: &str,
+) -> Result<(), &'static str> {
+    if snapshot.token_revoked(jti) {
+        return Err("TOKEN_REVOKED");
+    }
+    let dept = snapshot
+        .department(department)
+        .ok_or("UNKNOWN_DEPARTMENT")?;
+    if dept.status != DepartmentStatus::Active as i32 {
+        return Err("DEPARTMENT_SUSPENDED");
+    }
+    Ok(())
 }
 
 /// What the transport presented.
@@ -159,13 +215,8 @@ impl Authenticator {
         let cert = c.leaf_cert.ok_or("NO_CLIENT_CERTIFICATE")?;
         seen.cert_thumbprint = token::thumbprint(cert);
         let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
-        let registered = snapshot
-            .certificate(&seen.cert_thumbprint)
-            .ok_or("UNKNOWN_CERTIFICATE")?;
+        let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);
-        if registered.revoked_at.is_some() {
-            return Err("CERTIFICATE_REVOKED");
-        }
         let claims = self.verified_claims(c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
         seen.client_id.clone_from(&claims.sub);
         seen.token_id.clone_from(&claims.jti);
@@ -175,15 +226,7 @@ impl Authenticator {
         if claims.dept != registered.department {
             return Err("DEPARTMENT_MISMATCH");
         }
-        if snapshot.token_revoked(&claims.jti) {
-            return Err("TOKEN_REVOKED");
-        }
-        let dept = snapshot
-            .department(&registered.department)
-            .ok_or("UNKNOWN_DEPARTMENT")?;
-        if dept.status != DepartmentStatus::Active as i32 {
-            return Err("DEPARTMENT_SUSPENDED");
-        }
+        token_and_department_standing(&snapshot, &claims.jti, &registered.department)?;
         // A privileged role counts only for the departments configured to
         // hold it, whatever an older token claims.
         let roles = self.directory.roles();
@@ -199,6 +242,29 @@ impl Authenticator {
                 .collect(),
             cert_thumbprint: seen.cert_thumbprint.clone(),
             peer: seen.peer.clone(),
+            expires_at: claims.exp,
+            snapshot,
+        })
+    }
+
+    /// Whether `p` still stands now, against the current control plane:
+    /// its token unexpired, its certificate and token not revoked, its
+    /// department active. A stream asks before every page, so a revocation
+    /// or suspension cuts it off at the next page, not only at the next
+    /// call. Returns the principal with the snapshot it was judged on.
+    pub fn restand(&self, p: &Principal) -> Result<Principal, &'static str> {
+        if p.expires_at <= clock::unix_seconds(clock::now()) {
+            return Err("TOKEN_EXPIRED");
+        }
+        let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
+        if Arc::ptr_eq(&snapshot, &p.snapshot) {
+            return Ok(p.clone());
+        }
+        certificate_standing(&snapshot, &p.cert_thumbprint)?;
+        token_and_department_standing(&snapshot, &p.token_id, &p.department)?;
+        Ok(Principal {
+            snapshot,
+            ..p.clone()
         })
     }
 

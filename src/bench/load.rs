@@ -49,17 +49,33 @@ pub struct Stats {
 
 impl Stats {
     fn finish(mut self, cpu: Cpu) -> Self {
+        self.cpu = cpu;
         self.latencies_us.sort_unstable();
         let per = self.calls.max(1) as f64;
-        self.threads = cpu
+        self.threads = self
+            .cpu
             .threads
             .iter()
             .filter(|(_, s)| **s > 0.0)
             .map(|(k, s)| (k.clone(), s * 1e6 / per))
             .collect();
         self.threads.sort_by(|a, b| b.1.total_cmp(&a.1));
-        self.cpu = cpu;
         self
+    }
+
+    /// Several measurements of the same thing as one.
+    pub fn merged(all: Vec<Stats>) -> Stats {
+        let mut out = Stats::default();
+        let mut cpu = Cpu::default();
+        for s in all {
+            out.calls += s.calls;
+            out.records += s.records;
+            out.elapsed += s.elapsed;
+            out.latencies_us.extend(s.latencies_us);
+            out.rss_peak_mb = out.rss_peak_mb.max(s.rss_peak_mb);
+            cpu = cpu.plus(&s.cpu);
+        }
+        out.finish(cpu)
     }
 
     pub fn calls_per_sec(&self) -> f64 {

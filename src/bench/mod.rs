@@ -6,6 +6,9 @@
 //! `/proc/<pid>`, because machines are shared and noisy and absolute
 //! requests per second say little.
 //!
+//! The gateway runs with its default logging (a line per call at info,
+//! discarded), as a deployment would.
+//!
 //! Nothing here is a test: there are no thresholds, only measurements.
 
 mod load;
@@ -187,7 +190,7 @@ impl Gateway {
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -266,6 +269,9 @@ fn machine() -> String {
     format!("{cpus} CPUs ({model}), {mem} GiB")
 }
 
+/// Rounds each side of a unary comparison is split into.
+const ROUNDS: u32 = 3;
+
 /// Runs every measurement and returns the report.
 pub async fn run(o: &Options) -> Result<Report> {
     let mut report = Report {
@@ -283,16 +289,24 @@ pub async fn run(o: &Options) -> Result<Report> {
     // Unary: audited GetPerson vs health Check, same client, same connections.
     for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
         eprintln!("bench: unary calls at {c} in flight…");
-        let base = load
-            .run(c, o.duration, &sampler, load::Call::Health)
-            .await?;
-        let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
-        let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
-        let pull = load
-            .run(c, o.duration, &sampler, load::Call::GetPerson(ids.clone()))
-            .await?;
-        let per_fsync = (gw.metric("govshare_audit_batch_entries_sum").await - entries_before)
-            / (gw.metric("govshare_audit_batch_entries_count").await - batches_before).max(1.0);
+        // Interleaved rounds, so a neighbour's burst on a shared machine
+        // lands on both sides of the comparison.
+        let (mut bases, mut pulls) = (Vec::new(), Vec::new());
+        let (mut entries, mut batches) = (0.0, 0.0);
+        let round = o.duration / ROUNDS;
+        for _ in 0..ROUNDS {
+            bases.push(load.run(c, round, &sampler, load::Call::Health).await?);
+            let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
+            let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
+            pulls.push(
+                load.run(c, round, &sampler, load::Call::GetPerson(ids.clone()))
+                    .await?,
+            );
+            entries += gw.metric("govshare_audit_batch_entries_sum").await - entries_before;
+            batches += gw.metric("govshare_audit_batch_entries_count").await - batches_before;
+        }
+        let (base, pull) = (Stats::merged(bases), Stats::merged(pulls));
+        let per_fsync = entries / batches.max(1.0);
         unary_rows(&mut report, c, &base, &pull, per_fsync);
         report
             .threads

@@ -16,6 +16,17 @@ pub struct Cpu {
 }
 
 impl Cpu {
+    pub fn plus(&self, other: &Cpu) -> Cpu {
+        let mut threads = self.threads.clone();
+        for (k, v) in &other.threads {
+            *threads.entry(k.clone()).or_insert(0.0) += v;
+        }
+        Cpu {
+            total: self.total + other.total,
+            threads,
+        }
+    }
+
     pub fn since(&self, before: &Cpu) -> Cpu {
         Cpu {
             total: self.total - before.total,

@@ -257,10 +257,7 @@ impl Pipeline {
                 if let auth_failures::Verdict::Record = verdict {
                     self.record(auth_failure_entry(&f, method)).await?;
                 }
-                Err(Status::unauthenticated(format!(
-                    "authentication failed: {}",
-                    f.code
-                )))
+                Err(auth_status(f.code))
             }
         }
     }
@@ -331,23 +328,7 @@ impl Pipeline {
             );
             return Err(adm.refuse(Code::PermissionDenied, d).await);
         }
-        let snapshot = match self.directory.current() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the control plane failed");
-                return Err(adm.refuse(Code::Unavailable, store_down()).await);
-            }
-        };
-        let decision = authz::decide(
-            snapshot.grants_of(adm.principal.department()),
-            adm.principal.department(),
-            adm.spec.dataset,
-            adm.spec.operation,
-            &adm.context.purpose,
-            snapshot.purposes(),
-            clock::now(),
-        );
-        match decision {
+        match adm.judge() {
             Ok(d) => adm.decision = Some(Arc::new(d)),
             Err(d) => return Err(adm.refuse(Code::PermissionDenied, d).await),
         }
@@ -370,6 +351,17 @@ impl Pipeline {
     ) -> Result<Publisher, Status> {
         let principal = self.authenticate(req, method).await?;
         Publisher::admit(self.clone(), principal, dataset, method).await
+    }
+}
+
+/// The answer to a failed authentication: only the reason code, and
+/// UNAVAILABLE rather than UNAUTHENTICATED when the gateway could not read
+/// its own control plane (not the caller's fault; retrying may succeed).
+fn auth_status(code: &'static str) -> Status {
+    if code == "STORE_UNAVAILABLE" {
+        unavailable("the gateway cannot read its control plane")
+    } else {
+        Status::unauthenticated(format!("authentication failed: {code}"))
     }
 }
 
@@ -518,6 +510,40 @@ impl Admission {
         self.decision
             .as_deref()
             .expect("admission holds a decision once admitted")
+    }
+
+    /// Judges the department's grants against the principal's snapshot.
+    fn judge(&self) -> Result<Decision, Denial> {
+        let snapshot = self.principal.snapshot();
+        authz::decide(
+            snapshot.grants_of(self.principal.department()),
+            self.principal.department(),
+            self.spec.dataset,
+            self.spec.operation,
+            &self.context.purpose,
+            snapshot.purposes(),
+            clock::now(),
+        )
+    }
+
+    /// Re-authenticates and re-authorizes a call in progress (a stream's
+    /// next page); a refusal is audited like any other.
+    async fn rejudge(&mut self) -> Result<(), Status> {
+        match self.pipeline.auth.restand(&self.principal) {
+            Ok(p) => self.principal = p,
+            Err(code) => {
+                let status = auth_status(code);
+                let d = Denial::new(code, status.message());
+                return Err(self.refuse(status.code(), d).await);
+            }
+        }
+        match self.judge() {
+            Ok(d) => {
+                self.decision = Some(Arc::new(d));
+                Ok(())
+            }
+            Err(d) => Err(self.refuse(Code::PermissionDenied, d).await),
+        }
     }
 
     /// The grants' `max_records_per_call`, if any.
@@ -673,13 +699,18 @@ impl Admission {
     /// masked records that pass `keep`, until `limit` are found (or fewer,
     /// when less of today's limit remains). Returns the cursor to resume
     /// from, `None` at the end.
+    ///
+    /// Every page is judged anew — credentials against the current
+    /// control plane, grants against it and the clock — so a revocation,
+    /// suspension or expiry ends a stream at its next page.
     pub async fn scan<R: Record>(
-        &self,
+        &mut self,
         prefixes: Arc<[String]>,
         after: Option<Vec<u8>>,
         limit: usize,
         keep: Arc<dyn Fn(&R) -> bool + Send + Sync>,
     ) -> Result<(Masked<R>, Option<Vec<u8>>), Status> {
+        self.rejudge().await?;
         let page = self.pipeline.pages.clone().acquire_owned().await.ok();
         let reservation = self.reserve(limit as u64, false).await?;
         let limit = reservation

@@ -468,13 +468,17 @@ fn run_case(case: Case) {
         let pipeline = Pipeline::new(
             h.records.clone(),
             directory.clone(),
-            Authenticator::new(directory, h.keys.clone()),
+            Authenticator::new(directory.clone(), h.keys.clone()),
             h.log.clone(),
             Masker::new([9; 32]),
         )
         .unwrap();
         let req = &case.request;
-        let principal = Principal::for_test(&case.department, &[Role::Puller]);
+        let principal = Principal::for_test(
+            &case.department,
+            &[Role::Puller],
+            directory.current().unwrap(),
+        );
         let admitted = pipeline
             .admit_principal(
                 principal,
@@ -491,7 +495,7 @@ fn run_case(case: Case) {
                 },
             )
             .await;
-        let adm = match (admitted, denial) {
+        let mut adm = match (admitted, denial) {
             (Err(status), Some(reason)) => {
                 assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
                 let (_, entry) = last_entry(h);
@@ -717,14 +721,14 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
         let pipeline = Pipeline::new(
             super::RecordStore::new(Arc::new(FailingBackend)),
             directory.clone(),
-            Authenticator::new(directory, h.keys.clone()),
+            Authenticator::new(directory.clone(), h.keys.clone()),
             h.log.clone(),
             Masker::new([9; 32]),
         )
         .unwrap();
         let adm = pipeline
             .admit_principal(
-                Principal::for_test("store-fails", &[Role::Puller]),
+                Principal::for_test("store-fails", &[Role::Puller], directory.current().unwrap()),
                 PullContext {
                     purpose: PURPOSES[0].into(),
                     case_id: "C".into(),

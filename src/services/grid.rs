@@ -140,7 +140,7 @@ impl GridService for GridApi {
             Operation::List,
             query,
         );
-        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if let Err(e) = RegionCode::parse_grid(&r.grid_code) {
             let d = Denial::new("INVALID_ARGUMENT", format!("grid_code: {e}"));
             return Err(adm.refuse(Code::InvalidArgument, d).await);
