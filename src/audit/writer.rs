@@ -144,9 +144,16 @@ impl Writer {
                 metrics::counter!("govshare_audit_log_bytes").increment(frames.len() as u64);
                 metrics::gauge!("govshare_audit_log_entries")
                     .set(self.segments.next_index() as f64);
+                let mut kinds: Vec<(i32, u64)> = Vec::new();
                 for p in batch.iter() {
-                    metrics::counter!("govshare_audit_entries_total", "kind" => super::kind_name(p.entry.kind))
-                        .increment(1);
+                    match kinds.iter_mut().find(|(k, _)| *k == p.entry.kind) {
+                        Some((_, n)) => *n += 1,
+                        None => kinds.push((p.entry.kind, 1)),
+                    }
+                }
+                for (kind, n) in kinds {
+                    metrics::counter!("govshare_audit_entries_total", "kind" => super::kind_name(kind))
+                        .increment(n);
                 }
                 self.prev = chain;
                 self.committed.store(

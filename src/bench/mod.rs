@@ -285,6 +285,13 @@ pub async fn run(o: &Options) -> Result<Report> {
     let ids = load::resident_ids(o.persons);
     let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
     let sampler = Sampler::new(gw.pid);
+    report.row(
+        "server RSS at rest after start",
+        sampler.rss_mb(),
+        "MB",
+        None,
+        "",
+    );
 
     // Unary: audited GetPerson vs health Check, same client, same connections.
     for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
@@ -315,6 +322,16 @@ pub async fn run(o: &Options) -> Result<Report> {
             format!("health Check at {c} in flight"),
             base.threads.clone(),
         ));
+    }
+
+    if o.wants(Phase::Unary) {
+        report.row(
+            "server RSS at rest after the unary load",
+            sampler.rss_mb(),
+            "MB",
+            None,
+            "",
+        );
     }
 
     // Batches and streams: records per second and server CPU per record.
