@@ -58,9 +58,12 @@ const STORE_WORKERS: usize = 8;
 
 /// Scanned pages held in memory at once, across every stream: from the
 /// scan through the audit wait until the handler takes the records to
-/// encode them. A decoded page of 1000 masked persons takes ~2 MB, so 128
-/// streams each holding one would take ~250 MB; the rest wait their turn.
-const PAGES_IN_MEMORY: usize = 16;
+/// encode them. A decoded page of 1000 masked persons takes ~2 MB; the rest
+/// wait their turn. Four keep both cores busy: with 16, 128 streams ran
+/// slower (105–150k vs 174–184k records/s) and peaked ~150 MB higher
+/// (`govshare bench --only streams`), the extra pages only contending for
+/// caches and the allocator.
+const PAGES_IN_MEMORY: usize = 4;
 
 /// Point reads of at most this many records run on the calling task: a
 /// few microseconds against sled's page cache, where handing them to the
