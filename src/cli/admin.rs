@@ -228,7 +228,7 @@ pub struct ScopeArgs {
     max_records_per_day: Option<u64>,
     #[arg(long)]
     max_calls_per_minute: Option<u32>,
-    /// Legal basis (required to grant conditional fields directly).
+    /// Legal basis (required for conditional views, which become a request a second administrator decides).
     #[arg(long, default_value = "")]
     legal_basis: String,
 }

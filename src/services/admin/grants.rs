@@ -175,8 +175,8 @@ impl AdminApi {
         })
     }
 
-    /// Revocation is read by the very next request: authorization loads
-    /// grants from the store on every call.
+    /// Revocation moves the policy epoch, so the very next request on every
+    /// node judges without the grant (see [`crate::directory`]).
     pub(super) fn plan_revoke_grant(
         &self,
         p: &Principal,
