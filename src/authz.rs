@@ -44,11 +44,17 @@ impl Denial {
 /// The wildcard region: the whole jurisdiction, only when written explicitly.
 pub const ALL_REGIONS: &str = "*";
 
-/// A grant with its field views judged by the catalog in force.
+/// A grant with its field views judged by the catalog in force and its
+/// regions resolved against the grantee's jurisdiction.
 #[derive(Debug)]
 pub struct CompiledGrant {
     pub grant: Grant,
     pub dataset: Dataset,
+    /// The rows it covers: its regions, with `*` read as the department's
+    /// whole jurisdiction (scopes.md) — never more. A street office's `*`
+    /// is its street; `*` stays everything only for a department whose
+    /// jurisdiction is `*`, and is nothing for one without a jurisdiction.
+    regions: Vec<String>,
     /// Views the grant names that the catalog still releases under it.
     plan: Arc<FieldPlan>,
     /// Views the grant names that the catalog no longer releases under it:
@@ -59,7 +65,13 @@ pub struct CompiledGrant {
 impl CompiledGrant {
     /// `approved` holds the ids of approved access requests: a conditional
     /// view is released only under a grant whose provenance is one of them.
-    pub fn compile(grant: Grant, catalog: &Catalog, approved: &HashSet<String>) -> Option<Self> {
+    /// `jurisdiction` is the grantee department's, what `*` stands for.
+    pub fn compile(
+        grant: Grant,
+        catalog: &Catalog,
+        approved: &HashSet<String>,
+        jurisdiction: &[String],
+    ) -> Option<Self> {
         let dataset = Dataset::parse(&grant.dataset)?;
         let spec = dataset.spec();
         let mut plan = FieldPlan::empty(spec.fields.len());
@@ -79,9 +91,23 @@ impl CompiledGrant {
                 _ => withdrawn.push((i, view)),
             }
         }
+        let mut regions: Vec<String> = Vec::new();
+        for r in &grant.regions {
+            let resolved = if r == ALL_REGIONS {
+                jurisdiction
+            } else {
+                std::slice::from_ref(r)
+            };
+            for r in resolved {
+                if !regions.contains(r) {
+                    regions.push(r.clone());
+                }
+            }
+        }
         Some(Self {
             grant,
             dataset,
+            regions,
             plan: Arc::new(plan),
             withdrawn,
         })
@@ -96,7 +122,7 @@ impl CompiledGrant {
     }
 
     fn covers(&self, row_code: &str) -> bool {
-        self.grant.regions.iter().any(|r| covers(r, row_code))
+        self.regions.iter().any(|r| covers(r, row_code))
     }
 }
 
@@ -310,14 +336,13 @@ impl Decision {
     pub fn covers_region(&self, prefix: &str) -> bool {
         self.candidates
             .iter()
-            .any(|g| g.grant.regions.iter().any(|r| covers(r, prefix)))
+            .any(|g| g.regions.iter().any(|r| covers(r, prefix)))
     }
 
     /// Whether `code` is an ancestor of a granted region (for the region tree).
     pub fn is_ancestor_of_scope(&self, code: &str) -> bool {
         self.candidates.iter().any(|g| {
-            g.grant
-                .regions
+            g.regions
                 .iter()
                 .any(|r| r != ALL_REGIONS && r.starts_with(code))
         })
@@ -335,7 +360,7 @@ impl Decision {
         let mut all: Vec<String> = self
             .candidates
             .iter()
-            .flat_map(|g| g.grant.regions.iter())
+            .flat_map(|g| g.regions.iter())
             .map(|r| {
                 if r == ALL_REGIONS {
                     String::new()

@@ -57,10 +57,18 @@ impl Snapshot {
             .filter(|r| r.status == AccessRequestStatus::Approved as i32)
             .map(|r| r.id)
             .collect();
+        let departments: HashMap<String, Department> = store
+            .departments()?
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
         let mut grants: HashMap<String, Vec<Arc<CompiledGrant>>> = HashMap::new();
         for g in store.all_grants()? {
             let department = g.department.clone();
-            if let Some(c) = CompiledGrant::compile(g, catalog, &approved) {
+            let jurisdiction = departments
+                .get(&department)
+                .map_or(&[][..], |d| d.jurisdiction.as_slice());
+            if let Some(c) = CompiledGrant::compile(g, catalog, &approved, jurisdiction) {
                 grants.entry(department).or_default().push(Arc::new(c));
             }
         }
@@ -71,11 +79,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|c| (c.thumbprint.clone(), c))
                 .collect(),
-            departments: store
-                .departments()?
-                .into_iter()
-                .map(|d| (d.id.clone(), d))
-                .collect(),
+            departments,
             revoked_tokens: store
                 .tokens()?
                 .into_iter()

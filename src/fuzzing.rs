@@ -86,8 +86,10 @@ pub fn token(data: &[u8]) {
     assert!(ring.verify(s).is_err(), "a fuzzed token verified: {s}");
 }
 
-/// Random grants judged against random requests: nothing panics, and a
-/// record's plan never holds a field view that no covering grant names.
+/// Random grants judged against random requests: nothing panics, a row
+/// is released only inside a grant's regions (`*` read as the department's
+/// jurisdiction), and a record's plan never holds a field view that no
+/// covering grant names.
 pub fn decision(data: &[u8]) {
     let mut bytes = data.iter().copied();
     let mut next = move || bytes.next().unwrap_or(0);
@@ -101,6 +103,8 @@ pub fn decision(data: &[u8]) {
         "110105",
     ];
     let purposes = ["a", "b", "c"];
+    let jurisdiction = vec![regions[usize::from(next()) % regions.len()].to_string()];
+    let mut granted_regions: Vec<&str> = Vec::new();
     let mut grants = Vec::new();
     let mut named: Vec<(Dataset, &'static str, FieldView, usize)> = Vec::new();
     for g in 0..(next() % 4) {
@@ -116,17 +120,21 @@ pub fn decision(data: &[u8]) {
                 view: view.into(),
             });
         }
+        let region = regions[usize::from(next()) % regions.len()];
+        granted_regions.push(region);
         let grant = Grant {
             id: format!("g{g}"),
             department: "d".into(),
             dataset: dataset.name().into(),
             operations: vec![i32::from(next() % 4)],
             fields,
-            regions: vec![regions[usize::from(next()) % regions.len()].into()],
+            regions: vec![region.into()],
             purposes: vec![purposes[usize::from(next()) % 3].into()],
             ..Default::default()
         };
-        if let Some(c) = CompiledGrant::compile(grant, &Catalog::default(), &HashSet::new()) {
+        if let Some(c) =
+            CompiledGrant::compile(grant, &Catalog::default(), &HashSet::new(), &jurisdiction)
+        {
             grants.push(Arc::new(c));
         }
     }
@@ -159,6 +167,14 @@ pub fn decision(data: &[u8]) {
     };
     let row = ["310115001001003", "310115002001001", "110105001001001"][usize::from(next()) % 3];
     if let Some(plan) = d.plan_for(row) {
+        let within = |r: &str| r == "*" || row.starts_with(r);
+        assert!(
+            granted_regions.iter().any(|r| match *r {
+                "*" => jurisdiction.iter().any(|j| within(j)),
+                r => within(r),
+            }),
+            "row {row} released outside every grant's regions (jurisdiction {jurisdiction:?})"
+        );
         for (i, view) in plan.released() {
             let field = dataset.spec().fields[i].name;
             assert!(

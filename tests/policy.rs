@@ -113,6 +113,86 @@ async fn a_street_office_cannot_give_itself_the_whole_district() {
     assert!(r.auto_approved && !r.grant_id.is_empty(), "{r:?}");
 }
 
+/// `*` in a grant is the grantee's whole jurisdiction (scopes.md), not
+/// the whole gateway: an administrator approving a street office's `*`
+/// gives it its street, and a jurisdiction change moves the grant with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_jurisdiction_grant_covers_the_jurisdiction_and_no_more() {
+    let gw = Gateway::start("");
+    let (inside, outside) = residents();
+    let outside_id = outside.id_number.clone().unwrap();
+    let inside_id = inside.id_number.clone().unwrap();
+    let token = gw.token("street-office");
+    let asked = admin_client(&gw, "street-office")
+        .await
+        .submit_access_request(req(
+            SubmitAccessRequestRequest {
+                request: Some(AccessRequest {
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("name", FieldView::Clear)],
+                    regions: vec!["*".into()],
+                    purposes: vec!["epidemic-response".into()],
+                    justification: "vaccination follow-up".into(),
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = admin_client(&gw, "admin").await;
+    let admin_token = gw.token("admin");
+    admin
+        .decide_access_request(req(
+            DecideAccessRequestRequest {
+                id: asked.id.clone(),
+                approve: true,
+                reason: "传染病防治法".into(),
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap();
+
+    let mine = get_person(&gw, "street-office", "epidemic-response", &inside_id)
+        .await
+        .unwrap();
+    assert!(
+        mine.person.unwrap().name.is_some(),
+        "its own street is in scope"
+    );
+    let err = get_person(&gw, "street-office", "epidemic-response", &outside_id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "`*` is the street office's street, not the district"
+    );
+
+    // Its jurisdiction grows by an audited admin call: `*` follows.
+    let outside_street = outside.residence_grid.as_ref().unwrap()[..9].to_string();
+    let first_street = inside.residence_grid.as_ref().unwrap()[..9].to_string();
+    admin
+        .update_department(req(
+            UpdateDepartmentRequest {
+                id: "street-office".into(),
+                name: String::new(),
+                jurisdiction: vec![first_street, outside_street],
+                reason: "streets merged".into(),
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap();
+    let theirs = get_person(&gw, "street-office", "epidemic-response", &outside_id)
+        .await
+        .unwrap();
+    assert!(theirs.person.unwrap().name.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_in_force_decides_what_leaves_under_existing_grants() {
     // public-security's grant names ethnicity CLEAR; the catalog in force

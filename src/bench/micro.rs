@@ -62,7 +62,7 @@ pub fn decision(grants: usize) -> (f64, f64) {
                 ..Default::default()
             };
             Arc::new(
-                CompiledGrant::compile(grant, &Catalog::default(), &HashSet::new())
+                CompiledGrant::compile(grant, &Catalog::default(), &HashSet::new(), &[])
                     .expect("a known dataset"),
             )
         })

@@ -293,6 +293,8 @@ fn source_of<R: Record + Clone>(items: &[R]) -> HashMap<String, R> {
 
 struct Case {
     department: String,
+    /// The department's jurisdiction: what a grant's `*` stands for.
+    jurisdiction: Vec<String>,
     catalog: Catalog,
     grants: Vec<GrantSpec>,
     request: Request,
@@ -350,6 +352,10 @@ fn build_oracle(
                 .regions
                 .iter()
                 .map(|r| regions[r % regions.len()].clone())
+                .flat_map(|r| match r.as_str() {
+                    "*" => case.jurisdiction.clone(),
+                    _ => vec![r],
+                })
                 .collect();
             candidates.push((rs, plan));
         }
@@ -372,6 +378,15 @@ fn build_oracle(
 
 fn write_case(h: &Harness, case: &Case) {
     let regions = regions();
+    h.store
+        .put_department(&Department {
+            id: case.department.clone(),
+            name: case.department.clone(),
+            jurisdiction: case.jurisdiction.clone(),
+            status: DepartmentStatus::Active.into(),
+            ..Default::default()
+        })
+        .unwrap();
     for (k, g) in case.grants.iter().enumerate() {
         let id = format!("{}-g{k}", case.department);
         let request_id = format!("{}-ar{k}", case.department);
@@ -498,7 +513,7 @@ fn run_case(case: Case) {
         let mut adm = match (admitted, denial) {
             (Err(status), Some(reason)) => {
                 assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-                let (_, entry) = last_entry(h);
+                let entry = last_entry(h, &case.department);
                 assert_eq!(entry.reason_code, reason, "{}", entry.message);
                 return;
             }
@@ -546,7 +561,7 @@ fn run_case(case: Case) {
                 );
                 let pairs: Vec<(&$ty, &$ty)> = expected.into_iter().zip(&released).collect();
                 check_released(&oracle, &pairs);
-                let (_, entry) = last_entry(h);
+                let entry = last_entry(h, &case.department);
                 assert_eq!(entry.record_count as usize, released.len());
             }};
         }
@@ -558,13 +573,22 @@ fn run_case(case: Case) {
     });
 }
 
-fn last_entry(h: &Harness) -> (u64, AuditEntry) {
-    let n = h.log.committed();
-    let dir = h._dir.path().join("audit");
-    let all = crate::audit::segment::read_all(&dir).unwrap();
-    let bytes = all.last().unwrap();
+/// The newest entry of `department`: the tests share one log and run in
+/// parallel, so the log's last entry may be another test's.
+fn last_entry(h: &Harness, department: &str) -> AuditEntry {
     use prost::Message;
-    (n, AuditEntry::decode(bytes.as_slice()).unwrap())
+    let dir = h._dir.path().join("audit");
+    crate::audit::segment::read_all(&dir)
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|bytes| AuditEntry::decode(bytes.as_slice()).unwrap())
+        .find(|e| {
+            e.principal
+                .as_ref()
+                .is_some_and(|p| p.department == department)
+        })
+        .expect("an entry of this department")
 }
 
 proptest! {
@@ -582,6 +606,7 @@ proptest! {
         aligned in prop::bool::weighted(0.75),
         op_pick in any::<prop::sample::Index>(),
         purpose_pick in any::<prop::sample::Index>(),
+        jurisdiction in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
         n in 0u32..u32::MAX,
     ) {
         // Mostly ask for what the first grant is about, so most cases reach
@@ -612,8 +637,10 @@ proptest! {
                 .into(),
             });
         }
+        let codes = regions();
         run_case(Case {
             department: format!("prop-{n}"),
+            jurisdiction: jurisdiction.iter().map(|i| i.get(&codes).clone()).collect(),
             catalog: Catalog::with_overrides(&list).unwrap(),
             grants,
             request,
@@ -687,6 +714,7 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
         h,
         &Case {
             department: "store-fails".into(),
+            jurisdiction: vec!["*".into()],
             catalog: Catalog::default(),
             grants: vec![GrantSpec {
                 dataset: Dataset::Population,
@@ -749,7 +777,7 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
             Ok(_) => panic!("a failing store released something"),
         };
         assert_eq!(status.code(), tonic::Code::Unavailable);
-        let (_, entry) = last_entry(h);
+        let entry = last_entry(h, "store-fails");
         assert_eq!(entry.method, "/store-fails");
         assert_eq!(entry.decision, AuditDecision::Deny as i32);
         assert_eq!(entry.reason_code, "STORE_UNAVAILABLE");

@@ -9,8 +9,8 @@
 //! - at most `max_connections` at once; beyond that a new socket is closed
 //!   at once (load is shed, not queued);
 //! - the TLS handshake must finish within `handshake_timeout`;
-//! - a connection with no traffic for `idle_timeout` is closed (HTTP/2
-//!   keepalive pings, set on the server, find half-open peers sooner);
+//! - a connection with no traffic for `idle_timeout` is closed, which also
+//!   ends half-open ones;
 //! - on shutdown, connections still open after the grace period are cut.
 
 use anyhow::{Context, Result};
