@@ -123,11 +123,14 @@ enum PkiCommand {
 }
 
 /// Log lines go to stderr: human-readable, or one JSON object per line.
+/// Colour codes only on a terminal: in a file or journald they are noise.
 fn init_logging(format: govshare::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         govshare::config::LogFormat::Text => builder.init(),

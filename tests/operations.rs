@@ -510,3 +510,74 @@ async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_lin
     ]);
     assert!(ok && out.contains("1 accepted, 0 rejected"), "{out}");
 }
+
+/// One line per request — method, department, status, latency, receipt,
+/// peer — in text or JSON; never a record's contents, never a token, and no
+/// terminal colour codes when the log is not a terminal (a file, journald).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_is_one_log_line_without_contents_or_tokens() {
+    let person = district().persons[0].clone();
+    let id = person.id_number.clone().unwrap();
+    let name = person.name.clone().unwrap();
+    for format in ["text", "json"] {
+        let gw = Gateway::start(&format!("log_format = \"{format}\""));
+        let token = gw.token("civil-affairs");
+        let mut client = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+        let receipt = client
+            .get_person(req(get(&id), &token))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipt
+            .unwrap()
+            .leaf_index;
+        let mut refused = get(&id);
+        refused.context = ctx("public-security");
+        let err = client.get_person(req(refused, &token)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+
+        let mut lines = Vec::new();
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(gw.dir.join("server.log")).unwrap();
+            lines = log
+                .lines()
+                .filter(|l| l.contains("PopulationService/GetPerson"))
+                .map(String::from)
+                .collect();
+            if lines.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(lines.len(), 2, "{format}: one line per request: {lines:?}");
+        let log = std::fs::read_to_string(gw.dir.join("server.log")).unwrap();
+        assert!(!log.contains('\u{1b}'), "{format}: colour codes in a file");
+        assert!(!log.contains(token.trim()), "{format}: a token in the log");
+        assert!(
+            !log.contains(&id) && !log.contains(&name),
+            "{format}: record contents in the log"
+        );
+        for (line, status) in lines.iter().zip(["Ok", "PermissionDenied"]) {
+            for part in ["civil-affairs", status, "127.0.0.1"] {
+                assert!(line.contains(part), "{format}: {part} missing in {line}");
+            }
+            assert!(line.contains("latency_ms"), "{line}");
+        }
+        assert!(lines[0].contains(&receipt.to_string()), "{}", lines[0]);
+        if format == "json" {
+            for line in &lines {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                for key in [
+                    "method",
+                    "department",
+                    "status",
+                    "latency_ms",
+                    "receipt",
+                    "peer",
+                ] {
+                    assert!(v.get(key).is_some(), "{key} missing in {line}");
+                }
+            }
+        }
+    }
+}
