@@ -24,6 +24,7 @@ pub mod geo;
 pub mod json;
 pub mod limits;
 pub mod mask;
+pub mod page_token;
 pub mod pipeline;
 pub mod pki;
 pub mod policy;

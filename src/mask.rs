@@ -84,6 +84,15 @@ impl Masker {
         Self { secret }
     }
 
+    /// A key for another use of the same gateway secret (`label` keeps the
+    /// uses apart): page tokens are sealed with one.
+    pub fn subkey(&self, label: &str) -> [u8; 32] {
+        let mut k = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        k.update(b"govshare-subkey\0");
+        k.update(label.as_bytes());
+        k.finalize().into_bytes().into()
+    }
+
     /// The pseudonym key of one department, derived from the gateway secret.
     pub fn department_key(&self, department: &str) -> DepartmentKey {
         let mut k = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");

@@ -193,6 +193,79 @@ async fn a_whole_jurisdiction_grant_covers_the_jurisdiction_and_no_more() {
     assert!(theirs.person.unwrap().name.is_some());
 }
 
+/// A page token must not carry what the page may not: a listing's cursor
+/// is the storage key of the last row examined — with its clear citizen ID
+/// — so the token is sealed, and bound to its department and dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_tokens_reveal_no_key_and_work_only_where_they_were_issued() {
+    let gw = Gateway::start("");
+    let ids: Vec<String> = district()
+        .persons
+        .iter()
+        .map(|p| p.id_number.clone().unwrap())
+        .collect();
+    let token = gw.token("civil-affairs");
+    let mut pop = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let list = |purpose: &str, page_token: &str| ListPersonsRequest {
+        context: ctx(purpose),
+        page_size: 1,
+        max_records: 1,
+        page_token: page_token.into(),
+        ..Default::default()
+    };
+    let first_page = |r: ListPersonsRequest, token: String| {
+        let mut pop = pop.clone();
+        async move {
+            let mut s = pop.list_persons(req(r, &token)).await?.into_inner();
+            Ok::<_, tonic::Status>(s.message().await?.unwrap())
+        }
+    };
+    let page = first_page(list("social-assistance", ""), token.clone())
+        .await
+        .unwrap();
+    assert_eq!(page.persons.len(), 1);
+    let next = page.next_page_token.clone();
+    assert!(!next.is_empty());
+    let raw = data_encoding::BASE64URL_NOPAD
+        .decode(next.as_bytes())
+        .unwrap_or_default();
+    let inside = String::from_utf8_lossy(&raw);
+    for id in &ids {
+        assert!(
+            !inside.contains(id.as_str()) && !next.contains(id.as_str()),
+            "the page token carries the clear citizen ID {id}, granted only MASKED"
+        );
+    }
+    let page2 = first_page(list("social-assistance", &next), token.clone())
+        .await
+        .unwrap();
+    assert_eq!(page2.persons.len(), 1);
+    assert_ne!(
+        page2.persons[0], page.persons[0],
+        "the token continues the listing"
+    );
+
+    // Another department cannot use it; a forged one is refused by name.
+    let office = gw.token("street-office");
+    let mut theirs = PopulationServiceClient::new(gw.channel("street-office").await);
+    let err = theirs
+        .list_persons(req(list("grid-event-handling", &next), &office))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("page_token"), "{}", err.message());
+    let mut forged = raw.clone();
+    if let Some(b) = forged.last_mut() {
+        *b ^= 1;
+    }
+    let forged = data_encoding::BASE64URL_NOPAD.encode(&forged);
+    let err = pop
+        .list_persons(req(list("social-assistance", &forged), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_in_force_decides_what_leaves_under_existing_grants() {
     // public-security's grant names ethnicity CLEAR; the catalog in force

@@ -40,6 +40,7 @@ use crate::directory::Directory;
 use crate::geo::GridLocator;
 use crate::limits::{Limits, Reservation};
 use crate::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
+use crate::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
     Operation, PullContext, RegionNode, ReturnedField,
@@ -136,6 +137,7 @@ pub struct Pipeline {
     auth: Authenticator,
     audit: AuditLog,
     masker: Masker,
+    page_tokens: PageTokens,
     limits: Limits,
     locator: GridLocator,
     store_work: Semaphore,
@@ -172,6 +174,7 @@ impl Pipeline {
             directory,
             auth,
             audit,
+            page_tokens: PageTokens::new(masker.subkey("page-token")),
             masker,
             locator,
             store_work: Semaphore::new(STORE_WORKERS),
@@ -626,6 +629,26 @@ impl Admission {
             Ok(_) => Status::new(code, denial.message),
             Err(s) => s,
         }
+    }
+
+    /// `cursor` as a page token only this department's listings of this
+    /// dataset can continue from (see [`crate::page_token`]).
+    pub fn seal_cursor(&self, cursor: &[u8]) -> String {
+        self.pipeline.page_tokens.seal(
+            self.principal.department(),
+            self.decision().dataset().name(),
+            cursor,
+        )
+    }
+
+    /// The cursor in a caller's page token, if this gateway issued it for
+    /// this department and dataset.
+    pub fn open_cursor(&self, token: &str) -> Option<Vec<u8>> {
+        self.pipeline.page_tokens.open(
+            self.principal.department(),
+            self.decision().dataset().name(),
+            token,
+        )
     }
 
     fn mask_context(&self) -> MaskContext {

@@ -6,7 +6,6 @@ use crate::catalog::Dataset;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
 use crate::proto::{AuditQuery, AuditReceipt, Operation, PullContext};
 use crate::records::Record;
-use data_encoding::BASE64URL_NOPAD;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
 use tonic::{Code, Request, Status};
@@ -184,12 +183,12 @@ pub async fn plan_listing(
     let cursor = if page_token.is_empty() {
         None
     } else {
-        match BASE64URL_NOPAD.decode(page_token.as_bytes()) {
-            Ok(c) => Some(c),
-            Err(_) => {
+        match adm.open_cursor(page_token) {
+            Some(c) => Some(c),
+            None => {
                 let d = Denial::new(
                     "INVALID_ARGUMENT",
-                    "page_token: not a token this gateway issued",
+                    "page_token: not a token this gateway issued for your listings of this dataset",
                 );
                 return Err(adm.refuse(Code::InvalidArgument, d).await);
             }
@@ -275,7 +274,7 @@ where
             st.done = next.is_none() || st.sent >= total;
             let token = next
                 .as_ref()
-                .map(|c| BASE64URL_NOPAD.encode(c))
+                .map(|c| st.adm.seal_cursor(c))
                 .unwrap_or_default();
             st.cursor = next;
             Some((Ok(page(records, token, receipt)), st))
