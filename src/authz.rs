@@ -32,10 +32,12 @@ pub struct Denial {
 }
 
 impl Denial {
+    /// The message is capped ([`crate::audit::bounded::cap_message`]): it
+    /// goes back to the caller and into the log, and may quote their input.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: message.into(),
+            message: crate::audit::bounded::cap_message(message.into()),
             grants: Vec::new(),
         }
     }
@@ -267,11 +269,9 @@ pub fn decide(
         ),
         Stage::Candidate => unreachable!("handled above"),
     };
-    Err(Denial {
-        code,
-        message,
-        grants: closest.iter().map(|g| g.grant.id.clone()).collect(),
-    })
+    let mut denial = Denial::new(code, message);
+    denial.grants = closest.iter().map(|g| g.grant.id.clone()).collect();
+    Err(denial)
 }
 
 fn covers(region: &str, code: &str) -> bool {

@@ -759,3 +759,160 @@ async fn health_recovers_by_itself_when_the_disk_has_room_again() {
     assert!(gw.stop());
     drop(fs);
 }
+
+/// Every caller-supplied string a data call echoes or records is bounded:
+/// a megabyte in any code, filter or key adds a fixed few hundred bytes to
+/// the log, and the status names the field without repeating the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_codes_and_filters_are_neither_echoed_nor_recorded_in_full() {
+    use govshare::proto::grid_service_client::GridServiceClient;
+    use govshare::proto::legal_entity_service_client::LegalEntityServiceClient;
+    let gw = Gateway::start("");
+    let big = "1".repeat(1 << 20);
+    let (police, market, grids) = (
+        gw.token("public-security"),
+        gw.token("market-regulation"),
+        gw.token("grid-centre"),
+    );
+    let mut pop = PopulationServiceClient::new(gw.channel("public-security").await);
+    let mut ent = LegalEntityServiceClient::new(gw.channel("market-regulation").await);
+    let mut grid = GridServiceClient::new(gw.channel("grid-centre").await);
+    let (p, m, g) = (
+        ctx("public-security"),
+        ctx("market-supervision"),
+        ctx("grid-event-handling"),
+    );
+    async fn first<T>(
+        r: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    ) -> Result<(), tonic::Status> {
+        r?.into_inner().message().await.map(|_| ())
+    }
+    let mut outcomes: Vec<(&str, Result<(), tonic::Status>)> = Vec::new();
+    macro_rules! probe {
+        ($name:expr, $call:expr) => {{
+            let before = log_bytes(&gw.dir);
+            let r = $call;
+            let grew = log_bytes(&gw.dir) - before;
+            assert!(grew < 4096, "{}: the log grew by {grew} bytes", $name);
+            outcomes.push(($name, r));
+        }};
+    }
+    probe!(
+        "GetPerson id_number",
+        pop.get_person(req(
+            GetPersonRequest {
+                context: p.clone(),
+                id_number: big.clone()
+            },
+            &police
+        ))
+        .await
+        .map(|_| ())
+    );
+    probe!(
+        "ListPersons region_prefix",
+        first(
+            pop.list_persons(req(
+                ListPersonsRequest {
+                    context: p.clone(),
+                    region_prefix: big.clone(),
+                    ..Default::default()
+                },
+                &police
+            ))
+            .await
+        )
+        .await
+    );
+    probe!(
+        "ListPersons tag",
+        first(
+            pop.list_persons(req(
+                ListPersonsRequest {
+                    context: p.clone(),
+                    tag: big.clone(),
+                    ..Default::default()
+                },
+                &police
+            ))
+            .await
+        )
+        .await
+    );
+    probe!(
+        "GetEntity uscc",
+        ent.get_entity(req(
+            GetEntityRequest {
+                context: m.clone(),
+                uscc: big.clone()
+            },
+            &market
+        ))
+        .await
+        .map(|_| ())
+    );
+    probe!(
+        "SearchEntities name_contains",
+        first(
+            ent.search_entities(req(
+                SearchEntitiesRequest {
+                    context: m.clone(),
+                    name_contains: big.clone(),
+                    ..Default::default()
+                },
+                &market
+            ))
+            .await
+        )
+        .await
+    );
+    probe!(
+        "GetGrid grid_code",
+        grid.get_grid(req(
+            GetGridRequest {
+                context: g.clone(),
+                grid_code: big.clone()
+            },
+            &grids
+        ))
+        .await
+        .map(|_| ())
+    );
+    probe!(
+        "ListGridWorkers grid_code",
+        grid.list_grid_workers(req(
+            ListGridWorkersRequest {
+                context: g.clone(),
+                grid_code: big.clone()
+            },
+            &grids
+        ))
+        .await
+        .map(|_| ())
+    );
+    probe!(
+        "GetRegionTree root_code",
+        grid.get_region_tree(req(
+            GetRegionTreeRequest {
+                context: g.clone(),
+                root_code: big.clone()
+            },
+            &grids
+        ))
+        .await
+        .map(|_| ())
+    );
+    for (name, r) in outcomes {
+        if let Err(e) = r {
+            assert!(
+                !matches!(e.code(), Code::Internal | Code::Unknown),
+                "{name}: {e:?}"
+            );
+            assert!(
+                e.message().len() < 300,
+                "{name}: {} bytes of message",
+                e.message().len()
+            );
+        }
+    }
+}

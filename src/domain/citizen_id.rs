@@ -2,6 +2,7 @@
 //! 3-digit sequence (odd = male), check character.
 
 use super::CodeError;
+use crate::audit::bounded::cap_for_message;
 use crate::proto::Sex;
 use chrono::NaiveDate;
 
@@ -17,7 +18,8 @@ impl CitizenId {
         let b = s.as_bytes();
         if b.len() != 18 {
             return Err(CodeError::new(format!(
-                "a citizen ID has 18 characters, '{s}' has {}",
+                "a citizen ID has 18 characters, '{}' has {}",
+                cap_for_message(s),
                 s.chars().count()
             )));
         }

@@ -2,6 +2,7 @@
 //! 12 community, 15 grid. A prefix is a region.
 
 use super::CodeError;
+use crate::audit::bounded::cap_for_message;
 use crate::proto::RegionLevel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,13 +41,15 @@ impl RegionCode {
     pub fn parse(s: &str) -> Result<Self, CodeError> {
         if !s.bytes().all(|b| b.is_ascii_digit()) || s.is_empty() {
             return Err(CodeError::new(format!(
-                "region code '{s}' must be digits only"
+                "region code '{}' must be digits only",
+                cap_for_message(s)
             )));
         }
         match s.len() {
             6 | 9 | 12 | 15 => Ok(Self(s.to_string())),
             n => Err(CodeError::new(format!(
-                "region code '{s}' has {n} digits; a district has 6, a street 9, a community 12, a grid 15"
+                "region code '{}' has {n} digits; a district has 6, a street 9, a community 12, a grid 15",
+                cap_for_message(s)
             ))),
         }
     }

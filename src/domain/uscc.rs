@@ -1,6 +1,7 @@
 //! 统一社会信用代码 (GB 32100).
 
 use super::CodeError;
+use crate::audit::bounded::cap_for_message;
 
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 const WEIGHTS: [u32; 17] = [
@@ -22,7 +23,8 @@ impl Uscc {
         let b = upper.as_bytes();
         if b.len() != 18 {
             return Err(CodeError::new(format!(
-                "a unified social credit code has 18 characters, '{s}' has {}",
+                "a unified social credit code has 18 characters, '{}' has {}",
+                cap_for_message(s),
                 s.chars().count()
             )));
         }

@@ -185,9 +185,10 @@ impl AdminApi {
                 } else {
                     reason_code(status.code()).into()
                 };
-                entry.message = crate::audit::bounded::cap(status.message());
+                let message = crate::audit::bounded::cap_message(status.message().to_string());
+                entry.message.clone_from(&message);
                 self.pipeline.record(entry).await?;
-                return Err(status);
+                return Err(Status::new(status.code(), message));
             }
         };
         entry.decision = AuditDecision::Allow.into();
