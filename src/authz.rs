@@ -46,6 +46,28 @@ impl Denial {
 /// The wildcard region: the whole jurisdiction, only when written explicitly.
 pub const ALL_REGIONS: &str = "*";
 
+/// `regions` with `*` read as `jurisdiction`, the grantee's whole
+/// jurisdiction (scopes.md) — `*` again only when the jurisdiction is `*`,
+/// nothing when there is none. Grants are stored resolved (so changing a
+/// department's jurisdiction never widens what was approved); the decision
+/// resolves once more for grants stored with `*`.
+pub fn whole_jurisdiction(regions: &[String], jurisdiction: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in regions {
+        let resolved = if r == ALL_REGIONS {
+            jurisdiction
+        } else {
+            std::slice::from_ref(r)
+        };
+        for r in resolved {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
 /// A grant with its field views judged by the catalog in force and its
 /// regions resolved against the grantee's jurisdiction.
 #[derive(Debug)]
@@ -93,19 +115,7 @@ impl CompiledGrant {
                 _ => withdrawn.push((i, view)),
             }
         }
-        let mut regions: Vec<String> = Vec::new();
-        for r in &grant.regions {
-            let resolved = if r == ALL_REGIONS {
-                jurisdiction
-            } else {
-                std::slice::from_ref(r)
-            };
-            for r in resolved {
-                if !regions.contains(r) {
-                    regions.push(r.clone());
-                }
-            }
-        }
+        let regions = whole_jurisdiction(&grant.regions, jurisdiction);
         Some(Self {
             grant,
             dataset,

@@ -54,7 +54,9 @@ impl Snapshot {
         let approved: HashSet<String> = store
             .access_requests()?
             .into_iter()
-            .filter(|r| r.status == AccessRequestStatus::Approved as i32)
+            // An auto-approval is not an approval: it only ever covered
+            // views that were unconditional when it was made.
+            .filter(|r| r.status == AccessRequestStatus::Approved as i32 && !r.auto_approved)
             .map(|r| r.id)
             .collect();
         let departments: HashMap<String, Department> = store

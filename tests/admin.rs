@@ -444,6 +444,11 @@ async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
         regions: vec!["310115001".into()],
         purposes: vec!["elderly-care".into()],
         justification: "home visits to residents living alone".into(),
+        // No looser than the 100 per call civil-affairs already holds.
+        limits: Some(GrantLimits {
+            max_records_per_call: 100,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let mut civil = admin(&gw, "civil-affairs").await;

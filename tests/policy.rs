@@ -115,7 +115,7 @@ async fn a_street_office_cannot_give_itself_the_whole_district() {
 
 /// `*` in a grant is the grantee's whole jurisdiction (scopes.md), not
 /// the whole gateway: an administrator approving a street office's `*`
-/// gives it its street, and a jurisdiction change moves the grant with it.
+/// gives it its street — the street it had when the grant was made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_jurisdiction_grant_covers_the_jurisdiction_and_no_more() {
     let gw = Gateway::start("");
@@ -172,9 +172,27 @@ async fn a_whole_jurisdiction_grant_covers_the_jurisdiction_and_no_more() {
         "`*` is the street office's street, not the district"
     );
 
-    // Its jurisdiction grows by an audited admin call: `*` follows.
-    let outside_street = outside.residence_grid.as_ref().unwrap()[..9].to_string();
+    // The grant holds what was approved: the street as it was. Growing
+    // the department's jurisdiction later (one admin's call) does not widen
+    // it — that would be a new grant, decided anew.
     let first_street = inside.residence_grid.as_ref().unwrap()[..9].to_string();
+    let outside_street = outside.residence_grid.as_ref().unwrap()[..9].to_string();
+    let granted = admin
+        .list_grants(req(
+            ListGrantsRequest {
+                department: "street-office".into(),
+                ..Default::default()
+            },
+            &admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+        .into_iter()
+        .find(|g| g.access_request_id == asked.id)
+        .unwrap();
+    assert_eq!(granted.regions, vec![first_street.clone()]);
     admin
         .update_department(req(
             UpdateDepartmentRequest {
@@ -187,10 +205,14 @@ async fn a_whole_jurisdiction_grant_covers_the_jurisdiction_and_no_more() {
         ))
         .await
         .unwrap();
-    let theirs = get_person(&gw, "street-office", "epidemic-response", &outside_id)
+    let err = get_person(&gw, "street-office", "epidemic-response", &outside_id)
         .await
-        .unwrap();
-    assert!(theirs.person.unwrap().name.is_some());
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "a jurisdiction change widens no grant"
+    );
 }
 
 /// A page token must not carry what the page may not: a listing's cursor
@@ -485,6 +507,204 @@ async fn an_administrator_never_serves_their_own_department() {
     assert!(
         p.hukou_address.is_some(),
         "released under the approved request"
+    );
+}
+
+/// The side doors an administrator — or a puller — could use to serve
+/// itself: approving its own filing under a second token on the same
+/// certificate, self-approved access for an admin department, revoking its
+/// own grants, a self-approved grant that lifts the limits an
+/// administrator set, and an auto-approval standing in for the approval a
+/// view needs once the catalog makes it conditional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_serves_themselves_through_a_side_door() {
+    let tmp = tempfile::tempdir().unwrap();
+    let roles = "admin_departments = [\"gateway-admin\", \"city-admin\"]";
+    let gw = Gateway::start_in(tmp.path(), roles);
+    enrol(&gw, "city", "city-admin", &["*"], &["admin"]).await;
+    let mut a = admin_client(&gw, "admin").await;
+    let token = gw.token("admin");
+    let thumb = a
+        .list_certificates(req(
+            ListCertificatesRequest {
+                department: "gateway-admin".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates[0]
+        .thumbprint
+        .clone();
+    let issue = |subject: &str, role: &str| IssueTokenRequest {
+        department: "gateway-admin".into(),
+        certificate_thumbprint: thumb.clone(),
+        subject: subject.into(),
+        roles: vec![role.into()],
+        lifetime_seconds: 3600,
+    };
+
+    // Four eyes are two people: a second token on the same certificate is
+    // the same administrator.
+    let filed = a
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "civil-affairs".into(),
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("id_number", FieldView::Clear)],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["social-assistance".into()],
+                    legal_basis: "社会救助暂行办法".into(),
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .pending_request
+        .unwrap();
+    let second = a
+        .issue_token(req(issue("admin-2", "admin"), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let err = a
+        .decide_access_request(req(
+            DecideAccessRequestRequest {
+                id: filed.id.clone(),
+                approve: true,
+                reason: "ok".into(),
+            },
+            &second,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // An admin department asking for data never approves itself.
+    let puller = a
+        .issue_token(req(issue("admin-puller", "puller"), &token))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let asked = a
+        .submit_access_request(req(
+            SubmitAccessRequestRequest {
+                request: Some(AccessRequest {
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("name", FieldView::Clear)],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["public-security".into()],
+                    justification: "curiosity".into(),
+                    ..Default::default()
+                }),
+            },
+            &puller,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        asked.status,
+        AccessRequestStatus::Pending as i32,
+        "{asked:?}"
+    );
+
+    // Once another admin department approved it, its own admins cannot
+    // revoke (and so re-create) it either.
+    let mut city = admin_client(&gw, "city").await;
+    let approved = city
+        .decide_access_request(req(
+            DecideAccessRequestRequest {
+                id: asked.id.clone(),
+                approve: true,
+                reason: "audit sampling".into(),
+            },
+            &gw.token("city"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = a
+        .revoke_grant(req(
+            RevokeGrantRequest {
+                id: approved.grant_id.clone(),
+                reason: "mine".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // A puller's self-approved grant never lifts its administrator's
+    // limits (civil-affairs: 100 records per call).
+    let mut civil = admin_client(&gw, "civil-affairs").await;
+    let civil_token = gw.token("civil-affairs");
+    let ask = |limits: Option<GrantLimits>| SubmitAccessRequestRequest {
+        request: Some(AccessRequest {
+            dataset: "population".into(),
+            operations: ops(),
+            fields: vec![fg("education", FieldView::Clear)],
+            regions: vec!["310115".into()],
+            purposes: vec!["social-assistance".into()],
+            justification: "education subsidies".into(),
+            limits,
+            ..Default::default()
+        }),
+    };
+    let unlimited = civil
+        .submit_access_request(req(ask(None), &civil_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        unlimited.status,
+        AccessRequestStatus::Pending as i32,
+        "no limits would lift the 100 per call an administrator set"
+    );
+    let bounded = civil
+        .submit_access_request(req(
+            ask(Some(GrantLimits {
+                max_records_per_call: 50,
+                ..Default::default()
+            })),
+            &civil_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bounded.auto_approved, "{bounded:?}");
+    let id = residents().0.id_number.unwrap();
+    let before = get_person(&gw, "civil-affairs", "social-assistance", &id)
+        .await
+        .unwrap();
+    assert!(before.person.unwrap().education.is_some());
+
+    // The catalog makes education conditional: an auto-approval is not
+    // the approval a conditional view needs.
+    drop((a, city, civil));
+    drop(gw);
+    let gw = Gateway::start_in(
+        tmp.path(),
+        &format!(
+            "{roles}\n[[catalog_override]]\ndataset = \"population\"\nfield = \"education\"\nview = \"CLEAR\"\nsharing = \"conditional\"\n"
+        ),
+    );
+    let after = get_person(&gw, "civil-affairs", "social-assistance", &id)
+        .await
+        .unwrap();
+    assert!(
+        after.person.unwrap().education.is_none(),
+        "education is conditional now, and nobody approved it"
     );
 }
 

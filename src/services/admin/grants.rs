@@ -4,7 +4,7 @@
 
 use super::{AdminApi, Plan, Write, actor, change, internal, new_id, required_reason};
 use crate::auth::{Principal, Role};
-use crate::authz::ALL_REGIONS;
+use crate::authz::{ALL_REGIONS, whole_jurisdiction};
 use crate::clock;
 use crate::policy::Scope;
 use crate::proto::*;
@@ -35,14 +35,16 @@ fn scope_of_request(r: &AccessRequest) -> Scope<'_> {
 }
 
 /// The grant an approved request becomes.
-fn grant_from_request(r: &AccessRequest, approved_by: &str) -> Grant {
+/// `jurisdiction` is the department's when the grant is made: a `*`
+/// request becomes exactly the regions it stood for then.
+fn grant_from_request(r: &AccessRequest, approved_by: &str, jurisdiction: &[String]) -> Grant {
     Grant {
         id: new_id("g"),
         department: r.department.clone(),
         dataset: r.dataset.clone(),
         operations: r.operations.clone(),
         fields: r.fields.clone(),
-        regions: r.regions.clone(),
+        regions: whole_jurisdiction(&r.regions, jurisdiction),
         purposes: r.purposes.clone(),
         not_before: r.not_before,
         not_after: r.not_after,
@@ -62,6 +64,26 @@ fn within(jurisdiction: &[String], regions: &[String]) -> bool {
         jurisdiction
             .iter()
             .any(|j| j == ALL_REGIONS || (r != ALL_REGIONS && r.starts_with(j.as_str())))
+    })
+}
+
+/// Whether `asked` is no looser than any limit `held` grants set: with
+/// several grants the most permissive limit applies, so a self-approved
+/// grant without limits (or with larger ones) would lift the limits an
+/// administrator put on the department's other grants of the dataset.
+fn no_looser(asked: Option<&GrantLimits>, held: &[Grant]) -> bool {
+    let asked = asked.copied().unwrap_or_default();
+    let within = |a: u64, h: u64| h == 0 || (a != 0 && a <= h);
+    held.iter().all(|g| {
+        let h = g.limits.unwrap_or_default();
+        within(
+            u64::from(asked.max_records_per_call),
+            u64::from(h.max_records_per_call),
+        ) && within(asked.max_records_per_day, h.max_records_per_day)
+            && within(
+                u64::from(asked.max_calls_per_minute),
+                u64::from(h.max_calls_per_minute),
+            )
     })
 }
 
@@ -103,7 +125,7 @@ impl AdminApi {
         let asked = r
             .grant
             .ok_or_else(|| Status::invalid_argument("grant: the grant to create is missing"))?;
-        self.existing_department(&asked.department)?;
+        let grantee = self.existing_department(&asked.department)?;
         Self::not_own(p, &asked.department, "create a grant")?;
         let checked = self.check_scope(&asked.department, &scope_of_grant(&asked))?;
         let now = clock::now();
@@ -135,6 +157,7 @@ impl AdminApi {
                 legal_basis: asked.legal_basis,
                 status: AccessRequestStatus::Pending.into(),
                 submitted_by: actor(p),
+                submitted_cert: p.cert_thumbprint().into(),
                 submitted_at: Some(clock::to_timestamp(now)),
                 respond_by: Some(clock::to_timestamp(now + self.settings.request_deadline)),
                 ..Default::default()
@@ -154,7 +177,7 @@ impl AdminApi {
             dataset: checked.dataset.name().into(),
             operations: asked.operations,
             fields: asked.fields,
-            regions: asked.regions,
+            regions: whole_jurisdiction(&asked.regions, &grantee.jurisdiction),
             purposes: asked.purposes,
             not_before: asked.not_before,
             not_after: asked.not_after,
@@ -188,6 +211,7 @@ impl AdminApi {
                 crate::audit::bounded::cap_for_message(&r.id)
             ))
         })?;
+        Self::not_own(p, &before.department, "revoke a grant")?;
         if before.revoked_at.is_some() {
             return Err(Status::failed_precondition(format!(
                 "grant '{}' is already revoked",
@@ -233,8 +257,11 @@ impl AdminApi {
 
     /// A puller asks for a scope for its own department. A request is
     /// granted at once only when every field view is unconditional, every
-    /// region lies inside the department's jurisdiction and every purpose is
-    /// registered; anything else waits for an administrator of another
+    /// region lies inside the department's jurisdiction, every purpose is
+    /// registered, its limits are no looser than the department's other
+    /// grants of the dataset, and the department is not an admin or
+    /// auditor department (whose data access an outside administrator must
+    /// see); anything else waits for an administrator of another
     /// department. `not_shared` fields are refused here.
     pub(super) fn plan_submit_access_request(
         &self,
@@ -261,12 +288,24 @@ impl AdminApi {
         }
         let department = self.existing_department(p.department())?;
         let in_jurisdiction = within(&department.jurisdiction, &asked.regions);
+        let roles = self.pipeline.directory().roles();
+        let privileged =
+            roles.admin.contains(&department.id) || roles.auditor.contains(&department.id);
+        let held: Vec<Grant> = self
+            .store
+            .grants_of(&department.id)
+            .map_err(internal)?
+            .into_iter()
+            .filter(|g| g.dataset == checked.dataset.name() && g.revoked_at.is_none())
+            .collect();
+        let keeps_limits = no_looser(asked.limits.as_ref(), &held);
         let now = clock::now();
         let mut req = AccessRequest {
             id: new_id("ar"),
             department: p.department().into(),
             dataset: checked.dataset.name().into(),
             submitted_by: actor(p),
+            submitted_cert: p.cert_thumbprint().into(),
             submitted_at: Some(clock::to_timestamp(now)),
             status: AccessRequestStatus::Pending.into(),
             respond_by: Some(clock::to_timestamp(now + self.settings.request_deadline)),
@@ -279,10 +318,11 @@ impl AdminApi {
         req.grant_id.clear();
         req.decided_at = None;
         let mut writes = Vec::new();
-        if checked.conditional.is_empty() && in_jurisdiction {
+        if checked.conditional.is_empty() && in_jurisdiction && keeps_limits && !privileged {
             let g = grant_from_request(
                 &req,
                 "auto-approved: unconditional, inside the jurisdiction",
+                &department.jurisdiction,
             );
             req.status = AccessRequestStatus::Approved.into();
             req.auto_approved = true;
@@ -349,7 +389,9 @@ impl AdminApi {
                 "this request is for your own department; an administrator of another department must decide it",
             ));
         }
-        if before.submitted_by == actor(p) {
+        if before.submitted_by == actor(p)
+            || (!before.submitted_cert.is_empty() && before.submitted_cert == p.cert_thumbprint())
+        {
             return Err(Status::failed_precondition(
                 "you filed this request; a second administrator must decide it (four eyes)",
             ));
@@ -371,7 +413,8 @@ impl AdminApi {
         if r.approve {
             // The catalog may have changed since submission: judge it again.
             self.check_scope(&before.department, &scope_of_request(&before))?;
-            let g = grant_from_request(&before, &actor(p));
+            let grantee = self.existing_department(&before.department)?;
+            let g = grant_from_request(&before, &actor(p), &grantee.jurisdiction);
             after.status = AccessRequestStatus::Approved.into();
             after.grant_id.clone_from(&g.id);
             writes.push(Write::Grant(g));
