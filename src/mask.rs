@@ -47,6 +47,18 @@ impl FieldPlan {
         self.views.iter().all(|v| *v == FieldView::Unspecified)
     }
 
+    /// Whether the plan releases any field of the records whose fields are
+    /// named `prefix…` in `spec` (`worker.` for grid workers; the empty
+    /// prefix is the dataset's main record, whose names have no dot).
+    pub fn releases_any_of(&self, spec: &DatasetSpec, prefix: &str) -> bool {
+        spec.fields.iter().zip(&self.views).any(|(f, v)| {
+            *v != FieldView::Unspecified
+                && f.name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| !rest.contains('.'))
+        })
+    }
+
     /// Whether any field is released MASKED (its record then needs its
     /// community's name for a masked address).
     pub fn masks_any(&self) -> bool {

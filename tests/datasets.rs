@@ -311,3 +311,71 @@ async fn the_grid_centre_publishes_a_grid_that_locate_then_finds() {
     );
     assert_eq!(g.person_count, Some(0));
 }
+
+/// A record none of whose fields the grant names does not leave, not even
+/// as an empty message: a grid grant without worker fields lists no
+/// workers (empty messages would still tell how many each grid has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_no_granted_field_does_not_leave_as_an_empty_message() {
+    use govshare::proto::*;
+    let gw = Gateway::start("");
+    common::enrol(&gw, "grid-viewer", "grid-viewer", &["310115"], &["puller"]).await;
+    let grant = Grant {
+        department: "grid-viewer".into(),
+        dataset: "grid".into(),
+        operations: vec![Operation::Get.into(), Operation::List.into()],
+        fields: ["grid_code", "name"]
+            .into_iter()
+            .map(|f| FieldGrant {
+                field: f.into(),
+                view: FieldView::Clear.into(),
+            })
+            .collect(),
+        regions: vec!["310115".into()],
+        purposes: vec!["grid-event-handling".into()],
+        ..Default::default()
+    };
+    common::admin_client(&gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest { grant: Some(grant) },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    let grid_code = district().grids[0].grid_code.clone().unwrap();
+    let mut c = GridServiceClient::new(gw.channel("grid-viewer").await);
+    let token = gw.token("grid-viewer");
+    let grid = c
+        .get_grid(req(
+            GetGridRequest {
+                context: ctx("grid-event-handling"),
+                grid_code: grid_code.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        grid.grid.unwrap().name.is_some(),
+        "the granted grid fields leave"
+    );
+    let workers = c
+        .list_grid_workers(req(
+            ListGridWorkersRequest {
+                context: ctx("grid-event-handling"),
+                grid_code,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert!(
+        workers.is_empty(),
+        "{} worker messages with no granted field",
+        workers.len()
+    );
+}

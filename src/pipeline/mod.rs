@@ -874,11 +874,16 @@ impl Pipeline {
     }
 
     /// Projects one record through its plan into `out`; `false` when no
-    /// candidate grant covers its row (it then counts as absent).
+    /// candidate grant covers its row, or covers none of its fields (it
+    /// then counts as absent: not even an empty message leaves).
     fn mask_into<R: Record>(&self, ctx: &MaskContext, record: R, out: &mut Masked<R>) -> bool {
         let Some(plan) = ctx.decision.plan_for(record.row_code()) else {
             return false;
         };
+        let spec = R::DATASET.spec();
+        if !R::IS_STRUCTURE && !plan.releases_any_of(spec, R::FIELD_PREFIX) {
+            return false;
+        }
         let community = if plan.masks_any() {
             record
                 .row_code()
@@ -887,7 +892,6 @@ impl Pipeline {
         } else {
             None
         };
-        let spec = R::DATASET.spec();
         let mut p = Projector::new(
             &plan,
             spec,
