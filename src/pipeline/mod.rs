@@ -858,7 +858,7 @@ impl Pipeline {
         for key in keys {
             let visible = match self.records.get::<R>(&key)? {
                 Some(r) => {
-                    let visible = self.mask_into(ctx, r, &mut out);
+                    let visible = self.mask_into(ctx, r, &mut out)?;
                     if !visible {
                         out.out_of_scope.push(key.clone());
                     }
@@ -876,14 +876,24 @@ impl Pipeline {
     /// Projects one record through its plan into `out`; `false` when no
     /// candidate grant covers its row, or covers none of its fields (it
     /// then counts as absent: not even an empty message leaves).
-    fn mask_into<R: Record>(&self, ctx: &MaskContext, record: R, out: &mut Masked<R>) -> bool {
+    ///
+    /// A grid's counts are read only here, after the scope check: counting
+    /// first made a refused grid cost time in proportion to its population
+    /// (a timing oracle), and every scanned grid cost two index scans.
+    fn mask_into<R: Record>(
+        &self,
+        ctx: &MaskContext,
+        mut record: R,
+        out: &mut Masked<R>,
+    ) -> anyhow::Result<bool> {
         let Some(plan) = ctx.decision.plan_for(record.row_code()) else {
-            return false;
+            return Ok(false);
         };
         let spec = R::DATASET.spec();
         if !R::IS_STRUCTURE && !plan.releases_any_of(spec, R::FIELD_PREFIX) {
-            return false;
+            return Ok(false);
         }
+        self.records.fill_counts(&mut record)?;
         let community = if plan.masks_any() {
             record
                 .row_code()
@@ -902,7 +912,7 @@ impl Pipeline {
         );
         out.keys.push(record.key().to_string());
         out.records.push(record.project(&mut p));
-        true
+        Ok(true)
     }
 
     fn scan_masked<R: Record>(
@@ -937,7 +947,7 @@ impl Pipeline {
                     after = Some(index_key);
                     examined += 1;
                     let before = out.records.len();
-                    if self.mask_into(ctx, record, &mut out) && !keep(&out.records[before]) {
+                    if self.mask_into(ctx, record, &mut out)? && !keep(&out.records[before]) {
                         out.records.pop();
                         out.keys.pop();
                     }

@@ -67,9 +67,9 @@ impl RecordStore {
         let Some(bytes) = self.backend.get(R::COLLECTION, key.as_bytes())? else {
             return Ok(None);
         };
-        let mut r = R::decode(bytes.as_slice()).context("decoding a stored record")?;
-        self.fill_counts(&mut r)?;
-        Ok(Some(r))
+        Ok(Some(
+            R::decode(bytes.as_slice()).context("decoding a stored record")?,
+        ))
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
@@ -94,7 +94,7 @@ impl RecordStore {
 
     /// Household, person and entity counts of a grid, read from the grid
     /// indexes (keys only) so they never drift from the records.
-    fn fill_counts<R: Record>(&self, r: &mut R) -> Result<()> {
+    pub(in crate::pipeline) fn fill_counts<R: Record>(&self, r: &mut R) -> Result<()> {
         if !R::HAS_COUNTS {
             return Ok(());
         }
