@@ -581,3 +581,37 @@ async fn each_request_is_one_log_line_without_contents_or_tokens() {
         }
     }
 }
+
+/// A request path becomes a metric label and a log field only if it names
+/// a method the gateway serves: made-up paths — no token needed, any
+/// CA-issued certificate — must not mint metric series (memory that is
+/// never freed) or fill the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_method_paths_mint_no_metric_series() {
+    let gw = Gateway::start("");
+    let mut grpc = tonic::client::Grpc::new(gw.channel("civil-affairs").await);
+    for i in 0..50 {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::try_from(format!("/made.up{i}.Svc/Method{i}")).unwrap();
+        let err = grpc
+            .unary(
+                tonic::Request::new(()),
+                path,
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented);
+    }
+    let (_, metrics) = gw.ops_get("/metrics").await;
+    assert!(
+        !metrics.contains("made.up"),
+        "made-up paths became metric labels"
+    );
+    assert!(
+        metrics.contains("method=\"unknown\""),
+        "they are counted as unknown"
+    );
+    let log = std::fs::read_to_string(gw.dir.join("server.log")).unwrap();
+    assert!(!log.contains("made.up"), "made-up paths in the log");
+}

@@ -15,10 +15,12 @@ use crate::pipeline::Pipeline;
 use crate::request_log;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use prost::Message;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -114,7 +116,7 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
-        let method = req.uri().path().to_string();
+        let method = known_method(req.uri().path());
         let creds = crate::pipeline::Wire::of_http(&req);
         let layer = self.layer.clone();
         // The clone that was polled ready serves this call.
@@ -128,7 +130,7 @@ where
                     layer.max_in_flight
                 ));
                 log(
-                    &method,
+                    method,
                     &creds.peer,
                     &request_log::Noted::default(),
                     status.code(),
@@ -162,7 +164,7 @@ where
                 // The handler never ran: audit the refusal here.
                 if let Err(s) = layer
                     .pipeline
-                    .refuse_undecoded(&creds, &method, reason, status.message())
+                    .refuse_undecoded(&creds, method, reason, status.message())
                     .await
                 {
                     resp = s.into_http();
@@ -171,7 +173,7 @@ where
                 }
                 code = status_of(&resp);
             }
-            log(&method, &creds.peer, &noted, code, started);
+            log(method, &creds.peer, &noted, code, started);
             let (parts, body) = resp.into_parts();
             Ok(http::Response::from_parts(
                 parts,
@@ -182,6 +184,39 @@ where
             ))
         })
     }
+}
+
+/// The gRPC methods this gateway serves — every method of the descriptor
+/// sets it also serves through reflection — by path. A request path
+/// becomes a metric label and a log field only if it is one of them;
+/// anything else is `unknown`. Labelled by the raw path, any client with a
+/// CA-issued certificate (no token needed) could mint metric series, which
+/// are never freed, with made-up paths.
+fn known_method(path: &str) -> &'static str {
+    static KNOWN: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        let sets = [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = HashSet::new();
+        for bytes in sets {
+            let set = prost_types::FileDescriptorSet::decode(bytes)
+                .expect("the gateway's own descriptor sets decode");
+            for file in &set.file {
+                for service in &file.service {
+                    for m in &service.method {
+                        let path = format!("/{}.{}/{}", file.package(), service.name(), m.name());
+                        known.insert(&*Box::leak(path.into_boxed_str()));
+                    }
+                }
+            }
+        }
+        known
+    });
+    known.get(path).copied().unwrap_or("unknown")
 }
 
 fn log(method: &str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {
