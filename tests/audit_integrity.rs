@@ -335,6 +335,99 @@ async fn an_export_must_be_signed_and_its_json_must_be_its_bytes() {
     let (ok, out) = check(&edited);
     assert!(!ok && out.contains("TAMPERED"), "{out}");
     assert!(out.contains(&format!("line {}", line + 1)), "{out}");
+
+    // Lines a reader could take for entries that the hash does not cover.
+    let entry_line = text.lines().nth(line).unwrap();
+    let json: serde_json::Value = serde_json::from_str(entry_line).unwrap();
+    let fake = serde_json::json!({"public_key": null, "index": 1, "entry": json["entry"]});
+    let mut with_extra = entry_line.trim_end_matches('}').to_string();
+    with_extra.push_str(",\"note\":\"added\"}");
+    let duplicated = entry_line.replacen(
+        "\"entry\":",
+        &format!("\"entry\":{},\"entry\":", json["entry"]),
+        1,
+    );
+    for (what, doctored) in [
+        (
+            "a line with a null public_key and an entry",
+            format!("{fake}\n{text}"),
+        ),
+        (
+            "an extra key on an entry line",
+            text.replace(entry_line, &with_extra),
+        ),
+        (
+            "a duplicated entry key",
+            text.replace(entry_line, &duplicated),
+        ),
+        (
+            "nothing but a key",
+            text.lines()
+                .filter(|l| l.starts_with("{\"public_key\""))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        ),
+    ] {
+        let (ok, out) = check(&doctored);
+        assert!(!ok && !out.contains("OK:"), "{what}: {out}");
+    }
+}
+
+/// No log, or signatures that stop short of the entries under `--strict`,
+/// is never "OK": unsigned entries are verified by nothing but their own
+/// (rewritable) hash chain and timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_and_an_unsigned_tail_are_not_ok() {
+    let (tmp, dir) = stopped_log("", 6).await;
+    let key = dir.join("pki/audit-log.pub");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, out) = verify(&empty, &["--public-key", key.to_str().unwrap()]);
+    assert!(!ok && !out.contains("OK:"), "an empty directory: {out}");
+
+    let (ok, out) = verify(&dir, &["--strict"]);
+    assert!(ok, "{out}");
+    let copy = tmp.path().join("cut");
+    copy_dir(&dir, &copy);
+    let bytes = std::fs::read(checkpoints(&copy)).unwrap();
+    let last = *frame_offsets(&bytes).last().unwrap();
+    std::fs::write(checkpoints(&copy), &bytes[..last]).unwrap();
+    let (ok, out) = verify(&copy, &["--strict"]);
+    assert!(
+        !ok && !out.contains("OK:"),
+        "the newest checkpoint removed, the entries it alone signed are unsigned: {out}"
+    );
+}
+
+/// Zero bytes after the last frame (a file system that zero-fills after a
+/// crash) are a torn tail, never entries: the log is cut back to its last
+/// real frame and still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeroes_after_the_last_frame_never_become_entries() {
+    let (_tmp, dir) = stopped_log("", 3).await;
+    let newest = segments(&dir.join("audit")).unwrap().pop().unwrap().1;
+    let before = std::fs::read(&newest).unwrap();
+    let mut zeroed = before.clone();
+    zeroed.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&newest, &zeroed).unwrap();
+    let (ok, out) = verify(&dir, &[]);
+    assert!(ok, "a zero tail is torn, not tampering: {out}");
+    let entries_before = govshare::audit::segment::read_all(&dir.join("audit"))
+        .unwrap()
+        .len();
+    let mut gw = Gateway::start_in(&dir, "");
+    pulls(&gw, 1).await;
+    assert!(gw.stop());
+    let entries = govshare::audit::segment::read_all(&dir.join("audit")).unwrap();
+    for (i, bytes) in entries.iter().enumerate() {
+        assert!(
+            !bytes.is_empty(),
+            "entry {i} is empty: zeroes became an entry"
+        );
+    }
+    assert!(entries.len() > entries_before);
+    let (ok, out) = verify(&dir, &["--strict"]);
+    assert!(ok, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

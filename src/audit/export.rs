@@ -59,11 +59,16 @@ fn check_view(line: &serde_json::Value, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads an export back, strictly: every line must be exactly what the
+/// exporter writes for its bytes, note or key — no extra, repeated or
+/// missing keys — so no line can show a reader something the hash does
+/// not cover, and there is one key line at most.
 pub fn parse(text: &str) -> Result<Export> {
     let mut out = Export {
         entries: Vec::new(),
         notes: Vec::new(),
     };
+    let mut keys = 0;
     for (n, line) in text
         .lines()
         .enumerate()
@@ -71,15 +76,35 @@ pub fn parse(text: &str) -> Result<Export> {
     {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("line {}: not JSON", n + 1))?;
+        let exact = |expected: String| expected.trim_end() == line.trim_end();
         if let Some(b) = v.get("bytes").and_then(|b| b.as_str()) {
             let bytes = BASE64
                 .decode(b.as_bytes())
                 .with_context(|| format!("line {}: bytes are not base64", n + 1))?;
             check_view(&v, &bytes).map_err(|why| ViewMismatch { line: n + 1, why })?;
+            let index = v
+                .get("index")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            if !exact(entry_line(index, &bytes)) {
+                return Err(ViewMismatch {
+                    line: n + 1,
+                    why: "it carries keys beside its index, bytes and their view".into(),
+                }
+                .into());
+            }
             out.entries.push(bytes);
         } else if let Some(c) = v.get("checkpoint").and_then(|c| c.as_str()) {
+            if !exact(note_line(c)) {
+                bail!("line {}: a checkpoint line with other keys", n + 1);
+            }
             out.notes.push(c.to_string());
-        } else if v.get("public_key").is_none() {
+        } else if let Some(k) = v.get("public_key").and_then(|k| k.as_str()) {
+            keys += 1;
+            if keys > 1 || !exact(key_line(k)) {
+                bail!("line {}: a second or altered public key line", n + 1);
+            }
+        } else {
             bail!(
                 "line {}: neither an entry, a checkpoint nor the public key",
                 n + 1

@@ -66,6 +66,22 @@ pub fn scan_frames(bytes: &[u8]) -> Frames<'_> {
         }
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        if len == 0 {
+            // No entry encodes to nothing, and CRC32C of nothing is 0: a
+            // run of zero bytes would parse as empty frames. Zeroes to the
+            // end of the file are a write that never happened (some file
+            // systems zero-fill after a crash) — a torn tail; anything
+            // after them is damage.
+            out.damage = Some(if bytes[pos..].iter().all(|b| *b == 0) {
+                Damage::Incomplete { at }
+            } else {
+                Damage::Corrupt {
+                    at,
+                    why: "a frame of length 0",
+                }
+            });
+            break;
+        }
         if len > MAX_FRAME {
             out.damage = Some(Damage::Corrupt {
                 at,
@@ -355,15 +371,18 @@ impl SegmentWriter {
         Ok(file)
     }
 
-    /// Whether the disk takes writes again, without writing an entry: opens
-    /// the next segment, writes and syncs a page of zeros, and cuts it back.
-    /// What health uses to recover on its own after a write failure.
+    /// Whether the disk takes writes again, without writing an entry:
+    /// writes and syncs a page to a scratch file beside the segments (never
+    /// into a segment, where a crash would leave it), removes it, and opens
+    /// the next segment. What health uses to recover on its own after a
+    /// write failure.
     pub fn probe(&mut self) -> std::io::Result<()> {
-        let mut file = self.open_next()?;
-        let result = file.write_all(&[0u8; 4096]).and_then(|()| file.sync_data());
-        file.set_len(0)?;
-        file.sync_all()?;
-        result?;
+        let scratch = self.dir.join("probe.tmp");
+        let written = File::create(&scratch)
+            .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|()| f.sync_data()));
+        let _ = std::fs::remove_file(&scratch);
+        written?;
+        let file = self.open_next()?;
         self.file = Some(file);
         self.first_index = self.next_index;
         self.len = 0;

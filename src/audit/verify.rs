@@ -270,7 +270,15 @@ pub fn verify(
         notes: Vec::new(),
     };
     let unsigned = if notes.is_empty() {
-        (n > 0).then(|| format!("no checkpoint signs this log's {n} entries: the checkpoint file is missing or empty"))
+        Some(format!(
+            "no checkpoint signs this log ({n} entries): the checkpoint file is missing or empty, or there is no log here"
+        ))
+    } else if signed_size < n && opts.strict {
+        // Unsigned entries are covered by nothing but their own hash chain
+        // and timestamps, which whoever can write the files can rewrite.
+        Some(format!(
+            "the newest checkpoint signs {signed_size} of {n} entries; with --strict every entry must be signed (verify a stopped gateway's data dir, which signs a final checkpoint, or an export)"
+        ))
     } else if signed_size < n {
         let span = times[n as usize - 1] - times[signed_size as usize];
         (span > opts.max_unsigned.as_secs() as i64).then(|| {
