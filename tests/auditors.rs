@@ -263,3 +263,45 @@ async fn a_receipt_is_proven_against_later_consistent_checkpoints() {
         "{stdout}"
     );
 }
+
+/// Every AuditService call is on the record, refused and malformed ones
+/// included: a department asking for a subject's history with a garbage
+/// ID is refused for its role, and the refusal is an AUDIT_READ entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_malformed_subject_query_is_recorded() {
+    let gw = Gateway::start("");
+    let before = gw.audit_entries().len();
+    let mut c = AuditServiceClient::new(gw.channel("civil-affairs").await);
+    let err = c
+        .subject_access_history(req(
+            SubjectAccessHistoryRequest {
+                id_number: "not-an-id".into(),
+                ..Default::default()
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let mut a = AuditServiceClient::new(gw.channel("auditor").await);
+    let err = a
+        .subject_access_history(req(
+            SubjectAccessHistoryRequest {
+                id_number: "not-an-id".into(),
+                ..Default::default()
+            },
+            &gw.token("auditor"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let reads: Vec<_> = gw.audit_entries()[before..]
+        .iter()
+        .filter(|(_, e)| {
+            e.kind == EntryKind::AuditRead as i32 && e.method.ends_with("SubjectAccessHistory")
+        })
+        .map(|(_, e)| e.decision)
+        .collect();
+    assert_eq!(reads.len(), 2, "both calls are on the record");
+    assert_eq!(reads[0], AuditDecision::Deny as i32);
+}

@@ -321,6 +321,17 @@ impl AuditService for AuditApi {
         &self,
         req: Request<SubjectAccessHistoryRequest>,
     ) -> Result<Response<Self::SubjectAccessHistoryStream>, Status> {
+        // Admitted (and so recorded) before the subject is parsed: a
+        // refused or malformed call is on the record like any other.
+        let r = req.get_ref();
+        let what = format!("subject history of {}{}", cap(&r.id_number), cap(&r.uscc));
+        self.admit(
+            &req,
+            "/govshare.v1.AuditService/SubjectAccessHistory",
+            true,
+            what,
+        )
+        .await?;
         let r = req.get_ref();
         let subject = match (r.id_number.is_empty(), r.uscc.is_empty()) {
             (false, true) => Person::parse_key(&r.id_number)
@@ -333,13 +344,6 @@ impl AuditService for AuditApi {
                 ));
             }
         };
-        self.admit(
-            &req,
-            "/govshare.v1.AuditService/SubjectAccessHistory",
-            true,
-            format!("subject history of {subject}"),
-        )
-        .await?;
         Ok(Response::new(self.stream_entries(
             Some((Posting::Subject, subject.clone())),
             None,
@@ -377,7 +381,14 @@ impl AuditService for AuditApi {
         let r = *req.get_ref();
         let p = self.pipeline.authenticate(&req, method).await?;
         let what = format!("inclusion proof of {} in {}", r.index, r.tree_size);
-        let entry = self.index().entry(r.index).map_err(internal)?;
+        let entry = match self.index().entry(r.index) {
+            Ok(e) => e,
+            Err(e) => {
+                self.record(&p, method, what, Some("STORE_UNAVAILABLE"))
+                    .await?;
+                return Err(internal(e));
+            }
+        };
         let own = entry
             .as_ref()
             .and_then(|e| e.principal.as_ref())
