@@ -261,6 +261,13 @@ pub struct CosignatureVerifier {
     key: VerifyingKey,
 }
 
+impl PartialEq for CosignatureVerifier {
+    /// The same witness: name, key ID and key.
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.id == other.id && self.key == other.key
+    }
+}
+
 impl signed_note::Verifier for CosignatureVerifier {
     fn name(&self) -> &str {
         &self.name
@@ -341,6 +348,22 @@ pub fn cosigners<'a>(note: &str, witnesses: &'a [CosignatureVerifier]) -> Vec<&'
                 .is_ok()
         })
         .map(|w| w.name.as_str())
+        .collect()
+}
+
+/// The signature lines of `lines` (a witness's answer) that are valid
+/// cosignatures of `note` by `witness` — and nothing else. A witness's
+/// answer is kept only this far: any other line it sent (a bogus line in
+/// another witness's name, placed first, would make a verifier reject that
+/// witness's real cosignature) never reaches the stored note.
+pub fn own_cosignatures(note: &str, lines: &str, witness: &CosignatureVerifier) -> String {
+    lines
+        .lines()
+        .filter(|line| {
+            add_signature_lines(note, &format!("{line}\n"))
+                .is_ok_and(|n| !cosigners(&n, std::slice::from_ref(witness)).is_empty())
+        })
+        .map(|line| format!("{line}\n"))
         .collect()
 }
 
@@ -482,5 +505,20 @@ mod tests {
         )
         .unwrap();
         assert!(cosigners(&forged, &verifiers[..1]).is_empty());
+
+        // A witness's answer is kept only as far as its own valid
+        // cosignature: a bogus line in another witness's name placed first
+        // would otherwise make verifiers reject that witness's real one.
+        let real_other = other.cosign(&body, 1_700_000_000);
+        let bogus_other = other.cosign("log.test\n1\nAQ==\n", 5);
+        let answer = format!("{bogus_other}{}", w.cosign(&body, 1_700_000_000));
+        let kept = own_cosignatures(&note, &answer, &verifiers[0]);
+        assert_eq!(kept.lines().count(), 1);
+        let stored =
+            add_signature_lines(&add_signature_lines(&note, &kept).unwrap(), &real_other).unwrap();
+        assert_eq!(cosigners(&stored, &verifiers).len(), 2, "{stored}");
+        assert!(own_cosignatures(&note, &bogus_other, &verifiers[1]).is_empty());
+        assert!(verifiers[0] == CosignatureVerifier::parse(&w.verifier_key()).unwrap());
+        assert!(verifiers[0] != verifiers[1]);
     }
 }

@@ -11,7 +11,7 @@
 //! next checkpoint.
 
 use super::checkpoint::{
-    Checkpoint, CosignatureVerifier, LogKey, add_signature_lines, append_note, cosigners,
+    Checkpoint, CosignatureVerifier, LogKey, add_signature_lines, append_note, own_cosignatures,
 };
 use super::index::AuditIndex;
 use super::merkle::{self, Hash};
@@ -101,12 +101,12 @@ impl Witness {
             .map_err(|_| anyhow!("no answer within {WITNESS_TIMEOUT:?}"))??;
             match status {
                 200 => {
-                    let cosigned = add_signature_lines(&signed.note, &text)?;
-                    if cosigners(&cosigned, std::slice::from_ref(&self.verifier)).is_empty() {
+                    let own = own_cosignatures(&signed.note, &text, &self.verifier);
+                    if own.is_empty() {
                         bail!("its answer carries no valid cosignature by its key");
                     }
                     self.size = Some(signed.size);
-                    return Ok(text);
+                    return Ok(own);
                 }
                 409 => {
                     let seen: u64 = text

@@ -445,17 +445,23 @@ fn verify_offline(a: &VerifyArgs) -> Result<()> {
             .iter()
             .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
             .collect::<Result<_>>()?,
-        witnesses: a
-            .witnesses
-            .iter()
-            .map(|w| witness_arg(w))
-            .collect::<Result<_>>()?,
+        witnesses: {
+            // One witness named twice counts once.
+            let mut ws: Vec<CosignatureVerifier> = Vec::new();
+            for w in &a.witnesses {
+                let v = witness_arg(w)?;
+                if !ws.contains(&v) {
+                    ws.push(v);
+                }
+            }
+            ws
+        },
         min_witnesses: a.min_witnesses,
         max_unsigned: a.max_unsigned,
     };
     if opts.min_witnesses > opts.witnesses.len() {
         bail!(
-            "--min-witnesses {} needs at least that many --witness keys",
+            "--min-witnesses {} needs at least that many different --witness keys",
             opts.min_witnesses
         );
     }
