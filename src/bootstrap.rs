@@ -329,10 +329,21 @@ pub async fn enrol_first_admin(
     roles: &RoleDepartments,
     a: FirstAdmin<'_>,
 ) -> Result<String> {
+    // One enrolment at a time: between the check below and the flag set
+    // after the durable audit entry, a second request would pass the check
+    // too (eight simultaneous requests enrolled eight administrators).
+    static ENROLLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ENROLLING.lock().await;
     if store.meta(FIRST_ADMIN_DONE)?.is_some() || store.meta(IDENTITIES_DONE)?.is_some() {
         bail!(
             "an administrator was already enrolled; further administrators are managed with `govshare admin` by an existing one"
         );
+    }
+    if a.subject.is_empty() || a.subject.len() > 128 {
+        bail!("the subject (the administrator's client system) must have 1-128 bytes");
+    }
+    if a.department_name.len() > 128 {
+        bail!("the department name must have at most 128 bytes");
     }
     if !roles.admin.iter().any(|d| d == a.department) {
         bail!(

@@ -615,3 +615,17 @@ async fn made_up_method_paths_mint_no_metric_series() {
     let log = std::fs::read_to_string(gw.dir.join("server.log")).unwrap();
     assert!(!log.contains("made.up"), "made-up paths in the log");
 }
+
+/// The data dir holds the token-signing key, the pseudonym secret and every
+/// record: it is the gateway's alone, whatever the umask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_to_the_gateway() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gw = Gateway::start_in(&dir, "");
+    let mode = std::fs::metadata(&gw.dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "data dir mode {mode:o}");
+}

@@ -143,3 +143,39 @@ async fn bootstrap_works_on_a_stopped_gateway_too() {
     let (ok, out) = cli(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     assert!(ok, "{out}");
 }
+
+/// Two enrolments at the same moment: exactly one first administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_bootstraps_enrol_one_administrator() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pki) = (tmp.path().join("data"), tmp.path().join("org-pki"));
+    org_pki(&pki);
+    let text = config(&data, &pki);
+    let gw = Gateway::start_with(&data, &text);
+    let pem = std::fs::read_to_string(pki.join("first-admin.pem")).unwrap();
+    let socket = govshare::control::socket_path(&data);
+    let mut conns = Vec::new();
+    for k in 0..8 {
+        let mut c = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        let req = serde_json::json!({
+            "department": "gateway-admin",
+            "department_name": format!("网关管理 {k}"),
+            "certificate_pem": pem,
+            "subject": format!("admin-{k}"),
+        });
+        c.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+        conns.push(c);
+    }
+    let mut tokens = 0;
+    for c in conns {
+        let mut line = String::new();
+        BufReader::new(c).read_line(&mut line).await.unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if reply["token"].is_string() {
+            tokens += 1;
+        }
+    }
+    assert_eq!(tokens, 1, "one first administrator, not {tokens}");
+    drop(gw);
+}

@@ -86,6 +86,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let metrics = metrics_handle()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    // The store holds the token-signing key, the pseudonym secret and every
+    // record; under a umask of 022 its files are world-readable. The data
+    // dir is the gateway's alone, whatever the deployment set up.
+    // A volume the gateway does not own (a Kubernetes fsGroup mount) cannot
+    // be changed: then it says so and runs.
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+    {
+        tracing::warn!(
+            dir = %cfg.data_dir.display(),
+            error = %e,
+            "the data dir could not be made private (mode 0700): other local users may read the store and its keys"
+        );
+    }
     let (store, records) = crate::store::open(&cfg.store_dir())?;
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
