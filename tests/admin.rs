@@ -1066,3 +1066,63 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
         ["GRANT_REVOKED", "DEPARTMENT_SUSPENDED", "GRANT_EXPIRED"]
     );
 }
+
+/// A publish stream is judged again before each chunk: suspending the
+/// publisher's department stops the stream at its next chunk, which is
+/// written nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspended() {
+    use govshare::proto::publish_service_client::PublishServiceClient;
+    let gw = Gateway::start("");
+    let persons: Vec<Person> = district().persons.into_iter().take(1000).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Person>(1000);
+    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
+    let token = gw.token("public-security");
+    let call = tokio::spawn(async move {
+        p.upsert_persons(req(tokio_stream::wrappers::ReceiverStream::new(rx), &token))
+            .await
+    });
+    let published = |gw: &Gateway| {
+        gw.audit_entries()
+            .iter()
+            .filter(|(_, e)| {
+                e.kind == EntryKind::Publish as i32 && e.decision == AuditDecision::Allow as i32
+            })
+            .count()
+    };
+    for r in &persons[..500] {
+        tx.send(r.clone()).await.unwrap();
+    }
+    // The first chunk (500 records) is committed while the stream is open.
+    for _ in 0..100 {
+        if published(&gw) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published(&gw), 1);
+    let mut a = admin(&gw, "admin").await;
+    a.suspend_department(req(
+        SuspendDepartmentRequest {
+            id: "public-security".into(),
+            resume: false,
+            reason: "credential leak".into(),
+        },
+        &gw.token("admin"),
+    ))
+    .await
+    .unwrap();
+    for r in &persons[500..] {
+        if tx.send(r.clone()).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert_eq!(
+        published(&gw),
+        1,
+        "nothing after the suspension was written"
+    );
+}

@@ -629,3 +629,31 @@ async fn the_data_dir_is_private_to_the_gateway() {
     let mode = std::fs::metadata(&gw.dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "data dir mode {mode:o}");
 }
+
+/// Rejected records are listed by a bounded key and reason: a stream of
+/// megabyte keys gets a small summary (and the server holds no copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_records_are_listed_in_bounded_bytes() {
+    let gw = Gateway::start("");
+    let bad: Vec<Person> = (0..20)
+        .map(|i| Person {
+            id_number: Some(format!("{i}{}", "9".repeat(1 << 20))),
+            ..district().persons[0].clone()
+        })
+        .collect();
+    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
+    let summary = p
+        .upsert_persons(req(tokio_stream::iter(bad), &gw.token("public-security")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.rejected, 20);
+    for r in &summary.rejections {
+        assert!(
+            r.key.len() < 200 && r.reason.len() <= 400,
+            "{} / {} bytes",
+            r.key.len(),
+            r.reason.len()
+        );
+    }
+}

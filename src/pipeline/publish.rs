@@ -159,6 +159,20 @@ impl Publisher {
         records: Vec<Upsert>,
         rejected: Vec<String>,
     ) -> Result<AuditReceipt, Status> {
+        // A stream can outlive its credentials: each chunk is judged anew
+        // (revoked token or certificate, suspended department, expiry), as
+        // each page of a pull stream is.
+        if let Err(code) = self.pipeline.auth.restand(&self.principal) {
+            let status = super::auth_status(code);
+            let mut e = self.entry(AuditDecision::Deny);
+            e.reason_code = code.into();
+            e.message = format!(
+                "the publisher's credentials no longer stand; the {} records of this chunk were not written",
+                records.len()
+            );
+            self.pipeline.record(e).await?;
+            return Err(status);
+        }
         let mut e = self.entry(AuditDecision::Allow);
         e.record_count = records.len() as u64;
         e.keys_returned = records.iter().map(|r| cap(r.key())).collect();

@@ -4,6 +4,7 @@
 //! ones. Validated records are committed in chunks, each audited before it
 //! is written (see [`Publisher::commit`]).
 
+use crate::audit::bounded::{cap, cap_for_message, cap_message};
 use crate::catalog::Dataset;
 use crate::pipeline::{Pipeline, Publisher, Upsert};
 use crate::proto::publish_service_server::PublishService;
@@ -61,6 +62,34 @@ fn accepted<R>(
     Ok((wrap(record), warnings))
 }
 
+/// Most bytes of keys and reasons a summary lists: it must fit a client's
+/// default 4 MB message limit whatever the stream sent.
+const LISTED_BYTES: usize = 1 << 20;
+
+/// The outcomes a summary lists, bounded in number and bytes. A rejected
+/// record's key and reason are cut ([`cap_for_message`], [`cap_message`]):
+/// one stream of megabyte keys must not hold gigabytes, in memory or in
+/// the summary.
+#[derive(Default)]
+struct Listed {
+    bytes: usize,
+}
+
+impl Listed {
+    fn add(&mut self, to: &mut Vec<RecordOutcome>, position: u64, key: &str, reason: String) {
+        if to.len() >= MAX_LISTED || self.bytes >= LISTED_BYTES {
+            return;
+        }
+        let outcome = RecordOutcome {
+            position,
+            key: cap_for_message(key),
+            reason: cap_message(reason),
+        };
+        self.bytes += outcome.key.len() + outcome.reason.len();
+        to.push(outcome);
+    }
+}
+
 /// Reads the stream, judges each record, and commits chunks.
 async fn publish<T>(
     publisher: Publisher,
@@ -73,6 +102,7 @@ async fn publish<T>(
         accepted: HashSet::new(),
     };
     let (mut chunk, mut rejected) = (Vec::new(), Vec::new());
+    let mut listed = Listed::default();
     let mut position = 0u64;
     loop {
         let item = match stream.message().await {
@@ -88,13 +118,7 @@ async fn publish<T>(
                 Ok((upsert, warnings)) => {
                     let key = upsert.key().to_string();
                     for reason in warnings {
-                        if summary.warnings.len() < MAX_LISTED {
-                            summary.warnings.push(RecordOutcome {
-                                position,
-                                key: key.clone(),
-                                reason,
-                            });
-                        }
+                        listed.add(&mut summary.warnings, position, &key, reason);
                     }
                     if matches!(upsert, Upsert::Region(_) | Upsert::Grid(_)) {
                         refs.accepted.insert(key);
@@ -104,14 +128,8 @@ async fn publish<T>(
                 }
                 Err((key, reason)) => {
                     summary.rejected += 1;
-                    if summary.rejections.len() < MAX_LISTED {
-                        summary.rejections.push(RecordOutcome {
-                            position,
-                            key: key.clone(),
-                            reason,
-                        });
-                    }
-                    rejected.push(key);
+                    listed.add(&mut summary.rejections, position, &key, reason);
+                    rejected.push(cap(&key));
                 }
             }
             position += 1;
