@@ -90,7 +90,17 @@ pub fn scan_frames(bytes: &[u8]) -> Frames<'_> {
             break;
         }
         if rest - HEADER < len {
-            out.damage = Some(Damage::Incomplete { at });
+            // A write cut short ends the file. If a whole, valid frame
+            // starts anywhere after this header, the length field was
+            // altered instead, and cutting here would destroy entries.
+            out.damage = Some(if valid_frame_after(bytes, pos + 1) {
+                Damage::Corrupt {
+                    at,
+                    why: "the length field runs past frames that follow it",
+                }
+            } else {
+                Damage::Incomplete { at }
+            });
             break;
         }
         let payload = &bytes[pos + HEADER..pos + HEADER + len];
@@ -106,6 +116,18 @@ pub fn scan_frames(bytes: &[u8]) -> Frames<'_> {
         pos += HEADER + len;
     }
     out
+}
+
+/// Whether a whole frame with a matching CRC starts at or after `from`.
+fn valid_frame_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(HEADER)).any(|q| {
+        let len = u32::from_le_bytes(bytes[q..q + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[q + 4..q + 8].try_into().expect("4 bytes"));
+        len > 0
+            && len <= MAX_FRAME
+            && bytes.len() - q - HEADER >= len
+            && crc32c::crc32c(&bytes[q + HEADER..q + HEADER + len]) == crc
+    })
 }
 
 /// Segment paths in `dir`, ordered, with their first index.
@@ -441,6 +463,21 @@ mod tests {
         let p = e.downcast_ref::<SegmentProblem>().unwrap();
         assert_eq!((p.offset, p.index), (56, 2));
         assert!(p.why.contains("CRC"), "{p}");
+    }
+
+    #[test]
+    fn a_length_enlarged_over_later_frames_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        write_entries(dir.path(), 6, 1 << 20);
+        let (_, only) = segments(dir.path()).unwrap().remove(0);
+        let mut bytes = std::fs::read(&only).unwrap();
+        bytes[28 * 2 + 1] = 0x10; // entry 2's length: 20 -> 4116, past the file's end
+        std::fs::write(&only, &bytes).unwrap();
+        let e = walk(dir.path(), |_, _, _, _| Ok(())).unwrap_err();
+        let p = e.downcast_ref::<SegmentProblem>().unwrap();
+        assert_eq!(p.offset, 56);
+        assert!(p.why.contains("runs past"), "{p}");
+        assert_eq!(std::fs::read(&only).unwrap(), bytes, "nothing was cut");
     }
 
     #[test]
