@@ -13,7 +13,7 @@
 //! signature, 404 unknown log, 409 wrong old size (body: the size it has,
 //! `text/x.tlog.size`), 422 bad proof.
 
-use crate::audit::checkpoint::{CosignatureKey, LogVerifier, load_or_create_key};
+use crate::audit::checkpoint::{Checkpoint, CosignatureKey, LogVerifier, load_or_create_key};
 use crate::audit::merkle::{self, Hash};
 use crate::clock;
 use anyhow::{Context, Result, bail};
@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Longest request body accepted (a note and at most 63 proof lines).
@@ -139,6 +140,17 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: String) -> Response
     let Some(verifier) = w.logs.get(&origin) else {
         return text(StatusCode::NOT_FOUND, format!("unknown log '{origin}'"));
     };
+    // The checkpoint body as the log wrote it (extension lines included):
+    // what a cosignature signs. A malformed one is a bad request; only a
+    // signature that does not verify is 403.
+    let Some(body) = sub
+        .note
+        .split_once("\n\n")
+        .map(|(b, _)| format!("{b}\n"))
+        .filter(|b| Checkpoint::parse_body(b).is_ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "the checkpoint is malformed");
+    };
     let cp = match verifier.open(&sub.note) {
         Ok(c) => c,
         Err(why) => return text(StatusCode::FORBIDDEN, why),
@@ -205,7 +217,7 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: String) -> Response
         return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
     let timestamp = clock::unix_seconds(clock::now()).max(1) as u64;
-    text(StatusCode::OK, w.key.cosign(&cp.body(), timestamp))
+    text(StatusCode::OK, w.key.cosign(&body, timestamp))
 }
 
 /// A log's verifier key given inline or as a file holding it.
@@ -256,10 +268,49 @@ pub async fn serve(
         .with_context(|| format!("binding {}", o.listen))?;
     println!("witness listening on {}", listener.local_addr()?);
     println!("witness key: {vkey}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve_bounded(listener, app, shutdown).await;
     Ok(())
+}
+
+/// Connections served at once: a witness answers a few logs a few times a
+/// second; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this.
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// A connection lives at most this long (a trickled body included).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Serves `app` over HTTP/1 with a cap on connections and deadlines for
+/// headers and for the whole connection, so slow or half-open clients
+/// cannot run the witness out of file descriptors.
+async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+            drop(slot);
+        });
+    }
 }
 
 #[cfg(test)]

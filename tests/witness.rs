@@ -303,3 +303,31 @@ async fn a_witness_cosigns_and_refuses_a_rolled_back_log() {
     let (ok, out) = verify(&dir, "1");
     assert!(!ok && out.contains("fewer than --min-witnesses 1"), "{out}");
 }
+
+/// A client that never finishes its headers is cut off, so half-sent
+/// requests cannot pile up until the witness runs out of descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_closes_a_request_that_never_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("log.pub");
+    std::fs::write(
+        &key,
+        govshare::audit::checkpoint::LogKey::load_or_create(tmp.path(), "log.test")
+            .unwrap()
+            .verifier_key(),
+    )
+    .unwrap();
+    let w = Witness::start(&tmp.path().join("w"), &key);
+    let addr = w.url.strip_prefix("http://").unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request is still open after 30 s"
+    );
+}
