@@ -46,6 +46,10 @@ pub struct KeyRing {
     audience: String,
 
     verifying: RwLock<HashMap<String, DecodingKey>>,
+    /// When an unknown `kid` last made us reload the keys from the store.
+    /// A key rotated on another node shows up within a second; a flood of
+    /// made-up `kid`s costs one reload a second, not one per call.
+    unknown_kid_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KeyRing {
@@ -56,6 +60,7 @@ impl KeyRing {
         }
         let ring = Self {
             verifying: RwLock::new(HashMap::new()),
+            unknown_kid_reload: std::sync::Mutex::new(None),
             store,
             issuer: issuer.into(),
             audience: audience.into(),
@@ -144,8 +149,18 @@ impl KeyRing {
         let key = match self.decoding_key(&kid) {
             Some(k) => k,
             None => {
-                self.reload_verifying()
-                    .map_err(|_| "KEY_STORE_UNAVAILABLE")?;
+                let due = {
+                    let mut last = self.unknown_kid_reload.lock().expect("reload lock");
+                    let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+                    if due {
+                        *last = Some(std::time::Instant::now());
+                    }
+                    due
+                };
+                if due {
+                    self.reload_verifying()
+                        .map_err(|_| "KEY_STORE_UNAVAILABLE")?;
+                }
                 self.decoding_key(&kid).ok_or("UNKNOWN_KEY_ID")?
             }
         };
