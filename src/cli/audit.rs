@@ -410,6 +410,12 @@ fn verify_offline(a: &VerifyArgs) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| dir.join("pki/audit-log.pub")),
             )?;
+            if a.public_key.is_none() {
+                say(format!(
+                    "NOTE: the log's key is read from {}, inside the directory being verified; whoever can rewrite the log can replace it — pass --public-key with a copy you keep",
+                    dir.join("pki/audit-log.pub").display()
+                ));
+            }
             let audit = dir.join("audit");
             let notes =
                 match govshare::audit::checkpoint::read_notes(&audit.join("checkpoints.log")) {
