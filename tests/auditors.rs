@@ -303,5 +303,9 @@ async fn a_refused_or_malformed_subject_query_is_recorded() {
         .map(|(_, e)| e.decision)
         .collect();
     assert_eq!(reads.len(), 2, "both calls are on the record");
-    assert_eq!(reads[0], AuditDecision::Deny as i32);
+    assert_eq!(
+        reads,
+        [AuditDecision::Deny as i32, AuditDecision::Deny as i32],
+        "refused for its role, refused as malformed"
+    );
 }

@@ -262,9 +262,11 @@ pub struct CosignatureVerifier {
 }
 
 impl PartialEq for CosignatureVerifier {
-    /// The same witness: name, key ID and key.
+    /// The same witness: the same key. A `cosignature/v1` signs the time
+    /// and the body, not the witness's name, so one key under two names is
+    /// still one witness.
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.id == other.id && self.key == other.key
+        self.key == other.key
     }
 }
 
@@ -471,11 +473,8 @@ mod tests {
     fn cosignatures_verify_for_their_witness_only() {
         let log = LogKey::load_or_create(tempfile::tempdir().unwrap().path(), "log.test").unwrap();
         let note = log.sign(9, [1; 32]);
-        let w = CosignatureKey::new(
-            "witness.test/w1",
-            SigningKey::generate(&mut rand::rngs::OsRng),
-        )
-        .unwrap();
+        let w_key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let w = CosignatureKey::new("witness.test/w1", w_key.clone()).unwrap();
         let other = CosignatureKey::new(
             "witness.test/w2",
             SigningKey::generate(&mut rand::rngs::OsRng),
@@ -520,5 +519,8 @@ mod tests {
         assert!(own_cosignatures(&note, &bogus_other, &verifiers[1]).is_empty());
         assert!(verifiers[0] == CosignatureVerifier::parse(&w.verifier_key()).unwrap());
         assert!(verifiers[0] != verifiers[1]);
+        // One key under another name is the same witness.
+        let alias = CosignatureKey::new("witness.test/alias", w_key).unwrap();
+        assert!(CosignatureVerifier::parse(&alias.verifier_key()).unwrap() == verifiers[0]);
     }
 }

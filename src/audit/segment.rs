@@ -105,9 +105,17 @@ pub fn scan_frames(bytes: &[u8]) -> Frames<'_> {
         }
         let payload = &bytes[pos + HEADER..pos + HEADER + len];
         if crc32c::crc32c(payload) != crc {
-            out.damage = Some(Damage::Corrupt {
-                at,
-                why: "the CRC does not match the contents",
+            // A file system may extend the file before the data lands and
+            // zero-fill after a crash: zeroes from inside this frame to the
+            // end of the file are a write that never finished.
+            let zeroes_from = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            out.damage = Some(if zeroes_from < pos + HEADER + len {
+                Damage::Incomplete { at }
+            } else {
+                Damage::Corrupt {
+                    at,
+                    why: "the CRC does not match the contents",
+                }
             });
             break;
         }
@@ -463,6 +471,23 @@ mod tests {
         let p = e.downcast_ref::<SegmentProblem>().unwrap();
         assert_eq!((p.offset, p.index), (56, 2));
         assert!(p.why.contains("CRC"), "{p}");
+    }
+
+    #[test]
+    fn a_last_frame_zeroed_to_the_end_of_the_file_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        write_entries(dir.path(), 6, 1 << 20);
+        let (_, only) = segments(dir.path()).unwrap().remove(0);
+        let mut bytes = std::fs::read(&only).unwrap();
+        let n = bytes.len();
+        bytes[n - 10..].fill(0); // the last frame's data never landed
+        std::fs::write(&only, &bytes).unwrap();
+        let (entries, torn) = walk(dir.path(), |_, _, _, _| Ok(())).unwrap();
+        assert_eq!((entries, torn.is_some()), (5, true));
+        // Zeroes followed by data are damage.
+        bytes[n - 1] = 7;
+        std::fs::write(&only, &bytes).unwrap();
+        assert!(walk(dir.path(), |_, _, _, _| Ok(())).is_err());
     }
 
     #[test]

@@ -321,29 +321,37 @@ impl AuditService for AuditApi {
         &self,
         req: Request<SubjectAccessHistoryRequest>,
     ) -> Result<Response<Self::SubjectAccessHistoryStream>, Status> {
-        // Admitted (and so recorded) before the subject is parsed: a
-        // refused or malformed call is on the record like any other.
+        // One entry for every call, refused, malformed or answered, with
+        // the decision it got.
+        let method = "/govshare.v1.AuditService/SubjectAccessHistory";
+        let p = self.pipeline.authenticate(&req, method).await?;
         let r = req.get_ref();
         let what = format!("subject history of {}{}", cap(&r.id_number), cap(&r.uscc));
-        self.admit(
-            &req,
-            "/govshare.v1.AuditService/SubjectAccessHistory",
-            true,
-            what,
-        )
-        .await?;
-        let r = req.get_ref();
-        let subject = match (r.id_number.is_empty(), r.uscc.is_empty()) {
+        if !p.has_role(Role::Auditor) {
+            self.record(&p, method, what, Some("ROLE_NOT_GRANTED"))
+                .await?;
+            return Err(Status::permission_denied(
+                "this call needs the 'auditor' role on your token",
+            ));
+        }
+        let parsed = match (r.id_number.is_empty(), r.uscc.is_empty()) {
             (false, true) => Person::parse_key(&r.id_number)
-                .map_err(|e| Status::invalid_argument(format!("id_number: {e}")))?,
+                .map_err(|e| Status::invalid_argument(format!("id_number: {e}"))),
             (true, false) => LegalEntity::parse_key(&r.uscc)
-                .map_err(|e| Status::invalid_argument(format!("uscc: {e}")))?,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "name exactly one of id_number or uscc",
-                ));
+                .map_err(|e| Status::invalid_argument(format!("uscc: {e}"))),
+            _ => Err(Status::invalid_argument(
+                "name exactly one of id_number or uscc",
+            )),
+        };
+        let subject = match parsed {
+            Ok(s) => s,
+            Err(status) => {
+                self.record(&p, method, what, Some("INVALID_ARGUMENT"))
+                    .await?;
+                return Err(status);
             }
         };
+        self.record(&p, method, what, None).await?;
         Ok(Response::new(self.stream_entries(
             Some((Posting::Subject, subject.clone())),
             None,
@@ -386,7 +394,10 @@ impl AuditService for AuditApi {
             Err(e) => {
                 self.record(&p, method, what, Some("STORE_UNAVAILABLE"))
                     .await?;
-                return Err(internal(e));
+                tracing::error!(error = %e, "reading an audit entry for a proof failed");
+                return Err(Status::unavailable(
+                    "the audit index cannot be read; retry later",
+                ));
             }
         };
         let own = entry
@@ -402,7 +413,10 @@ impl AuditService for AuditApi {
         self.record(&p, method, what, None).await?;
         let size = match r.tree_size {
             0 => {
-                if !self.wait_covered(r.index + 1).await {
+                let Some(needed) = r.index.checked_add(1) else {
+                    return Err(Status::invalid_argument("index: beyond any log"));
+                };
+                if !self.wait_covered(needed).await {
                     return Err(Status::unavailable(format!(
                         "no checkpoint covers entry {} yet; retry in a few seconds",
                         r.index

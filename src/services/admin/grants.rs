@@ -35,16 +35,33 @@ fn scope_of_request(r: &AccessRequest) -> Scope<'_> {
 }
 
 /// The grant an approved request becomes.
-/// `jurisdiction` is the department's when the grant is made: a `*`
-/// request becomes exactly the regions it stood for then.
-fn grant_from_request(r: &AccessRequest, approved_by: &str, jurisdiction: &[String]) -> Grant {
-    Grant {
+/// `regions` with `*` resolved to the grantee's jurisdiction now; a
+/// department without one has nothing `*` could stand for.
+fn resolved(regions: &[String], grantee: &Department) -> Result<Vec<String>, Status> {
+    let out = whole_jurisdiction(regions, &grantee.jurisdiction);
+    if out.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "department '{}' has no jurisdiction, so '*' would grant no region; give it one first (UpdateDepartment)",
+            grantee.id
+        )));
+    }
+    Ok(out)
+}
+
+/// `grantee` as it is when the grant is made: a `*` request becomes
+/// exactly the regions it stood for then.
+fn grant_from_request(
+    r: &AccessRequest,
+    approved_by: &str,
+    grantee: &Department,
+) -> Result<Grant, Status> {
+    Ok(Grant {
         id: new_id("g"),
         department: r.department.clone(),
         dataset: r.dataset.clone(),
         operations: r.operations.clone(),
         fields: r.fields.clone(),
-        regions: whole_jurisdiction(&r.regions, jurisdiction),
+        regions: resolved(&r.regions, grantee)?,
         purposes: r.purposes.clone(),
         not_before: r.not_before,
         not_after: r.not_after,
@@ -55,7 +72,7 @@ fn grant_from_request(r: &AccessRequest, approved_by: &str, jurisdiction: &[Stri
         access_request_id: r.id.clone(),
         created_at: Some(clock::to_timestamp(clock::now())),
         ..Default::default()
-    }
+    })
 }
 
 /// Whether every requested region lies inside a department's jurisdiction.
@@ -177,7 +194,7 @@ impl AdminApi {
             dataset: checked.dataset.name().into(),
             operations: asked.operations,
             fields: asked.fields,
-            regions: whole_jurisdiction(&asked.regions, &grantee.jurisdiction),
+            regions: resolved(&asked.regions, &grantee)?,
             purposes: asked.purposes,
             not_before: asked.not_before,
             not_after: asked.not_after,
@@ -322,8 +339,8 @@ impl AdminApi {
             let g = grant_from_request(
                 &req,
                 "auto-approved: unconditional, inside the jurisdiction",
-                &department.jurisdiction,
-            );
+                &department,
+            )?;
             req.status = AccessRequestStatus::Approved.into();
             req.auto_approved = true;
             req.decided_by = "auto".into();
@@ -414,7 +431,7 @@ impl AdminApi {
             // The catalog may have changed since submission: judge it again.
             self.check_scope(&before.department, &scope_of_request(&before))?;
             let grantee = self.existing_department(&before.department)?;
-            let g = grant_from_request(&before, &actor(p), &grantee.jurisdiction);
+            let g = grant_from_request(&before, &actor(p), &grantee)?;
             after.status = AccessRequestStatus::Approved.into();
             after.grant_id.clone_from(&g.id);
             writes.push(Write::Grant(g));
