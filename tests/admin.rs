@@ -763,6 +763,20 @@ struct AroundChange {
     codes: std::collections::BTreeSet<String>,
 }
 
+impl AroundChange {
+    /// The load ran, every one of its 320 calls sent after `change`
+    /// returned was refused, and all of them with `status`.
+    fn assert_cut_off(self, change: &str, status: &str) {
+        assert!(
+            self.served_before >= 200,
+            "the load ran: {}",
+            self.served_before
+        );
+        assert_eq!(self.after, (0, 320), "after the {change}: {:?}", self.codes);
+        assert_eq!(self.codes.into_iter().collect::<Vec<_>>(), [status]);
+    }
+}
+
 /// Drives 32 concurrent GetPerson callers as `identity`; once 200 calls
 /// have been served, runs `change` and marks its return. Each caller then
 /// makes 10 more calls and stops (every caller also stops after 3000).
@@ -853,20 +867,9 @@ async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
         .unwrap();
     })
     .await;
-    assert!(
-        seen.served_before >= 200,
-        "the load ran: {}",
-        seen.served_before
-    );
-    assert_eq!(
-        seen.after,
-        (0, 320),
-        "after the revocation: {:?}",
-        seen.codes
-    );
-    assert_eq!(
-        seen.codes.into_iter().collect::<Vec<_>>(),
-        ["PermissionDenied: your department's grant for 'population' has been revoked"]
+    seen.assert_cut_off(
+        "revocation",
+        "PermissionDenied: your department's grant for 'population' has been revoked",
     );
 
     let seen = load_across(&gw, "street-office", "grid-event-handling", async {
@@ -882,20 +885,9 @@ async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
         .unwrap();
     })
     .await;
-    assert!(
-        seen.served_before >= 200,
-        "the load ran: {}",
-        seen.served_before
-    );
-    assert_eq!(
-        seen.after,
-        (0, 320),
-        "after the suspension: {:?}",
-        seen.codes
-    );
-    assert_eq!(
-        seen.codes.into_iter().collect::<Vec<_>>(),
-        ["Unauthenticated: authentication failed: DEPARTMENT_SUSPENDED"]
+    seen.assert_cut_off(
+        "suspension",
+        "Unauthenticated: authentication failed: DEPARTMENT_SUSPENDED",
     );
 }
 

@@ -184,54 +184,38 @@ async fn reflection_v1_and_v1alpha_both_list_every_service() {
         "grpc.health.v1.Health",
     ];
     let channel = gw.channel("civil-affairs").await;
-    {
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
-        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut r = ServerReflectionClient::new(channel.clone());
-        let mut answers = r
-            .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(MessageRequest::ListServices(String::new())),
-            }]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(l)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("v1 did not list services")
-        };
-        let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-        for w in want {
-            assert!(names.iter().any(|n| n == w), "v1 lacks {w}: {names:?}");
-        }
+    // The same ListServices call through each version's generated client.
+    macro_rules! listed_by {
+        ($version:ident) => {{
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            let mut answers = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(MessageRequest::ListServices(String::new())),
+                }]))
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(l)) =
+                answers.message().await.unwrap().unwrap().message_response
+            else {
+                panic!("{} did not list services", stringify!($version))
+            };
+            let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+            for w in want {
+                assert!(
+                    names.iter().any(|n| n == w),
+                    "{} lacks {w}: {names:?}",
+                    stringify!($version)
+                );
+            }
+        }};
     }
-    {
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        let mut r = ServerReflectionClient::new(channel);
-        let mut answers = r
-            .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
-                host: String::new(),
-                message_request: Some(MessageRequest::ListServices(String::new())),
-            }]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(MessageResponse::ListServicesResponse(l)) =
-            answers.message().await.unwrap().unwrap().message_response
-        else {
-            panic!("v1alpha did not list services")
-        };
-        let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-        for w in want {
-            assert!(names.iter().any(|n| n == w), "v1alpha lacks {w}: {names:?}");
-        }
-    }
+    listed_by!(v1);
+    listed_by!(v1alpha);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -611,14 +611,7 @@ impl Admission {
     /// Audits a refusal and returns the status to answer with (UNAVAILABLE
     /// instead if even the refusal cannot be recorded).
     pub async fn refuse(&self, code: Code, denial: Denial) -> Status {
-        metrics::counter!(
-            "govshare_pulls_total",
-            "department" => self.principal.department().to_string(),
-            "dataset" => self.spec.dataset.name(),
-            "decision" => "deny",
-            "reason" => denial.code,
-        )
-        .increment(1);
+        self.count_pull("deny", denial.code);
         let mut e = self.entry(AuditDecision::Deny);
         e.reason_code = denial.code.into();
         e.message.clone_from(&denial.message);
@@ -629,6 +622,18 @@ impl Admission {
             Ok(_) => Status::new(code, denial.message),
             Err(s) => s,
         }
+    }
+
+    /// `govshare_pulls_total` for this call.
+    fn count_pull(&self, decision: &'static str, reason: impl Into<metrics::SharedString>) {
+        metrics::counter!(
+            "govshare_pulls_total",
+            "department" => self.principal.department().to_string(),
+            "dataset" => self.spec.dataset.name(),
+            "decision" => decision,
+            "reason" => reason.into(),
+        )
+        .increment(1);
     }
 
     /// `cursor` as a page token only this department's listings of this
@@ -825,18 +830,18 @@ impl Admission {
         if let Some(r) = m.reservation {
             r.settle(m.records.len() as u64);
         }
-        let department = self.principal.department().to_string();
-        let dataset = self.spec.dataset.name();
+        let reason = if reason.is_empty() {
+            "-".to_string()
+        } else {
+            reason
+        };
+        self.count_pull(if refused { "deny" } else { "allow" }, reason);
         metrics::counter!(
-            "govshare_pulls_total",
-            "department" => department.clone(),
-            "dataset" => dataset,
-            "decision" => if refused { "deny" } else { "allow" },
-            "reason" => if reason.is_empty() { "-".to_string() } else { reason },
+            "govshare_records_released_total",
+            "department" => self.principal.department().to_string(),
+            "dataset" => self.spec.dataset.name(),
         )
-        .increment(1);
-        metrics::counter!("govshare_records_released_total", "department" => department, "dataset" => dataset)
-            .increment(m.records.len() as u64);
+        .increment(m.records.len() as u64);
         Ok(Released {
             records: m.records,
             not_found: m.not_found,

@@ -219,18 +219,17 @@ fn known_method(path: &str) -> &'static str {
     known.get(path).copied().unwrap_or("unknown")
 }
 
-fn log(method: &str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {
+fn log(method: &'static str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {
     let elapsed = started.elapsed();
-    let code_name = format!("{code:?}");
-    metrics::counter!("govshare_grpc_requests_total", "method" => method.to_string(), "code" => code_name.clone())
+    metrics::counter!("govshare_grpc_requests_total", "method" => method, "code" => format!("{code:?}"))
         .increment(1);
-    metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method.to_string())
+    metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method)
         .record(elapsed.as_secs_f64());
     tracing::info!(
         target: "govshare::request",
         method,
         department = noted.department.as_deref().unwrap_or("-"),
-        status = %code_name,
+        status = ?code,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         receipt = noted.receipt.map_or(-1, |r| r as i64),
         peer,
