@@ -37,9 +37,11 @@ const MAX_PER_CALL: usize = 10_000;
 /// Most entries one query examines before it returns what it found.
 const SCAN_BUDGET: usize = 200_000;
 
-fn internal(e: impl std::fmt::Display) -> Status {
+/// An audit index or segment that cannot be read: the gateway's trouble,
+/// not the caller's, and worth a retry — UNAVAILABLE, as for the store.
+fn unreadable(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "audit read failed");
-    Status::internal("internal error; the gateway log has details")
+    Status::unavailable("the audit log cannot be read; retry later (the gateway log has details)")
 }
 
 /// What an auditor's query selects.
@@ -141,7 +143,7 @@ impl AuditApi {
                 ) {
                     Ok(ids) => ids,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(internal(e)));
+                        let _ = tx.blocking_send(Err(unreadable(e)));
                         return;
                     }
                 };
@@ -153,7 +155,7 @@ impl AuditApi {
                         Ok(Some(e)) if filter.matches(&e) => page.push(e),
                         Ok(_) => {}
                         Err(e) => {
-                            let _ = tx.blocking_send(Err(internal(e)));
+                            let _ = tx.blocking_send(Err(unreadable(e)));
                             return;
                         }
                     }
@@ -291,7 +293,7 @@ impl AuditService for AuditApi {
                     let batch = match index.entry_bytes(next, 256) {
                         Ok(b) => b,
                         Err(e) => {
-                            let _ = tx.send(Err(internal(e))).await;
+                            let _ = tx.send(Err(unreadable(e))).await;
                             return;
                         }
                     };
@@ -394,10 +396,7 @@ impl AuditService for AuditApi {
             Err(e) => {
                 self.record(&p, method, what, Some("STORE_UNAVAILABLE"))
                     .await?;
-                tracing::error!(error = %e, "reading an audit entry for a proof failed");
-                return Err(Status::unavailable(
-                    "the audit index cannot be read; retry later",
-                ));
+                return Err(unreadable(e));
             }
         };
         let own = entry
@@ -433,7 +432,7 @@ impl AuditService for AuditApi {
                 r.index
             )));
         }
-        let hashes = merkle::inclusion_proof(self.index(), r.index, size).map_err(internal)?;
+        let hashes = merkle::inclusion_proof(self.index(), r.index, size).map_err(unreadable)?;
         Ok(Response::new(InclusionProof {
             index: r.index,
             tree_size: size,
@@ -460,7 +459,7 @@ impl AuditService for AuditApi {
             )));
         }
         let hashes =
-            merkle::consistency_proof(self.index(), r.old_size, r.new_size).map_err(internal)?;
+            merkle::consistency_proof(self.index(), r.old_size, r.new_size).map_err(unreadable)?;
         Ok(Response::new(ConsistencyProof {
             old_size: r.old_size,
             new_size: r.new_size,
@@ -499,7 +498,7 @@ impl AuditService for AuditApi {
                     Ok(b) if !b.is_empty() => b,
                     Ok(_) => break,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(internal(e)));
+                        let _ = tx.blocking_send(Err(unreadable(e)));
                         return;
                     }
                 };
@@ -521,7 +520,7 @@ impl AuditService for AuditApi {
             let notes = match crate::audit::checkpoint::read_notes(&file) {
                 Ok(n) => n.unwrap_or_default(),
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(internal(e)));
+                    let _ = tx.blocking_send(Err(unreadable(e)));
                     return;
                 }
             };
