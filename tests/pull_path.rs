@@ -489,3 +489,38 @@ fn forge_tokens(gw: &Gateway) -> Forged {
         alg_none,
     }
 }
+
+/// `govshare pull persons --limit N` means N records, and the gateway
+/// audits what it sent: one page of N, not the pages a stream could have
+/// run ahead (it used to audit 6–16 pages for a one-page read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_limit_counts_records_and_only_what_was_sent_is_audited() {
+    let gw = Gateway::start("");
+    let before = gw.audit_entries().len();
+    let (ok, out) = common::cli(&[
+        "pull",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "--identity",
+        "public-security",
+        "--purpose",
+        "public-security",
+        "--case-id",
+        "PS-1",
+        "persons",
+        "--region",
+        "310115",
+        "--limit",
+        "5",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("\"idNumber\"").count(), 5, "{out}");
+    let pages: Vec<u64> = gw.audit_entries()[before..]
+        .iter()
+        .filter(|(_, e)| e.method.ends_with("/ListPersons"))
+        .map(|(_, e)| e.record_count)
+        .collect();
+    assert_eq!(pages, [5], "one audited page of exactly the records sent");
+}
