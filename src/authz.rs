@@ -8,9 +8,16 @@
 //! of the covering candidates' fields, each in the most revealing view any of
 //! them allows.
 //!
-//! When no grant is a candidate, the refusal names the rule that stopped the
-//! grant that got furthest (scopes.md, "Denial reasons"): auditors count
-//! denials by these codes, so a wrong code is a wrong statistic.
+//! When no grant is a candidate, the refusal reports the grant the caller
+//! meant (scopes.md, "Denial reasons"): auditors count denials by these
+//! codes, and `PURPOSE_NOT_GRANTED` is the signature of a department
+//! shopping for a purpose, so a wrong code is a wrong statistic. The grant
+//! reported is the one that (i) names the purpose the caller cited, then
+//! (ii) fails the fewest rules — revocation, validity window, operation,
+//! purpose, catalog, one each — then (iii) whose first failing rule comes
+//! latest in that order. Its first failing rule is the reason code, and the
+//! message names every rule it fails and what would change it. When no
+//! grant names the cited purpose, the reason is `PURPOSE_NOT_GRANTED`.
 
 use crate::catalog::{Catalog, Dataset};
 use crate::clock;
@@ -138,36 +145,121 @@ impl CompiledGrant {
     }
 }
 
-/// How far a grant got against a request; later stages are closer to
-/// succeeding.
+/// A rule a grant can fail against a request, in the order scopes.md
+/// lists them: a later rule is closer to succeeding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
+enum Rule {
     Revoked,
     NotYetValid,
     Expired,
     Operation,
     Purpose,
     Catalog,
-    Candidate,
 }
 
-fn stage_of(g: &CompiledGrant, op: Operation, purpose: &str, purpose_ok: bool, now: i64) -> Stage {
-    let g_ = &g.grant;
-    if g_.revoked_at.is_some() {
-        Stage::Revoked
-    } else if g_.not_before.as_ref().is_some_and(|t| now < t.seconds) {
-        Stage::NotYetValid
-    } else if g_.not_after.as_ref().is_some_and(|t| now >= t.seconds) {
-        Stage::Expired
-    } else if !g_.operations.contains(&(op as i32)) {
-        Stage::Operation
-    } else if !purpose_ok || !g_.purposes.iter().any(|p| p == purpose) {
-        Stage::Purpose
-    } else if g.plan.is_empty() {
-        Stage::Catalog
-    } else {
-        Stage::Candidate
+impl Rule {
+    fn code(self) -> &'static str {
+        match self {
+            Rule::Revoked => "GRANT_REVOKED",
+            Rule::NotYetValid => "GRANT_NOT_YET_VALID",
+            Rule::Expired => "GRANT_EXPIRED",
+            Rule::Operation => "OPERATION_NOT_GRANTED",
+            Rule::Purpose => "PURPOSE_NOT_GRANTED",
+            Rule::Catalog => "CATALOG_WITHDRAWN",
+        }
     }
+}
+
+/// One grant judged against one request: every rule it fails (the
+/// validity window counts once), in order.
+struct Judged<'a> {
+    grant: &'a Arc<CompiledGrant>,
+    names_purpose: bool,
+    failed: Vec<Rule>,
+}
+
+impl Judged<'_> {
+    /// How close the grant came, as the refusal ranks grants (larger is
+    /// closer): (i) it names the purpose the caller cited — that is the
+    /// grant the caller meant; (ii) it fails the fewest rules; (iii) its
+    /// first failing rule comes latest.
+    fn closeness(&self) -> (bool, std::cmp::Reverse<usize>, Option<Rule>) {
+        (
+            self.names_purpose,
+            std::cmp::Reverse(self.failed.len()),
+            self.failed.first().copied(),
+        )
+    }
+}
+
+fn judge<'a>(
+    g: &'a Arc<CompiledGrant>,
+    op: Operation,
+    purpose: &str,
+    purpose_ok: bool,
+    now: i64,
+) -> Judged<'a> {
+    let g_ = &g.grant;
+    let names_purpose = g_.purposes.iter().any(|p| p == purpose);
+    let mut failed = Vec::new();
+    if g_.revoked_at.is_some() {
+        failed.push(Rule::Revoked);
+    }
+    if g_.not_before.as_ref().is_some_and(|t| now < t.seconds) {
+        failed.push(Rule::NotYetValid);
+    } else if g_.not_after.as_ref().is_some_and(|t| now >= t.seconds) {
+        failed.push(Rule::Expired);
+    }
+    if !g_.operations.contains(&(op as i32)) {
+        failed.push(Rule::Operation);
+    }
+    if !purpose_ok || !names_purpose {
+        failed.push(Rule::Purpose);
+    }
+    if g.plan.is_empty() {
+        failed.push(Rule::Catalog);
+    }
+    Judged {
+        grant: g,
+        names_purpose,
+        failed,
+    }
+}
+
+/// What would change one failed rule of `g`, in words.
+fn explain(rule: Rule, g: &Grant, op: Operation, why_purpose: &str) -> String {
+    let at = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or_else(|| "?".to_string(), |t| clock::rfc3339(t.seconds))
+    };
+    match rule {
+        Rule::Revoked => format!("was revoked at {}", at(&g.revoked_at)),
+        Rule::NotYetValid => format!("is not valid until {}", at(&g.not_before)),
+        Rule::Expired => format!("has expired (since {})", at(&g.not_after)),
+        Rule::Operation => {
+            let has: Vec<&str> = g
+                .operations
+                .iter()
+                .filter_map(|o| Operation::try_from(*o).ok())
+                .map(op_name)
+                .collect();
+            format!(
+                "does not allow the {} operation (it allows {})",
+                op_name(op),
+                if has.is_empty() {
+                    "none".to_string()
+                } else {
+                    has.join(", ")
+                }
+            )
+        }
+        Rule::Purpose => format!("cannot serve this purpose{why_purpose}"),
+        Rule::Catalog => "names no field view the catalog in force still releases".to_string(),
+    }
+}
+
+fn op_name(op: Operation) -> &'static str {
+    op.as_str_name().trim_start_matches("OPERATION_")
 }
 
 /// The grants that serve one request. Only [`decide`] builds it.
@@ -208,79 +300,69 @@ pub fn decide(
             && (p.departments.is_empty() || p.departments.iter().any(|d| d == department))
     });
     let now_s = clock::unix_seconds(now);
-    let staged: Vec<(Stage, &Arc<CompiledGrant>)> = of_dataset
+    let judged: Vec<Judged<'_>> = of_dataset
         .iter()
-        .map(|g| (stage_of(g, op, purpose, purpose_ok, now_s), *g))
+        .map(|g| judge(g, op, purpose, purpose_ok, now_s))
         .collect();
-    let best = staged.iter().map(|(s, _)| *s).max().expect("non-empty");
-    if best == Stage::Candidate {
+    if judged.iter().any(|j| j.failed.is_empty()) {
         return Ok(Decision {
             dataset,
-            candidates: staged
+            candidates: judged
                 .into_iter()
-                .filter(|(s, _)| *s == Stage::Candidate)
-                .map(|(_, g)| g.clone())
+                .filter(|j| j.failed.is_empty())
+                .map(|j| j.grant.clone())
                 .collect(),
             merged: Mutex::new(HashMap::new()),
         });
     }
-    let closest: Vec<&Arc<CompiledGrant>> = staged
+    let best = judged
         .iter()
-        .filter(|(s, _)| *s == best)
-        .map(|(_, g)| *g)
-        .collect();
+        .map(Judged::closeness)
+        .max()
+        .expect("non-empty");
+    let closest: Vec<&Judged<'_>> = judged.iter().filter(|j| j.closeness() == best).collect();
     let name = dataset.name();
-    let (code, message) = match best {
-        Stage::Revoked => (
-            "GRANT_REVOKED",
-            format!("your department's grant for '{name}' has been revoked"),
-        ),
-        Stage::NotYetValid => (
-            "GRANT_NOT_YET_VALID",
-            format!("your department's grant for '{name}' is not valid yet"),
-        ),
-        Stage::Expired => (
-            "GRANT_EXPIRED",
-            format!("your department's grant for '{name}' has expired"),
-        ),
-        Stage::Operation => (
-            "OPERATION_NOT_GRANTED",
+    let why_purpose = match registered {
+        None => " (it is not a registered purpose)",
+        Some(_) if !purpose_ok => " (it is retired, or not citable by your department)",
+        Some(_) => "",
+    };
+    let (code, message) = if !best.0 {
+        // No grant names the purpose cited: the caller has no grant for it.
+        let mut listed: Vec<&str> = closest
+            .iter()
+            .flat_map(|j| j.grant.grant.purposes.iter().map(String::as_str))
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        (
+            Rule::Purpose.code(),
             format!(
-                "no grant for '{name}' allows the {} operation",
-                op.as_str_name().trim_start_matches("OPERATION_")
+                "purpose '{}' is not granted for '{name}'{why_purpose}; granted purposes: {}",
+                crate::audit::bounded::cap_for_message(purpose),
+                listed.join(", ")
             ),
-        ),
-        Stage::Purpose => {
-            let mut listed: Vec<&str> = closest
-                .iter()
-                .flat_map(|g| g.grant.purposes.iter().map(String::as_str))
-                .collect();
-            listed.sort_unstable();
-            listed.dedup();
-            let why = match registered {
-                None => " (it is not a registered purpose)",
-                Some(_) if !purpose_ok => " (it is retired, or not citable by your department)",
-                Some(_) => "",
-            };
-            (
-                "PURPOSE_NOT_GRANTED",
-                format!(
-                    "purpose '{}' is not granted for '{name}'{why}; granted purposes: {}",
-                    crate::audit::bounded::cap_for_message(purpose),
-                    listed.join(", ")
-                ),
-            )
-        }
-        Stage::Catalog => (
-            "CATALOG_WITHDRAWN",
+        )
+    } else {
+        // The grant the caller meant: its first failing rule is the
+        // reason, and the message names every rule it fails.
+        let meant = closest[0];
+        let rules: Vec<String> = meant
+            .failed
+            .iter()
+            .map(|r| explain(*r, &meant.grant.grant, op, why_purpose))
+            .collect();
+        (
+            meant.failed[0].code(),
             format!(
-                "the catalog in force no longer releases any field view your grant for '{name}' names"
+                "your department's grant '{}' for '{name}' {}",
+                crate::audit::bounded::cap_for_message(&meant.grant.grant.id),
+                rules.join("; and it ")
             ),
-        ),
-        Stage::Candidate => unreachable!("handled above"),
+        )
     };
     let mut denial = Denial::new(code, message);
-    denial.grants = closest.iter().map(|g| g.grant.id.clone()).collect();
+    denial.grants = closest.iter().map(|j| j.grant.grant.id.clone()).collect();
     Err(denial)
 }
 
@@ -416,5 +498,188 @@ impl Decision {
         } else {
             limits.into_iter().max()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::FieldGrant;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// How a grant in a table case fails (or not) on its own.
+    #[derive(Clone, Copy, Debug)]
+    enum Fails {
+        Revoked,
+        NotYetValid,
+        Expired,
+        Operation,
+        /// Names another purpose than the one cited.
+        Purpose,
+        Catalog,
+    }
+
+    fn grant(id: &str, fails: &[Fails]) -> Arc<CompiledGrant> {
+        let ts = |s: i64| {
+            Some(prost_types::Timestamp {
+                seconds: NOW + s,
+                nanos: 0,
+            })
+        };
+        let mut g = Grant {
+            id: id.into(),
+            department: "d".into(),
+            dataset: "population".into(),
+            operations: vec![Operation::Get.into(), Operation::List.into()],
+            fields: vec![FieldGrant {
+                field: "name".into(),
+                view: FieldView::Clear.into(),
+            }],
+            regions: vec!["310115".into()],
+            purposes: vec!["cited".into()],
+            ..Default::default()
+        };
+        for f in fails {
+            match f {
+                Fails::Revoked => g.revoked_at = ts(-60),
+                Fails::NotYetValid => g.not_before = ts(3600),
+                Fails::Expired => g.not_after = ts(-3600),
+                Fails::Operation => g.operations = vec![Operation::List.into()],
+                Fails::Purpose => g.purposes = vec!["other".into()],
+                // Only a not_shared field: the catalog releases nothing.
+                Fails::Catalog => g.fields[0].field = "restricted_tags".into(),
+            }
+        }
+        let catalog = Catalog::with_overrides(&[]).unwrap();
+        let c = CompiledGrant::compile(g, &catalog, &HashSet::new(), &[]).unwrap();
+        assert_eq!(
+            c.plan.is_empty(),
+            fails.iter().any(|f| matches!(f, Fails::Catalog)),
+            "only the catalog case releases nothing"
+        );
+        Arc::new(c)
+    }
+
+    fn refuse(grants: &[Arc<CompiledGrant>]) -> Denial {
+        let purposes: HashMap<String, Purpose> = ["cited", "other"]
+            .into_iter()
+            .map(|c| {
+                (
+                    c.to_string(),
+                    Purpose {
+                        code: c.into(),
+                        status: PurposeStatus::Active.into(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        decide(
+            grants,
+            "d",
+            Dataset::Population,
+            Operation::Get,
+            "cited",
+            &purposes,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64),
+        )
+        .expect_err("no grant serves the request")
+    }
+
+    /// Each pair of single-rule failures, in both orders of the grants:
+    /// the reason is the same whichever grant comes first.
+    #[test]
+    fn the_grant_the_caller_meant_decides_the_reason() {
+        let cases = [
+            // validity × purpose: the grant naming the cited purpose wins.
+            (
+                Fails::NotYetValid,
+                Fails::Purpose,
+                "GRANT_NOT_YET_VALID",
+                "a",
+            ),
+            // operation × purpose
+            (
+                Fails::Operation,
+                Fails::Purpose,
+                "OPERATION_NOT_GRANTED",
+                "a",
+            ),
+            // revoked × purpose
+            (Fails::Revoked, Fails::Purpose, "GRANT_REVOKED", "a"),
+            // expired × operation: both name it; operation comes later.
+            (
+                Fails::Expired,
+                Fails::Operation,
+                "OPERATION_NOT_GRANTED",
+                "b",
+            ),
+            // catalog × purpose
+            (Fails::Catalog, Fails::Purpose, "CATALOG_WITHDRAWN", "a"),
+        ];
+        for (fa, fb, code, reported) in cases {
+            let (a, b) = (grant("a", &[fa]), grant("b", &[fb]));
+            for grants in [vec![a.clone(), b.clone()], vec![b, a]] {
+                let d = refuse(&grants);
+                assert_eq!(d.code, code, "{fa:?} × {fb:?}: {}", d.message);
+                assert_eq!(d.grants, vec![reported.to_string()], "{fa:?} × {fb:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn naming_the_purpose_outranks_failing_fewer_rules() {
+        // `a` names the cited purpose but is revoked and not yet valid;
+        // `b` fails only on purpose.
+        let a = grant("a", &[Fails::Revoked, Fails::NotYetValid]);
+        let b = grant("b", &[Fails::Purpose]);
+        for grants in [vec![a.clone(), b.clone()], vec![b, a]] {
+            let d = refuse(&grants);
+            assert_eq!(d.code, "GRANT_REVOKED");
+            assert_eq!(d.grants, vec!["a".to_string()]);
+            assert!(d.message.contains("was revoked at"), "{}", d.message);
+            assert!(d.message.contains("not valid until"), "{}", d.message);
+        }
+    }
+
+    #[test]
+    fn fewer_failures_then_the_later_first_rule() {
+        // Both name the purpose: one failing rule beats two, even when the
+        // two-rule grant's first rule comes later.
+        let a = grant("a", &[Fails::Expired]);
+        let b = grant("b", &[Fails::Operation, Fails::Catalog]);
+        assert_eq!(refuse(&[b.clone(), a.clone()]).code, "GRANT_EXPIRED");
+        // Ties at the top are all named in the entry.
+        let c = grant("c", &[Fails::Expired]);
+        let d = refuse(&[a, b, c]);
+        assert_eq!(d.grants, vec!["a".to_string(), "c".to_string()]);
+    }
+
+    #[test]
+    fn without_a_grant_naming_the_purpose_the_reason_stays_the_purpose() {
+        let a = grant("a", &[Fails::Purpose, Fails::Revoked]);
+        let b = grant("b", &[Fails::Purpose]);
+        let d = refuse(&[a, b]);
+        assert_eq!(d.code, "PURPOSE_NOT_GRANTED");
+        assert_eq!(d.grants, vec!["b".to_string()]);
+        assert!(
+            d.message.contains("granted purposes: other"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn the_message_says_what_would_change_each_rule() {
+        let d = refuse(&[grant("a", &[Fails::Operation, Fails::Expired])]);
+        assert_eq!(d.code, "GRANT_EXPIRED");
+        assert!(d.message.contains("has expired (since "), "{}", d.message);
+        assert!(
+            d.message
+                .contains("does not allow the GET operation (it allows LIST)"),
+            "{}",
+            d.message
+        );
     }
 }

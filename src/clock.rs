@@ -22,3 +22,11 @@ pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
 pub fn from_timestamp(ts: &prost_types::Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32)
 }
+
+/// `seconds` since the epoch as RFC 3339 UTC (`2026-12-06T04:50:00Z`): how
+/// messages name a time, so a person reads it and a program parses it.
+pub fn rfc3339(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| format!("@{seconds}"))
+}

@@ -1062,3 +1062,63 @@ async fn publishing_a_record_in_a_grid_that_does_not_exist_is_rejected() {
         assert_eq!(r.is_ok(), found);
     }
 }
+
+/// Issue "A refusal names the grant the caller meant": grant A serves
+/// `p-a` for GET now, grant B serves `p-b` for everything from an hour on.
+/// A GetPerson citing `p-b` meant B, so the refusal is B's own rule — not
+/// yet valid, from when — not a purpose "shopping" signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_grant_whose_purpose_was_cited() {
+    let gw = Gateway::start("");
+    register_purposes(&gw, &["p-a", "p-b"]).await;
+    enrol(&gw, "meant-b", "meant-b", &["310115"], &["puller"]).await;
+    let mut a = admin_client(&gw, "admin").await;
+    let token = gw.token("admin");
+    let starts = now_plus(3600);
+    let mut ids = Vec::new();
+    for (purpose, operations, not_before) in [
+        ("p-a", vec![Operation::Get.into()], None),
+        ("p-b", ops(), starts),
+    ] {
+        let g = a
+            .create_grant(req(
+                CreateGrantRequest {
+                    grant: Some(Grant {
+                        department: "meant-b".into(),
+                        dataset: "population".into(),
+                        operations,
+                        fields: vec![fg("name", FieldView::Clear)],
+                        regions: vec!["310115".into()],
+                        purposes: vec![purpose.into()],
+                        not_before,
+                        ..Default::default()
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .grant
+            .unwrap();
+        ids.push(g.id);
+    }
+    let id = residents().0.id_number.unwrap();
+    let err = get_person(&gw, "meant-b", "p-b", &id).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("not valid until"),
+        "the message says from when: {}",
+        err.message()
+    );
+    let when = chrono::DateTime::from_timestamp(starts.unwrap().seconds, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert!(err.message().contains(&when), "{}", err.message());
+    let e = last_pull(&gw);
+    assert_eq!(e.reason_code, "GRANT_NOT_YET_VALID", "{}", e.message);
+    assert_eq!(e.grants_used, vec![ids[1].clone()]);
+    // Citing `p-a` still works: A serves it.
+    get_person(&gw, "meant-b", "p-a", &id).await.unwrap();
+}

@@ -312,7 +312,11 @@ fn build_oracle(
             && (p.departments.is_empty() || p.departments.contains(&case.department))
     });
     let mut candidates = Vec::new();
-    let mut best = 0u8;
+    // The refusal's rule, written from the issue: rank each failing grant
+    // by (names the cited purpose, fewest failed rules, latest first
+    // failed rule); report the best one's first failed rule, or
+    // PURPOSE_NOT_GRANTED when no grant names the cited purpose.
+    let mut best: Option<(bool, std::cmp::Reverse<usize>, u8)> = None;
     let mut any = false;
     for g in case.grants.iter().filter(|g| g.dataset == d) {
         any = true;
@@ -330,24 +334,25 @@ fn build_oracle(
                 _ => {}
             }
         }
-        // Stages, as scopes.md orders them.
-        let stage = if g.revoked {
-            1
-        } else if g.validity == 2 {
-            2
-        } else if g.validity == 1 {
-            3
-        } else if !g.ops.contains(&case.request.op) {
-            4
-        } else if !purpose_ok || !g.purposes.iter().any(|p| PURPOSES[*p] == purpose) {
-            5
-        } else if plan.is_empty() {
-            6
+        let names = g.purposes.iter().any(|p| PURPOSES[*p] == purpose);
+        // Rules as scopes.md orders them: 1 revoked, 2 not yet valid,
+        // 3 expired, 4 operation, 5 purpose, 6 catalog.
+        let failed: Vec<u8> = [
+            (g.revoked, 1),
+            (g.validity == 2, 2),
+            (g.validity == 1, 3),
+            (!g.ops.contains(&case.request.op), 4),
+            (!purpose_ok || !names, 5),
+            (plan.is_empty(), 6),
+        ]
+        .into_iter()
+        .filter(|(fails, _)| *fails)
+        .map(|(_, rule)| rule)
+        .collect();
+        if let Some(first) = failed.first() {
+            let rank = (names, std::cmp::Reverse(failed.len()), *first);
+            best = best.max(Some(rank));
         } else {
-            7
-        };
-        best = best.max(stage);
-        if stage == 7 {
             let rs = g
                 .regions
                 .iter()
@@ -362,15 +367,18 @@ fn build_oracle(
     }
     let reason = if !any {
         Some("NO_GRANT")
+    } else if !candidates.is_empty() {
+        None
     } else {
         match best {
-            1 => Some("GRANT_REVOKED"),
-            2 => Some("GRANT_NOT_YET_VALID"),
-            3 => Some("GRANT_EXPIRED"),
-            4 => Some("OPERATION_NOT_GRANTED"),
-            5 => Some("PURPOSE_NOT_GRANTED"),
-            6 => Some("CATALOG_WITHDRAWN"),
-            _ => None,
+            Some((false, ..)) => Some("PURPOSE_NOT_GRANTED"),
+            Some((true, _, 1)) => Some("GRANT_REVOKED"),
+            Some((true, _, 2)) => Some("GRANT_NOT_YET_VALID"),
+            Some((true, _, 3)) => Some("GRANT_EXPIRED"),
+            Some((true, _, 4)) => Some("OPERATION_NOT_GRANTED"),
+            Some((true, _, 5)) => Some("PURPOSE_NOT_GRANTED"),
+            Some((true, _, 6)) => Some("CATALOG_WITHDRAWN"),
+            _ => unreachable!("every failing grant fails a rule"),
         }
     };
     (Oracle { candidates }, reason)
