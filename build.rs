@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // BTreeMap keeps encoding deterministic, which the audit log hashes.
         .btree_map(".")
         // Undecodable bodies are INVALID_ARGUMENT, not INTERNAL.
-        .codec_path("crate::codec::StrictCodec")
+        .codec_path("crate::proto::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

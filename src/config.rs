@@ -46,7 +46,7 @@ pub struct Config {
     pub admin_departments: Vec<String>,
     pub auditor_departments: Vec<String>,
     pub audit: AuditConfig,
-    pub catalog_override: Vec<crate::catalog::Override>,
+    pub catalog_override: Vec<crate::datasets::catalog::Override>,
 }
 
 /// How log lines are written to stderr.
@@ -428,7 +428,7 @@ impl Config {
                 ));
             }
         }
-        crate::catalog::Catalog::with_overrides(&self.catalog_override)
+        crate::datasets::catalog::Catalog::with_overrides(&self.catalog_override)
             .map_err(|e| bad("catalog_override", e))?;
         if !self.demo {
             for (key, v) in [

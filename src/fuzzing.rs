@@ -6,9 +6,9 @@
 //! Each target must not panic on any input, and checks what must hold of
 //! whatever it accepts.
 
-use crate::authz::{self, CompiledGrant};
-use crate::catalog::{Catalog, Dataset};
-use crate::domain::{CitizenId, RegionCode, Uscc};
+use crate::control::authz::{self, CompiledGrant};
+use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::codes::{CitizenId, RegionCode, Uscc};
 use crate::proto::{FieldGrant, FieldView, Grant, Operation, Purpose, PurposeStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -161,7 +161,7 @@ pub fn decision(data: &[u8]) {
         op,
         purpose,
         &registry,
-        crate::clock::now(),
+        crate::base::clock::now(),
     ) else {
         return;
     };

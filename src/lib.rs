@@ -1,38 +1,33 @@
 //! govshare — a cross-department data-sharing gateway: collect once, use
-//! many times. See README.md and `../shared/design/`.
+//! many times. See README.md and `docs/`.
 //!
-//! Every data RPC goes through [`pipeline`]: authenticate → authorize →
-//! fetch → mask → audit → respond.
+//! The planes, lowest first; a module imports only from planes below it
+//! (`tests/architecture.rs` keeps the order):
 
-pub mod audit;
-pub mod auth;
-pub mod authz;
-pub mod bench;
-pub mod bootstrap;
-pub mod catalog;
-pub mod certs;
-pub mod client;
-pub mod clock;
-pub mod codec;
-pub mod config;
-pub mod control;
-pub mod demo;
-pub mod directory;
-pub mod domain;
-pub mod fuzzing;
-pub mod geo;
-pub mod json;
-pub mod limits;
-pub mod mask;
-pub mod page_token;
-pub mod pipeline;
-pub mod pki;
-pub mod policy;
+// The base: generated protobuf types and their codec, the clock, JSON,
+// bounded echoes of caller input, owner-only files.
+pub mod base;
 pub mod proto;
-pub mod records;
-pub mod request_log;
-pub mod server;
-pub mod services;
+// Bytes and keys: the `Backend` trait and the embedded sled store.
 pub mod store;
-pub mod validate;
-pub mod witness;
+// The shared datasets (records, catalog, validation, masks, codes) and the
+// audit log (write side, read side, witness); neither imports the other.
+pub mod audit;
+pub mod datasets;
+// The control plane: departments, credentials, grants and how they judge.
+pub mod control;
+// Certificate + token -> Principal.
+pub mod auth;
+// authorize -> fetch -> mask -> audit -> release: the only road to the wire.
+pub mod pipeline;
+// Thin gRPC adapters over the pipeline.
+pub mod services;
+// Listeners, the call guard, ops endpoints, the control socket.
+pub mod transport;
+// The top: configuration, the assembly that wires the planes, and tools.
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod fuzzing;
+pub mod gateway;

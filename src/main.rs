@@ -5,7 +5,7 @@ mod cli;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use govshare::config::Config;
-use govshare::{bootstrap, pki::Pki};
+use govshare::gateway::pki::Pki;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -165,7 +165,7 @@ async fn main() -> Result<()> {
             cfg.listen = listen.unwrap_or(cfg.listen);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
             cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);
-            govshare::server::run(cfg, shutdown_signal()).await
+            govshare::gateway::run(cfg, shutdown_signal()).await
         }
         Command::Import(args) => cli::import::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
@@ -198,7 +198,10 @@ async fn main() -> Result<()> {
                 }
                 .store_dir(),
             )?;
-            println!("{}", bootstrap::load_demo(&store, &records, seed, persons)?);
+            println!(
+                "{}",
+                govshare::demo::seed::load_demo(&store, &records, seed, persons)?
+            );
             records.sync()?;
             store.sync()
         }
@@ -208,8 +211,8 @@ async fn main() -> Result<()> {
             name,
             logs,
         }) => {
-            govshare::witness::serve(
-                govshare::witness::Options {
+            govshare::audit::witness::serve(
+                govshare::audit::witness::Options {
                     data_dir,
                     listen,
                     name,

@@ -540,7 +540,7 @@ async fn a_broken_publish_stream_writes_nothing_of_its_open_chunk() {
     // New residents with fresh, valid IDs (birth year 1930 is unused).
     let fresh: Vec<Person> = (0..300u16)
         .map(|i| {
-            let id = govshare::domain::CitizenId::from_parts(
+            let id = govshare::datasets::codes::CitizenId::from_parts(
                 "310115",
                 chrono::NaiveDate::from_ymd_opt(1930, 1, 1).unwrap(),
                 i * 2 + 1,

@@ -1020,7 +1020,7 @@ async fn credentials_can_be_listed_and_revoked_and_typos_are_not_success() {
 async fn publishing_a_record_in_a_grid_that_does_not_exist_is_rejected() {
     let gw = Gateway::start("");
     let make = |grid: &str, seq: u16| {
-        let id = govshare::domain::CitizenId::from_parts(
+        let id = govshare::datasets::codes::CitizenId::from_parts(
             "310115",
             chrono::NaiveDate::from_ymd_opt(1931, 3, 3).unwrap(),
             seq,

@@ -154,7 +154,7 @@ async fn simultaneous_bootstraps_enrol_one_administrator() {
     let text = config(&data, &pki);
     let gw = Gateway::start_with(&data, &text);
     let pem = std::fs::read_to_string(pki.join("first-admin.pem")).unwrap();
-    let socket = govshare::control::socket_path(&data);
+    let socket = govshare::transport::control_socket::socket_path(&data);
     let mut conns = Vec::new();
     for k in 0..8 {
         let mut c = tokio::net::UnixStream::connect(&socket).await.unwrap();

@@ -330,7 +330,7 @@ async fn every_call_is_audited_once_in_order_and_survives_restart() {
     let grid = d.grids[0].grid_code.clone().unwrap();
     let new_person = |seq: u16| Person {
         id_number: Some(
-            govshare::domain::CitizenId::from_parts(
+            govshare::datasets::codes::CitizenId::from_parts(
                 "310115",
                 chrono::NaiveDate::from_ymd_opt(1988, 3, 9).unwrap(),
                 seq,

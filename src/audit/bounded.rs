@@ -17,42 +17,6 @@ pub fn cap(s: &str) -> String {
     }
 }
 
-/// Like [`cap`], for echoing input back in a status message: shorter, and on
-/// a character boundary.
-pub fn cap_for_message(s: &str) -> String {
-    const ECHO: usize = 64;
-    if s.len() <= ECHO {
-        return s.to_string();
-    }
-    let mut end = ECHO;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
-}
-
-/// Longest status message a refusal carries (and records).
-pub const MAX_MESSAGE: usize = 400;
-
-/// A refusal's message, cut to [`MAX_MESSAGE`] bytes on a character
-/// boundary. Messages are built from caller input in many places (a parse
-/// error names the value it could not parse); cutting them here, where
-/// every refusal passes, keeps a megabyte of input out of both the reply
-/// and the append-only log.
-pub fn cap_message(mut s: String) -> String {
-    if s.len() <= MAX_MESSAGE {
-        return s;
-    }
-    let len = s.len();
-    let mut end = MAX_MESSAGE - 32;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s.push_str(&format!("… ({len} bytes)"));
-    s
-}
-
 /// A list of caller-supplied keys recorded as its count and one SHA-256 over
 /// them (each followed by a newline), when it is longer than `max`.
 pub fn cap_keys(keys: &[String], max: usize) -> Vec<String> {
@@ -93,14 +57,6 @@ mod tests {
             c.starts_with("<4194304 bytes, sha256:") && c.len() < 100,
             "{c}"
         );
-        let m = cap_message(format!("bad code '{}'", "码".repeat(1 << 20)));
-        assert!(
-            m.len() <= MAX_MESSAGE && m.ends_with("(3145739 bytes)"),
-            "{m}"
-        );
-        assert_eq!(cap_message("short".into()), "short");
-        let m = cap_for_message(&"案".repeat(100));
-        assert!(m.len() < 100 && m.ends_with("(300 bytes)"), "{m}");
         let keys: Vec<String> = (0..100_000).map(|i| format!("{i:018}")).collect();
         let k = cap_keys(&keys, 1000);
         assert_eq!(k.len(), 1);

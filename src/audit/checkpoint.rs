@@ -102,7 +102,7 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey> {
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| anyhow!("encoding a key: {e}"))?;
-    crate::pki::write_secret_file(path, &pem)?;
+    crate::base::files::write_secret_file(path, &pem)?;
     Ok(key)
 }
 

@@ -26,6 +26,7 @@ pub mod segment;
 pub mod signer;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 mod writer;
 
 use crate::config::Config;

@@ -12,7 +12,7 @@ use super::index::{Batch, Committed, IndexInfo, day_of};
 use super::merkle::Hash;
 use super::segment::{SegmentWriter, frame_into};
 use super::{AuditUnavailable, Pending, Receipt, leaf_hash};
-use crate::clock;
+use crate::base::clock;
 use prost::Message;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};

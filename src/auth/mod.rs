@@ -3,8 +3,8 @@
 
 pub mod token;
 
-use crate::clock;
-use crate::directory::{Directory, Snapshot};
+use crate::base::clock;
+use crate::control::directory::{Directory, Snapshot};
 use crate::proto::DepartmentStatus;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

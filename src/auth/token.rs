@@ -1,9 +1,9 @@
 //! Bearer tokens: Ed25519-signed JWTs with a `kid`, bound to the client
 //! certificate through `cnf.x5t#S256` (RFC 8705).
 
-use crate::clock;
+use crate::base::clock;
+use crate::control::store::Store;
 use crate::proto::storage::SigningKey as StoredKey;
-use crate::store::Store;
 use anyhow::{Context, Result, anyhow};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};

@@ -4,8 +4,8 @@
 use super::Row;
 use super::proc::Sampler;
 use crate::audit::{AuditOptions, Runtime, merkle};
-use crate::authz::{self, CompiledGrant};
-use crate::catalog::{Catalog, Dataset};
+use crate::control::authz::{self, CompiledGrant};
+use crate::datasets::catalog::{Catalog, Dataset};
 use crate::proto::*;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
@@ -86,7 +86,7 @@ pub fn decision(grants: usize) -> (f64, f64) {
             Operation::Get,
             "p",
             &purposes,
-            crate::clock::now(),
+            crate::base::clock::now(),
         )
         .expect("granted");
         std::hint::black_box(d.plan_for(&row));

@@ -5,8 +5,8 @@ use super::{Connect, status_error};
 use anyhow::{Context, Result, bail};
 use chrono::{Local, NaiveDate, TimeZone};
 use clap::{Args, Subcommand};
-use govshare::catalog::parse_view;
-use govshare::json::{self, Named};
+use govshare::base::json::{self, Named};
+use govshare::datasets::catalog::parse_view;
 use govshare::proto::admin_service_client::AdminServiceClient;
 use govshare::proto::*;
 use std::path::PathBuf;
@@ -476,7 +476,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .await)?;
             let shown = match &file {
                 Some(path) => {
-                    govshare::pki::write_secret_file(path, &t.token)?;
+                    govshare::base::files::write_secret_file(path, &t.token)?;
                     IssueTokenResponse {
                         token: format!("(written to {})", path.display()),
                         ..t.clone()

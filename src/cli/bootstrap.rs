@@ -8,11 +8,11 @@ use super::admin::BootstrapArgs;
 use anyhow::{Context, Result, bail};
 use govshare::audit::AuditLog;
 use govshare::auth::token::KeyRing;
-use govshare::bootstrap::{self, FirstAdmin};
-use govshare::certs::ClientCa;
 use govshare::config::Config;
-use govshare::control::{self, EnrolRequest};
-use govshare::directory::RoleDepartments;
+use govshare::control::certs::ClientCa;
+use govshare::control::directory::RoleDepartments;
+use govshare::control::enrol::{self, FirstAdmin};
+use govshare::transport::control_socket::{self, EnrolRequest};
 use std::time::Duration;
 
 pub async fn run(a: BootstrapArgs) -> Result<()> {
@@ -21,9 +21,9 @@ pub async fn run(a: BootstrapArgs) -> Result<()> {
     let certificate_pem = std::fs::read_to_string(&a.cert)
         .with_context(|| format!("reading {}", a.cert.display()))?;
     let name = a.name.clone().unwrap_or_else(|| a.dept.clone());
-    let socket = control::socket_path(&cfg.data_dir);
+    let socket = control_socket::socket_path(&cfg.data_dir);
     let token = if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-        let reply = control::request(
+        let reply = control_socket::request(
             &socket,
             &EnrolRequest {
                 department: a.dept.clone(),
@@ -41,7 +41,7 @@ pub async fn run(a: BootstrapArgs) -> Result<()> {
     } else {
         offline(&cfg, &a, &name, &certificate_pem).await?
     };
-    govshare::pki::write_secret_file(&a.out, &token)?;
+    govshare::base::files::write_secret_file(&a.out, &token)?;
     println!(
         "enrolled '{}' as the first administrator; its token is in {}",
         a.dept,
@@ -65,7 +65,7 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
     let client_ca = ClientCa::load(&cfg.client_ca_path())?;
     let audit = govshare::audit::Runtime::open(cfg)?;
     let log: AuditLog = audit.log();
-    let token = bootstrap::enrol_first_admin(
+    let token = enrol::enrol_first_admin(
         &store,
         &log,
         &keys,

@@ -7,7 +7,7 @@
 //! (count, reason codes, first and last time), written when the second ends.
 
 use crate::auth::AuthFailure;
-use crate::clock;
+use crate::base::clock;
 use crate::proto::{AuditDecision, AuditEntry, AuditPrincipal, EntryKind};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -22,6 +22,7 @@
 //! to sockets.
 
 mod auth_failures;
+pub mod page_token;
 #[cfg(test)]
 mod property_tests;
 mod publish;
@@ -33,19 +34,19 @@ pub use records::RecordStore;
 use crate::audit::bounded::{self, cap};
 use crate::audit::{AuditLog, Receipt};
 use crate::auth::{AuthFailure, Authenticator, Credentials, Principal, Role};
-use crate::authz::{self, Decision, Denial};
-use crate::catalog::Dataset;
-use crate::clock;
-use crate::directory::Directory;
-use crate::geo::GridLocator;
-use crate::limits::{Limits, Reservation};
-use crate::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
-use crate::page_token::PageTokens;
+use crate::base::clock;
+use crate::control::authz::{self, Decision, Denial};
+use crate::control::directory::Directory;
+use crate::control::limits::{Limits, Reservation};
+use crate::datasets::catalog::Dataset;
+use crate::datasets::geo::GridLocator;
+use crate::datasets::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
+use crate::datasets::records::Record;
+use crate::pipeline::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
     Operation, PullContext, RegionNode, ReturnedField,
 };
-use crate::records::Record;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Status};
@@ -216,7 +217,7 @@ impl Pipeline {
     /// Appends an entry and waits until it is durable.
     pub async fn record(&self, entry: AuditEntry) -> Result<Receipt, Status> {
         let r = self.audit.append(entry).await.map_err(unavailable)?;
-        crate::request_log::receipt(r.index);
+        crate::base::request_log::receipt(r.index);
         Ok(r)
     }
 
@@ -254,7 +255,7 @@ impl Pipeline {
         };
         match self.auth.authenticate(&creds) {
             Ok(p) => {
-                crate::request_log::department(p.department());
+                crate::base::request_log::department(p.department());
                 Ok(p)
             }
             Err(f) => {
@@ -637,7 +638,7 @@ impl Admission {
     }
 
     /// `cursor` as a page token only this department's listings of this
-    /// dataset can continue from (see [`crate::page_token`]).
+    /// dataset can continue from (see [`crate::pipeline::page_token`]).
     pub fn seal_cursor(&self, cursor: &[u8]) -> String {
         self.pipeline.page_tokens.seal(
             self.principal.department(),

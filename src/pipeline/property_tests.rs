@@ -9,13 +9,13 @@ use super::{Pipeline, PullSpec};
 use crate::audit::{AuditOptions, Runtime};
 use crate::auth::token::KeyRing;
 use crate::auth::{Authenticator, Principal, Role};
-use crate::catalog::{Catalog, Dataset, Override};
-use crate::directory::{Directory, RoleDepartments};
-use crate::json::{Named, present_fields};
-use crate::mask::Masker;
+use crate::base::json::{Named, present_fields};
+use crate::control::directory::{Directory, RoleDepartments};
+use crate::control::store::Store;
+use crate::datasets::catalog::{Catalog, Dataset, Override};
+use crate::datasets::mask::Masker;
+use crate::datasets::records::Record;
 use crate::proto::*;
-use crate::records::Record;
-use crate::store::Store;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -41,7 +41,7 @@ fn harness() -> &'static Harness {
             .build()
             .unwrap();
         let (store, records) = crate::store::open(&dir.path().join("store")).unwrap();
-        crate::bootstrap::load_demo(&store, &records, 11, 400).unwrap();
+        crate::demo::seed::load_demo(&store, &records, 11, 400).unwrap();
         let keys = Arc::new(KeyRing::load_or_create(store.clone(), "t", "t").unwrap());
         let audit = rt.block_on(async {
             Runtime::open_in(
@@ -190,7 +190,7 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn ts(offset: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
-        seconds: crate::clock::unix_seconds(crate::clock::now()) + offset,
+        seconds: crate::base::clock::unix_seconds(crate::base::clock::now()) + offset,
         nanos: 0,
     }
 }
@@ -267,7 +267,7 @@ fn check_released<R: Record + Named>(oracle: &Oracle, pairs: &[(&R, &R)]) {
 }
 
 fn views_of<R: Named>(r: &R) -> BTreeMap<String, FieldView> {
-    crate::json::to_value(r)
+    crate::base::json::to_value(r)
         .get("views")
         .and_then(|m| m.as_object())
         .map(|m| {

@@ -7,12 +7,12 @@
 use super::{Pipeline, audit_principal, unavailable};
 use crate::audit::bounded::cap;
 use crate::auth::{Principal, Role};
-use crate::catalog::Dataset;
+use crate::datasets::catalog::Dataset;
+use crate::datasets::records::Record;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditQuery, AuditReceipt, EntryKind, Grid, GridWorker, LegalEntity,
     Person, RegionLevel, RegionNode,
 };
-use crate::records::Record;
 use std::sync::Arc;
 use tonic::Status;
 

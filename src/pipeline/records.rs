@@ -7,9 +7,10 @@
 //! keyed by grid code (`<row code>\0…\0<key>`), so a region prefix is a
 //! range scan.
 
+use crate::base::clock::now_timestamp;
+use crate::datasets::records::{GridCounts, Record};
 use crate::proto::{Grid, LegalEntity, Person, RegionNode};
-use crate::records::{GridCounts, Record};
-use crate::store::{Backend, IndexedWrite, now_timestamp};
+use crate::store::{Backend, IndexedWrite};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

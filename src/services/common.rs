@@ -1,11 +1,11 @@
 //! The request shapes every dataset shares: get one, batch get, stream pages.
 
-use crate::audit::bounded::cap_for_message;
-use crate::authz::Denial;
-use crate::catalog::Dataset;
+use crate::base::text::cap_for_message;
+use crate::control::authz::Denial;
+use crate::datasets::catalog::Dataset;
+use crate::datasets::records::Record;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
 use crate::proto::{AuditQuery, AuditReceipt, Operation, PullContext};
-use crate::records::Record;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
 use tonic::{Code, Request, Status};
@@ -161,7 +161,7 @@ pub async fn plan_listing(
     max_records: u32,
 ) -> Result<Listing, Status> {
     if !region.is_empty() {
-        if let Err(e) = crate::domain::RegionCode::parse(region) {
+        if let Err(e) = crate::datasets::codes::RegionCode::parse(region) {
             let msg = format!("region_prefix '{}': {e}", cap_for_message(region));
             return Err(adm
                 .refuse(Code::InvalidArgument, Denial::new("INVALID_ARGUMENT", msg))

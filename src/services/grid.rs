@@ -2,9 +2,9 @@
 //! the grid that contains a point.
 
 use super::common::{self, Pages, get_one, plan_listing, stream_pages};
-use crate::authz::Denial;
-use crate::catalog::Dataset;
-use crate::domain::RegionCode;
+use crate::control::authz::Denial;
+use crate::datasets::catalog::Dataset;
+use crate::datasets::codes::RegionCode;
 use crate::pipeline::Pipeline;
 use crate::proto::grid_service_server::GridService;
 use crate::proto::{

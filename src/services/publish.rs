@@ -4,15 +4,16 @@
 //! ones. Validated records are committed in chunks, each audited before it
 //! is written (see [`Publisher::commit`]).
 
-use crate::audit::bounded::{cap, cap_for_message, cap_message};
-use crate::catalog::Dataset;
+use crate::audit::bounded::cap;
+use crate::base::text::{cap_for_message, cap_message};
+use crate::datasets::catalog::Dataset;
+use crate::datasets::validate::{self, Checked};
 use crate::pipeline::{Pipeline, Publisher, Upsert};
 use crate::proto::publish_service_server::PublishService;
 use crate::proto::upsert_grids_request::Item;
 use crate::proto::{
     LegalEntity, Person, PublishSummary, RecordOutcome, RegionLevel, UpsertGridsRequest,
 };
-use crate::validate::{self, Checked};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};

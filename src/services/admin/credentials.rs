@@ -6,7 +6,7 @@
 use super::{AdminApi, Plan, Write, actor, change, internal, required_reason};
 use crate::auth::token::new_key;
 use crate::auth::{Principal, Role};
-use crate::clock;
+use crate::base::clock;
 use crate::proto::*;
 use std::time::Duration;
 use tonic::Status;
@@ -81,7 +81,7 @@ impl AdminApi {
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no certificate with thumbprint '{}' is registered (see ListCertificates)",
-                    crate::audit::bounded::cap_for_message(&r.thumbprint)
+                    crate::base::text::cap_for_message(&r.thumbprint)
                 ))
             })?;
         let reason = required_reason(&r.reason, "the certificate is revoked")?;
@@ -146,7 +146,7 @@ impl AdminApi {
             let role = Role::parse(name).ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "roles: '{}' is not one of puller, publisher, admin, auditor",
-                    crate::audit::bounded::cap_for_message(name)
+                    crate::base::text::cap_for_message(name)
                 ))
             })?;
             if !roles.allows(&r.department, role) {
@@ -229,7 +229,7 @@ impl AdminApi {
         let before = self.store.token(&r.jti).map_err(internal)?.ok_or_else(|| {
             Status::not_found(format!(
                 "no token with jti '{}' was issued by this gateway (see ListTokens)",
-                crate::audit::bounded::cap_for_message(&r.jti)
+                crate::base::text::cap_for_message(&r.jti)
             ))
         })?;
         let reason = required_reason(&r.reason, "the token is revoked")?;

@@ -4,10 +4,10 @@
 
 use super::{AdminApi, Plan, Write, internal, required_reason};
 use crate::auth::Principal;
-use crate::authz::ALL_REGIONS;
-use crate::clock;
+use crate::base::clock;
 use crate::config::is_department_id;
-use crate::domain::RegionCode;
+use crate::control::authz::ALL_REGIONS;
+use crate::datasets::codes::RegionCode;
 use crate::proto::*;
 use tonic::Status;
 
@@ -17,7 +17,7 @@ fn check_department_id(id: &str) -> Result<(), Status> {
     } else {
         Err(Status::invalid_argument(format!(
             "id: '{}' must be 2–64 lower-case letters, digits or '-', e.g. housing-bureau",
-            crate::audit::bounded::cap_for_message(id)
+            crate::base::text::cap_for_message(id)
         )))
     }
 }
@@ -37,7 +37,7 @@ impl AdminApi {
         self.store.department(id).map_err(internal)?.ok_or_else(|| {
             Status::not_found(format!(
                 "department '{}' is not registered (see ListDepartments)",
-                crate::audit::bounded::cap_for_message(id)
+                crate::base::text::cap_for_message(id)
             ))
         })
     }

@@ -4,9 +4,9 @@
 
 use super::{AdminApi, Plan, Write, actor, change, internal, new_id, required_reason};
 use crate::auth::{Principal, Role};
-use crate::authz::{ALL_REGIONS, whole_jurisdiction};
-use crate::clock;
-use crate::policy::Scope;
+use crate::base::clock;
+use crate::control::authz::{ALL_REGIONS, whole_jurisdiction};
+use crate::control::policy::Scope;
 use crate::proto::*;
 use tonic::Status;
 
@@ -216,7 +216,7 @@ impl AdminApi {
     }
 
     /// Revocation moves the policy epoch, so the very next request on every
-    /// node judges without the grant (see [`crate::directory`]).
+    /// node judges without the grant (see [`crate::control::directory`]).
     pub(super) fn plan_revoke_grant(
         &self,
         p: &Principal,
@@ -225,7 +225,7 @@ impl AdminApi {
         let before = self.store.grant(&r.id).map_err(internal)?.ok_or_else(|| {
             Status::not_found(format!(
                 "grant '{}' does not exist",
-                crate::audit::bounded::cap_for_message(&r.id)
+                crate::base::text::cap_for_message(&r.id)
             ))
         })?;
         Self::not_own(p, &before.department, "revoke a grant")?;
@@ -392,7 +392,7 @@ impl AdminApi {
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "access request '{}' does not exist",
-                    crate::audit::bounded::cap_for_message(&r.id)
+                    crate::base::text::cap_for_message(&r.id)
                 ))
             })?;
         if before.status != AccessRequestStatus::Pending as i32 {

@@ -14,15 +14,15 @@ mod purposes;
 
 use crate::auth::token::random_id;
 use crate::auth::{Principal, Role};
-use crate::certs::ClientCa;
-use crate::directory::Snapshot;
-use crate::json::{self, Named};
+use crate::base::json::{self, Named};
+use crate::control::certs::ClientCa;
+use crate::control::directory::Snapshot;
+use crate::control::policy::{self, Checked, Rules, Scope};
+use crate::control::store::Store;
 use crate::pipeline::{Pipeline, principal_entry};
-use crate::policy::{self, Checked, Rules, Scope};
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::storage::SigningKey;
 use crate::proto::*;
-use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Code, Request, Response, Status};
@@ -185,7 +185,7 @@ impl AdminApi {
                 } else {
                     reason_code(status.code()).into()
                 };
-                let message = crate::audit::bounded::cap_message(status.message().to_string());
+                let message = crate::base::text::cap_message(status.message().to_string());
                 entry.message.clone_from(&message);
                 self.pipeline.record(entry).await?;
                 return Err(Status::new(status.code(), message));

@@ -4,7 +4,7 @@
 
 use super::{AdminApi, Plan, Write, actor, internal, required_reason};
 use crate::auth::Principal;
-use crate::clock;
+use crate::base::clock;
 use crate::config::is_department_id;
 use crate::proto::*;
 use tonic::Status;
@@ -21,7 +21,7 @@ fn check_code(code: &str) -> Result<(), Status> {
     } else {
         Err(Status::invalid_argument(format!(
             "code: '{}' must be 2–64 lower-case letters, digits or '-', e.g. housing-security",
-            crate::audit::bounded::cap_for_message(code)
+            crate::base::text::cap_for_message(code)
         )))
     }
 }
@@ -60,7 +60,7 @@ impl AdminApi {
         if let Some(d) = asked.departments.iter().find(|d| !is_department_id(d)) {
             return Err(Status::invalid_argument(format!(
                 "departments: '{}' is not a department id",
-                crate::audit::bounded::cap_for_message(d)
+                crate::base::text::cap_for_message(d)
             )));
         }
         if self.store.purpose(&asked.code).map_err(internal)?.is_some() {
@@ -102,7 +102,7 @@ impl AdminApi {
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "purpose '{}' is not registered",
-                    crate::audit::bounded::cap_for_message(&r.code)
+                    crate::base::text::cap_for_message(&r.code)
                 ))
             })?;
         let reason = required_reason(&r.reason, "the purpose is retired")?;

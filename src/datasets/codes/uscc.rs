@@ -1,7 +1,7 @@
 //! 统一社会信用代码 (GB 32100).
 
 use super::CodeError;
-use crate::audit::bounded::cap_for_message;
+use crate::base::text::cap_for_message;
 
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 const WEIGHTS: [u32; 17] = [

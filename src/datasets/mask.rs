@@ -1,7 +1,7 @@
 //! The mask step: projects a record through a field plan. A field not in the
 //! plan is not copied at all, so it cannot reach the wire — not even empty.
 
-use crate::catalog::{DatasetSpec, MaskKind};
+use crate::datasets::catalog::{DatasetSpec, MaskKind};
 use crate::proto::FieldView;
 use data_encoding::BASE32_NOPAD;
 use hmac::{Hmac, Mac};

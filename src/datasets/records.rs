@@ -2,9 +2,9 @@
 //! the grid code that drives its row scope, its index key, and its projection
 //! through a field plan. Adding a field means adding it here once.
 
-use crate::catalog::Dataset;
-use crate::domain::{CitizenId, CodeError, RegionCode, Uscc};
-use crate::mask::Projector;
+use crate::datasets::catalog::Dataset;
+use crate::datasets::codes::{CitizenId, CodeError, RegionCode, Uscc};
+use crate::datasets::mask::Projector;
 use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
 use prost_types::Timestamp;
 

@@ -2,7 +2,7 @@
 //! derived fields (sex, birth date, category, parent codes) are set from the
 //! key so they can never disagree with it.
 
-use crate::domain::{CitizenId, Level, RegionCode, Uscc, parse_date};
+use crate::datasets::codes::{CitizenId, Level, RegionCode, Uscc, parse_date};
 use crate::proto::{
     EntityStatus, Grid, GridKind, GridWorker, LegalEntity, Person, PopulationType, RegionNode,
     ResidenceStatus, Sex, WorkerRole,

@@ -3,7 +3,9 @@
 //! with valid codes, and grid workers — everything placed in a grid.
 //! The same seed and scale always give the same district.
 
-use crate::domain::{CitizenId, Uscc};
+pub mod seed;
+
+use crate::datasets::codes::{CitizenId, Uscc};
 use crate::proto::{
     Deceased, EntityStatus, Grid, GridKind, GridWorker, LegalEntity, LinearRing, Person, PersonTag,
     PersonTags, Polygon, PopulationType, Position, RegionLevel, RegionNode, RegisteredCapital,
@@ -440,17 +442,17 @@ pub fn write_jsonl(d: &District, dir: &std::path::Path) -> anyhow::Result<Vec<st
         .map(Item::Region)
         .chain(d.grids.iter().cloned().map(Item::Grid))
         .chain(d.workers.iter().cloned().map(Item::Worker))
-        .map(|i| crate::json::to_value(&UpsertGridsRequest { item: Some(i) }))
+        .map(|i| crate::base::json::to_value(&UpsertGridsRequest { item: Some(i) }))
         .collect();
     Ok(vec![
         write("grid.jsonl", grid_items)?,
         write(
             "population.jsonl",
-            d.persons.iter().map(crate::json::to_value).collect(),
+            d.persons.iter().map(crate::base::json::to_value).collect(),
         )?,
         write(
             "legal_entity.jsonl",
-            d.entities.iter().map(crate::json::to_value).collect(),
+            d.entities.iter().map(crate::base::json::to_value).collect(),
         )?,
     ])
 }
@@ -462,7 +464,7 @@ fn boundary_address(community_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate;
+    use crate::datasets::validate;
 
     #[test]
     fn the_district_is_deterministic_and_every_record_validates() {

@@ -11,10 +11,10 @@
 //! times are checked against the clock on each call.
 
 use crate::auth::Role;
-use crate::authz::CompiledGrant;
-use crate::catalog::Catalog;
+use crate::control::authz::CompiledGrant;
+use crate::control::store::Store;
+use crate::datasets::catalog::Catalog;
 use crate::proto::{AccessRequestStatus, Department, Purpose, RegisteredCertificate};
-use crate::store::Store;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};

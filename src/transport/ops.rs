@@ -11,7 +11,7 @@
 
 use crate::audit::AuditLog;
 use crate::auth::token::KeyRing;
-use crate::store::Store;
+use crate::control::store::Store;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};

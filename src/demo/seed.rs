@@ -1,27 +1,19 @@
-//! First start. In demo mode (the embedded default): the dev PKI, the demo
-//! departments with jurisdictions, certificates, registered tokens, the
-//! purposes they cite and their grants (each with an approved access request
-//! as its provenance), and the demo district. In production: nothing — the
-//! first administrator is enrolled once with `govshare admin bootstrap`
-//! ([`enrol_first_admin`]), which is the log's first `ADMIN` entry.
+//! The demo's identities, purposes and grants, and loading a generated
+//! district: what the embedded default seeds on its first start.
 
-use crate::audit::AuditLog;
+use super::{self as demo, DISTRICT_CODE};
 use crate::auth::token::{KeyRing, thumbprint};
-use crate::catalog::Dataset;
-use crate::certs::ClientCa;
-use crate::clock;
-use crate::config::Config;
-use crate::demo::{self, DISTRICT_CODE};
-use crate::directory::RoleDepartments;
+use crate::base::clock;
+use crate::control::enrol::{IDENTITIES_DONE, token_info};
+use crate::control::store::Store;
+use crate::datasets::catalog::Dataset;
+use crate::gateway::pki::Pki;
 use crate::pipeline::RecordStore;
-use crate::pki::Pki;
 use crate::proto::{
-    AccessRequest, AccessRequestStatus, AdminChange, AuditDecision, AuditEntry, Department,
-    DepartmentStatus, EntryKind, FieldGrant, FieldView, Grant, GrantLimits, Operation, Purpose,
-    PurposeStatus, RegisteredCertificate, TokenInfo,
+    AccessRequest, AccessRequestStatus, Department, DepartmentStatus, FieldGrant, FieldView, Grant,
+    GrantLimits, Operation, Purpose, PurposeStatus, RegisteredCertificate,
 };
-use crate::store::Store;
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use std::time::Duration;
 
 /// A demo identity: client id (file names), department, department name, roles.
@@ -89,9 +81,7 @@ pub const IDENTITIES: &[Identity] = &[
 /// Lifetime of the demo tokens.
 pub const DEMO_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-const IDENTITIES_DONE: &str = "bootstrap.identities";
 const DEMO_DONE: &str = "bootstrap.demo_data";
-const FIRST_ADMIN_DONE: &str = "bootstrap.first_admin";
 const EXAMPLE_ID: &str = "demo.example_id";
 const BOOTSTRAP: &str = "bootstrap";
 
@@ -109,74 +99,51 @@ const DEMO_PURPOSES: &[(&str, &str, &str)] = &[
     ("epidemic-response", "疫情防控", "传染病防治法"),
 ];
 
-/// Runs whatever part of the first start has not happened yet; returns a
-/// line per step taken (empty when there was nothing to do). Production
-/// creates nothing.
-pub fn first_start(
-    cfg: &Config,
-    store: &Store,
-    records: &RecordStore,
-    keys: &KeyRing,
-) -> Result<Vec<String>> {
-    let mut done = Vec::new();
-    if !cfg.demo {
-        return Ok(done);
-    }
-    let pki = Pki::at(&cfg.pki_dir());
-    if !pki.exists() {
-        pki.init()?;
-        done.push(format!("created a dev PKI in {}", pki.dir().display()));
-    }
-    if cfg.demo_persons > 0 && store.meta(DEMO_DONE)?.is_none() {
-        done.push(load_demo(store, records, cfg.demo_seed, cfg.demo_persons)?);
-    }
-    if store.meta(IDENTITIES_DONE)?.is_none() {
-        for (code, name, basis) in DEMO_PURPOSES {
-            store.put_purpose(&Purpose {
-                code: (*code).into(),
-                name: (*name).into(),
-                legal_basis: (*basis).into(),
-                status: PurposeStatus::Active.into(),
-                registered_by: BOOTSTRAP.into(),
-                registered_at: Some(clock::to_timestamp(clock::now())),
-                ..Default::default()
-            })?;
-        }
-        for ident in IDENTITIES {
-            enroll(store, keys, &pki, ident)?;
-        }
-        for mut g in demo_grants() {
-            if needs_request(&g) {
-                g.access_request_id = format!("ar-{}", g.id);
-                store.put_access_request(&provenance(&g))?;
-            }
-            store.put_grant(&g)?;
-        }
-        store.put_meta(IDENTITIES_DONE, b"1")?;
-        done.push(format!(
-            "enrolled {} demo identities with certificates, tokens, purposes and grants",
-            IDENTITIES.len()
-        ));
-    }
-    store.sync()?;
-    records.sync()?;
-    Ok(done)
-}
-
-/// What production prints while no administrator exists.
-pub fn enrolment_hint(cfg: &Config, store: &Store) -> Result<Option<String>> {
-    if cfg.demo || store.meta(FIRST_ADMIN_DONE)?.is_some() {
+/// Registers the demo purposes, enrols the demo identities (certificates
+/// and tokens written to `pki`) and gives them their grants, once. Returns
+/// what it did, if anything.
+pub fn seed_identities(store: &Store, keys: &KeyRing, pki: &Pki) -> Result<Option<String>> {
+    if store.meta(IDENTITIES_DONE)?.is_some() {
         return Ok(None);
     }
+    for (code, name, basis) in DEMO_PURPOSES {
+        store.put_purpose(&Purpose {
+            code: (*code).into(),
+            name: (*name).into(),
+            legal_basis: (*basis).into(),
+            status: PurposeStatus::Active.into(),
+            registered_by: BOOTSTRAP.into(),
+            registered_at: Some(clock::to_timestamp(clock::now())),
+            ..Default::default()
+        })?;
+    }
+    for ident in IDENTITIES {
+        enroll(store, keys, pki, ident)?;
+    }
+    for mut g in demo_grants() {
+        if needs_request(&g) {
+            g.access_request_id = format!("ar-{}", g.id);
+            store.put_access_request(&provenance(&g))?;
+        }
+        store.put_grant(&g)?;
+    }
+    store.put_meta(IDENTITIES_DONE, b"1")?;
     Ok(Some(format!(
-        "no administrator exists yet. On this host, enrol the first one (once) with:\n  govshare admin bootstrap --data-dir {} --dept {} --cert admin.pem --out admin.token",
-        cfg.data_dir.display(),
-        cfg.admin_departments[0]
+        "enrolled {} demo identities with certificates, tokens, purposes and grants",
+        IDENTITIES.len()
     )))
 }
 
+/// Whether the demo district was loaded already.
+pub fn district_loaded(store: &Store) -> Result<bool> {
+    Ok(store.meta(DEMO_DONE)?.is_some())
+}
+
 /// Writes records in chunks of a few thousand, one atomic write each.
-fn load_all<R: crate::records::Record + Clone>(records: &RecordStore, all: &[R]) -> Result<()> {
+fn load_all<R: crate::datasets::records::Record + Clone>(
+    records: &RecordStore,
+    all: &[R],
+) -> Result<()> {
     for chunk in all.chunks(4096) {
         records.upsert_all(chunk.to_vec())?;
     }
@@ -250,29 +217,9 @@ fn enroll(store: &Store, keys: &KeyRing, pki: &Pki, ident: &Identity) -> Result<
     pki.write_secret(&format!("{}.token", ident.id), &token)
 }
 
-fn token_info(claims: &crate::auth::token::Claims, roles: &[String], by: &str) -> TokenInfo {
-    TokenInfo {
-        jti: claims.jti.clone(),
-        department: claims.dept.clone(),
-        subject: claims.sub.clone(),
-        roles: roles.to_vec(),
-        certificate_thumbprint: claims.cnf.x5t_s256.clone(),
-        issued_at: Some(prost_types::Timestamp {
-            seconds: claims.iat,
-            nanos: 0,
-        }),
-        expires_at: Some(prost_types::Timestamp {
-            seconds: claims.exp,
-            nanos: 0,
-        }),
-        issued_by: by.into(),
-        ..Default::default()
-    }
-}
-
 /// Whether a grant names a conditionally shared view (by the default catalog).
 fn needs_request(g: &Grant) -> bool {
-    let catalog = crate::catalog::Catalog::default();
+    let catalog = crate::datasets::catalog::Catalog::default();
     let Some(dataset) = Dataset::parse(&g.dataset) else {
         return false;
     };
@@ -306,107 +253,6 @@ fn provenance(g: &Grant) -> AccessRequest {
         grant_id: g.id.clone(),
         ..Default::default()
     }
-}
-
-/// What enrolling the first administrator needs.
-pub struct FirstAdmin<'a> {
-    pub department: &'a str,
-    pub department_name: &'a str,
-    pub certificate_pem: &'a str,
-    pub subject: &'a str,
-    pub lifetime: Duration,
-}
-
-/// Enrols the first administrator, once: registers the department
-/// (jurisdiction `*`) and its certificate, issues an admin token bound to it,
-/// and records all of it as an `ADMIN` entry — durable before anything is
-/// stored. Any later attempt is refused.
-pub async fn enrol_first_admin(
-    store: &Store,
-    log: &AuditLog,
-    keys: &KeyRing,
-    client_ca: &ClientCa,
-    roles: &RoleDepartments,
-    a: FirstAdmin<'_>,
-) -> Result<String> {
-    // One enrolment at a time: between the check below and the flag set
-    // after the durable audit entry, a second request would pass the check
-    // too (eight simultaneous requests enrolled eight administrators).
-    static ENROLLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one = ENROLLING.lock().await;
-    if store.meta(FIRST_ADMIN_DONE)?.is_some() || store.meta(IDENTITIES_DONE)?.is_some() {
-        bail!(
-            "an administrator was already enrolled; further administrators are managed with `govshare admin` by an existing one"
-        );
-    }
-    if a.subject.is_empty() || a.subject.len() > 128 {
-        bail!("the subject (the administrator's client system) must have 1-128 bytes");
-    }
-    if a.department_name.len() > 128 {
-        bail!("the department name must have at most 128 bytes");
-    }
-    if !roles.admin.iter().any(|d| d == a.department) {
-        bail!(
-            "'{}' is not one of the configured admin_departments ({}); add it there first",
-            a.department,
-            roles.admin.join(", ")
-        );
-    }
-    let verified = client_ca
-        .verify_pem(a.certificate_pem)
-        .map_err(anyhow::Error::msg)?;
-    let now = clock::to_timestamp(clock::now());
-    let department = Department {
-        id: a.department.into(),
-        name: a.department_name.into(),
-        status: DepartmentStatus::Active.into(),
-        created_at: Some(now),
-        jurisdiction: vec!["*".into()],
-    };
-    let cert = RegisteredCertificate {
-        thumbprint: verified.thumbprint.clone(),
-        department: a.department.into(),
-        subject: verified.subject,
-        registered_at: Some(now),
-        not_after: Some(prost_types::Timestamp {
-            seconds: verified.not_after,
-            nanos: 0,
-        }),
-        ..Default::default()
-    };
-    let admin_roles = vec!["admin".to_string()];
-    let (token, claims) = keys.issue(
-        a.department,
-        a.subject,
-        &admin_roles,
-        &verified.thumbprint,
-        a.lifetime,
-    )?;
-    let info = token_info(&claims, &admin_roles, "govshare admin bootstrap");
-    log.append(AuditEntry {
-        kind: EntryKind::Admin.into(),
-        method: "govshare admin bootstrap".into(),
-        decision: AuditDecision::Allow.into(),
-        message: format!(
-            "enrolled the first administrator: department '{}', certificate {}, token {}",
-            a.department, cert.thumbprint, info.jti
-        ),
-        change: Some(AdminChange {
-            object: "department".into(),
-            object_id: a.department.into(),
-            before_json: String::new(),
-            after_json: crate::json::to_string(&department),
-        }),
-        ..Default::default()
-    })
-    .await
-    .context("recording the enrolment in the audit log")?;
-    store.put_department(&department)?;
-    store.put_certificate(&cert)?;
-    store.put_token(&info)?;
-    store.put_meta(FIRST_ADMIN_DONE, b"1")?;
-    store.sync()?;
-    Ok(token)
 }
 
 fn all_clear(dataset: Dataset) -> Vec<(&'static str, FieldView)> {

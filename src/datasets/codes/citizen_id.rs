@@ -2,7 +2,7 @@
 //! 3-digit sequence (odd = male), check character.
 
 use super::CodeError;
-use crate::audit::bounded::cap_for_message;
+use crate::base::text::cap_for_message;
 use crate::proto::Sex;
 use chrono::NaiveDate;
 

@@ -19,6 +19,11 @@ pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     }
 }
 
+/// The wall clock now, as a protobuf timestamp.
+pub fn now_timestamp() -> prost_types::Timestamp {
+    to_timestamp(now())
+}
+
 pub fn from_timestamp(ts: &prost_types::Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32)
 }

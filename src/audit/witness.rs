@@ -15,7 +15,7 @@
 
 use crate::audit::checkpoint::{Checkpoint, CosignatureKey, LogVerifier, load_or_create_key};
 use crate::audit::merkle::{self, Hash};
-use crate::clock;
+use crate::base::clock;
 use anyhow::{Context, Result, bail};
 use axum::extract::State;
 use axum::http::{StatusCode, header};

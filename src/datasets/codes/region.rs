@@ -2,7 +2,7 @@
 //! 12 community, 15 grid. A prefix is a region.
 
 use super::CodeError;
-use crate::audit::bounded::cap_for_message;
+use crate::base::text::cap_for_message;
 use crate::proto::RegionLevel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -4,15 +4,15 @@
 //!   RESOURCE_EXHAUSTED at once instead of queueing without bound;
 //! - names limits: a message over the size limit is RESOURCE_EXHAUSTED
 //!   naming `grpc.max_message_bytes` (tonic says OUT_OF_RANGE), and both
-//!   that and an undecodable body (INVALID_ARGUMENT, see [`crate::codec`])
+//!   that and an undecodable body (INVALID_ARGUMENT, see [`crate::proto::codec`])
 //!   are audited like any refusal — the handler never ran, so this is the
 //!   only place that can;
 //! - writes one log line per call (method, department, status, latency,
 //!   receipt index, peer — never contents, never a token) and the
 //!   `govshare_grpc_*` metrics.
 
+use crate::base::request_log;
 use crate::pipeline::Pipeline;
-use crate::request_log;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::Message;
@@ -154,10 +154,12 @@ where
                         layer.max_message
                     )),
                 )),
-                Code::InvalidArgument if message.starts_with(crate::codec::MALFORMED) => Some((
-                    "MALFORMED_REQUEST",
-                    Status::invalid_argument(message.clone()),
-                )),
+                Code::InvalidArgument if message.starts_with(crate::proto::codec::MALFORMED) => {
+                    Some((
+                        "MALFORMED_REQUEST",
+                        Status::invalid_argument(message.clone()),
+                    ))
+                }
                 _ => None,
             };
             if let Some((reason, status)) = refusal {

@@ -4,10 +4,10 @@
 //! tree. A misspelled purpose or region is refused by name here, so it can
 //! never become a grant that silently matches nothing.
 
-use crate::authz::ALL_REGIONS;
-use crate::catalog::{Catalog, Dataset};
-use crate::clock;
-use crate::domain::RegionCode;
+use crate::base::clock;
+use crate::control::authz::ALL_REGIONS;
+use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::codes::RegionCode;
 use crate::proto::{FieldGrant, FieldView, Operation, Purpose, PurposeStatus, SharingClass};
 use std::collections::{BTreeSet, HashMap};
 
@@ -152,7 +152,7 @@ pub fn check_purpose(
     department: &str,
     code: &str,
 ) -> Result<(), String> {
-    let shown = crate::audit::bounded::cap_for_message(code);
+    let shown = crate::base::text::cap_for_message(code);
     match purposes.get(code) {
         None => {
             let mut near: Vec<(usize, &str)> = purposes
@@ -269,7 +269,7 @@ mod tests {
         assert!(err(&[fg("sex", FieldView::Masked)], &r).contains("no MASKED view"));
         assert!(err(&[fg("name", FieldView::Clear)], &[]).starts_with("regions:"));
         assert!(err(&[fg("name", FieldView::Clear)], &["31011".into()]).starts_with("regions:"));
-        let not_shared = Catalog::with_overrides(&[crate::catalog::Override {
+        let not_shared = Catalog::with_overrides(&[crate::datasets::catalog::Override {
             dataset: "population".into(),
             field: "restricted_tags".into(),
             view: "CLEAR".into(),

@@ -8,10 +8,10 @@
 
 use crate::audit::AuditLog;
 use crate::auth::token::KeyRing;
-use crate::bootstrap::{self, FirstAdmin};
-use crate::certs::ClientCa;
-use crate::directory::RoleDepartments;
-use crate::store::Store;
+use crate::control::certs::ClientCa;
+use crate::control::directory::RoleDepartments;
+use crate::control::enrol::{self, FirstAdmin};
+use crate::control::store::Store;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ async fn handle(conn: UnixStream, control: &Control) -> Result<()> {
             token: None,
             error: Some(format!("not an enrolment request: {e}")),
         },
-        Ok(r) => match bootstrap::enrol_first_admin(
+        Ok(r) => match enrol::enrol_first_admin(
             &control.store,
             &control.log,
             &control.keys,

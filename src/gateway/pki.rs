@@ -110,20 +110,6 @@ impl Pki {
 
     /// Writes a file only its owner can read.
     pub fn write_secret(&self, name: &str, contents: &str) -> Result<()> {
-        write_secret_file(&self.path(name), contents)
+        crate::base::files::write_secret_file(&self.path(name), contents)
     }
-}
-
-/// Writes `contents` to `path` with mode 0600: keys and tokens.
-pub fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut f, contents.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }

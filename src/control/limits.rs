@@ -8,9 +8,9 @@
 //! settles the unused part afterwards. Parallel calls can therefore never
 //! exceed the day's limit together.
 
-use crate::authz::{Decision, Denial};
-use crate::catalog::Dataset;
-use crate::store::Store;
+use crate::control::authz::{Decision, Denial};
+use crate::control::store::Store;
+use crate::datasets::catalog::Dataset;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;

@@ -71,7 +71,7 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
         self.0.decode(buf).map_err(|s| {
             Status::invalid_argument(format!(
                 "{MALFORMED}: the body is not a valid protobuf message of this method ({})",
-                crate::audit::bounded::cap_for_message(s.message())
+                crate::base::text::cap_for_message(s.message())
             ))
         })
     }

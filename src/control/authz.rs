@@ -19,9 +19,9 @@
 //! message names every rule it fails and what would change it. When no
 //! grant names the cited purpose, the reason is `PURPOSE_NOT_GRANTED`.
 
-use crate::catalog::{Catalog, Dataset};
-use crate::clock;
-use crate::mask::FieldPlan;
+use crate::base::clock;
+use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::mask::FieldPlan;
 use crate::proto::{
     FieldView, Grant, GrantLimits, Operation, Purpose, PurposeStatus, SharingClass,
 };
@@ -39,12 +39,12 @@ pub struct Denial {
 }
 
 impl Denial {
-    /// The message is capped ([`crate::audit::bounded::cap_message`]): it
+    /// The message is capped ([`crate::base::text::cap_message`]): it
     /// goes back to the caller and into the log, and may quote their input.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
-            message: crate::audit::bounded::cap_message(message.into()),
+            message: crate::base::text::cap_message(message.into()),
             grants: Vec::new(),
         }
     }
@@ -339,7 +339,7 @@ pub fn decide(
             Rule::Purpose.code(),
             format!(
                 "purpose '{}' is not granted for '{name}'{why_purpose}; granted purposes: {}",
-                crate::audit::bounded::cap_for_message(purpose),
+                crate::base::text::cap_for_message(purpose),
                 listed.join(", ")
             ),
         )
@@ -356,7 +356,7 @@ pub fn decide(
             meant.failed[0].code(),
             format!(
                 "your department's grant '{}' for '{name}' {}",
-                crate::audit::bounded::cap_for_message(&meant.grant.grant.id),
+                crate::base::text::cap_for_message(&meant.grant.grant.id),
                 rules.join("; and it ")
             ),
         )

@@ -16,6 +16,8 @@ mod packages {
     }
 }
 
+pub mod codec;
+
 pub use packages::govshare::v1::*;
 
 /// Internal storage messages (never on the public wire).

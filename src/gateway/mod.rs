@@ -3,19 +3,18 @@
 //! transport guard, the plain-HTTP ops listener, the audit log's runtime
 //! and the local control socket — and stops it in order.
 
-mod guard;
-mod listener;
-mod ops;
+pub mod first_start;
+pub mod pki;
 
 use crate::audit;
 use crate::auth::Authenticator;
 use crate::auth::token::KeyRing;
-use crate::bootstrap;
-use crate::catalog::Catalog;
-use crate::certs::ClientCa;
 use crate::config::Config;
-use crate::directory::{Directory, RoleDepartments};
-use crate::mask::Masker;
+use crate::control::certs::ClientCa;
+use crate::control::directory::{Directory, RoleDepartments};
+use crate::control::store::Store;
+use crate::datasets::catalog::Catalog;
+use crate::datasets::mask::Masker;
 use crate::pipeline::Pipeline;
 use crate::proto;
 use crate::proto::admin_service_server::AdminServiceServer;
@@ -25,7 +24,7 @@ use crate::proto::legal_entity_service_server::LegalEntityServiceServer;
 use crate::proto::population_service_server::PopulationServiceServer;
 use crate::proto::publish_service_server::PublishServiceServer;
 use crate::services::{admin, audit as audit_api, grid, legal_entity, population, publish};
-use crate::store::Store;
+use crate::transport::{control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::path::PathBuf;
@@ -106,7 +105,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         &cfg.issuer,
         &cfg.audience,
     )?);
-    let steps = bootstrap::first_start(&cfg, &store, &records, &keys)?;
+    let steps = first_start::first_start(&cfg, &store, &records, &keys)?;
     let audit = audit::Runtime::open(&cfg)?;
     let audit_log = audit.log();
     for s in &steps {
@@ -124,7 +123,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             .await?;
     }
 
-    if let Some(hint) = bootstrap::enrolment_hint(&cfg, &store)? {
+    if let Some(hint) = first_start::enrolment_hint(&cfg, &store)? {
         println!("first start: {hint}");
     }
     let catalog = Arc::new(Catalog::with_overrides(&cfg.catalog_override)?);
@@ -170,9 +169,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .set_serving::<AuditServiceServer<audit_api::AuditApi>>()
         .await;
     let health_task = tokio::spawn(follow_health(health, audit_log.health().clone()));
-    let control = crate::control::serve(
-        &crate::control::socket_path(&cfg.data_dir),
-        crate::control::Control {
+    let control = control_socket::serve(
+        &control_socket::socket_path(&cfg.data_dir),
+        control_socket::Control {
             store: store.clone(),
             log: audit_log.clone(),
             keys: keys.clone(),
@@ -372,7 +371,8 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
 fn print_welcome(cfg: &Config, store: &Store, addr: std::net::SocketAddr) {
     let pki = cfg.pki_dir();
     let p = pki.display();
-    let example_id = bootstrap::example_id(store).unwrap_or_else(|| "11010519491231002X".into());
+    let example_id =
+        crate::demo::seed::example_id(store).unwrap_or_else(|| "11010519491231002X".into());
     println!("govshare listening on {addr} (node {})", cfg.node_id);
     println!("dev PKI, client certificates and tokens: {p}");
     println!("try (any gRPC client with TLS client certificates; the server offers reflection):");
