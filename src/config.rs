@@ -12,6 +12,7 @@
 //! A file describes a production gateway unless it says `demo = true`.
 
 use crate::audit::AuditOptions;
+use crate::control::policy::is_department_id;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -447,6 +448,16 @@ impl Config {
         Ok(())
     }
 
+    /// Opens the data dir's audit log with the configured options.
+    pub fn open_audit(&self) -> anyhow::Result<crate::audit::Runtime> {
+        crate::audit::Runtime::open(
+            &self.audit_dir(),
+            &self.pki_dir(),
+            &self.audit.origin,
+            self.audit_options(),
+        )
+    }
+
     pub fn audit_options(&self) -> AuditOptions {
         AuditOptions {
             node: self.node_id.clone(),
@@ -487,15 +498,6 @@ impl Config {
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
     }
-}
-
-/// Department ids: short slugs, as file names and token claims carry them.
-pub fn is_department_id(id: &str) -> bool {
-    (2..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !id.starts_with('-')
 }
 
 /// Every key of the production defaults with its default value, flattened

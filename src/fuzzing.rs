@@ -71,19 +71,32 @@ pub fn region(data: &[u8]) {
 
 /// No byte string verifies as a token of a key it was not signed with.
 pub fn token(data: &[u8]) {
+    use crate::control::directory::Directory;
+    use crate::control::roles::RoleDepartments;
+    use crate::control::store::Store;
     use std::sync::OnceLock;
-    static RING: OnceLock<(tempfile::TempDir, crate::auth::token::KeyRing)> = OnceLock::new();
-    let (_, ring) = RING.get_or_init(|| {
+    static KEYS: OnceLock<(tempfile::TempDir, Directory)> = OnceLock::new();
+    let (_, directory) = KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, _) = crate::store::open(dir.path()).expect("a store");
-        let ring = crate::auth::token::KeyRing::load_or_create(store, "govshare", "govshare")
+        let store = Store::new(crate::store::open(dir.path()).expect("a store"));
+        crate::control::keys::KeyRing::load_or_create(store.clone(), "govshare", "govshare")
             .expect("a key ring");
-        (dir, ring)
+        let roles = RoleDepartments {
+            admin: Vec::new(),
+            auditor: Vec::new(),
+        };
+        let directory =
+            Directory::new(store, Arc::new(Catalog::default()), roles).expect("a directory");
+        (dir, directory)
     });
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    assert!(ring.verify(s).is_err(), "a fuzzed token verified: {s}");
+    let snapshot = directory.current().expect("the snapshot");
+    assert!(
+        crate::auth::token::verify(&snapshot, "govshare", "govshare", s).is_err(),
+        "a fuzzed token verified: {s}"
+    );
 }
 
 /// Random grants judged against random requests: nothing panics, a row

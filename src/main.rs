@@ -191,7 +191,7 @@ async fn main() -> Result<()> {
             ..
         } => {
             anyhow::ensure!(format == "store", "--format: store or jsonl");
-            let (store, records) = govshare::store::open(
+            let (store, records) = govshare::gateway::open_store(
                 &Config {
                     data_dir,
                     ..Config::demo()
@@ -259,7 +259,7 @@ async fn main() -> Result<()> {
             println!(
                 "wrote {name}.pem and {name}.key in {}; thumbprint (cnf.x5t#S256): {}",
                 dir.display(),
-                govshare::auth::token::thumbprint(&cert.der)
+                govshare::control::certs::thumbprint(&cert.der)
             );
             Ok(())
         }

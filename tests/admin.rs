@@ -542,7 +542,7 @@ async fn access_requests_auto_approve_wait_or_refuse_and_no_self_approval() {
     assert!(!listed[0].overdue, "the deadline is ten days away");
 
     // The admin role belongs to the configured admin departments only.
-    let thumb = govshare::auth::token::thumbprint(&x509_der(
+    let thumb = govshare::control::certs::thumbprint(&x509_der(
         &std::fs::read_to_string(gw.pki("civil-affairs.pem")).unwrap(),
     ));
     let err = a
@@ -711,7 +711,7 @@ async fn credentials_register_issue_rotate() {
     pull(&gw, "civil-affairs", "social-assistance")
         .await
         .unwrap();
-    let thumb = govshare::auth::token::thumbprint(&x509_der(
+    let thumb = govshare::control::certs::thumbprint(&x509_der(
         &std::fs::read_to_string(gw.pki("civil-affairs.pem")).unwrap(),
     ));
     let issued = a

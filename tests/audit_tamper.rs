@@ -40,7 +40,7 @@ async fn build(n: u64) -> Log {
         max_batch: 256,
         ..Default::default()
     };
-    let audit = Runtime::open_in(&audit_dir, &pki, "govshare.test/audit", opts).unwrap();
+    let audit = Runtime::open(&audit_dir, &pki, "govshare.test/audit", opts).unwrap();
     let log = audit.log();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {

@@ -428,7 +428,7 @@ async fn an_administrator_never_serves_their_own_department() {
     // an existing token of another department claims it.
     let thumb = |id: &str| {
         use rustls_pki_types::pem::PemObject;
-        govshare::auth::token::thumbprint(
+        govshare::control::certs::thumbprint(
             &rustls_pki_types::CertificateDer::from_pem_file(gw.pki(&format!("{id}.pem"))).unwrap(),
         )
     };

@@ -462,10 +462,11 @@ fn forge_tokens(gw: &Gateway) -> Forged {
     let mut claims: serde_json::Value =
         serde_json::from_slice(&B64.decode(parts[1].as_bytes()).unwrap()).unwrap();
 
-    let (store, _) = govshare::store::open(&gw.dir.join("store")).unwrap();
+    let store =
+        govshare::control::store::Store::new(govshare::store::open(&gw.dir.join("store")).unwrap());
     let keys =
-        govshare::auth::token::KeyRing::load_or_create(store, "govshare", "govshare").unwrap();
-    let mut expired: govshare::auth::token::Claims =
+        govshare::control::keys::KeyRing::load_or_create(store, "govshare", "govshare").unwrap();
+    let mut expired: govshare::control::keys::Claims =
         serde_json::from_value(claims.clone()).unwrap();
     expired.exp = expired.iat - 120; // well past the 30 s clock-skew leeway
     expired.nbf = expired.iat - 3600;

@@ -16,7 +16,7 @@ use prost::Message;
 
 pub fn entry_line(index: u64, bytes: &[u8]) -> String {
     let entry = AuditEntry::decode(bytes)
-        .map(|e| crate::base::json::to_value(&e))
+        .map(|e| crate::proto::json::to_value(&e))
         .unwrap_or(serde_json::Value::Null);
     format!(
         "{}\n",
@@ -53,7 +53,7 @@ fn check_view(line: &serde_json::Value, bytes: &[u8]) -> Result<(), String> {
     if line.get("index").and_then(serde_json::Value::as_u64) != Some(entry.index) {
         return Err(format!("its index is not {}", entry.index));
     }
-    if line.get("entry") != Some(&crate::base::json::to_value(&entry)) {
+    if line.get("entry") != Some(&crate::proto::json::to_value(&entry)) {
         return Err("its fields differ".into());
     }
     Ok(())

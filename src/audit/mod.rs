@@ -29,7 +29,6 @@ pub mod verify;
 pub mod witness;
 mod writer;
 
-use crate::config::Config;
 use crate::proto::{AuditEntry, AuditReceipt, EntryKind};
 use anyhow::{Context, Result};
 use checkpoint::{LogKey, LogVerifier};
@@ -212,20 +211,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens the log of a data directory with the configured options.
-    pub fn open(cfg: &Config) -> Result<Self> {
-        Self::open_in(
-            &cfg.audit_dir(),
-            &cfg.pki_dir(),
-            &cfg.audit.origin,
-            cfg.audit_options(),
-        )
-    }
-
     /// Opens (or creates) the log in `dir` with its signing key in
     /// `key_dir`. Everything that could refuse the log is checked before a
     /// byte is written.
-    pub fn open_in(dir: &Path, key_dir: &Path, origin: &str, opts: AuditOptions) -> Result<Self> {
+    pub fn open(dir: &Path, key_dir: &Path, origin: &str, opts: AuditOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let key = Arc::new(LogKey::load_or_create(key_dir, origin)?);
         let verifier = LogVerifier::parse(&key.verifier_key())?;

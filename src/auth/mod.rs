@@ -4,41 +4,14 @@
 pub mod token;
 
 use crate::base::clock;
+use crate::control::certs::thumbprint;
 use crate::control::directory::{Directory, Snapshot};
+use crate::control::keys::{Claims, KeyRing};
+use crate::control::roles::Role;
 use crate::proto::DepartmentStatus;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use token::{Claims, KeyRing};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Puller,
-    Publisher,
-    Admin,
-    Auditor,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "puller" => Some(Role::Puller),
-            "publisher" => Some(Role::Publisher),
-            "admin" => Some(Role::Admin),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Puller => "puller",
-            Role::Publisher => "publisher",
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-        }
-    }
-}
 
 /// An authenticated caller. Fields are private and there is no public
 /// constructor: holding one proves the checks in [`Authenticator`] passed.
@@ -213,11 +186,11 @@ impl Authenticator {
         seen: &mut AuthFailure,
     ) -> Result<Principal, &'static str> {
         let cert = c.leaf_cert.ok_or("NO_CLIENT_CERTIFICATE")?;
-        seen.cert_thumbprint = token::thumbprint(cert);
+        seen.cert_thumbprint = thumbprint(cert);
         let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
         let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);
-        let claims = self.verified_claims(c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
+        let claims = self.verified_claims(&snapshot, c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
         seen.client_id.clone_from(&claims.sub);
         seen.token_id.clone_from(&claims.jti);
         if claims.cnf.x5t_s256 != seen.cert_thumbprint {
@@ -268,7 +241,11 @@ impl Authenticator {
         })
     }
 
-    fn verified_claims(&self, token: &str) -> Result<Arc<Claims>, &'static str> {
+    fn verified_claims(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+    ) -> Result<Arc<Claims>, &'static str> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = clock::unix_seconds(clock::now());
         if let Some(c) = self.cache.lock().expect("cache lock").get(&digest) {
@@ -278,7 +255,12 @@ impl Authenticator {
                 Err("TOKEN_EXPIRED")
             };
         }
-        let claims = Arc::new(self.keys.verify(token)?);
+        let claims = Arc::new(token::verify(
+            snapshot,
+            self.keys.issuer(),
+            self.keys.audience(),
+            token,
+        )?);
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {
             cache.retain(|_, c| c.exp > now);

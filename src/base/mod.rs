@@ -5,6 +5,5 @@
 
 pub mod clock;
 pub mod files;
-pub mod json;
 pub mod request_log;
 pub mod text;

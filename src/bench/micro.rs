@@ -136,7 +136,7 @@ fn sample_entry(i: u64) -> AuditEntry {
 /// the store's own threads) spend per entry, and proof latency at size n.
 pub async fn log_scale(n: u64) -> Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
-    let runtime = Runtime::open_in(
+    let runtime = Runtime::open(
         &dir.path().join("audit"),
         &dir.path().join("keys"),
         "bench.govshare.local/audit",

@@ -5,9 +5,9 @@ use super::{Connect, status_error};
 use anyhow::{Context, Result, bail};
 use chrono::{Local, NaiveDate, TimeZone};
 use clap::{Args, Subcommand};
-use govshare::base::json::{self, Named};
 use govshare::datasets::catalog::parse_view;
 use govshare::proto::admin_service_client::AdminServiceClient;
+use govshare::proto::json::{self, Named};
 use govshare::proto::*;
 use std::path::PathBuf;
 
@@ -760,7 +760,7 @@ fn pem_thumbprint(path: &PathBuf) -> Result<String> {
     use rustls_pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_file(path)
         .with_context(|| format!("reading a certificate from {}", path.display()))?;
-    Ok(govshare::auth::token::thumbprint(&der))
+    Ok(govshare::control::certs::thumbprint(&der))
 }
 
 fn enum_name(name: Option<&str>, prefix: &str) -> String {

@@ -217,7 +217,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                say(govshare::base::json::to_value(&r));
+                say(govshare::proto::json::to_value(&r));
                 return Ok(());
             }
             let mut t = Table::new(&["DAY", "DEPARTMENT", "CALLS", "RECORDS", "DENIALS"]);
@@ -355,7 +355,7 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
     if json {
         entries
             .iter()
-            .for_each(|e| say(govshare::base::json::to_value(e)));
+            .for_each(|e| say(govshare::proto::json::to_value(e)));
         return;
     }
     let mut t = Table::new(&[

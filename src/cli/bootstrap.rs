@@ -7,11 +7,11 @@
 use super::admin::BootstrapArgs;
 use anyhow::{Context, Result, bail};
 use govshare::audit::AuditLog;
-use govshare::auth::token::KeyRing;
 use govshare::config::Config;
 use govshare::control::certs::ClientCa;
-use govshare::control::directory::RoleDepartments;
 use govshare::control::enrol::{self, FirstAdmin};
+use govshare::control::keys::KeyRing;
+use govshare::control::roles::RoleDepartments;
 use govshare::transport::control_socket::{self, EnrolRequest};
 use std::time::Duration;
 
@@ -58,12 +58,12 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
             cfg.data_dir.display()
         );
     }
-    let (store, _records) = govshare::store::open(&cfg.store_dir()).context(
+    let (store, _records) = govshare::gateway::open_store(&cfg.store_dir()).context(
         "opening the store (if the gateway is running, its control socket did not answer)",
     )?;
     let keys = KeyRing::load_or_create(store.clone(), &cfg.issuer, &cfg.audience)?;
     let client_ca = ClientCa::load(&cfg.client_ca_path())?;
-    let audit = govshare::audit::Runtime::open(cfg)?;
+    let audit = cfg.open_audit()?;
     let log: AuditLog = audit.log();
     let token = enrol::enrol_first_admin(
         &store,

@@ -11,7 +11,7 @@
 use super::Connect;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use govshare::base::json::{Named, from_value};
+use govshare::proto::json::{Named, from_value};
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::{LegalEntity, Person, PublishSummary, UpsertGridsRequest};
 use std::io::{BufRead, IsTerminal, Write};

@@ -4,7 +4,7 @@
 use super::{Connect, status_error};
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use govshare::base::json;
+use govshare::proto::json;
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::{GetPersonRequest, ListPersonsRequest, PullContext};
 

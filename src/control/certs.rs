@@ -3,15 +3,21 @@
 //! verifier the TLS handshake uses, so a registered certificate is always one
 //! that can actually connect.
 
-use crate::auth::token::thumbprint;
 use anyhow::{Context, Result};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The SHA-256 thumbprint of a certificate's DER, base64url without padding,
+/// as `cnf.x5t#S256` carries it.
+pub fn thumbprint(cert_der: &[u8]) -> String {
+    data_encoding::BASE64URL_NOPAD.encode(&Sha256::digest(cert_der))
+}
 
 /// A client certificate that passed verification.
 pub struct VerifiedCert {

@@ -3,41 +3,24 @@
 //!
 //! Authenticating and authorizing from the store on every call cost a
 //! handful of store reads per pull. Instead each node keeps a [`Snapshot`]
-//! — certificates, departments, revoked tokens, grants compiled against the
-//! catalog, purposes — and checks the store's policy epoch on every call:
+//! — certificates, departments, revoked tokens, the token-verifying keys,
+//! grants compiled against the catalog, purposes — and checks the store's policy epoch on every call:
 //! one small read. Every control-plane write moves the epoch, so a
 //! revocation, suspension or grant change made on any node is seen by the
 //! very next request on every node. Expiry needs no invalidation: validity
 //! times are checked against the clock on each call.
 
-use crate::auth::Role;
 use crate::control::authz::CompiledGrant;
+use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::datasets::catalog::Catalog;
+use crate::proto::storage::SigningKey;
 use crate::proto::{AccessRequestStatus, Department, Purpose, RegisteredCertificate};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
+use jsonwebtoken::DecodingKey;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-
-/// Which departments may hold the privileged roles (config
-/// `admin_departments`, `auditor_departments`).
-#[derive(Debug, Clone)]
-pub struct RoleDepartments {
-    pub admin: Vec<String>,
-    pub auditor: Vec<String>,
-}
-
-impl RoleDepartments {
-    /// Whether a token of `department` may carry `role`. Pulling and
-    /// publishing are bounded by grants and the catalog instead.
-    pub fn allows(&self, department: &str, role: Role) -> bool {
-        match role {
-            Role::Admin => self.admin.iter().any(|d| d == department),
-            Role::Auditor => self.auditor.iter().any(|d| d == department),
-            Role::Puller | Role::Publisher => true,
-        }
-    }
-}
 
 /// One consistent view of the control plane.
 pub struct Snapshot {
@@ -47,6 +30,23 @@ pub struct Snapshot {
     revoked_tokens: HashSet<String>,
     grants: HashMap<String, Vec<Arc<CompiledGrant>>>,
     purposes: HashMap<String, Purpose>,
+    /// Token-verifying public keys by `kid`, each with the end of its
+    /// verifying life (unix seconds) once it was rotated out.
+    verifying: HashMap<String, (DecodingKey, Option<i64>)>,
+}
+
+/// A stored signing key's public half, as jsonwebtoken verifies with it.
+fn decoding_key(k: &SigningKey) -> Result<DecodingKey> {
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(
+        k.public_key
+            .as_slice()
+            .try_into()
+            .context("a signing key's public key has the wrong length")?,
+    )?;
+    let pem = vk
+        .to_public_key_pem(LineEnding::LF)
+        .context("encoding a public key")?;
+    Ok(DecodingKey::from_ed_pem(pem.as_bytes())?)
 }
 
 impl Snapshot {
@@ -94,6 +94,16 @@ impl Snapshot {
                 .into_iter()
                 .map(|p| (p.code.clone(), p))
                 .collect(),
+            verifying: store
+                .signing_keys()?
+                .iter()
+                .map(|k| {
+                    Ok((
+                        k.kid.clone(),
+                        (decoding_key(k)?, k.verify_until.map(|t| t.seconds)),
+                    ))
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -103,6 +113,14 @@ impl Snapshot {
 
     pub fn department(&self, id: &str) -> Option<&Department> {
         self.departments.get(id)
+    }
+
+    /// The key `kid` names, if it still verifies at `now`.
+    pub fn verifying_key(&self, kid: &str, now: i64) -> Option<&DecodingKey> {
+        self.verifying
+            .get(kid)
+            .filter(|(_, until)| until.is_none_or(|u| u >= now))
+            .map(|(k, _)| k)
     }
 
     pub fn token_revoked(&self, jti: &str) -> bool {

@@ -4,10 +4,10 @@
 //! entry before anything is stored. Any later attempt is refused.
 
 use crate::audit::AuditLog;
-use crate::auth::token::{Claims, KeyRing};
 use crate::base::clock;
 use crate::control::certs::ClientCa;
-use crate::control::directory::RoleDepartments;
+use crate::control::keys::{Claims, KeyRing};
+use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::proto::{
     AdminChange, AuditDecision, AuditEntry, Department, DepartmentStatus, EntryKind,
@@ -113,7 +113,7 @@ pub async fn enrol_first_admin(
             object: "department".into(),
             object_id: a.department.into(),
             before_json: String::new(),
-            after_json: crate::base::json::to_string(&department),
+            after_json: crate::proto::json::to_string(&department),
         }),
         ..Default::default()
     })

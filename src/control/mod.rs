@@ -5,6 +5,8 @@ pub mod authz;
 pub mod certs;
 pub mod directory;
 pub mod enrol;
+pub mod keys;
 pub mod limits;
 pub mod policy;
+pub mod roles;
 pub mod store;

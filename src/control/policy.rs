@@ -180,6 +180,15 @@ pub fn check_purpose(
     }
 }
 
+/// Department ids: short slugs, as file names and token claims carry them.
+pub fn is_department_id(id: &str) -> bool {
+    (2..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub struct Store {
 }
 
 impl Store {
-    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self { backend }
     }
 
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn parallel_reservations_never_exceed_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = crate::store::open(dir.path()).unwrap();
+        let store = Store::new(crate::store::open(dir.path()).unwrap());
         let taken: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..16)
                 .map(|_| {
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn every_control_write_moves_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = crate::store::open(dir.path()).unwrap();
+        let store = Store::new(crate::store::open(dir.path()).unwrap());
         let e0 = store.epoch().unwrap();
         store
             .put_department(&proto::Department {

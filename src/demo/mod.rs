@@ -442,17 +442,20 @@ pub fn write_jsonl(d: &District, dir: &std::path::Path) -> anyhow::Result<Vec<st
         .map(Item::Region)
         .chain(d.grids.iter().cloned().map(Item::Grid))
         .chain(d.workers.iter().cloned().map(Item::Worker))
-        .map(|i| crate::base::json::to_value(&UpsertGridsRequest { item: Some(i) }))
+        .map(|i| crate::proto::json::to_value(&UpsertGridsRequest { item: Some(i) }))
         .collect();
     Ok(vec![
         write("grid.jsonl", grid_items)?,
         write(
             "population.jsonl",
-            d.persons.iter().map(crate::base::json::to_value).collect(),
+            d.persons.iter().map(crate::proto::json::to_value).collect(),
         )?,
         write(
             "legal_entity.jsonl",
-            d.entities.iter().map(crate::base::json::to_value).collect(),
+            d.entities
+                .iter()
+                .map(crate::proto::json::to_value)
+                .collect(),
         )?,
     ])
 }

@@ -1,17 +1,14 @@
 //! The demo's identities, purposes and grants, and loading a generated
-//! district: what the embedded default seeds on its first start.
+//! district: what the embedded default seeds on its first start
+//! (`gateway::first_start` enrols the identities).
 
 use super::{self as demo, DISTRICT_CODE};
-use crate::auth::token::{KeyRing, thumbprint};
 use crate::base::clock;
-use crate::control::enrol::{IDENTITIES_DONE, token_info};
 use crate::control::store::Store;
 use crate::datasets::catalog::Dataset;
-use crate::gateway::pki::Pki;
 use crate::pipeline::RecordStore;
 use crate::proto::{
-    AccessRequest, AccessRequestStatus, Department, DepartmentStatus, FieldGrant, FieldView, Grant,
-    GrantLimits, Operation, Purpose, PurposeStatus, RegisteredCertificate,
+    AccessRequest, AccessRequestStatus, FieldGrant, FieldView, Grant, GrantLimits, Operation,
 };
 use anyhow::Result;
 use std::time::Duration;
@@ -83,10 +80,10 @@ pub const DEMO_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 const DEMO_DONE: &str = "bootstrap.demo_data";
 const EXAMPLE_ID: &str = "demo.example_id";
-const BOOTSTRAP: &str = "bootstrap";
+pub const BOOTSTRAP: &str = "bootstrap";
 
 /// The purposes the demo's grants and walkthroughs cite.
-const DEMO_PURPOSES: &[(&str, &str, &str)] = &[
+pub const DEMO_PURPOSES: &[(&str, &str, &str)] = &[
     ("social-assistance", "社会救助", "社会救助暂行办法"),
     (
         "grid-event-handling",
@@ -98,41 +95,6 @@ const DEMO_PURPOSES: &[(&str, &str, &str)] = &[
     ("housing-security", "住房保障", "公共租赁住房管理办法"),
     ("epidemic-response", "疫情防控", "传染病防治法"),
 ];
-
-/// Registers the demo purposes, enrols the demo identities (certificates
-/// and tokens written to `pki`) and gives them their grants, once. Returns
-/// what it did, if anything.
-pub fn seed_identities(store: &Store, keys: &KeyRing, pki: &Pki) -> Result<Option<String>> {
-    if store.meta(IDENTITIES_DONE)?.is_some() {
-        return Ok(None);
-    }
-    for (code, name, basis) in DEMO_PURPOSES {
-        store.put_purpose(&Purpose {
-            code: (*code).into(),
-            name: (*name).into(),
-            legal_basis: (*basis).into(),
-            status: PurposeStatus::Active.into(),
-            registered_by: BOOTSTRAP.into(),
-            registered_at: Some(clock::to_timestamp(clock::now())),
-            ..Default::default()
-        })?;
-    }
-    for ident in IDENTITIES {
-        enroll(store, keys, pki, ident)?;
-    }
-    for mut g in demo_grants() {
-        if needs_request(&g) {
-            g.access_request_id = format!("ar-{}", g.id);
-            store.put_access_request(&provenance(&g))?;
-        }
-        store.put_grant(&g)?;
-    }
-    store.put_meta(IDENTITIES_DONE, b"1")?;
-    Ok(Some(format!(
-        "enrolled {} demo identities with certificates, tokens, purposes and grants",
-        IDENTITIES.len()
-    )))
-}
 
 /// Whether the demo district was loaded already.
 pub fn district_loaded(store: &Store) -> Result<bool> {
@@ -185,40 +147,8 @@ pub fn example_id(store: &Store) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
-fn enroll(store: &Store, keys: &KeyRing, pki: &Pki, ident: &Identity) -> Result<()> {
-    let now = Some(clock::to_timestamp(clock::now()));
-    if store.department(ident.department)?.is_none() {
-        store.put_department(&Department {
-            id: ident.department.into(),
-            name: ident.department_name.into(),
-            status: DepartmentStatus::Active.into(),
-            created_at: now,
-            jurisdiction: vec![ident.jurisdiction.into()],
-        })?;
-    }
-    let cert = pki.issue_client(ident.id)?;
-    let thumb = thumbprint(&cert.der);
-    store.put_certificate(&RegisteredCertificate {
-        thumbprint: thumb.clone(),
-        department: ident.department.into(),
-        subject: ident.id.into(),
-        registered_at: now,
-        ..Default::default()
-    })?;
-    let roles: Vec<String> = ident.roles.iter().map(|r| r.to_string()).collect();
-    let (token, claims) = keys.issue(
-        ident.department,
-        ident.id,
-        &roles,
-        &thumb,
-        DEMO_TOKEN_LIFETIME,
-    )?;
-    store.put_token(&token_info(&claims, &roles, BOOTSTRAP))?;
-    pki.write_secret(&format!("{}.token", ident.id), &token)
-}
-
 /// Whether a grant names a conditionally shared view (by the default catalog).
-fn needs_request(g: &Grant) -> bool {
+pub fn needs_request(g: &Grant) -> bool {
     let catalog = crate::datasets::catalog::Catalog::default();
     let Some(dataset) = Dataset::parse(&g.dataset) else {
         return false;
@@ -232,7 +162,7 @@ fn needs_request(g: &Grant) -> bool {
 
 /// The approved access request a demo grant carries as its provenance, so
 /// the catalog in force releases its conditional views.
-fn provenance(g: &Grant) -> AccessRequest {
+pub fn provenance(g: &Grant) -> AccessRequest {
     AccessRequest {
         id: g.access_request_id.clone(),
         department: g.department.clone(),

@@ -5,13 +5,20 @@
 //! first administrator is enrolled once with `govshare admin bootstrap`
 //! ([`crate::control::enrol`]), which is the log's first `ADMIN` entry.
 
-use crate::auth::token::KeyRing;
+use crate::base::clock;
 use crate::config::Config;
+use crate::control::certs::thumbprint;
 use crate::control::enrol;
+use crate::control::enrol::{IDENTITIES_DONE, token_info};
+use crate::control::keys::KeyRing;
 use crate::control::store::Store;
-use crate::demo::seed;
+use crate::demo::seed::{
+    self, BOOTSTRAP, DEMO_PURPOSES, DEMO_TOKEN_LIFETIME, IDENTITIES, Identity, demo_grants,
+    needs_request, provenance,
+};
 use crate::gateway::pki::Pki;
 use crate::pipeline::RecordStore;
+use crate::proto::{Department, DepartmentStatus, Purpose, PurposeStatus, RegisteredCertificate};
 use anyhow::Result;
 
 /// Runs whatever part of the first start has not happened yet; returns a
@@ -40,7 +47,7 @@ pub fn first_start(
             cfg.demo_persons,
         )?);
     }
-    if let Some(step) = seed::seed_identities(store, keys, &pki)? {
+    if let Some(step) = seed_identities(store, keys, &pki)? {
         done.push(step);
     }
     store.sync()?;
@@ -58,4 +65,71 @@ pub fn enrolment_hint(cfg: &Config, store: &Store) -> Result<Option<String>> {
         cfg.data_dir.display(),
         cfg.admin_departments[0]
     )))
+}
+
+/// Registers the demo purposes, enrols the demo identities (certificates
+/// and tokens written to `pki`) and gives them their grants, once. Returns
+/// what it did, if anything.
+fn seed_identities(store: &Store, keys: &KeyRing, pki: &Pki) -> Result<Option<String>> {
+    if store.meta(IDENTITIES_DONE)?.is_some() {
+        return Ok(None);
+    }
+    for (code, name, basis) in DEMO_PURPOSES {
+        store.put_purpose(&Purpose {
+            code: (*code).into(),
+            name: (*name).into(),
+            legal_basis: (*basis).into(),
+            status: PurposeStatus::Active.into(),
+            registered_by: BOOTSTRAP.into(),
+            registered_at: Some(clock::to_timestamp(clock::now())),
+            ..Default::default()
+        })?;
+    }
+    for ident in IDENTITIES {
+        enroll(store, keys, pki, ident)?;
+    }
+    for mut g in demo_grants() {
+        if needs_request(&g) {
+            g.access_request_id = format!("ar-{}", g.id);
+            store.put_access_request(&provenance(&g))?;
+        }
+        store.put_grant(&g)?;
+    }
+    store.put_meta(IDENTITIES_DONE, b"1")?;
+    Ok(Some(format!(
+        "enrolled {} demo identities with certificates, tokens, purposes and grants",
+        IDENTITIES.len()
+    )))
+}
+
+fn enroll(store: &Store, keys: &KeyRing, pki: &Pki, ident: &Identity) -> Result<()> {
+    let now = Some(clock::to_timestamp(clock::now()));
+    if store.department(ident.department)?.is_none() {
+        store.put_department(&Department {
+            id: ident.department.into(),
+            name: ident.department_name.into(),
+            status: DepartmentStatus::Active.into(),
+            created_at: now,
+            jurisdiction: vec![ident.jurisdiction.into()],
+        })?;
+    }
+    let cert = pki.issue_client(ident.id)?;
+    let thumb = thumbprint(&cert.der);
+    store.put_certificate(&RegisteredCertificate {
+        thumbprint: thumb.clone(),
+        department: ident.department.into(),
+        subject: ident.id.into(),
+        registered_at: now,
+        ..Default::default()
+    })?;
+    let roles: Vec<String> = ident.roles.iter().map(|r| r.to_string()).collect();
+    let (token, claims) = keys.issue(
+        ident.department,
+        ident.id,
+        &roles,
+        &thumb,
+        DEMO_TOKEN_LIFETIME,
+    )?;
+    store.put_token(&token_info(&claims, &roles, BOOTSTRAP))?;
+    pki.write_secret(&format!("{}.token", ident.id), &token)
 }

@@ -8,14 +8,15 @@ pub mod pki;
 
 use crate::audit;
 use crate::auth::Authenticator;
-use crate::auth::token::KeyRing;
 use crate::config::Config;
 use crate::control::certs::ClientCa;
-use crate::control::directory::{Directory, RoleDepartments};
+use crate::control::directory::Directory;
+use crate::control::keys::KeyRing;
+use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::datasets::catalog::Catalog;
 use crate::datasets::mask::Masker;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, RecordStore};
 use crate::proto;
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
@@ -27,7 +28,7 @@ use crate::services::{admin, audit as audit_api, grid, legal_entity, population,
 use crate::transport::{control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Server;
@@ -79,6 +80,13 @@ fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
     Ok(s)
 }
 
+/// Opens a data dir's store as the planes see it: the control plane's
+/// typed store and the pipeline's records, over one backend.
+pub fn open_store(dir: &Path) -> Result<(Store, RecordStore)> {
+    let backend = crate::store::open(dir)?;
+    Ok((Store::new(backend.clone()), RecordStore::new(backend)))
+}
+
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     // First, so every component's metrics from the start are recorded.
@@ -99,14 +107,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "the data dir could not be made private (mode 0700): other local users may read the store and its keys"
         );
     }
-    let (store, records) = crate::store::open(&cfg.store_dir())?;
+    let (store, records) = open_store(&cfg.store_dir())?;
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
         &cfg.audience,
     )?);
     let steps = first_start::first_start(&cfg, &store, &records, &keys)?;
-    let audit = audit::Runtime::open(&cfg)?;
+    let audit = cfg.open_audit()?;
     let audit_log = audit.log();
     for s in &steps {
         println!("first start: {s}");

@@ -33,11 +33,12 @@ pub use records::RecordStore;
 
 use crate::audit::bounded::{self, cap};
 use crate::audit::{AuditLog, Receipt};
-use crate::auth::{AuthFailure, Authenticator, Credentials, Principal, Role};
+use crate::auth::{AuthFailure, Authenticator, Credentials, Principal};
 use crate::base::clock;
 use crate::control::authz::{self, Decision, Denial};
 use crate::control::directory::Directory;
 use crate::control::limits::{Limits, Reservation};
+use crate::control::roles::Role;
 use crate::datasets::catalog::Dataset;
 use crate::datasets::geo::GridLocator;
 use crate::datasets::mask::{DepartmentKey, Masker, Projector, ReleasedViews};

@@ -7,14 +7,16 @@
 
 use super::{Pipeline, PullSpec};
 use crate::audit::{AuditOptions, Runtime};
-use crate::auth::token::KeyRing;
-use crate::auth::{Authenticator, Principal, Role};
-use crate::base::json::{Named, present_fields};
-use crate::control::directory::{Directory, RoleDepartments};
+use crate::auth::{Authenticator, Principal};
+use crate::control::directory::Directory;
+use crate::control::keys::KeyRing;
+use crate::control::roles::Role;
+use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::datasets::catalog::{Catalog, Dataset, Override};
 use crate::datasets::mask::Masker;
 use crate::datasets::records::Record;
+use crate::proto::json::{Named, present_fields};
 use crate::proto::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -40,11 +42,15 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .unwrap();
-        let (store, records) = crate::store::open(&dir.path().join("store")).unwrap();
+        let backend = crate::store::open(&dir.path().join("store")).unwrap();
+        let (store, records) = (
+            Store::new(backend.clone()),
+            super::RecordStore::new(backend),
+        );
         crate::demo::seed::load_demo(&store, &records, 11, 400).unwrap();
         let keys = Arc::new(KeyRing::load_or_create(store.clone(), "t", "t").unwrap());
         let audit = rt.block_on(async {
-            Runtime::open_in(
+            Runtime::open(
                 &dir.path().join("audit"),
                 &dir.path().join("pki"),
                 "govshare.test/audit",
@@ -267,7 +273,7 @@ fn check_released<R: Record + Named>(oracle: &Oracle, pairs: &[(&R, &R)]) {
 }
 
 fn views_of<R: Named>(r: &R) -> BTreeMap<String, FieldView> {
-    crate::base::json::to_value(r)
+    crate::proto::json::to_value(r)
         .get("views")
         .and_then(|m| m.as_object())
         .map(|m| {

@@ -6,7 +6,8 @@
 
 use super::{Pipeline, audit_principal, unavailable};
 use crate::audit::bounded::cap;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::control::roles::Role;
 use crate::datasets::catalog::Dataset;
 use crate::datasets::records::Record;
 use crate::proto::{

@@ -27,8 +27,9 @@ fn index_tree<R: Record>() -> String {
 }
 
 impl RecordStore {
-    /// Only [`crate::store::open`] makes one.
-    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+    /// The records over `backend`. Making one grants nothing: its reads
+    /// are the pipeline's alone.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
             codes: Arc::default(),

@@ -17,6 +17,7 @@ mod packages {
 }
 
 pub mod codec;
+pub mod json;
 
 pub use packages::govshare::v1::*;
 

@@ -11,7 +11,8 @@ use crate::audit::export;
 use crate::audit::index::{AuditIndex, mentions};
 use crate::audit::merkle;
 use crate::audit::postings::Posting;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::control::roles::Role;
 use crate::datasets::records::Record;
 use crate::pipeline::Pipeline;
 use crate::proto::audit_service_server::AuditService;
@@ -246,7 +247,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<QueryAuditRequest>,
     ) -> Result<Response<Self::QueryAuditStream>, Status> {
-        let what = format!("query {}", crate::base::json::to_string(req.get_ref()));
+        let what = format!("query {}", crate::proto::json::to_string(req.get_ref()));
         self.admit(&req, "/govshare.v1.AuditService/QueryAudit", true, what)
             .await?;
         let r = req.into_inner();

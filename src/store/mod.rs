@@ -74,12 +74,9 @@ pub trait Backend: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
 }
 
-/// Opens the data directory's store: the control plane, and the record
-/// trees, which only the pipeline can read.
-pub fn open(dir: &Path) -> Result<(crate::control::store::Store, crate::pipeline::RecordStore)> {
-    let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(dir)?);
-    Ok((
-        crate::control::store::Store::new(backend.clone()),
-        crate::pipeline::RecordStore::new(backend),
-    ))
+/// Opens the embedded store in `dir`. What the bytes mean is for the planes
+/// above: the control plane's typed store and the pipeline's records each
+/// wrap the same backend.
+pub fn open(dir: &Path) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(SledBackend::open(dir)?))
 }

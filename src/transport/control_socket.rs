@@ -7,10 +7,10 @@
 //! One request per connection: a JSON line in, a JSON line out.
 
 use crate::audit::AuditLog;
-use crate::auth::token::KeyRing;
 use crate::control::certs::ClientCa;
-use crate::control::directory::RoleDepartments;
 use crate::control::enrol::{self, FirstAdmin};
+use crate::control::keys::KeyRing;
+use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,7 @@
 //!   systems can verify the gateway's tokens.
 
 use crate::audit::AuditLog;
-use crate::auth::token::KeyRing;
+use crate::control::keys::KeyRing;
 use crate::control::store::Store;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

@@ -4,9 +4,10 @@
 //! NOT_FOUND, not a silent success.
 
 use super::{AdminApi, Plan, Write, actor, change, internal, required_reason};
-use crate::auth::token::new_key;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::base::clock;
+use crate::control::keys::new_key;
+use crate::control::roles::Role;
 use crate::proto::*;
 use std::time::Duration;
 use tonic::Status;

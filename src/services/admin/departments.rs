@@ -5,8 +5,8 @@
 use super::{AdminApi, Plan, Write, internal, required_reason};
 use crate::auth::Principal;
 use crate::base::clock;
-use crate::config::is_department_id;
 use crate::control::authz::ALL_REGIONS;
+use crate::control::policy::is_department_id;
 use crate::datasets::codes::RegionCode;
 use crate::proto::*;
 use tonic::Status;

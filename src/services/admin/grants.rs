@@ -3,10 +3,11 @@
 //! hold.
 
 use super::{AdminApi, Plan, Write, actor, change, internal, new_id, required_reason};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::base::clock;
 use crate::control::authz::{ALL_REGIONS, whole_jurisdiction};
 use crate::control::policy::Scope;
+use crate::control::roles::Role;
 use crate::proto::*;
 use tonic::Status;
 

@@ -5,7 +5,7 @@
 use super::{AdminApi, Plan, Write, actor, internal, required_reason};
 use crate::auth::Principal;
 use crate::base::clock;
-use crate::config::is_department_id;
+use crate::control::policy::is_department_id;
 use crate::proto::*;
 use tonic::Status;
 

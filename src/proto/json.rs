@@ -2,7 +2,7 @@
 //! descriptor set: used for the audit log's before/after of admin changes
 //! and for the command line's `--json` output.
 
-use crate::proto::FILE_DESCRIPTOR_SET;
+use super::FILE_DESCRIPTOR_SET;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use std::sync::LazyLock;
