@@ -7,7 +7,8 @@
 //! whatever it accepts.
 
 use crate::control::authz::{self, CompiledGrant};
-use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::Dataset;
+use crate::datasets::catalog::Catalog;
 use crate::datasets::codes::{CitizenId, RegionCode, Uscc};
 use crate::proto::{FieldGrant, FieldView, Grant, Operation, Purpose, PurposeStatus};
 use std::collections::{HashMap, HashSet};

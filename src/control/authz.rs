@@ -20,7 +20,8 @@
 //! grant names the cited purpose, the reason is `PURPOSE_NOT_GRANTED`.
 
 use crate::base::clock;
-use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::Dataset;
+use crate::datasets::catalog::Catalog;
 use crate::datasets::mask::FieldPlan;
 use crate::proto::{
     FieldView, Grant, GrantLimits, Operation, Purpose, PurposeStatus, SharingClass,

@@ -10,7 +10,7 @@
 
 use crate::control::authz::{Decision, Denial};
 use crate::control::store::Store;
-use crate::datasets::catalog::Dataset;
+use crate::datasets::Dataset;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;

@@ -6,7 +6,8 @@
 
 use crate::base::clock;
 use crate::control::authz::ALL_REGIONS;
-use crate::datasets::catalog::{Catalog, Dataset};
+use crate::datasets::Dataset;
+use crate::datasets::catalog::Catalog;
 use crate::datasets::codes::RegionCode;
 use crate::proto::{FieldGrant, FieldView, Operation, Purpose, PurposeStatus, SharingClass};
 use std::collections::{BTreeSet, HashMap};

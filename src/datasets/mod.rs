@@ -1,10 +1,64 @@
-//! The shared datasets: their record types, field catalog, validation,
-//! masking, the codes their keys are made of, and the geometry that locates
-//! a grid.
+//! The shared datasets, one folder each: its catalog entry (fields,
+//! sensitivity, sharing class per view, source department), its record
+//! types with their projection, and their validation. Beside them, what the
+//! datasets share: the catalog in force, masking, the checks, and the codes
+//! their keys are made of.
+//!
+//! A fourth dataset is one new folder (a `SPEC` and [`Record`] impls) and
+//! one line in the registry below.
 
 pub mod catalog;
+mod check;
 pub mod codes;
-pub mod geo;
 pub mod mask;
-pub mod records;
-pub mod validate;
+pub mod record;
+
+pub use catalog::DatasetSpec;
+pub use record::{Checked, GridCounts, Record, Reference};
+
+/// Declares the datasets: their folders, the [`Dataset`] enum and its
+/// catalog entries, from one line each.
+macro_rules! registry {
+    ($($variant:ident => $folder:ident),* $(,)?) => {
+        $(pub mod $folder;)*
+
+        /// A shared dataset, each with one source department (一数一源).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Dataset {
+            $($variant),*
+        }
+
+        impl Dataset {
+            pub const ALL: &'static [Dataset] = &[$(Dataset::$variant),*];
+
+            /// The dataset's catalog entry.
+            pub fn spec(self) -> &'static DatasetSpec {
+                match self {
+                    $(Dataset::$variant => &$folder::SPEC),*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Population => population,
+    LegalEntity => legal_entity,
+    Grid => grid,
+}
+
+impl Dataset {
+    /// The dataset's name, as grants, requests and the log write it.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|d| d.name() == s)
+    }
+
+    /// The department whose system is the authoritative publisher.
+    pub fn source_department(self) -> &'static str {
+        self.spec().source_department
+    }
+}

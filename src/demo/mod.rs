@@ -467,7 +467,7 @@ fn boundary_address(community_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::validate;
+    use crate::datasets::Record;
 
     #[test]
     fn the_district_is_deterministic_and_every_record_validates() {
@@ -494,17 +494,19 @@ mod tests {
             "residents live in every street, not only the first"
         );
         for p in &a.persons {
-            validate::person(p.clone()).unwrap_or_else(|e| panic!("{e}: {p:?}"));
+            p.clone()
+                .validate()
+                .unwrap_or_else(|e| panic!("{e}: {p:?}"));
         }
         for e in &a.entities {
-            let c = validate::legal_entity(e.clone()).unwrap();
+            let c = e.clone().validate().unwrap();
             assert!(c.warnings.is_empty());
         }
         for g in &a.grids {
-            validate::grid(g.clone()).unwrap();
+            g.clone().validate().unwrap();
         }
         for w in &a.workers {
-            validate::worker(w.clone()).unwrap();
+            w.clone().validate().unwrap();
         }
         let households: HashSet<_> = a.persons.iter().map(|p| p.household_id.clone()).collect();
         let per = a.persons.len() as f64 / households.len() as f64;

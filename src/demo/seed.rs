@@ -5,7 +5,7 @@
 use super::{self as demo, DISTRICT_CODE};
 use crate::base::clock;
 use crate::control::store::Store;
-use crate::datasets::catalog::Dataset;
+use crate::datasets::Dataset;
 use crate::pipeline::RecordStore;
 use crate::proto::{
     AccessRequest, AccessRequestStatus, FieldGrant, FieldView, Grant, GrantLimits, Operation,
@@ -102,10 +102,7 @@ pub fn district_loaded(store: &Store) -> Result<bool> {
 }
 
 /// Writes records in chunks of a few thousand, one atomic write each.
-fn load_all<R: crate::datasets::records::Record + Clone>(
-    records: &RecordStore,
-    all: &[R],
-) -> Result<()> {
+fn load_all<R: crate::datasets::Record + Clone>(records: &RecordStore, all: &[R]) -> Result<()> {
     for chunk in all.chunks(4096) {
         records.upsert_all(chunk.to_vec())?;
     }

@@ -39,10 +39,10 @@ use crate::control::authz::{self, Decision, Denial};
 use crate::control::directory::Directory;
 use crate::control::limits::{Limits, Reservation};
 use crate::control::roles::Role;
-use crate::datasets::catalog::Dataset;
-use crate::datasets::geo::GridLocator;
+use crate::datasets::Dataset;
+use crate::datasets::Record;
+use crate::datasets::grid::locate::GridLocator;
 use crate::datasets::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
-use crate::datasets::records::Record;
 use crate::pipeline::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,

@@ -8,8 +8,8 @@ use super::{Pipeline, audit_principal, unavailable};
 use crate::audit::bounded::cap;
 use crate::auth::Principal;
 use crate::control::roles::Role;
-use crate::datasets::catalog::Dataset;
-use crate::datasets::records::Record;
+use crate::datasets::Dataset;
+use crate::datasets::Record;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditQuery, AuditReceipt, EntryKind, Grid, GridWorker, LegalEntity,
     Person, RegionLevel, RegionNode,

@@ -8,7 +8,7 @@
 //! range scan.
 
 use crate::base::clock::now_timestamp;
-use crate::datasets::records::{GridCounts, Record};
+use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, LegalEntity, Person, RegionNode};
 use crate::store::{Backend, IndexedWrite};
 use anyhow::{Context, Result};

@@ -13,7 +13,7 @@ use crate::audit::merkle;
 use crate::audit::postings::Posting;
 use crate::auth::Principal;
 use crate::control::roles::Role;
-use crate::datasets::records::Record;
+use crate::datasets::Record;
 use crate::pipeline::Pipeline;
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::*;

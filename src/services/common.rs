@@ -2,8 +2,8 @@
 
 use crate::base::text::cap_for_message;
 use crate::control::authz::Denial;
-use crate::datasets::catalog::Dataset;
-use crate::datasets::records::Record;
+use crate::datasets::Dataset;
+use crate::datasets::Record;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
 use crate::proto::{AuditQuery, AuditReceipt, Operation, PullContext};
 use futures_util::stream::{self, BoxStream, StreamExt};

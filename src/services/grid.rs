@@ -3,7 +3,7 @@
 
 use super::common::{self, Pages, get_one, plan_listing, stream_pages};
 use crate::control::authz::Denial;
-use crate::datasets::catalog::Dataset;
+use crate::datasets::Dataset;
 use crate::datasets::codes::RegionCode;
 use crate::pipeline::Pipeline;
 use crate::proto::grid_service_server::GridService;

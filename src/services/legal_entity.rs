@@ -1,7 +1,7 @@
 //! LegalEntityService (法人).
 
 use super::common::{self, Pages, batch_get, get_one, plan_listing, stream_pages};
-use crate::datasets::catalog::Dataset;
+use crate::datasets::Dataset;
 use crate::pipeline::Pipeline;
 use crate::proto::legal_entity_service_server::LegalEntityService;
 use crate::proto::{

@@ -1,7 +1,7 @@
 //! PopulationService (人口).
 
 use super::common::{self, Pages, batch_get, get_one, plan_listing, stream_pages};
-use crate::datasets::catalog::Dataset;
+use crate::datasets::Dataset;
 use crate::pipeline::Pipeline;
 use crate::proto::population_service_server::PopulationService;
 use crate::proto::{

@@ -6,14 +6,12 @@
 
 use crate::audit::bounded::cap;
 use crate::base::text::{cap_for_message, cap_message};
-use crate::datasets::catalog::Dataset;
-use crate::datasets::validate::{self, Checked};
+use crate::datasets::Dataset;
+use crate::datasets::{Checked, Record, Reference};
 use crate::pipeline::{Pipeline, Publisher, Upsert};
 use crate::proto::publish_service_server::PublishService;
 use crate::proto::upsert_grids_request::Item;
-use crate::proto::{
-    LegalEntity, Person, PublishSummary, RecordOutcome, RegionLevel, UpsertGridsRequest,
-};
+use crate::proto::{LegalEntity, Person, PublishSummary, RecordOutcome, UpsertGridsRequest};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -41,25 +39,25 @@ struct References<'a> {
 }
 
 impl References<'_> {
-    fn require(&self, field: &str, code: &str, what: &str) -> Result<(), String> {
-        if self.publisher.code_exists(code) || self.accepted.contains(code) {
+    fn require(&self, r: Reference<'_>) -> Result<(), String> {
+        if self.publisher.code_exists(r.code) || self.accepted.contains(r.code) {
             Ok(())
         } else {
             Err(format!(
-                "{field}: {what} '{code}' does not exist (publish it to the region tree first)"
+                "{}: {} '{}' does not exist (publish it to the region tree first)",
+                r.field, r.what, r.code
             ))
         }
     }
 }
 
-fn accepted<R>(
-    checked: Result<Checked<R>, String>,
-    key: String,
-    refs: impl FnOnce(&R) -> Result<(), String>,
-    wrap: fn(R) -> Upsert,
-) -> Judged {
-    let Checked { record, warnings } = checked.map_err(|reason| (key.clone(), reason))?;
-    refs(&record).map_err(|reason| (key, reason))?;
+/// Judges one record: it validates, and what it refers to exists.
+fn judge<R: Record>(refs: &References<'_>, record: R, wrap: fn(R) -> Upsert) -> Judged {
+    let key = record.key().to_string();
+    let Checked { record, warnings } = record.validate().map_err(|reason| (key.clone(), reason))?;
+    if let Some(r) = record.reference() {
+        refs.require(r).map_err(|reason| (key, reason))?;
+    }
     Ok((wrap(record), warnings))
 }
 
@@ -149,10 +147,6 @@ async fn publish<T>(
     }
 }
 
-fn key_of(v: &Option<String>) -> String {
-    v.clone().unwrap_or_default()
-}
-
 #[tonic::async_trait]
 impl PublishService for PublishApi {
     async fn upsert_persons(
@@ -168,13 +162,7 @@ impl PublishService for PublishApi {
             )
             .await?;
         publish(p, req.into_inner(), |refs, person| {
-            let key = key_of(&person.id_number);
-            accepted(
-                validate::person(person),
-                key,
-                |p| refs.require("residence_grid", &key_of(&p.residence_grid), "grid"),
-                Upsert::Person,
-            )
+            judge(refs, person, Upsert::Person)
         })
         .await
     }
@@ -192,13 +180,7 @@ impl PublishService for PublishApi {
             )
             .await?;
         publish(p, req.into_inner(), |refs, entity| {
-            let key = key_of(&entity.uscc);
-            accepted(
-                validate::legal_entity(entity),
-                key,
-                |e| refs.require("domicile_grid", &key_of(&e.domicile_grid), "grid"),
-                Upsert::Entity,
-            )
+            judge(refs, entity, Upsert::Entity)
         })
         .await
     }
@@ -216,39 +198,9 @@ impl PublishService for PublishApi {
             )
             .await?;
         publish(p, req.into_inner(), |refs, item| match item.item {
-            Some(Item::Region(r)) => {
-                let key = r.code.clone();
-                accepted(
-                    validate::region(r),
-                    key,
-                    |r| {
-                        if r.level == RegionLevel::District as i32 {
-                            Ok(())
-                        } else {
-                            refs.require("parent_code", &r.parent_code, "region")
-                        }
-                    },
-                    Upsert::Region,
-                )
-            }
-            Some(Item::Worker(w)) => {
-                let key = key_of(&w.worker_id);
-                accepted(
-                    validate::worker(w),
-                    key,
-                    |w| refs.require("grid_code", &key_of(&w.grid_code), "grid"),
-                    Upsert::Worker,
-                )
-            }
-            Some(Item::Grid(g)) => {
-                let key = key_of(&g.grid_code);
-                accepted(
-                    validate::grid(g),
-                    key,
-                    |g| refs.require("community_code", &key_of(&g.community_code), "community"),
-                    Upsert::Grid,
-                )
-            }
+            Some(Item::Region(r)) => judge(refs, r, Upsert::Region),
+            Some(Item::Worker(w)) => judge(refs, w, Upsert::Worker),
+            Some(Item::Grid(g)) => judge(refs, g, Upsert::Grid),
             None => Err((
                 String::new(),
                 "item: one of region, grid or worker is required".into(),

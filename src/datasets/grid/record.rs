@@ -1,0 +1,160 @@
+//! Grids, grid workers and region nodes as the pipeline handles them.
+
+use super::validate::{grid, region, worker};
+use crate::datasets::Dataset;
+use crate::datasets::codes::{CodeError, RegionCode};
+use crate::datasets::mask::Projector;
+use crate::datasets::record::{Checked, GridCounts, Record, Reference, stamped, text_of};
+use crate::proto::{Grid, GridWorker, RegionLevel, RegionNode};
+use prost_types::Timestamp;
+
+impl Record for Grid {
+    const COLLECTION: &'static str = "grid";
+    const DATASET: Dataset = Dataset::Grid;
+    const KEY_FIELD: &'static str = "grid_code";
+    const HAS_COUNTS: bool = true;
+    const IS_STRUCTURE: bool = true;
+
+    fn parse_key(s: &str) -> Result<String, CodeError> {
+        RegionCode::parse_grid(s).map(|c| c.to_string())
+    }
+
+    fn key(&self) -> &str {
+        text_of(&self.grid_code)
+    }
+    fn row_code(&self) -> &str {
+        text_of(&self.grid_code)
+    }
+    stamped!();
+    fn structure_name(&self) -> &str {
+        text_of(&self.name)
+    }
+
+    fn set_counts(&mut self, c: GridCounts) {
+        self.household_count = Some(c.households);
+        self.person_count = Some(c.persons);
+        self.entity_count = Some(c.entities);
+    }
+
+    fn project(self, p: &mut Projector<'_>) -> Self {
+        Grid {
+            grid_code: p.text("grid_code", self.grid_code),
+            name: p.text("name", self.name),
+            community_code: p.text("community_code", self.community_code),
+            kind: p.clear("kind", self.kind),
+            boundary: p.clear("boundary", self.boundary),
+            area_m2: p.clear("area_m2", self.area_m2),
+            household_count: p.clear("household_count", self.household_count),
+            person_count: p.clear("person_count", self.person_count),
+            entity_count: p.clear("entity_count", self.entity_count),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
+            views: p.finish_views(),
+        }
+    }
+
+    fn validate(self) -> Result<Checked<Self>, String> {
+        grid(self)
+    }
+
+    fn reference(&self) -> Option<Reference<'_>> {
+        Some(Reference {
+            field: "community_code",
+            code: text_of(&self.community_code),
+            what: "community",
+        })
+    }
+}
+
+impl Record for GridWorker {
+    const COLLECTION: &'static str = "grid_worker";
+    const DATASET: Dataset = Dataset::Grid;
+    const FIELD_PREFIX: &'static str = "worker.";
+    const KEY_FIELD: &'static str = "worker_id";
+
+    fn parse_key(s: &str) -> Result<String, CodeError> {
+        if s.is_empty() || s.len() > 40 {
+            Err(CodeError::new("a worker id has 1-40 characters"))
+        } else {
+            Ok(s.to_string())
+        }
+    }
+
+    fn key(&self) -> &str {
+        text_of(&self.worker_id)
+    }
+    fn row_code(&self) -> &str {
+        text_of(&self.grid_code)
+    }
+    stamped!();
+    fn project(self, p: &mut Projector<'_>) -> Self {
+        GridWorker {
+            worker_id: p.text("worker_id", self.worker_id),
+            name: p.text("name", self.name),
+            phone: p.text("phone", self.phone),
+            role: p.clear("role", self.role),
+            grid_code: p.text("grid_code", self.grid_code),
+            since: p.text("since", self.since),
+            updated_at: p.clear("updated_at", self.updated_at),
+            version: p.clear("version", self.version),
+            views: p.finish_views(),
+        }
+    }
+
+    fn validate(self) -> Result<Checked<Self>, String> {
+        worker(self)
+    }
+
+    fn reference(&self) -> Option<Reference<'_>> {
+        Some(Reference {
+            field: "grid_code",
+            code: text_of(&self.grid_code),
+            what: "grid",
+        })
+    }
+}
+
+/// Region nodes are structure (code, name, level, parent): any grid grant
+/// covering a node releases all four; they carry no personal data.
+impl Record for RegionNode {
+    const COLLECTION: &'static str = "region";
+    const DATASET: Dataset = Dataset::Grid;
+    const KEY_FIELD: &'static str = "code";
+    const IS_STRUCTURE: bool = true;
+
+    fn parse_key(s: &str) -> Result<String, CodeError> {
+        RegionCode::parse(s).map(|c| c.to_string())
+    }
+
+    fn key(&self) -> &str {
+        &self.code
+    }
+    fn structure_name(&self) -> &str {
+        &self.name
+    }
+    fn row_code(&self) -> &str {
+        &self.code
+    }
+    fn version(&self) -> u64 {
+        0
+    }
+    fn stamp(&mut self, _version: u64, _at: Timestamp) {}
+    fn project(self, _p: &mut Projector<'_>) -> Self {
+        RegionNode {
+            children: Vec::new(),
+            ..self
+        }
+    }
+
+    fn validate(self) -> Result<Checked<Self>, String> {
+        region(self)
+    }
+
+    fn reference(&self) -> Option<Reference<'_>> {
+        (self.level != RegionLevel::District as i32).then_some(Reference {
+            field: "parent_code",
+            code: &self.parent_code,
+            what: "region",
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! The shared record types' common shape. Adding a field means adding it to
+//! its dataset's catalog entry and projection once; adding a dataset means a
+//! new folder implementing [`Record`] and one line in the registry.
+
+use super::Dataset;
+use super::codes::CodeError;
+use super::mask::Projector;
+use prost_types::Timestamp;
+
+/// A record that passed validation, with any data-quality warnings.
+pub struct Checked<R> {
+    pub record: R,
+    pub warnings: Vec<String>,
+}
+
+/// A code a published record names, which must already exist: the field,
+/// the code, and what kind of code it is (for the refusal).
+pub struct Reference<'a> {
+    pub field: &'static str,
+    pub code: &'a str,
+    pub what: &'static str,
+}
+
+/// The counts a grid carries, maintained by the gateway from its indexes.
+pub struct GridCounts {
+    pub households: u64,
+    pub persons: u64,
+    pub entities: u64,
+}
+
+/// What every shared record type gives the planes above: its catalog
+/// entry, key, the grid code that drives its row scope, its index key, its
+/// projection through a field plan, and its validation on publish.
+pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
+    /// Store tree holding the records.
+    const COLLECTION: &'static str;
+    const DATASET: Dataset;
+    /// Catalog prefix of this record's fields within its dataset.
+    const FIELD_PREFIX: &'static str = "";
+    /// The key field's name, for messages.
+    const KEY_FIELD: &'static str;
+    /// Whether the gateway fills [`GridCounts`] in on every read.
+    const HAS_COUNTS: bool = false;
+    /// Whether the key is a region or grid code others may refer to.
+    const IS_STRUCTURE: bool = false;
+
+    /// Validates and normalises a requested key.
+    fn parse_key(s: &str) -> Result<String, CodeError>;
+
+    fn key(&self) -> &str;
+    /// The grid (or region) code that decides row visibility.
+    fn row_code(&self) -> &str;
+    fn version(&self) -> u64;
+    fn stamp(&mut self, version: u64, at: Timestamp);
+    /// A copy holding only the fields the projector releases, calling it
+    /// once per field in catalog order.
+    fn project(self, p: &mut Projector<'_>) -> Self;
+
+    /// Validates and normalises a published record: every check names the
+    /// field and the rule; derived fields are set from the key.
+    fn validate(self) -> Result<Checked<Self>, String>;
+
+    /// The region or grid this record refers to, which must exist before it
+    /// is published.
+    fn reference(&self) -> Option<Reference<'_>>;
+
+    fn set_counts(&mut self, _counts: GridCounts) {}
+
+    /// A region's or grid's name (structure records only).
+    fn structure_name(&self) -> &str {
+        ""
+    }
+
+    /// Index key: row code, NUL, [extra, NUL,] key. Sorted by region, so a
+    /// region prefix is a range scan.
+    fn index_key(&self) -> Vec<u8> {
+        format!("{}\0{}", self.row_code(), self.key()).into_bytes()
+    }
+
+    fn key_from_index(index_key: &[u8]) -> &str {
+        let last = index_key.rsplit(|b| *b == 0).next().unwrap_or_default();
+        std::str::from_utf8(last).unwrap_or_default()
+    }
+}
+
+/// `version` and `stamp` for a record with `version` and `updated_at`
+/// fields, as every published record has.
+macro_rules! stamped {
+    () => {
+        fn version(&self) -> u64 {
+            self.version.unwrap_or(0)
+        }
+
+        fn stamp(&mut self, version: u64, at: prost_types::Timestamp) {
+            self.version = Some(version);
+            self.updated_at = Some(at);
+        }
+    };
+}
+pub(super) use stamped;
+
+/// An optional string field's value, or "".
+pub(super) fn text_of(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or_default()
+}
