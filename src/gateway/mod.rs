@@ -24,7 +24,8 @@ use crate::proto::grid_service_server::GridServiceServer;
 use crate::proto::legal_entity_service_server::LegalEntityServiceServer;
 use crate::proto::population_service_server::PopulationServiceServer;
 use crate::proto::publish_service_server::PublishServiceServer;
-use crate::services::{admin, audit as audit_api, grid, legal_entity, population, publish};
+use crate::services::data::DataApi;
+use crate::services::{admin, audit as audit_api, publish};
 use crate::transport::{control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
@@ -162,14 +163,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<PopulationServiceServer<population::PopulationApi>>()
+        .set_serving::<PopulationServiceServer<DataApi>>()
         .await;
     health
-        .set_serving::<LegalEntityServiceServer<legal_entity::LegalEntityApi>>()
+        .set_serving::<LegalEntityServiceServer<DataApi>>()
         .await;
-    health
-        .set_serving::<GridServiceServer<grid::GridApi>>()
-        .await;
+    health.set_serving::<GridServiceServer<DataApi>>().await;
     health
         .set_serving::<PublishServiceServer<publish::PublishApi>>()
         .await;
@@ -267,6 +266,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         };
     }
     let grace = cfg.shutdown_grace;
+    let data = DataApi {
+        pipeline: pipeline.clone(),
+    };
     Server::builder()
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
@@ -280,19 +282,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(limited!(PopulationServiceServer::new(
-            population::PopulationApi {
-                pipeline: pipeline.clone(),
-            }
-        )))
-        .add_service(limited!(LegalEntityServiceServer::new(
-            legal_entity::LegalEntityApi {
-                pipeline: pipeline.clone(),
-            }
-        )))
-        .add_service(limited!(GridServiceServer::new(grid::GridApi {
-            pipeline: pipeline.clone(),
-        })))
+        .add_service(limited!(PopulationServiceServer::new(data.clone())))
+        .add_service(limited!(LegalEntityServiceServer::new(data.clone())))
+        .add_service(limited!(GridServiceServer::new(data)))
         .add_service(limited!(PublishServiceServer::new(publish::PublishApi {
             pipeline: pipeline.clone(),
         })))

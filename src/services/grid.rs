@@ -1,11 +1,11 @@
-//! GridService (网格): grids, grid workers, the region tree, and locating
-//! the grid that contains a point.
+//! GridService (网格): grids by code and by region through the generic data
+//! path, plus what only grids have — locating the grid that contains a
+//! point, a grid's workers, and the region tree.
 
-use super::common::{self, Pages, get_one, plan_listing, stream_pages};
+use super::data::{Filter, data_service, plan_listing, pull};
 use crate::control::authz::Denial;
 use crate::datasets::Dataset;
 use crate::datasets::codes::RegionCode;
-use crate::pipeline::Pipeline;
 use crate::proto::grid_service_server::GridService;
 use crate::proto::{
     AuditQuery, GetGridRequest, GetGridResponse, GetRegionTreeRequest, GetRegionTreeResponse, Grid,
@@ -16,73 +16,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
-pub struct GridApi {
-    pub pipeline: Arc<Pipeline>,
-}
-
 /// Most grid workers returned for one grid.
 const MAX_WORKERS: usize = 1000;
 
-#[tonic::async_trait]
-impl GridService for GridApi {
-    async fn get_grid(
-        &self,
-        req: Request<GetGridRequest>,
-    ) -> Result<Response<GetGridResponse>, Status> {
-        let r = req.get_ref();
-        let (grid, receipt) = get_one::<Grid, _>(
-            &self.pipeline,
-            &req,
-            r.context.as_ref(),
-            "/govshare.v1.GridService/GetGrid",
-            &r.grid_code,
-        )
-        .await?;
-        Ok(Response::new(GetGridResponse {
-            grid: Some(grid),
-            receipt: Some(receipt),
-        }))
-    }
+/// `ListGrids` has no filter of its own.
+impl Filter for ListGridsRequest {
+    type Record = Grid;
+}
 
-    type ListGridsStream = Pages<GridPage>;
-
-    async fn list_grids(
-        &self,
-        req: Request<ListGridsRequest>,
-    ) -> Result<Response<Self::ListGridsStream>, Status> {
-        let r = req.get_ref();
-        let query = AuditQuery {
-            region: r.region_prefix.clone(),
-            page_token: r.page_token.clone(),
-            page_size: r.page_size,
-            ..Default::default()
-        };
-        let spec = common::spec(
-            "/govshare.v1.GridService/ListGrids",
-            Dataset::Grid,
-            Operation::List,
-            query,
-        );
-        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
-        let listing = plan_listing(
-            &adm,
-            &r.region_prefix,
-            r.page_size,
-            &r.page_token,
-            r.max_records,
-        )
-        .await?;
-        let stream = stream_pages(
-            adm,
-            listing,
-            |_: &Grid| true,
-            |grids, next_page_token, receipt| GridPage {
-                grids,
-                next_page_token,
-                receipt: Some(receipt),
-            },
-        );
-        Ok(Response::new(stream))
+data_service! {
+    GridService for Grid => {
+        get GetGrid => get_grid(GetGridRequest.grid_code) -> GetGridResponse.grid;
+        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = GridPage.grids;
     }
 
     async fn locate_grid(
@@ -94,7 +39,7 @@ impl GridService for GridApi {
             filter: format!("lon={},lat={}", r.lon, r.lat),
             ..Default::default()
         };
-        let spec = common::spec(
+        let spec = pull(
             "/govshare.v1.GridService/LocateGrid",
             Dataset::Grid,
             Operation::Get,
@@ -134,7 +79,7 @@ impl GridService for GridApi {
             region: r.grid_code.clone(),
             ..Default::default()
         };
-        let spec = common::spec(
+        let spec = pull(
             "/govshare.v1.GridService/ListGridWorkers",
             Dataset::Grid,
             Operation::List,
@@ -170,7 +115,7 @@ impl GridService for GridApi {
             region: r.root_code.clone(),
             ..Default::default()
         };
-        let spec = common::spec(
+        let spec = pull(
             "/govshare.v1.GridService/GetRegionTree",
             Dataset::Grid,
             Operation::List,

@@ -1,9 +1,10 @@
-//! gRPC handlers. Data handlers are thin: they describe the request, call the
-//! pipeline, and shape the released records into the response.
+//! gRPC handlers, thin adapters over the pipeline. The three data services
+//! share one generic path ([`data`]); publishing, administration and the
+//! audit log's read side have their own.
 
 pub mod admin;
 pub mod audit;
-mod common;
+pub mod data;
 pub mod grid;
 pub mod legal_entity;
 pub mod population;

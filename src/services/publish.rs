@@ -14,7 +14,7 @@ use crate::proto::upsert_grids_request::Item;
 use crate::proto::{LegalEntity, Person, PublishSummary, RecordOutcome, UpsertGridsRequest};
 use std::collections::HashSet;
 use std::sync::Arc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 pub struct PublishApi {
     pub pipeline: Arc<Pipeline>,
@@ -89,6 +89,18 @@ impl Listed {
     }
 }
 
+/// A client stream that failed: an oversized message is RESOURCE_EXHAUSTED
+/// naming the limit, whatever the transport called it.
+pub fn client_stream_error(s: Status) -> Status {
+    if s.code() == Code::OutOfRange && s.message().contains("message length too large") {
+        return Status::resource_exhausted(format!(
+            "a streamed message is larger than the gateway accepts (grpc.max_message_bytes): {}",
+            s.message()
+        ));
+    }
+    s
+}
+
 /// Reads the stream, judges each record, and commits chunks.
 async fn publish<T>(
     publisher: Publisher,
@@ -108,7 +120,7 @@ async fn publish<T>(
             Ok(item) => item,
             Err(status) => {
                 publisher.record_broken(chunk.len(), status.message()).await;
-                return Err(super::common::client_stream_error(status));
+                return Err(client_stream_error(status));
             }
         };
         let finished = item.is_none();
