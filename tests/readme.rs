@@ -1,5 +1,6 @@
-//! The README's walkthroughs, run verbatim with bash against a real gateway
-//! whose data dir is `./govshare-data`, as the README assumes.
+//! The walkthroughs of the README and the manual (`docs/`), run verbatim
+//! with bash against a real gateway whose data dir is `./govshare-data`, as
+//! the pages assume.
 
 mod common;
 
@@ -7,14 +8,14 @@ use common::Gateway;
 use std::path::Path;
 use std::process::Command;
 
-/// The shell block after `<!-- tested: NAME -->` in README.md.
-fn block(name: &str) -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+/// The shell block after `<!-- tested: NAME -->` in `page` (README.md or
+/// a page of `docs/`).
+fn block(page: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(page)).unwrap();
     let marker = format!("<!-- tested: {name} -->");
-    let after = &readme[readme
+    let after = &text[text
         .find(&marker)
-        .unwrap_or_else(|| panic!("README has no {marker}"))
+        .unwrap_or_else(|| panic!("{page} has no {marker}"))
         + marker.len()..];
     let body = after
         .trim_start()
@@ -23,7 +24,7 @@ fn block(name: &str) -> String {
     body[..body.find("\n```").unwrap()].to_string()
 }
 
-/// Runs a README block in `cwd` with `govshare` on the PATH; returns stdout.
+/// Runs a walkthrough block in `cwd` with `govshare` on the PATH; returns stdout.
 fn run(cwd: &Path, gw: &Gateway, script: &str) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_govshare")).parent().unwrap();
     let out = Command::new("bash")
@@ -40,17 +41,27 @@ fn run(cwd: &Path, gw: &Gateway, script: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "README block failed\n--- stdout\n{stdout}\n--- stderr\n{}",
+        "walkthrough block failed\n--- stdout\n{stdout}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
 }
 
 #[test]
+fn the_readme_first_call_returns_masked_records_with_a_receipt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
+    let out = run(tmp.path(), &gw, &block("README.md", "first-call"));
+    assert_eq!(out.matches("\"idNumber\"").count(), 2, "{out}");
+    assert!(out.contains("********"), "the ID numbers are masked: {out}");
+    assert!(out.contains("\"leafIndex\""), "the pull carries its receipt: {out}");
+}
+
+#[test]
 fn administrator_walkthrough_onboards_a_department() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("admin-walkthrough"));
+    let out = run(tmp.path(), &gw, &block("docs/administrators.md", "admin-walkthrough"));
     assert!(out.contains("housing-bureau  住房保障局  active"), "{out}");
     assert!(out.contains("pending"), "{out}");
     assert!(out.contains("approved"), "{out}");
@@ -68,7 +79,7 @@ fn administrator_walkthrough_onboards_a_department() {
 fn administrator_day_to_day_tasks_run() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("admin-tasks"));
+    let out = run(tmp.path(), &gw, &block("docs/administrators.md", "admin-tasks"));
     assert!(out.contains("id_number               personal"), "{out}");
     assert!(out.contains("revoked"), "{out}");
     assert!(out.contains("suspended"), "{out}");
@@ -78,7 +89,7 @@ fn administrator_day_to_day_tasks_run() {
 fn auditor_walkthrough_tracks_a_person_and_verifies_an_export() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("auditor-walkthrough"));
+    let out = run(tmp.path(), &gw, &block("docs/auditors.md", "auditor-walkthrough"));
     assert!(out.contains("ListPersons  public-security  PS-88"), "{out}");
     let stats_row = out.lines().any(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
