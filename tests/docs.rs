@@ -128,8 +128,16 @@ fn every_relative_link_in_the_readme_and_the_manual_resolves() {
 #[test]
 fn the_readme_is_a_front_door() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    assert!(readme.len() <= 16 * 1024, "README.md is {} bytes", readme.len());
-    for must in ["cargo run --release -- serve", "cargo test --all-targets", "docs/"] {
+    assert!(
+        readme.len() <= 16 * 1024,
+        "README.md is {} bytes",
+        readme.len()
+    );
+    for must in [
+        "cargo run --release -- serve",
+        "cargo test --all-targets",
+        "docs/",
+    ] {
         assert!(readme.contains(must), "README.md names {must}");
     }
 }

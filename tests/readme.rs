@@ -54,14 +54,21 @@ fn the_readme_first_call_returns_masked_records_with_a_receipt() {
     let out = run(tmp.path(), &gw, &block("README.md", "first-call"));
     assert_eq!(out.matches("\"idNumber\"").count(), 2, "{out}");
     assert!(out.contains("********"), "the ID numbers are masked: {out}");
-    assert!(out.contains("\"leafIndex\""), "the pull carries its receipt: {out}");
+    assert!(
+        out.contains("\"leafIndex\""),
+        "the pull carries its receipt: {out}"
+    );
 }
 
 #[test]
 fn administrator_walkthrough_onboards_a_department() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("docs/administrators.md", "admin-walkthrough"));
+    let out = run(
+        tmp.path(),
+        &gw,
+        &block("docs/administrators.md", "admin-walkthrough"),
+    );
     assert!(out.contains("housing-bureau  住房保障局  active"), "{out}");
     assert!(out.contains("pending"), "{out}");
     assert!(out.contains("approved"), "{out}");
@@ -79,7 +86,11 @@ fn administrator_walkthrough_onboards_a_department() {
 fn administrator_day_to_day_tasks_run() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("docs/administrators.md", "admin-tasks"));
+    let out = run(
+        tmp.path(),
+        &gw,
+        &block("docs/administrators.md", "admin-tasks"),
+    );
     assert!(out.contains("id_number               personal"), "{out}");
     assert!(out.contains("revoked"), "{out}");
     assert!(out.contains("suspended"), "{out}");
@@ -89,7 +100,11 @@ fn administrator_day_to_day_tasks_run() {
 fn auditor_walkthrough_tracks_a_person_and_verifies_an_export() {
     let tmp = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
-    let out = run(tmp.path(), &gw, &block("docs/auditors.md", "auditor-walkthrough"));
+    let out = run(
+        tmp.path(),
+        &gw,
+        &block("docs/auditors.md", "auditor-walkthrough"),
+    );
     assert!(out.contains("ListPersons  public-security  PS-88"), "{out}");
     let stats_row = out.lines().any(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();

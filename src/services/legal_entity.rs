@@ -8,16 +8,6 @@ use crate::proto::{
 };
 use std::sync::Arc;
 
-data_service! {
-    LegalEntityService for LegalEntity => {
-        get GetEntity => get_entity(GetEntityRequest.uscc) -> GetEntityResponse.entity;
-        batch BatchGetEntities => batch_get_entities(BatchGetEntitiesRequest.usccs)
-            -> BatchGetEntitiesResponse.entities;
-        list SearchEntities => search_entities(SearchEntitiesRequest)
-            -> SearchEntitiesStream = EntityPage.entities;
-    }
-}
-
 /// `SearchEntities` matches a name substring and a status, on the masked
 /// record: an ungranted field never matches.
 impl Filter for SearchEntitiesRequest {
@@ -36,5 +26,15 @@ impl Filter for SearchEntitiesRequest {
             (needle.is_empty() || e.name.as_deref().is_some_and(|n| n.contains(&needle)))
                 && (status == 0 || e.status == Some(status))
         })
+    }
+}
+
+data_service! {
+    LegalEntityService for LegalEntity => {
+        get GetEntity => get_entity(GetEntityRequest.uscc) -> GetEntityResponse.entity;
+        batch BatchGetEntities => batch_get_entities(BatchGetEntitiesRequest.usccs)
+            -> BatchGetEntitiesResponse.entities;
+        list SearchEntities => search_entities(SearchEntitiesRequest)
+            -> SearchEntitiesStream = EntityPage.entities;
     }
 }

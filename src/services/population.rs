@@ -8,15 +8,6 @@ use crate::proto::{
 };
 use std::sync::Arc;
 
-data_service! {
-    PopulationService for Person => {
-        get GetPerson => get_person(GetPersonRequest.id_number) -> GetPersonResponse.person;
-        batch BatchGetPersons => batch_get_persons(BatchGetPersonsRequest.id_numbers)
-            -> BatchGetPersonsResponse.persons;
-        list ListPersons => list_persons(ListPersonsRequest) -> ListPersonsStream = PersonPage.persons;
-    }
-}
-
 /// `ListPersons` may ask for one tag. The filter sees the masked record,
 /// so a tag outside the grant never matches.
 impl Filter for ListPersonsRequest {
@@ -39,5 +30,14 @@ impl Filter for ListPersonsRequest {
                     .flatten()
                     .any(|t| t.items.iter().any(|i| i.code == tag))
         })
+    }
+}
+
+data_service! {
+    PopulationService for Person => {
+        get GetPerson => get_person(GetPersonRequest.id_number) -> GetPersonResponse.person;
+        batch BatchGetPersons => batch_get_persons(BatchGetPersonsRequest.id_numbers)
+            -> BatchGetPersonsResponse.persons;
+        list ListPersons => list_persons(ListPersonsRequest) -> ListPersonsStream = PersonPage.persons;
     }
 }
