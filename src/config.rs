@@ -432,17 +432,25 @@ impl Config {
         crate::datasets::catalog::Catalog::with_overrides(&self.catalog_override)
             .map_err(|e| bad("catalog_override", e))?;
         if !self.demo {
-            for (key, v) in [
+            let files = [
                 ("tls_cert", &self.tls_cert),
                 ("tls_key", &self.tls_key),
                 ("client_ca", &self.client_ca),
-            ] {
-                if v.as_os_str().is_empty() {
-                    return Err(bad(
-                        key,
-                        "a production gateway (demo = false) needs this file; set it, or `demo = true` for a dev PKI",
-                    ));
-                }
+            ];
+            let missing: Vec<&str> = files
+                .iter()
+                .filter(|(_, v)| v.as_os_str().is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+            if !missing.is_empty() {
+                return Err(bad(
+                    &missing.join(", "),
+                    "a production gateway (demo = false) needs tls_cert, tls_key and client_ca \
+                     (the server's certificate chain and key, and the CA that client certificates \
+                     chain to). Make them with your organisation's CA, or with \
+                     `govshare pki init --production --dir DIR --host NAME`, which prints the \
+                     three lines to add; or set `demo = true` for a dev PKI",
+                ));
             }
         }
         Ok(())
@@ -571,7 +579,24 @@ mod tests {
         out.expect("the jail ran")
     }
 
-    const PROD: &str = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+    /// A production config's three TLS keys, naming files that exist.
+    fn prod() -> String {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let dir = DIR.get_or_init(|| {
+            let d = tempfile::tempdir().unwrap();
+            for f in ["c.pem", "k.pem", "ca.pem"] {
+                std::fs::write(d.path().join(f), "").unwrap();
+            }
+            d
+        });
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\nclient_ca = \"{}\"\n",
+            p("c.pem"),
+            p("k.pem"),
+            p("ca.pem")
+        )
+    }
 
     #[test]
     fn every_default_key_is_documented() {
@@ -585,11 +610,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = load_str(&format!("{PROD}lisen = \"x\""), &[]).unwrap_err();
+        let e = load_str(&format!("{}lisen = \"x\"", prod()), &[]).unwrap_err();
         assert!(e.contains("lisen"), "{e}");
-        let e = load_str(&format!("{PROD}[audit]\nmax_batch = \"many\""), &[]).unwrap_err();
+        let e = load_str(&format!("{}[audit]\nmax_batch = \"many\"", prod()), &[]).unwrap_err();
         assert!(e.contains("max_batch"), "{e}");
-        let e = load_str(&format!("{PROD}[audit]\nmax_batch = 0"), &[]).unwrap_err();
+        let e = load_str(&format!("{}[audit]\nmax_batch = 0", prod()), &[]).unwrap_err();
         assert!(e.contains("audit.max_batch"), "{e}");
         let e = load_str("listen = \"127.0.0.1:1\"", &[]).unwrap_err();
         assert!(e.contains("tls_cert"), "{e}");
@@ -598,7 +623,7 @@ mod tests {
     #[test]
     fn the_environment_wins_over_the_file() {
         let c = load_str(
-            &format!("{PROD}node_id = \"from-file\"\n[audit]\nmax_batch = 7"),
+            &format!("{}node_id = \"from-file\"\n[audit]\nmax_batch = 7", prod()),
             &[
                 ("GOVSHARE_NODE_ID", "from-env"),
                 ("GOVSHARE_AUDIT__MAX_BATCH", "9"),
@@ -608,7 +633,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node_id, "from-env");
         assert_eq!(c.audit.max_batch, 9);
-        let e = load_str(PROD, &[("GOVSHARE_NODE_IDD", "x")]).unwrap_err();
+        let e = load_str(&prod(), &[("GOVSHARE_NODE_IDD", "x")]).unwrap_err();
         assert!(e.contains("node_idd"), "{e}");
     }
 }

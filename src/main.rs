@@ -108,10 +108,18 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum PkiCommand {
-    /// Create a CA and a server certificate for localhost.
+    /// Create a CA and a server certificate (for localhost, or --host).
     Init {
         #[arg(long, default_value = "govshare-data/pki")]
         dir: PathBuf,
+        /// For a production gateway: print the config lines, and where the
+        /// CA key is (it belongs off the gateway host).
+        #[arg(long)]
+        production: bool,
+        /// A name the server certificate is for (repeat for several);
+        /// default localhost and 127.0.0.1.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
     /// Issue a client certificate signed by the dev CA (<name>.pem, <name>.key).
     IssueClient {
@@ -144,9 +152,21 @@ fn init_logging(format: govshare::config::LogFormat) {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Errors are printed as their chain of causes, one line, whatever
+/// `RUST_BACKTRACE` says: what an operator reads is the message, not a
+/// stack.
 #[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     if !matches!(cli.command, Command::Serve { .. }) {
         init_logging(govshare::config::LogFormat::Text);
     }
@@ -243,13 +263,31 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Pki {
-            command: PkiCommand::Init { dir },
+            command:
+                PkiCommand::Init {
+                    dir,
+                    production,
+                    hosts,
+                },
         } => {
-            Pki::at(&dir).init()?;
+            let pki = Pki::at(&dir);
+            pki.init(&hosts)?;
             println!(
                 "created ca.pem, ca.key, server.pem, server.key in {}",
                 dir.display()
             );
+            if production {
+                let path = |f: &str| std::path::absolute(pki.path(f)).unwrap_or(pki.path(f));
+                println!("add to the gateway's config file:");
+                println!("tls_cert = {:?}", path("server.pem"));
+                println!("tls_key = {:?}", path("server.key"));
+                println!("client_ca = {:?}", path("ca.pem"));
+                println!(
+                    "ca.key signs client certificates (`govshare pki issue-client --dir {}`): \
+                     keep it off the gateway host; the gateway never needs it",
+                    dir.display()
+                );
+            }
             Ok(())
         }
         Command::Pki {

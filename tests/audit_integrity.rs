@@ -1009,3 +1009,225 @@ async fn oversized_codes_and_filters_are_neither_echoed_nor_recorded_in_full() {
         }
     }
 }
+
+/// A request body passed through as bytes, so a test can call any method
+/// with a message it built by reflection.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Every string a caller can put in an admin or audit request, 4000 bytes
+/// long — one field at a time, then all at once — sent as every identity
+/// that might be answered: no status message quotes more than 64 bytes of
+/// it (one helper caps every echo; a refusal message is also cut whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_echo_of_caller_input_is_capped_at_64_bytes() {
+    use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, Value};
+    let gw = Gateway::start("");
+    let pool = DescriptorPool::decode(govshare::proto::FILE_DESCRIPTOR_SET).unwrap();
+    const LONG: usize = 4000;
+    let long = "q".repeat(LONG);
+    let echo = "q".repeat(65);
+
+    /// `base` with the string field `only` (every string field, for
+    /// `None`) set long; a repeated field gets its first element replaced
+    /// (or one added), nested messages are filled two levels down.
+    fn fill(mut m: DynamicMessage, long: &str, only: Option<&str>, depth: usize) -> DynamicMessage {
+        let desc = prost_reflect::ReflectMessage::descriptor(&m);
+        for f in desc.fields() {
+            let hit = only.is_none_or(|o| o == f.full_name());
+            match f.kind() {
+                Kind::String if hit => {
+                    let v = Value::String(long.to_string());
+                    if f.is_list() {
+                        let mut list = m.get_field(&f).as_list().unwrap_or_default().to_vec();
+                        if list.is_empty() {
+                            list.push(v);
+                        } else {
+                            list[0] = v;
+                        }
+                        m.set_field(&f, Value::List(list));
+                    } else {
+                        m.set_field(&f, v);
+                    }
+                }
+                Kind::Message(inner)
+                    if depth < 2 && !f.is_map() && !inner.full_name().starts_with("google.") =>
+                {
+                    if f.is_list() {
+                        let mut list = m.get_field(&f).as_list().unwrap_or_default().to_vec();
+                        let first = list
+                            .first()
+                            .and_then(|v| v.as_message().cloned())
+                            .unwrap_or_else(|| DynamicMessage::new(inner.clone()));
+                        let filled = Value::Message(fill(first, long, only, depth + 1));
+                        if list.is_empty() {
+                            list.push(filled);
+                        } else {
+                            list[0] = filled;
+                        }
+                        m.set_field(&f, Value::List(list));
+                    } else {
+                        let current = m
+                            .get_field(&f)
+                            .as_message()
+                            .cloned()
+                            .unwrap_or_else(|| DynamicMessage::new(inner.clone()));
+                        m.set_field(&f, Value::Message(fill(current, long, only, depth + 1)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+    /// A valid request for the methods whose checks run in order, so a long
+    /// value in a later field is reached too.
+    fn base(desc: &MessageDescriptor, method: &str) -> DynamicMessage {
+        let request = serde_json::json!({
+            "dataset": "population",
+            "operations": ["OPERATION_GET"],
+            "fields": [{"field": "name", "view": "FIELD_VIEW_CLEAR"}],
+            "regions": ["310115001"],
+            "purposes": ["social-assistance"],
+            "justification": "checks",
+            "legalBasis": "a law",
+        });
+        let json = match method {
+            "SubmitAccessRequest" => serde_json::json!({ "request": request }),
+            "CreateGrant" => {
+                let mut g = request.clone();
+                g["department"] = "civil-affairs".into();
+                serde_json::json!({ "grant": g })
+            }
+            "RegisterPurpose" => serde_json::json!({
+                "purpose": {"code": "p-x", "name": "x", "legalBasis": "y"}
+            }),
+            "CreateDepartment" | "UpdateDepartment" => serde_json::json!({
+                "department": {"id": "housing-x", "name": "x", "jurisdiction": ["310115"]},
+                "reason": "r"
+            }),
+            _ => serde_json::json!({}),
+        };
+        DynamicMessage::deserialize(desc.clone(), json)
+            .unwrap_or_else(|_| DynamicMessage::new(desc.clone()))
+    }
+    fn strings(desc: &MessageDescriptor, depth: usize, out: &mut Vec<String>) {
+        for f in desc.fields() {
+            match f.kind() {
+                Kind::String => out.push(f.full_name().to_string()),
+                Kind::Message(inner)
+                    if depth < 2 && !f.is_map() && !inner.full_name().starts_with("google.") =>
+                {
+                    strings(&inner, depth + 1, out)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let mut channels = std::collections::HashMap::new();
+    for identity in ["admin", "auditor", "civil-affairs"] {
+        channels.insert(identity, gw.channel(identity).await);
+    }
+    let mut checked = 0;
+    let mut quoted = Vec::new();
+    for (service, identities) in [
+        ("govshare.v1.AdminService", ["admin", "civil-affairs"]),
+        ("govshare.v1.AuditService", ["auditor", "civil-affairs"]),
+    ] {
+        let svc = pool.get_service_by_name(service).unwrap();
+        for method in svc.methods() {
+            let input = method.input();
+            let mut cases: Vec<Option<String>> = vec![None];
+            let mut fields = Vec::new();
+            strings(&input, 0, &mut fields);
+            cases.extend(fields.into_iter().map(Some));
+            for case in &cases {
+                let body =
+                    fill(base(&input, method.name()), &long, case.as_deref(), 0).encode_to_vec();
+                for identity in identities {
+                    let mut grpc = tonic::client::Grpc::new(channels[identity].clone());
+                    grpc.ready().await.unwrap();
+                    let path: http::uri::PathAndQuery =
+                        format!("/{service}/{}", method.name()).parse().unwrap();
+                    let request = req(body.clone(), &gw.token(identity));
+                    let status = if method.is_server_streaming() {
+                        // A stream that is answering (TailAudit waits for
+                        // new entries) has refused nothing.
+                        let first = async {
+                            match grpc.server_streaming(request, path, RawCodec).await {
+                                Ok(r) => r.into_inner().message().await.err(),
+                                Err(s) => Some(s),
+                            }
+                        };
+                        tokio::time::timeout(Duration::from_secs(2), first)
+                            .await
+                            .unwrap_or(None)
+                    } else {
+                        grpc.unary(request, path, RawCodec).await.err()
+                    };
+                    checked += 1;
+                    if let Some(s) = status {
+                        if s.message().contains(&echo) {
+                            quoted.push(format!(
+                                "{service}/{} as {identity}, {}: {} bytes of message",
+                                method.name(),
+                                case.as_deref().unwrap_or("every string"),
+                                s.message().len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "probed {checked} calls");
+    assert!(
+        quoted.is_empty(),
+        "status messages quoting more than 64 bytes of caller input:\n  {}",
+        quoted.join("\n  ")
+    );
+}

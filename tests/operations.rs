@@ -641,3 +641,110 @@ async fn rejected_records_are_listed_in_bounded_bytes() {
         );
     }
 }
+
+/// Every metric the shipped Grafana dashboard queries is in the very first
+/// scrape of a fresh gateway that has served nothing, counters at 0: a
+/// panel or alert on a series that appears only after its first event
+/// shows "no data" exactly when an operator needs to know it is zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_queries_is_in_the_first_scrape() {
+    let gw = Gateway::start("");
+    let (status, scrape) = gw.ops_get("/metrics").await;
+    assert_eq!(status, 200);
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v.as_str() {
+                        Some(e) if k == "expr" => out.push(e.to_string()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 15, "found the panels' queries");
+    let present: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let mut missing = Vec::new();
+    for q in &queries {
+        for (at, _) in q.match_indices("govshare_") {
+            let name: String = q[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !present.contains(name.as_str()) {
+                missing.push(format!("{name} (queried by `{q}`)"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "not in the first scrape:\n  {}\n--- scrape\n{scrape}",
+        missing.join("\n  ")
+    );
+}
+
+/// A 64 KB `authorization` header is an authentication failure like any
+/// other: UNAUTHENTICATED naming the limit, and an `AUTH_FAILURE` entry in
+/// the log — not a transport GOAWAY (`header_list_way_too_large`) that
+/// leaves no trace. The connection stays usable for the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_authorization_header_is_refused_and_recorded() {
+    let gw = Gateway::start("");
+    let id = district().persons[0].id_number.clone().unwrap();
+    let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let huge = format!("{}.{}.{}", "e".repeat(40_000), "p".repeat(24_000), "s");
+    let before = gw.audit_entries().len();
+    let err = c
+        .get_person(req(
+            GetPersonRequest {
+                context: ctx("social-assistance"),
+                id_number: id.clone(),
+            },
+            &huge,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("HEADERS_TOO_LARGE"),
+        "{}",
+        err.message()
+    );
+    let entries = gw.audit_entries();
+    let failure = entries[before..]
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| e.kind == EntryKind::AuthFailure as i32)
+        .expect("the refusal is in the log");
+    assert_eq!(failure.reason_code, "HEADERS_TOO_LARGE");
+    let bytes: usize = entries[before..].iter().map(|(b, _)| b.len()).sum();
+    assert!(bytes < 2048, "the entry is bounded: {bytes} bytes");
+    // The same connection serves the next, honest call.
+    c.get_person(req(
+        GetPersonRequest {
+            context: ctx("social-assistance"),
+            id_number: id,
+        },
+        &gw.token("civil-affairs"),
+    ))
+    .await
+    .unwrap();
+}

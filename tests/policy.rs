@@ -1122,3 +1122,95 @@ async fn a_refusal_names_the_grant_whose_purpose_was_cited() {
     // Citing `p-a` still works: A serves it.
     get_person(&gw, "meant-b", "p-a", &id).await.unwrap();
 }
+
+/// An access request of unconditional views, inside the jurisdiction, for a
+/// registered purpose, stays pending when the department already holds a
+/// grant of the dataset with a daily limit the request would lift — and
+/// the answer says so, naming the limit and the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_auto_approved_says_why() {
+    let gw = Gateway::start("");
+    register_purposes(&gw, &["limits-test"]).await;
+    enrol(
+        &gw,
+        "limited-dept",
+        "limited-dept",
+        &["310115"],
+        &["puller"],
+    )
+    .await;
+    let held = admin_client(&gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "limited-dept".into(),
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("name", FieldView::Clear)],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["limits-test".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 500,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    let r = admin_client(&gw, "limited-dept")
+        .await
+        .submit_access_request(req(
+            SubmitAccessRequestRequest {
+                request: Some(AccessRequest {
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("name", FieldView::Clear)],
+                    regions: vec!["310115001".into()],
+                    purposes: vec!["limits-test".into()],
+                    justification: "more of the same".into(),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("limited-dept"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, AccessRequestStatus::Pending as i32);
+    let why = &r.auto_approval_refused_because;
+    assert!(why.contains("max_records_per_day"), "{why}");
+    assert!(why.contains(&held.id), "names the grant: {why}");
+    // An auto-approved request says nothing of the kind.
+    let ok = admin_client(&gw, "limited-dept")
+        .await
+        .submit_access_request(req(
+            SubmitAccessRequestRequest {
+                request: Some(AccessRequest {
+                    dataset: "population".into(),
+                    operations: ops(),
+                    fields: vec![fg("name", FieldView::Clear)],
+                    regions: vec!["310115001".into()],
+                    purposes: vec!["limits-test".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 100,
+                        ..Default::default()
+                    }),
+                    justification: "within the limits".into(),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("limited-dept"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.status, AccessRequestStatus::Approved as i32);
+    assert!(ok.auto_approval_refused_because.is_empty());
+}

@@ -179,3 +179,78 @@ async fn simultaneous_bootstraps_enrol_one_administrator() {
     assert_eq!(tokens, 1, "one first administrator, not {tokens}");
     drop(gw);
 }
+
+/// A production config that names no TLS files is refused by `config
+/// check` (and at start) with every key a first production start needs and
+/// the command that makes them; `pki init --production` makes them, prints
+/// the config lines, and that config passes and starts.
+#[test]
+fn a_production_config_without_tls_files_names_the_keys_and_the_way_to_make_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("govshare.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (ok, said) = cli(&["config", "check", conf.to_str().unwrap()]);
+    assert!(!ok, "{said}");
+    for must in [
+        "tls_cert",
+        "tls_key",
+        "client_ca",
+        "govshare pki init --production",
+    ] {
+        assert!(said.contains(must), "the refusal names `{must}`: {said}");
+    }
+    assert!(!said.contains("stack backtrace"), "{said}");
+
+    let pki = dir.path().join("pki");
+    let (ok, made) = cli(&[
+        "pki",
+        "init",
+        "--production",
+        "--dir",
+        pki.to_str().unwrap(),
+        "--host",
+        "localhost",
+    ]);
+    assert!(ok, "{made}");
+    let lines: String = made
+        .lines()
+        .filter(|l| {
+            ["tls_cert", "tls_key", "client_ca"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        lines.lines().count(),
+        3,
+        "it prints the config lines: {made}"
+    );
+    assert!(
+        made.contains("ca.key"),
+        "it says where the CA key is: {made}"
+    );
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{lines}",
+        data.display()
+    );
+    std::fs::write(&conf, &text).unwrap();
+    let (ok, said) = cli(&["config", "check", conf.to_str().unwrap()]);
+    assert!(ok, "{said}");
+    let gw = Gateway::start_with(&data, &text);
+    assert!(
+        gw.said
+            .iter()
+            .any(|l| l.contains("no administrator exists yet")),
+        "a production first start: {:?}",
+        gw.said
+    );
+}

@@ -135,6 +135,19 @@ pub struct Signer {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The `result` of a checkpoint published while no witness is configured:
+/// an operator sees that the log is not witnessed, not an empty panel.
+const UNWITNESSED: &str = "unwitnessed";
+
+/// `govshare_witness_cosignatures_total{witness,result}`.
+fn cosignatures(witness: &str, result: &'static str) -> metrics::Counter {
+    metrics::counter!(
+        "govshare_witness_cosignatures_total",
+        "witness" => witness.to_string(),
+        "result" => result,
+    )
+}
+
 impl Signer {
     /// Starts the writer. `latest` is the newest checkpoint already on disk.
     pub fn start(
@@ -150,6 +163,15 @@ impl Signer {
             .into_iter()
             .map(Witness::new)
             .collect::<Result<Vec<_>>>()?;
+        // Every series exists from the first scrape, at 0.
+        for w in &witnesses {
+            for result in ["ok", "error"] {
+                cosignatures(&w.config.name, result).increment(0);
+            }
+        }
+        if witnesses.is_empty() {
+            cosignatures("", UNWITNESSED).increment(0);
+        }
         let (latest_tx, latest_rx) = watch::channel(latest.map(Arc::new));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(
@@ -270,15 +292,18 @@ impl Loop {
         }
         .body();
         debug_assert!(signed.note.starts_with(&body));
+        if self.witnesses.is_empty() {
+            cosignatures("", UNWITNESSED).increment(1);
+        }
         for w in &mut self.witnesses {
             match w.cosign(&self.index, &signed).await {
                 Ok(lines) => {
                     signed.note = add_signature_lines(&signed.note, &lines)?;
-                    metrics::counter!("govshare_witness_cosignatures_total", "witness" => w.config.name.clone(), "result" => "ok").increment(1);
+                    cosignatures(&w.config.name, "ok").increment(1);
                 }
                 Err(e) => {
                     tracing::warn!(witness = %w.config.name, error = %e, "no cosignature for this checkpoint");
-                    metrics::counter!("govshare_witness_cosignatures_total", "witness" => w.config.name.clone(), "result" => "error").increment(1);
+                    cosignatures(&w.config.name, "error").increment(1);
                 }
             }
         }

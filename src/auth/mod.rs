@@ -118,6 +118,32 @@ fn token_and_department_standing(
     Ok(())
 }
 
+/// Every reason code an authentication failure can carry (the audit
+/// entry's reason and the `reason` label of `govshare_auth_failures_total`).
+pub const FAILURE_CODES: &[&str] = &[
+    "NO_CLIENT_CERTIFICATE",
+    "UNKNOWN_CERTIFICATE",
+    "CERTIFICATE_REVOKED",
+    "NO_BEARER_TOKEN",
+    "MALFORMED_TOKEN",
+    "ALGORITHM_NOT_ALLOWED",
+    "NO_KEY_ID",
+    "UNKNOWN_KEY_ID",
+    "BAD_SIGNATURE",
+    "BAD_ISSUER",
+    "BAD_AUDIENCE",
+    "BAD_TOKEN",
+    "TOKEN_EXPIRED",
+    "TOKEN_NOT_YET_VALID",
+    "TOKEN_NOT_BOUND_TO_CERTIFICATE",
+    "DEPARTMENT_MISMATCH",
+    "TOKEN_REVOKED",
+    "UNKNOWN_DEPARTMENT",
+    "DEPARTMENT_SUSPENDED",
+    "STORE_UNAVAILABLE",
+    "HEADERS_TOO_LARGE",
+];
+
 /// What the transport presented.
 pub struct Credentials<'a> {
     /// The verified client chain, leaf first (rustls already checked it
@@ -270,5 +296,30 @@ impl Authenticator {
         }
         cache.insert(digest, claims.clone());
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every code the authenticate step can fail with is listed, so each
+    /// has its metric series from the first scrape.
+    #[test]
+    fn every_failure_code_is_listed() {
+        for src in [include_str!("mod.rs"), include_str!("token.rs")] {
+            let code = src.split("#[cfg(test)]").next().unwrap();
+            for part in code.split(['(', ' ']).filter(|p| p.starts_with('"')) {
+                let lit = part.trim_start_matches('"');
+                let Some(end) = lit.find('"') else { continue };
+                let lit = &lit[..end];
+                let is_code = lit.len() > 3
+                    && lit.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    && (code.contains(&format!("Err(\"{lit}\")"))
+                        || code.contains(&format!("ok_or(\"{lit}\")"))
+                        || code.contains(&format!("=> \"{lit}\"")));
+                if is_code {
+                    assert!(super::FAILURE_CODES.contains(&lit), "{lit} is not listed");
+                }
+            }
+        }
     }
 }

@@ -111,6 +111,11 @@ impl Snapshot {
         self.certificates.get(thumbprint)
     }
 
+    /// Every registered department's id.
+    pub fn department_ids(&self) -> impl Iterator<Item = &str> {
+        self.departments.keys().map(String::as_str)
+    }
+
     pub fn department(&self, id: &str) -> Option<&Department> {
         self.departments.get(id)
     }

@@ -5,6 +5,7 @@
 //! never become a grant that silently matches nothing.
 
 use crate::base::clock;
+use crate::base::text::cap_for_message;
 use crate::control::authz::ALL_REGIONS;
 use crate::datasets::Dataset;
 use crate::datasets::catalog::Catalog;
@@ -43,9 +44,11 @@ pub struct Checked {
 pub fn check(rules: &Rules<'_>, department: &str, s: &Scope<'_>) -> Result<Checked, String> {
     let catalog = rules.catalog;
     let dataset = Dataset::parse(s.dataset).ok_or_else(|| {
+        let known: Vec<&str> = Dataset::ALL.iter().map(|d| d.name()).collect();
         format!(
-            "dataset: '{}' is not one of population, legal_entity, grid",
-            s.dataset
+            "dataset: '{}' is not one of {}",
+            cap_for_message(s.dataset),
+            known.join(", ")
         )
     })?;
     if s.operations.is_empty() {
@@ -68,7 +71,7 @@ pub fn check(rules: &Rules<'_>, department: &str, s: &Scope<'_>) -> Result<Check
             format!(
                 "fields: {} has no field '{}' (see GetCatalog)",
                 dataset.name(),
-                f.field
+                cap_for_message(&f.field)
             )
         })?;
         let view = FieldView::try_from(f.view)

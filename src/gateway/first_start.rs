@@ -36,7 +36,7 @@ pub fn first_start(
     }
     let pki = Pki::at(&cfg.pki_dir());
     if !pki.exists() {
-        pki.init()?;
+        pki.init(&[])?;
         done.push(format!("created a dev PKI in {}", pki.dir().display()));
     }
     if cfg.demo_persons > 0 && !seed::district_loaded(store)? {

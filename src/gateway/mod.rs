@@ -254,6 +254,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         stop.clone(),
         kill,
     );
+    // Built before the welcome, so its metric series exist by the time a
+    // caller (or Prometheus) learns the gateway is up.
+    let guard_layer = guard::GuardLayer::new(
+        pipeline.clone(),
+        cfg.grpc.max_in_flight,
+        cfg.grpc.max_message_bytes,
+    );
     println!("ops listening on {ops_addr}");
     print_welcome(&cfg, &store, addr);
 
@@ -274,11 +281,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .initial_stream_window_size(STREAM_WINDOW)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_local_error_reset_streams(Some(1024))
-        .layer(guard::GuardLayer::new(
-            pipeline.clone(),
-            cfg.grpc.max_in_flight,
-            max_message,
-        ))
+        .http2_max_header_list_size(guard::MAX_HEADER_LIST)
+        .layer(guard_layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

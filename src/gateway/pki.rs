@@ -40,9 +40,10 @@ impl Pki {
         self.path("ca.pem").exists() && self.path("server.pem").exists()
     }
 
-    /// Creates the CA and the server certificate (for `localhost` and
-    /// `127.0.0.1`). Fails rather than overwrite an existing CA.
-    pub fn init(&self) -> Result<()> {
+    /// Creates the CA and the server certificate, for `hosts` (default
+    /// `localhost` and `127.0.0.1`). Fails rather than overwrite an
+    /// existing CA.
+    pub fn init(&self, hosts: &[String]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         anyhow::ensure!(
@@ -66,7 +67,12 @@ impl Pki {
 
         let issuer = Issuer::new(ca, ca_key);
         let key = KeyPair::generate()?;
-        let mut p = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let names = if hosts.is_empty() {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            hosts.to_vec()
+        };
+        let mut p = CertificateParams::new(names)?;
         p.distinguished_name
             .push(DnType::CommonName, "govshare gateway");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

@@ -170,6 +170,7 @@ impl Pipeline {
                 locator.upsert(g);
             }
         }
+        register_metrics(&directory)?;
         let me = Arc::new(Self {
             limits: Limits::new(directory.store().clone()),
             records,
@@ -259,17 +260,43 @@ impl Pipeline {
                 crate::base::request_log::department(p.department());
                 Ok(p)
             }
-            Err(f) => {
-                let (verdict, due) = self.auth_failures.count(&f);
-                if let Some(e) = due {
-                    self.record(e).await?;
-                }
-                if let auth_failures::Verdict::Record = verdict {
-                    self.record(auth_failure_entry(&f, method)).await?;
-                }
-                Err(auth_status(f.code))
+            Err(f) => Err(self.failed_authentication(&f, method).await),
+        }
+    }
+
+    /// Counts and audits a failed authentication (in full, or aggregated
+    /// per peer past the rate) and returns the status to answer with.
+    async fn failed_authentication(&self, f: &AuthFailure, method: &str) -> Status {
+        let (verdict, due) = self.auth_failures.count(f);
+        if let Some(e) = due {
+            if let Err(s) = self.record(e).await {
+                return s;
             }
         }
+        if let auth_failures::Verdict::Record = verdict {
+            if let Err(s) = self.record(auth_failure_entry(f, method)).await {
+                return s;
+            }
+        }
+        auth_status(f.code)
+    }
+
+    /// Refuses a call whose headers are larger than the gateway reads,
+    /// before any handler runs: an authentication failure
+    /// (`HEADERS_TOO_LARGE`), counted and audited like every other.
+    pub async fn refuse_oversized_headers(&self, w: &Wire, method: &str) -> Status {
+        let f = AuthFailure {
+            code: "HEADERS_TOO_LARGE",
+            cert_thumbprint: w
+                .certs
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|c| crate::control::certs::thumbprint(c))
+                .unwrap_or_default(),
+            peer: w.peer.clone(),
+            ..Default::default()
+        };
+        self.failed_authentication(&f, method).await
     }
 
     /// Audits a call the transport refused before any handler ran (a
@@ -362,6 +389,35 @@ impl Pipeline {
         let principal = self.authenticate(req, method).await?;
         Publisher::admit(self.clone(), principal, dataset, method).await
     }
+}
+
+/// Makes the pipeline's series exist from the first scrape, at 0: pulls
+/// and records released for every department and dataset known now, and
+/// authentication failures for every reason.
+fn register_metrics(directory: &Directory) -> anyhow::Result<()> {
+    for department in directory.current()?.department_ids() {
+        for dataset in Dataset::ALL {
+            let (department, dataset) = (department.to_string(), dataset.name());
+            metrics::counter!(
+                "govshare_records_released_total",
+                "department" => department.clone(),
+                "dataset" => dataset,
+            )
+            .increment(0);
+            metrics::counter!(
+                "govshare_pulls_total",
+                "department" => department,
+                "dataset" => dataset,
+                "decision" => "allow",
+                "reason" => "-",
+            )
+            .increment(0);
+        }
+    }
+    for reason in crate::auth::FAILURE_CODES {
+        metrics::counter!("govshare_auth_failures_total", "reason" => *reason).increment(0);
+    }
+    Ok(())
 }
 
 /// The answer to a failed authentication: only the reason code, and

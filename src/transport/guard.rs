@@ -35,8 +35,21 @@ pub struct GuardLayer {
     max_message: usize,
 }
 
+/// Most header bytes (names and values) a call may carry. A token is a few
+/// hundred bytes; a larger header list is refused as an authentication
+/// failure, audited, before any handler runs. The HTTP/2 layer reads up to
+/// [`MAX_HEADER_LIST`] so that such a call reaches this check at all.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// The HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` the gateway announces. Below
+/// it, an oversized header list is answered and audited here; above it, h2
+/// refuses it at the transport (a bounded cost, with no log entry: the
+/// bytes never reach the gateway).
+pub const MAX_HEADER_LIST: u32 = 128 << 10;
+
 impl GuardLayer {
     pub fn new(pipeline: Arc<Pipeline>, max_in_flight: usize, max_message: usize) -> Self {
+        register_metrics();
         Self {
             pipeline,
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -117,6 +130,11 @@ where
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let started = Instant::now();
         let method = known_method(req.uri().path());
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
         let creds = crate::pipeline::Wire::of_http(&req);
         let layer = self.layer.clone();
         // The clone that was polled ready serves this call.
@@ -138,6 +156,20 @@ where
                 );
                 return Ok(status.into_http());
             };
+            if header_bytes > MAX_HEADER_BYTES {
+                let status = layer
+                    .pipeline
+                    .refuse_oversized_headers(&creds, method)
+                    .await;
+                log(
+                    method,
+                    &creds.peer,
+                    &request_log::Noted::default(),
+                    status.code(),
+                    started,
+                );
+                return Ok(status.into_http());
+            }
             let (resp, noted) = request_log::scope(inner.call(req)).await;
             let mut resp = resp.unwrap_or_else(|e| match e {});
             let mut code = status_of(&resp);
@@ -195,8 +227,23 @@ where
 /// CA-issued certificate (no token needed) could mint metric series, which
 /// are never freed, with made-up paths.
 fn known_method(path: &str) -> &'static str {
+    known_methods().get(path).copied().unwrap_or("unknown")
+}
+
+/// Makes the guard's series exist from the first scrape, at 0: one per
+/// served method (code `Ok`), and the shed counter.
+fn register_metrics() {
+    metrics::counter!("govshare_requests_shed_total").increment(0);
+    for &method in known_methods() {
+        metrics::counter!("govshare_grpc_requests_total", "method" => method, "code" => "Ok")
+            .increment(0);
+        let _ = metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method);
+    }
+}
+
+fn known_methods() -> &'static HashSet<&'static str> {
     static KNOWN: OnceLock<HashSet<&'static str>> = OnceLock::new();
-    let known = KNOWN.get_or_init(|| {
+    KNOWN.get_or_init(|| {
         let sets = [
             crate::proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -217,8 +264,7 @@ fn known_method(path: &str) -> &'static str {
             }
         }
         known
-    });
-    known.get(path).copied().unwrap_or("unknown")
+    })
 }
 
 fn log(method: &'static str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {

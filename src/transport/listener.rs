@@ -135,6 +135,9 @@ pub fn accept(
     kill: watch::Receiver<bool>,
 ) -> mpsc::Receiver<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
+    // Both series exist from the first scrape, at 0.
+    metrics::gauge!("govshare_connections_open").set(0.0);
+    metrics::counter!("govshare_connections_refused_total").increment(0);
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {

@@ -89,20 +89,45 @@ fn within(jurisdiction: &[String], regions: &[String]) -> bool {
 /// several grants the most permissive limit applies, so a self-approved
 /// grant without limits (or with larger ones) would lift the limits an
 /// administrator put on the department's other grants of the dataset.
-fn no_looser(asked: Option<&GrantLimits>, held: &[Grant]) -> bool {
+/// The limits of the department's grants `held` that `asked` would lift,
+/// in words: with several grants the most permissive limit applies, so a
+/// self-approved grant must set limits no looser (0 is no limit).
+fn looser_than(asked: Option<&GrantLimits>, held: &[Grant]) -> Vec<String> {
     let asked = asked.copied().unwrap_or_default();
-    let within = |a: u64, h: u64| h == 0 || (a != 0 && a <= h);
-    held.iter().all(|g| {
+    let mut out = Vec::new();
+    for g in held {
         let h = g.limits.unwrap_or_default();
-        within(
-            u64::from(asked.max_records_per_call),
-            u64::from(h.max_records_per_call),
-        ) && within(asked.max_records_per_day, h.max_records_per_day)
-            && within(
+        for (name, a, h) in [
+            (
+                "max_records_per_call",
+                u64::from(asked.max_records_per_call),
+                u64::from(h.max_records_per_call),
+            ),
+            (
+                "max_records_per_day",
+                asked.max_records_per_day,
+                h.max_records_per_day,
+            ),
+            (
+                "max_calls_per_minute",
                 u64::from(asked.max_calls_per_minute),
                 u64::from(h.max_calls_per_minute),
-            )
-    })
+            ),
+        ] {
+            if h != 0 && (a == 0 || a > h) {
+                let asked = if a == 0 {
+                    "none".to_string()
+                } else {
+                    a.to_string()
+                };
+                out.push(format!(
+                    "{name}: your grant '{}' sets {h} and this request {asked}; ask for {h} or less to be granted at once",
+                    g.id
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Free text an approver reads: required and bounded.
@@ -316,7 +341,26 @@ impl AdminApi {
             .into_iter()
             .filter(|g| g.dataset == checked.dataset.name() && g.revoked_at.is_none())
             .collect();
-        let keeps_limits = no_looser(asked.limits.as_ref(), &held);
+        let mut refused_because = Vec::new();
+        if !checked.conditional.is_empty() {
+            refused_because.push(format!(
+                "fields: {} are conditionally shared; an administrator of another department decides",
+                checked.conditional.join(", ")
+            ));
+        }
+        if !in_jurisdiction {
+            refused_because.push(format!(
+                "regions: not all lie inside your department's jurisdiction ({})",
+                department.jurisdiction.join(", ")
+            ));
+        }
+        refused_because.extend(looser_than(asked.limits.as_ref(), &held));
+        if privileged {
+            refused_because.push(
+                "department: an admin or auditor department's data access is always decided by an administrator"
+                    .into(),
+            );
+        }
         let now = clock::now();
         let mut req = AccessRequest {
             id: new_id("ar"),
@@ -336,7 +380,9 @@ impl AdminApi {
         req.grant_id.clear();
         req.decided_at = None;
         let mut writes = Vec::new();
-        if checked.conditional.is_empty() && in_jurisdiction && keeps_limits && !privileged {
+        req.auto_approval_refused_because =
+            crate::base::text::cap_message(refused_because.join("; "));
+        if refused_because.is_empty() {
             let g = grant_from_request(
                 &req,
                 "auto-approved: unconditional, inside the jurisdiction",
