@@ -1122,3 +1122,52 @@ async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspend
         "nothing after the suspension was written"
     );
 }
+
+/// The token cache holds verified signatures, never standing: a token
+/// cached by many calls on one connection is refused on the very next call
+/// after `RevokeToken` returns, on that same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_refused_on_the_very_next_call_after_its_revocation() {
+    let gw = Gateway::start("");
+    let id = residents().0.id_number.unwrap();
+    let token = gw.token("public-security");
+    let mut c = PopulationServiceClient::new(gw.channel("public-security").await);
+    let get = || {
+        req(
+            GetPersonRequest {
+                context: ctx("public-security"),
+                id_number: id.clone(),
+            },
+            &token,
+        )
+    };
+    for _ in 0..20 {
+        c.get_person(get()).await.unwrap();
+    }
+    let (_, metrics) = gw.ops_get("/metrics").await;
+    let cached: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("govshare_token_cache_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(cached >= 1.0, "the token is cached: {cached}");
+    admin(&gw, "admin")
+        .await
+        .revoke_token(req(
+            RevokeTokenRequest {
+                jti: jti(&token),
+                reason: "the laptop was stolen".into(),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    let err = c.get_person(get()).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::Unauthenticated,
+            "authentication failed: TOKEN_REVOKED"
+        )
+    );
+}

@@ -141,3 +141,32 @@ fn the_readme_is_a_front_door() {
         assert!(readme.contains(must), "README.md names {must}");
     }
 }
+
+/// Every test the threat model names exists where it says, and every
+/// threat it lists names at least one.
+#[test]
+fn the_threat_models_tests_exist() {
+    let page = std::fs::read_to_string(root().join("docs/threat-model.md")).unwrap();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for row in page
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| threat"))
+    {
+        if row.starts_with("|---") {
+            continue;
+        }
+        let tests: Vec<&str> = row.split('`').filter(|s| s.contains(".rs::")).collect();
+        assert!(!tests.is_empty(), "a threat without a test: {row}");
+        for t in tests {
+            let (file, name) = t.split_once("::").unwrap();
+            let source = std::fs::read_to_string(root().join(file)).unwrap_or_default();
+            if !source.contains(&format!("fn {name}(")) {
+                missing.push(t.to_string());
+            }
+            named += 1;
+        }
+    }
+    assert!(named >= 40, "the threat model names {named} tests");
+    assert!(missing.is_empty(), "named but missing: {missing:?}");
+}
