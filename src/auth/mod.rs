@@ -144,13 +144,29 @@ pub const FAILURE_CODES: &[&str] = &[
     "HEADERS_TOO_LARGE",
 ];
 
-/// What the transport presented.
+/// What the transport established for one connection, once: the peer's
+/// address and the thumbprint of the client certificate rustls verified
+/// against the client CA. Every call on the connection shares it, so a
+/// call does not hash the certificate again.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub addr: Arc<str>,
+    pub thumbprint: Option<Arc<str>>,
+}
+
+impl Peer {
+    pub fn new(addr: std::net::SocketAddr, leaf_cert: Option<&[u8]>) -> Self {
+        Self {
+            addr: addr.to_string().into(),
+            thumbprint: leaf_cert.map(|c| thumbprint(c).into()),
+        }
+    }
+}
+
+/// What one call presented.
 pub struct Credentials<'a> {
-    /// The verified client chain, leaf first (rustls already checked it
-    /// against the client CA).
-    pub leaf_cert: Option<&'a [u8]>,
+    pub peer: &'a Peer,
     pub bearer: Option<&'a str>,
-    pub peer: String,
 }
 
 /// Why authentication failed, with whatever identity could be established
@@ -197,7 +213,7 @@ impl Authenticator {
     /// every call, against the current control-plane snapshot.
     pub fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, Box<AuthFailure>> {
         let mut seen = AuthFailure {
-            peer: c.peer.clone(),
+            peer: c.peer.addr.to_string(),
             ..Default::default()
         };
         self.check(c, &mut seen)
@@ -211,8 +227,12 @@ impl Authenticator {
         c: &Credentials<'_>,
         seen: &mut AuthFailure,
     ) -> Result<Principal, &'static str> {
-        let cert = c.leaf_cert.ok_or("NO_CLIENT_CERTIFICATE")?;
-        seen.cert_thumbprint = thumbprint(cert);
+        let cert = c
+            .peer
+            .thumbprint
+            .as_deref()
+            .ok_or("NO_CLIENT_CERTIFICATE")?;
+        seen.cert_thumbprint = cert.to_string();
         let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
         let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);

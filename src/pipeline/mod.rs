@@ -33,7 +33,7 @@ pub use records::RecordStore;
 
 use crate::audit::bounded::{self, cap};
 use crate::audit::{AuditLog, Receipt};
-use crate::auth::{AuthFailure, Authenticator, Credentials, Principal};
+use crate::auth::{AuthFailure, Authenticator, Credentials, Peer, Principal};
 use crate::base::clock;
 use crate::control::authz::{self, Decision, Denial};
 use crate::control::directory::Directory;
@@ -77,51 +77,39 @@ const PAGES_IN_MEMORY: usize = 4;
 /// scan per grid) go to the pool.
 const INLINE_KEYS: usize = 4;
 
-/// The credentials a call presented on the wire: the verified client
-/// certificate chain (rustls checked it against the client CA), the bearer
-/// token, and the peer address.
+/// The credentials a call presented on the wire: its connection's
+/// [`Peer`] (address and verified certificate, set by the listener) and the
+/// bearer token, still as the header value (a reference-counted copy).
 pub struct Wire {
-    certs: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
-    bearer: Option<String>,
-    pub peer: String,
-}
-
-fn bearer(v: Option<&str>) -> Option<String> {
-    v.and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-    })
-    .map(str::to_string)
+    peer: Arc<Peer>,
+    bearer: Option<http::HeaderValue>,
 }
 
 impl Wire {
     pub fn of_tonic<T>(req: &Request<T>) -> Self {
-        Self {
-            certs: req.peer_certs(),
-            bearer: bearer(
-                req.metadata()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            peer: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
-        }
+        Self::of(req.extensions(), req.metadata().as_ref())
     }
 
     pub fn of_http<B>(req: &http::Request<B>) -> Self {
-        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        let tls = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        Self::of(req.extensions(), req.headers())
+    }
+
+    fn of(extensions: &http::Extensions, headers: &http::HeaderMap) -> Self {
         Self {
-            certs: tls.and_then(|i| i.peer_certs()),
-            bearer: bearer(
-                req.headers()
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok()),
-            ),
-            peer: tls
-                .and_then(|i| i.get_ref().remote_addr())
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+            peer: extensions.get::<Arc<Peer>>().cloned().unwrap_or_default(),
+            bearer: headers.get("authorization").cloned(),
         }
+    }
+
+    /// The peer's address, as entries record it.
+    pub fn peer(&self) -> &str {
+        &self.peer.addr
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        let v = self.bearer.as_ref()?.to_str().ok()?;
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
     }
 }
 
@@ -251,9 +239,8 @@ impl Pipeline {
 
     async fn authenticate_wire(&self, w: &Wire, method: &str) -> Result<Principal, Status> {
         let creds = Credentials {
-            leaf_cert: w.certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
-            bearer: w.bearer.as_deref(),
-            peer: w.peer.clone(),
+            peer: &w.peer,
+            bearer: w.bearer(),
         };
         match self.auth.authenticate(&creds) {
             Ok(p) => {
@@ -287,13 +274,8 @@ impl Pipeline {
     pub async fn refuse_oversized_headers(&self, w: &Wire, method: &str) -> Status {
         let f = AuthFailure {
             code: "HEADERS_TOO_LARGE",
-            cert_thumbprint: w
-                .certs
-                .as_ref()
-                .and_then(|c| c.first())
-                .map(|c| crate::control::certs::thumbprint(c))
-                .unwrap_or_default(),
-            peer: w.peer.clone(),
+            cert_thumbprint: w.peer.thumbprint.as_deref().unwrap_or_default().into(),
+            peer: w.peer().into(),
             ..Default::default()
         };
         self.failed_authentication(&f, method).await

@@ -16,7 +16,7 @@ use crate::pipeline::Pipeline;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::Message;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -149,7 +149,7 @@ where
                 ));
                 log(
                     method,
-                    &creds.peer,
+                    creds.peer(),
                     &request_log::Noted::default(),
                     status.code(),
                     started,
@@ -163,7 +163,7 @@ where
                     .await;
                 log(
                     method,
-                    &creds.peer,
+                    creds.peer(),
                     &request_log::Noted::default(),
                     status.code(),
                     started,
@@ -207,7 +207,7 @@ where
                 }
                 code = status_of(&resp);
             }
-            log(method, &creds.peer, &noted, code, started);
+            log(method, creds.peer(), &noted, code, started);
             let (parts, body) = resp.into_parts();
             Ok(http::Response::from_parts(
                 parts,
@@ -230,14 +230,54 @@ fn known_method(path: &str) -> &'static str {
     known_methods().get(path).copied().unwrap_or("unknown")
 }
 
+/// One method's metric handles, looked up once: building a labelled key on
+/// every call (label strings, a registry lookup) cost ~1 % of the
+/// gateway's CPU under load (`perf`, `govshare bench --only unary`).
+struct MethodMetrics {
+    duration: metrics::Histogram,
+    /// `govshare_grpc_requests_total` by status code, made on first use.
+    by_code: [OnceLock<metrics::Counter>; 17],
+}
+
+fn method_metrics() -> &'static HashMap<&'static str, MethodMetrics> {
+    static METRICS: OnceLock<HashMap<&'static str, MethodMetrics>> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        known_methods()
+            .iter()
+            .copied()
+            .chain(["unknown"])
+            .map(|method| {
+                let m = MethodMetrics {
+                    duration: metrics::histogram!(
+                        "govshare_grpc_request_duration_seconds",
+                        "method" => method
+                    ),
+                    by_code: std::array::from_fn(|_| OnceLock::new()),
+                };
+                (method, m)
+            })
+            .collect()
+    })
+}
+
+impl MethodMetrics {
+    fn requests(&self, method: &'static str, code: Code) -> &metrics::Counter {
+        self.by_code[(code as usize).min(16)].get_or_init(|| {
+            metrics::counter!(
+                "govshare_grpc_requests_total",
+                "method" => method,
+                "code" => format!("{code:?}")
+            )
+        })
+    }
+}
+
 /// Makes the guard's series exist from the first scrape, at 0: one per
 /// served method (code `Ok`), and the shed counter.
 fn register_metrics() {
     metrics::counter!("govshare_requests_shed_total").increment(0);
-    for &method in known_methods() {
-        metrics::counter!("govshare_grpc_requests_total", "method" => method, "code" => "Ok")
-            .increment(0);
-        let _ = metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method);
+    for (method, m) in method_metrics() {
+        m.requests(method, Code::Ok).increment(0);
     }
 }
 
@@ -269,10 +309,10 @@ fn known_methods() -> &'static HashSet<&'static str> {
 
 fn log(method: &'static str, peer: &str, noted: &request_log::Noted, code: Code, started: Instant) {
     let elapsed = started.elapsed();
-    metrics::counter!("govshare_grpc_requests_total", "method" => method, "code" => format!("{code:?}"))
-        .increment(1);
-    metrics::histogram!("govshare_grpc_request_duration_seconds", "method" => method)
-        .record(elapsed.as_secs_f64());
+    if let Some(m) = method_metrics().get(method) {
+        m.requests(method, code).increment(1);
+        m.duration.record(elapsed.as_secs_f64());
+    }
     tracing::info!(
         target: "govshare::request",
         method,

@@ -13,6 +13,7 @@
 //!   ends half-open ones;
 //! - on shutdown, connections still open after the grace period are cut.
 
+use crate::auth::Peer;
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::io;
@@ -39,6 +40,8 @@ pub struct Limits {
 /// One accepted, TLS-established connection.
 pub struct Conn {
     io: TlsStream<TcpStream>,
+    /// Its address and verified certificate, for every call on it.
+    peer: Arc<Peer>,
     idle: Pin<Box<Sleep>>,
     idle_for: Duration,
     kill: watch::Receiver<bool>,
@@ -52,10 +55,10 @@ impl Drop for Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+    type ConnectInfo = Arc<Peer>;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+    fn connect_info(&self) -> Arc<Peer> {
+        self.peer.clone()
     }
 }
 
@@ -167,7 +170,14 @@ pub fn accept(
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(io)) => {
                         metrics::gauge!("govshare_connections_open").increment(1.0);
+                        let leaf = io
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.as_ref());
                         let conn = Conn {
+                            peer: Arc::new(Peer::new(peer, leaf)),
                             io,
                             idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
                             idle_for: limits.idle_timeout,
