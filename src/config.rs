@@ -95,6 +95,9 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub scrub_interval: Duration,
+    pub publish_dir: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub publish_grace: Duration,
     pub witness: Vec<crate::audit::signer::WitnessConfig>,
 }
 
@@ -220,6 +223,14 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "How often sealed segments are re-read and checked against the Merkle tiles.",
     },
     KeyDoc {
+        key: "audit.publish_dir",
+        meaning: "Where the published tree goes: the hash tiles and the newest signed `checkpoint`, as C2SP tlog-tiles files any static web server can serve (never entry contents). Empty: the log's own tile directory, `<data_dir>/audit/index/tiles`.",
+    },
+    KeyDoc {
+        key: "audit.publish_grace",
+        meaning: "How long a partial tile stays published after its full tile exists, so readers of the previous checkpoint still find it.",
+    },
+    KeyDoc {
         key: "[[audit.witness]].name",
         meaning: "A witness that cosigns every checkpoint: its key name.",
     },
@@ -287,6 +298,8 @@ impl Default for AuditConfig {
             origin: "govshare.local/audit".into(),
             checkpoint_interval: d.checkpoint_interval,
             scrub_interval: d.scrub_interval,
+            publish_dir: PathBuf::new(),
+            publish_grace: d.publish_grace,
             witness: Vec::new(),
         }
     }
@@ -473,6 +486,9 @@ impl Config {
             max_batch: self.audit.max_batch,
             checkpoint_interval: self.audit.checkpoint_interval,
             scrub_interval: self.audit.scrub_interval,
+            publish_dir: (!self.audit.publish_dir.as_os_str().is_empty())
+                .then(|| self.audit.publish_dir.clone()),
+            publish_grace: self.audit.publish_grace,
             witnesses: self.audit.witness.clone(),
         }
     }

@@ -294,3 +294,37 @@ fn the_image_is_multi_stage_non_root_and_health_checked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The shipped nginx configuration for the published tree is one nginx
+/// accepts (`nginx -t`), where nginx is installed (`.ci/run` installs it).
+#[test]
+fn the_published_tree_nginx_configuration_is_valid() {
+    let text = std::fs::read_to_string(deploy("nginx/published-tree.conf")).unwrap();
+    for must in ["immutable", "no-cache", "max-age=60", "return 404"] {
+        assert!(text.contains(must), "the configuration sets {must}");
+    }
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("nginx is not here; the configuration was checked by its text only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        text.replace(
+            "pid /run/govshare-tiles.pid;",
+            &format!("pid {}/nginx.pid;", dir.path().display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("nginx")
+        .args(["-t", "-q", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,11 +21,13 @@ mod http;
 pub mod index;
 pub mod merkle;
 pub mod postings;
+pub mod publish;
 mod scrub;
 pub mod segment;
 pub mod signer;
 pub mod tiles;
 pub mod verify;
+pub mod verify_tiles;
 pub mod witness;
 mod writer;
 
@@ -94,6 +96,10 @@ pub struct AuditOptions {
     pub checkpoint_interval: Duration,
     /// How often sealed segments are re-read.
     pub scrub_interval: Duration,
+    /// Where the tree is published; `None`: the index's tile directory.
+    pub publish_dir: Option<PathBuf>,
+    /// How long a superseded partial tile stays published.
+    pub publish_grace: Duration,
     pub witnesses: Vec<WitnessConfig>,
 }
 
@@ -105,6 +111,8 @@ impl Default for AuditOptions {
             max_batch: 1024,
             checkpoint_interval: Duration::from_secs(1),
             scrub_interval: Duration::from_secs(3600),
+            publish_dir: None,
+            publish_grace: Duration::from_secs(600),
             witnesses: Vec::new(),
         }
     }
@@ -367,15 +375,23 @@ impl Runtime {
         let writer = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())?;
-        let signer = Signer::start(
-            key.clone(),
-            checkpoint_file.clone(),
-            index.clone(),
-            indexed.clone(),
-            latest,
-            opts.witnesses.clone(),
-            opts.checkpoint_interval,
+        let tiles_dir = dir.join("index").join("tiles");
+        let publisher = publish::Publisher::open(
+            opts.publish_dir.as_deref().unwrap_or(&tiles_dir),
+            &tiles_dir,
+            index.tiles().clone(),
+            opts.publish_grace,
         )?;
+        let signer = Signer::start(signer::Setup {
+            key: key.clone(),
+            path: checkpoint_file.clone(),
+            index: index.clone(),
+            indexed: indexed.clone(),
+            latest,
+            witnesses: opts.witnesses.clone(),
+            interval: opts.checkpoint_interval,
+            publisher,
+        })?;
         let (scrubbed_tx, scrubbed) = watch::channel(true);
         let scrub = tokio::spawn(scrub::run(
             dir.to_path_buf(),

@@ -3,8 +3,10 @@
 //! order. It signs at most about once per interval after new entries are
 //! indexed, asks every configured witness to cosign (C2SP tlog-witness
 //! `add-checkpoint`, with a consistency proof from the size the witness last
-//! saw), and appends the note with every cosignature it collected. Readers
-//! get the latest checkpoint from memory; older ones stay on disk only.
+//! saw), appends the note with every cosignature it collected, and
+//! publishes the tree of hash tiles with that note as plain files
+//! ([`super::publish`]). Readers get the latest checkpoint from memory;
+//! older ones stay on disk only.
 //!
 //! A witness that is down or slow delays its own cosignature, never a pull:
 //! each request is bounded in time, and a failing witness is retried on the
@@ -15,6 +17,7 @@ use super::checkpoint::{
 };
 use super::index::AuditIndex;
 use super::merkle::{self, Hash};
+use super::publish::Publisher;
 use anyhow::{Context, Result, anyhow, bail};
 use data_encoding::BASE64;
 use std::path::PathBuf;
@@ -148,17 +151,33 @@ fn cosignatures(witness: &str, result: &'static str) -> metrics::Counter {
     )
 }
 
+/// What the checkpoint writer signs, where it writes, whom it asks.
+pub struct Setup {
+    pub key: Arc<LogKey>,
+    /// `checkpoints.log`.
+    pub path: PathBuf,
+    pub index: AuditIndex,
+    pub indexed: watch::Receiver<u64>,
+    /// The newest checkpoint already on disk.
+    pub latest: Option<Signed>,
+    pub witnesses: Vec<WitnessConfig>,
+    pub interval: Duration,
+    pub publisher: Publisher,
+}
+
 impl Signer {
-    /// Starts the writer. `latest` is the newest checkpoint already on disk.
-    pub fn start(
-        key: Arc<LogKey>,
-        path: PathBuf,
-        index: AuditIndex,
-        indexed: watch::Receiver<u64>,
-        latest: Option<Signed>,
-        witnesses: Vec<WitnessConfig>,
-        interval: Duration,
-    ) -> Result<Self> {
+    /// Starts the writer.
+    pub fn start(setup: Setup) -> Result<Self> {
+        let Setup {
+            key,
+            path,
+            index,
+            indexed,
+            latest,
+            witnesses,
+            interval,
+            mut publisher,
+        } = setup;
         let witnesses = witnesses
             .into_iter()
             .map(Witness::new)
@@ -172,6 +191,13 @@ impl Signer {
         if witnesses.is_empty() {
             cosignatures("", UNWITNESSED).increment(0);
         }
+        // What is on disk is published at once, so the tree is readable
+        // from the first moment.
+        if let Some(l) = &latest {
+            publisher
+                .publish(l.size, &l.note)
+                .context("publishing the newest checkpoint's tree")?;
+        }
         let (latest_tx, latest_rx) = watch::channel(latest.map(Arc::new));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(
@@ -181,6 +207,7 @@ impl Signer {
                 index,
                 latest: latest_tx,
                 witnesses,
+                publisher: Arc::new(std::sync::Mutex::new(publisher)),
             }
             .run(indexed, stop_rx, interval),
         );
@@ -222,6 +249,7 @@ struct Loop {
     index: AuditIndex,
     latest: watch::Sender<Option<Arc<Signed>>>,
     witnesses: Vec<Witness>,
+    publisher: Arc<std::sync::Mutex<Publisher>>,
 }
 
 impl Loop {
@@ -308,7 +336,21 @@ impl Loop {
             }
         }
         let (path, note) = (self.path.clone(), signed.note.clone());
-        tokio::task::spawn_blocking(move || append_note(&path, &note)).await??;
+        let publisher = self.publisher.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            append_note(&path, &note)?;
+            // The published tree follows the durable checkpoint file; a
+            // failure here leaves the previous published checkpoint, whole.
+            if let Err(e) = publisher
+                .lock()
+                .expect("publisher lock")
+                .publish(size, &note)
+            {
+                tracing::error!(error = %e, size, "publishing the tree of a checkpoint failed");
+            }
+            Ok(())
+        })
+        .await??;
         self.latest.send_replace(Some(Arc::new(signed)));
         Ok(true)
     }

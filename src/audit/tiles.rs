@@ -41,7 +41,7 @@ pub fn tile_path(level: u32, index: u64, width: usize) -> String {
 }
 
 /// The root of a run of hashes whose length is a power of two.
-fn perfect_root(hashes: &[Hash]) -> Hash {
+pub(super) fn perfect_root(hashes: &[Hash]) -> Hash {
     debug_assert!(hashes.len().is_power_of_two());
     let mut level: Vec<Hash> = hashes.to_vec();
     while level.len() > 1 {
@@ -106,6 +106,12 @@ impl Tiles {
         }
         cache.insert((level, index), t.clone());
         Ok(t)
+    }
+
+    /// Tile `index` at `level` as a tree of its current size or smaller
+    /// shows it: its first `width` hashes (all 256 for a full tile).
+    pub fn tile(&self, level: u32, index: u64, width: usize) -> Result<Vec<Hash>> {
+        self.tile_hashes(level, index, 0, width)
     }
 
     /// The hashes `[start, start + width)` of tile `index` at `level`.

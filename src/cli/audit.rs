@@ -85,6 +85,29 @@ pub enum AuditCommand {
     },
     /// Verify the log offline: every leaf, the tree, every checkpoint.
     Verify(VerifyArgs),
+    /// Verify a published tree from its files alone (a directory or an
+    /// http(s):// prefix): the checkpoint's signature, every tile, the root,
+    /// and with --since that an earlier checkpoint's tree is a prefix.
+    VerifyTiles(VerifyTilesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyTilesArgs {
+    /// The published tree: a directory, or an http(s):// URL prefix.
+    source: String,
+    /// The log's verifier key file, obtained independently of the log.
+    #[arg(long)]
+    public_key: PathBuf,
+    /// A checkpoint saved earlier (`audit checkpoint --save`, or the last
+    /// run's): the published tree must extend it.
+    #[arg(long)]
+    since: Option<PathBuf>,
+    /// A witness whose cosignatures count: NAME=VKEY, or just VKEY.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// Cosignatures by the named witnesses the checkpoint must carry.
+    #[arg(long, default_value_t = 0)]
+    min_witnesses: usize,
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +149,61 @@ fn read_key(path: &PathBuf) -> Result<LogVerifier> {
     .with_context(|| format!("{} is not the log's verifier key", path.display()))
 }
 
+/// The `--witness` keys (one witness named twice counts once), enough for
+/// `--min-witnesses`.
+fn witness_list(args: &[String], min: usize) -> Result<Vec<CosignatureVerifier>> {
+    let mut ws: Vec<CosignatureVerifier> = Vec::new();
+    for w in args {
+        let v = witness_arg(w)?;
+        if !ws.contains(&v) {
+            ws.push(v);
+        }
+    }
+    if min > ws.len() {
+        bail!("--min-witnesses {min} needs at least that many different --witness keys");
+    }
+    Ok(ws)
+}
+
+/// `govshare audit verify-tiles`: exit 0 with what was proven, or exit 1
+/// with one line saying what is wrong.
+async fn verify_tiles(a: &VerifyTilesArgs) -> Result<()> {
+    use govshare::audit::verify_tiles::{self, Options, Source};
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let opts = Options {
+        since: a.since.as_ref().map(read).transpose()?,
+        witnesses: witness_list(&a.witnesses, a.min_witnesses)?,
+        min_witnesses: a.min_witnesses,
+    };
+    let key = read(&a.public_key)?;
+    let r = verify_tiles::verify(&Source::parse(&a.source), &key, &opts)
+        .await
+        .map_err(|why| anyhow::anyhow!("REFUSED: {why}"))?;
+    let b64 = |h: &[u8; 32]| data_encoding::BASE64.encode(h);
+    if let Some((size, root)) = r.since {
+        println!("since: size {size} root {}", b64(&root));
+    }
+    println!("now:   size {} root {}", r.size, b64(&r.root));
+    println!(
+        "OK: {} — {} tiles check out and give the signed root{}{}",
+        r.origin,
+        r.tiles,
+        if r.since.is_some() {
+            "; the saved checkpoint's tree is a prefix of it"
+        } else {
+            ""
+        },
+        if r.cosigned_by.is_empty() {
+            String::new()
+        } else {
+            format!("; cosigned by {}", r.cosigned_by.join(", "))
+        }
+    );
+    Ok(())
+}
+
 /// `NAME=VKEY` or `VKEY`; the key's own name must match NAME.
 fn witness_arg(arg: &str) -> Result<CosignatureVerifier> {
     let (name, key) = match arg.split_once('=') {
@@ -162,6 +240,9 @@ where
 pub async fn run(args: AuditArgs) -> Result<()> {
     if let AuditCommand::Verify(v) = &args.command {
         return verify_offline(v);
+    }
+    if let AuditCommand::VerifyTiles(v) = &args.command {
+        return verify_tiles(v).await;
     }
     let json = args.connect.json;
     let client = args.connect.client("auditor").await?;
@@ -330,7 +411,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 hashes.len()
             ));
         }
-        AuditCommand::Verify(_) => unreachable!("handled above"),
+        AuditCommand::Verify(_) | AuditCommand::VerifyTiles(_) => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -451,26 +532,10 @@ fn verify_offline(a: &VerifyArgs) -> Result<()> {
             .iter()
             .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
             .collect::<Result<_>>()?,
-        witnesses: {
-            // One witness named twice counts once.
-            let mut ws: Vec<CosignatureVerifier> = Vec::new();
-            for w in &a.witnesses {
-                let v = witness_arg(w)?;
-                if !ws.contains(&v) {
-                    ws.push(v);
-                }
-            }
-            ws
-        },
+        witnesses: witness_list(&a.witnesses, a.min_witnesses)?,
         min_witnesses: a.min_witnesses,
         max_unsigned: a.max_unsigned,
     };
-    if opts.min_witnesses > opts.witnesses.len() {
-        bail!(
-            "--min-witnesses {} needs at least that many different --witness keys",
-            opts.min_witnesses
-        );
-    }
     let outcome = match verify::verify(&entries, notes.as_deref(), &key, &opts) {
         Ok(o) => o,
         Err(p) => bail!("TAMPERED: {p}"),
