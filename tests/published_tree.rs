@@ -236,28 +236,12 @@ fn partial_tiles_at_every_level_match_an_independent_tree() {
 
 /// Copies a published tree so one copy can be damaged.
 fn copy_tree(from: &Path, to: &Path) {
-    for e in walk(from) {
+    for e in common::files(from) {
         let rel = e.strip_prefix(from).unwrap();
         let dest = to.join(rel);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(&e, &dest).unwrap();
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// The damaged copies `verify-tiles` must refuse, each with the words its
@@ -563,7 +547,7 @@ async fn a_live_gateways_tree_verifies_from_its_files_alone_and_reveals_no_entry
         ]
         .map(String::from),
     );
-    for f in walk(&published) {
+    for f in common::files(&published) {
         let bytes = std::fs::read(&f).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         for n in &needles {
@@ -589,7 +573,7 @@ async fn a_live_gateways_tree_verifies_from_its_files_alone_and_reveals_no_entry
         std::fs::write(scratch.path().join("big.since"), t.note(65_537)).unwrap();
         damaged_copies(&big, &www, &tree(1).note(1), &old)
     };
-    for e in walk(&www) {
+    for e in common::files(&www) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o644)).unwrap();
     }

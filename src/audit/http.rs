@@ -35,12 +35,7 @@ pub async fn post(url: &str, body: String) -> Result<(u16, String)> {
         .body(Full::new(Bytes::from(body)))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
-    let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER);
-    let bytes = limited
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
-        .to_bytes();
+    let bytes = read_body(resp, MAX_ANSWER).await?;
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
@@ -85,12 +80,9 @@ pub async fn get(url: &str) -> Result<Option<Vec<u8>>> {
         404 => return Ok(None),
         code => bail!("{url}: HTTP {code}"),
     }
-    let limited = http_body_util::Limited::new(resp.into_body(), MAX_FILE);
-    let bytes = limited
-        .collect()
+    let bytes = read_body(resp, MAX_FILE)
         .await
-        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?
-        .to_bytes();
+        .with_context(|| format!("reading {url}"))?;
     Ok(Some(bytes.to_vec()))
 }
 
@@ -123,4 +115,13 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
         config,
     )))
+}
+
+/// A response's body, at most `max` bytes.
+async fn read_body(resp: hyper::Response<hyper::body::Incoming>, max: usize) -> Result<Bytes> {
+    Ok(http_body_util::Limited::new(resp.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes())
 }

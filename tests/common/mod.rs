@@ -234,9 +234,8 @@ pub fn cli(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Every file under `dir` with the SHA-256 of its contents.
-pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
-    use sha2::Digest;
+/// Every file under `dir`, sorted.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -245,16 +244,25 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.push((
-                    p,
-                    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&bytes)),
-                ));
+                out.push(p);
             }
         }
     }
     out.sort();
     out
+}
+
+/// Every file under `dir` with the SHA-256 of its contents.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
+    use sha2::Digest;
+    files(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let sum = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&bytes));
+            (p, sum)
+        })
+        .collect()
 }
 
 /// A request with a bearer token.
