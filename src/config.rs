@@ -39,6 +39,8 @@ pub struct Config {
     pub audience: String,
     pub demo_persons: usize,
     pub demo_seed: u64,
+    #[serde(with = "humantime_serde")]
+    pub demo_clock_offset: Duration,
     pub max_token_days: u64,
     pub request_deadline_days: u64,
     pub tls_cert: PathBuf,
@@ -46,8 +48,24 @@ pub struct Config {
     pub client_ca: PathBuf,
     pub admin_departments: Vec<String>,
     pub auditor_departments: Vec<String>,
+    pub resident_portal_departments: Vec<String>,
+    pub corrections: CorrectionsConfig,
     pub audit: AuditConfig,
     pub catalog_override: Vec<crate::datasets::catalog::Override>,
+}
+
+/// Corrections sent back to a dataset's source department.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrectionsConfig {
+    /// Working days (Monday to Friday) the source has to answer.
+    pub response_days: u32,
+}
+
+impl Default for CorrectionsConfig {
+    fn default() -> Self {
+        Self { response_days: 5 }
+    }
 }
 
 /// How log lines are written to stderr.
@@ -175,6 +193,10 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Demo mode only: seed of the generated district (same seed, same district).",
     },
     KeyDoc {
+        key: "demo_clock_offset",
+        meaning: "Demo mode only: runs the gateway's clock this far ahead (e.g. `91d`), so a disclosure delay passes or a correction's deadline falls due in a demo or a test. Refused in production.",
+    },
+    KeyDoc {
         key: "max_token_days",
         meaning: "Longest token lifetime IssueToken signs; also how long a rotated-out signing key keeps verifying.",
     },
@@ -201,6 +223,14 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "auditor_departments",
         meaning: "The only departments whose tokens may carry the `auditor` role.",
+    },
+    KeyDoc {
+        key: "resident_portal_departments",
+        meaning: "The only departments whose tokens may carry the `resident-portal` role (the government app's back end asking the resident tracker); they may hold no other role.",
+    },
+    KeyDoc {
+        key: "corrections.response_days",
+        meaning: "Working days (Monday to Friday) a source department has to answer a correction before it is overdue.",
     },
     KeyDoc {
         key: "audit.segment_bytes",
@@ -276,6 +306,7 @@ impl Default for Config {
             audience: "govshare".into(),
             demo_persons: 50_000,
             demo_seed: 20_261_122,
+            demo_clock_offset: Duration::ZERO,
             max_token_days: 90,
             request_deadline_days: 10,
             tls_cert: PathBuf::new(),
@@ -283,6 +314,8 @@ impl Default for Config {
             client_ca: PathBuf::new(),
             admin_departments: vec!["gateway-admin".into()],
             auditor_departments: vec!["audit-office".into()],
+            resident_portal_departments: vec!["resident-portal".into()],
+            corrections: CorrectionsConfig::default(),
             audit: AuditConfig::default(),
             catalog_override: Vec::new(),
         }
@@ -383,6 +416,34 @@ impl Config {
         if self.max_token_days == 0 {
             return Err(bad("max_token_days", "must be at least 1"));
         }
+        if !self.demo && !self.demo_clock_offset.is_zero() {
+            return Err(bad(
+                "demo_clock_offset",
+                "moves the clock of a demo only; a production gateway keeps the real time",
+            ));
+        }
+        if let Some(d) = self
+            .resident_portal_departments
+            .iter()
+            .find(|d| self.admin_departments.contains(d) || self.auditor_departments.contains(d))
+        {
+            return Err(bad(
+                "resident_portal_departments",
+                format!(
+                    "'{d}' is also an admin or auditor department; a portal holds no other role"
+                ),
+            ));
+        }
+        if let Some(d) = self
+            .resident_portal_departments
+            .iter()
+            .find(|d| !is_department_id(d))
+        {
+            return Err(bad(
+                "resident_portal_departments",
+                format!("'{d}' is not a department id (2–64 lower-case letters, digits, '-')"),
+            ));
+        }
         for (key, list) in [
             ("admin_departments", &self.admin_departments),
             ("auditor_departments", &self.auditor_departments),
@@ -467,6 +528,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Which departments may hold the privileged roles.
+    pub fn role_departments(&self) -> crate::control::roles::RoleDepartments {
+        crate::control::roles::RoleDepartments {
+            admin: self.admin_departments.clone(),
+            auditor: self.auditor_departments.clone(),
+            resident_portal: self.resident_portal_departments.clone(),
+        }
     }
 
     /// Opens the data dir's audit log with the configured options.

@@ -85,6 +85,7 @@ pub fn token(data: &[u8]) {
         let roles = RoleDepartments {
             admin: Vec::new(),
             auditor: Vec::new(),
+            resident_portal: Vec::new(),
         };
         let directory =
             Directory::new(store, Arc::new(Catalog::default()), roles).expect("a directory");

@@ -60,6 +60,11 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
+    /// Corrections (纠错): file and follow them as a puller, list and answer
+    /// them as the dataset's source department.
+    Corrections(cli::corrections::CorrectionsArgs),
+    /// The resident tracker, as the resident portal.
+    Resident(cli::corrections::ResidentArgs),
     /// Measure this build: audited pulls against a plain call on a gateway
     /// of its own, streams, memory, the audit log at scale.
     Bench(cli::bench::BenchArgs),
@@ -186,6 +191,8 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Admin(args) => cli::admin::run(args).await,
         Command::Pull(args) => cli::pull::run(args).await,
+        Command::Corrections(args) => cli::corrections::run(args).await,
+        Command::Resident(args) => cli::corrections::run_resident(args).await,
         Command::Audit(args) => cli::audit::run(args).await,
         Command::Serve {
             config,

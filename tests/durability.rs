@@ -56,7 +56,16 @@ async fn a_pull_fails_closed_when_the_audit_log_cannot_be_written() {
         !err.message().contains(&id[..6]),
         "no record data in the error"
     );
-    assert_eq!(health(&gw).await, ServingStatus::NotServing);
+    // The health service follows the log's state as it changes (a watch,
+    // not the failed call itself): it turns within moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while health(&gw).await != ServingStatus::NotServing {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never turned NOT_SERVING"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Space comes back: the next pull is audited and served again.
     std::fs::remove_file(&segment).unwrap();
@@ -67,7 +76,14 @@ async fn a_pull_fails_closed_when_the_audit_log_cannot_be_written() {
         .into_inner();
     assert!(resp.person.is_some());
     assert_eq!(resp.receipt.unwrap().leaf_index, next as u64);
-    assert_eq!(health(&gw).await, ServingStatus::Serving);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while health(&gw).await != ServingStatus::Serving {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         gw.audit_entries().len(),
         next + 1,

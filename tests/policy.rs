@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Gateway, admin_client, ctx, district, enrol, register_purposes, req, residents};
+use common::{
+    Gateway, admin_client, ctx, district, enrol, get_person, register_purposes, req, residents,
+};
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::*;
@@ -31,24 +33,6 @@ fn now_plus(s: i64) -> Option<prost_types::Timestamp> {
         seconds: chrono::Utc::now().timestamp() + s,
         nanos: 0,
     })
-}
-
-async fn get_person(
-    gw: &Gateway,
-    identity: &str,
-    purpose: &str,
-    id: &str,
-) -> Result<GetPersonResponse, tonic::Status> {
-    PopulationServiceClient::new(gw.channel(identity).await)
-        .get_person(req(
-            GetPersonRequest {
-                context: ctx(purpose),
-                id_number: id.into(),
-            },
-            &gw.token(identity),
-        ))
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 fn last_pull(gw: &Gateway) -> AuditEntry {

@@ -97,4 +97,7 @@ fn a_python_grpcio_client_gets_what_the_design_promises() {
         said.contains(" passed, 0 failed"),
         "the suite did not report its checks:\n{said}"
     );
+    for step in ["ok   resident tracker:", "ok   corrections:"] {
+        assert!(said.contains(step), "the suite skipped `{step}`:\n{said}");
+    }
 }

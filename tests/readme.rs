@@ -116,3 +116,37 @@ fn auditor_walkthrough_tracks_a_person_and_verifies_an_export() {
     assert!(stats_row, "a daily stats row for public-security: {out}");
     assert!(out.contains("OK: "), "{out}");
 }
+
+#[test]
+fn residents_walkthrough_tracks_a_resident_and_answers_a_correction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in(&tmp.path().join("govshare-data"), "");
+    let out = run(
+        tmp.path(),
+        &gw,
+        &block("docs/residents.md", "residents-walkthrough"),
+    );
+    assert!(
+        out.contains("民政局"),
+        "the tracker names civil affairs: {out}"
+    );
+    assert!(out.contains("社会救助 (social-assistance)"), "{out}");
+    let tracker: String = out
+        .lines()
+        .skip_while(|l| !l.starts_with("time"))
+        .take_while(|l| !l.starts_with("INDEX"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !tracker.contains("criminal-investigation"),
+        "the covert pull is withheld from the resident: {tracker}"
+    );
+    let withheld: String = out
+        .lines()
+        .skip_while(|l| !l.starts_with("INDEX"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(withheld.contains("CI-9"), "the auditor sees it: {withheld}");
+    assert!(out.contains("rejected"), "{out}");
+    assert!(out.contains("the number on file was confirmed"), "{out}");
+}

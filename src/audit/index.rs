@@ -57,7 +57,7 @@ impl IndexInfo {
     /// Moves what the index needs out of an entry that has been encoded.
     pub fn take(e: &mut AuditEntry) -> Self {
         let mut subjects = Vec::new();
-        if e.kind == EntryKind::Pull as i32 {
+        if is_use(e) {
             subjects.append(&mut e.keys_returned);
             subjects.append(&mut e.keys_out_of_scope);
             if let Some(q) = e.query.as_mut() {
@@ -80,9 +80,15 @@ impl IndexInfo {
     }
 }
 
+/// Whether an entry is a use of the records it names: a pull, or a
+/// correction filed about one (which reads it as a pull does).
+pub fn is_use(e: &AuditEntry) -> bool {
+    e.kind == EntryKind::Pull as i32 || e.kind == EntryKind::Correction as i32
+}
+
 /// The subjects an entry mentions (what the data tracker matches on).
 pub fn mentions(e: &AuditEntry, subject: &str) -> bool {
-    e.kind == EntryKind::Pull as i32
+    is_use(e)
         && (e.keys_returned.iter().any(|k| k == subject)
             || e.keys_out_of_scope.iter().any(|k| k == subject)
             || e.query.iter().flat_map(|q| &q.keys).any(|k| k == subject))

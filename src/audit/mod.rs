@@ -279,7 +279,7 @@ impl Runtime {
                     note,
                     size: c.size,
                     root: c.root,
-                    signed_at: std::time::SystemTime::now(),
+                    signed_at: crate::base::clock::now(),
                 })
             }
             None if entries > 0 => {
@@ -314,7 +314,7 @@ impl Runtime {
                     note,
                     size: 0,
                     root,
-                    signed_at: std::time::SystemTime::now(),
+                    signed_at: crate::base::clock::now(),
                 }
             }
         };

@@ -311,7 +311,7 @@ impl Loop {
             note: self.key.sign(size, root),
             size,
             root,
-            signed_at: std::time::SystemTime::now(),
+            signed_at: crate::base::clock::now(),
         };
         let body = Checkpoint {
             origin: self.key.origin().into(),

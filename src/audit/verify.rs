@@ -117,7 +117,21 @@ pub fn read_segments(audit_dir: &std::path::Path) -> Result<(Vec<Vec<u8>>, Vec<S
 
 /// Checks entries alone: each decodes, sits at its own index, and records
 /// its predecessor's leaf hash. Returns the tree of their leaves.
-fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>), Problem> {
+/// The longest any entry may be withheld from the resident tracker: a
+/// grant's `disclosure_delay_days` is at most 180, plus a minute of slack
+/// between the call's judgement and the writer's timestamp.
+const MAX_WITHHELD_SECONDS: i64 = 180 * 86_400 + 60;
+
+/// What the entries say of their withholding from residents: how many are
+/// withheld at all, and the longest delay in days.
+#[derive(Debug, Default)]
+struct Withheld {
+    entries: u64,
+    longest_days: i64,
+}
+
+fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>, Withheld), Problem> {
+    let mut withheld = Withheld::default();
     let mut tree = MemoryTree::new();
     let mut leaves: Vec<Hash> = Vec::with_capacity(entries.len());
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
@@ -138,8 +152,23 @@ fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>), Problem>
         let leaf = leaf_hash(bytes);
         tree.push(leaf);
         leaves.push(leaf);
+        let time = e.time.map_or(0, |t| t.seconds);
+        if let Some(after) = e.disclosed_after {
+            let held = after.seconds - time;
+            if held > MAX_WITHHELD_SECONDS {
+                return Err(at(
+                    i,
+                    format!(
+                        "the entry is withheld from residents for {} days, longer than the 180 any grant may set",
+                        held / 86_400
+                    ),
+                ));
+            }
+            withheld.entries += 1;
+            withheld.longest_days = withheld.longest_days.max((held + 86_399) / 86_400);
+        }
         prevs.push(e.prev_leaf_hash);
-        times.push(e.time.map_or(0, |t| t.seconds));
+        times.push(time);
     }
     // Hash chain: entry i+1 records entry i's leaf hash.
     let link_ok = |i: usize| i + 1 >= leaves.len() || prevs[i + 1] == leaves[i];
@@ -158,7 +187,7 @@ fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>), Problem>
             "the entry does not hash to what its successor recorded: altered",
         ));
     }
-    Ok((tree, times))
+    Ok((tree, times, withheld))
 }
 
 /// Verifies entries (in order) and checkpoint notes (`None`: no checkpoint
@@ -170,7 +199,7 @@ pub fn verify(
     opts: &Options,
 ) -> Result<Outcome, Problem> {
     let n = entries.len() as u64;
-    let (tree, times) = check_entries(entries)?;
+    let (tree, times, withheld) = check_entries(entries)?;
     let notes = notes.unwrap_or_default();
     let mut last: Option<(u64, Hash)> = None;
     for (k, note) in notes.iter().enumerate() {
@@ -267,7 +296,14 @@ pub fn verify(
         checkpoints: notes.len(),
         signed_size,
         cosigned_by,
-        notes: Vec::new(),
+        notes: if withheld.entries > 0 {
+            vec![format!(
+                "{} entries are withheld from the resident tracker for at most {} days each (no grant may set more than 180)",
+                withheld.entries, withheld.longest_days
+            )]
+        } else {
+            Vec::new()
+        },
     };
     let unsigned = if notes.is_empty() {
         Some(format!(
@@ -293,5 +329,42 @@ pub fn verify(
         Some(why) if opts.strict => Err(checkpoint_problem(why)),
         Some(why) => Ok(Outcome::Unsigned(report, why)),
         None => Ok(Outcome::Ok(report)),
+    }
+}
+
+#[cfg(test)]
+mod withheld_tests {
+    use super::*;
+
+    fn entry(index: u64, prev: Vec<u8>, held_days: i64) -> Vec<u8> {
+        AuditEntry {
+            index,
+            time: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
+            prev_leaf_hash: prev,
+            disclosed_after: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000 + held_days * 86_400,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// An export shows whether anything was hidden from residents longer
+    /// than a grant may allow: the entry itself records until when.
+    #[test]
+    fn an_entry_withheld_beyond_180_days_is_refused() {
+        let first = entry(0, Vec::new(), 90);
+        let ok = check_entries(std::slice::from_ref(&first)).unwrap().2;
+        assert_eq!((ok.entries, ok.longest_days), (1, 90));
+        let second = entry(1, leaf_hash(&first).to_vec(), 200);
+        let Err(err) = check_entries(&[first, second]) else {
+            panic!("a 200-day withholding passed");
+        };
+        assert_eq!(err.index, Some(1));
+        assert!(err.reason.contains("200 days"), "{}", err.reason);
     }
 }

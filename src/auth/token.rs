@@ -9,6 +9,9 @@ use crate::control::directory::Snapshot;
 use crate::control::keys::Claims;
 use jsonwebtoken::{Algorithm, Validation};
 
+/// Clock skew tolerated on `exp` and `nbf`, seconds.
+const LEEWAY: i64 = 30;
+
 /// Verifies a token's algorithm, signature (under a key the snapshot
 /// holds), issuer, audience and validity times. Errors are the short reason
 /// codes an authentication failure records.
@@ -30,19 +33,26 @@ pub fn verify(
     v.set_issuer(&[issuer]);
     v.set_audience(&[audience]);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub", "jti"]);
-    v.validate_nbf = true;
-    v.leeway = 30;
-    jsonwebtoken::decode::<Claims>(token, key, &v)
+    // Validity times are judged below against the gateway's one clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    let claims = jsonwebtoken::decode::<Claims>(token, key, &v)
         .map(|d| d.claims)
         .map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
-                K::ExpiredSignature => "TOKEN_EXPIRED",
-                K::ImmatureSignature => "TOKEN_NOT_YET_VALID",
                 K::InvalidSignature => "BAD_SIGNATURE",
                 K::InvalidIssuer => "BAD_ISSUER",
                 K::InvalidAudience => "BAD_AUDIENCE",
                 _ => "BAD_TOKEN",
             }
-        })
+        })?;
+    let now = clock::unix_seconds(clock::now());
+    if claims.exp <= now - LEEWAY {
+        return Err("TOKEN_EXPIRED");
+    }
+    if claims.nbf > now + LEEWAY {
+        return Err("TOKEN_NOT_YET_VALID");
+    }
+    Ok(claims)
 }

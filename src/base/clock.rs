@@ -1,9 +1,31 @@
-//! One place that reads the wall clock, so every timestamp agrees.
+//! One place that reads the wall clock, so every timestamp agrees — and
+//! so a demo or a test can move it: with `demo_clock_offset`, a demo
+//! gateway lives days ahead (a disclosure delay passes, a deadline falls
+//! due) without anyone waiting. A production gateway refuses the setting.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Seconds added to the system clock (0 except in a demo that asks).
+static OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Moves this process's clock by `by` seconds from the system's.
+pub fn set_offset(by: i64) {
+    OFFSET.store(by, Ordering::Relaxed);
+}
+
 pub fn now() -> SystemTime {
-    SystemTime::now()
+    let t = SystemTime::now();
+    match OFFSET.load(Ordering::Relaxed) {
+        0 => t,
+        s if s > 0 => t + Duration::from_secs(s as u64),
+        s => t - Duration::from_secs(s.unsigned_abs()),
+    }
+}
+
+/// [`now`] in the server's time zone (days, deadlines, daily limits).
+pub fn local_now() -> chrono::DateTime<chrono::Local> {
+    chrono::DateTime::<chrono::Local>::from(now())
 }
 
 pub fn unix_seconds(t: SystemTime) -> i64 {

@@ -40,6 +40,10 @@ pub enum AuditCommand {
         /// Method name, e.g. GetPerson.
         #[arg(long, default_value = "")]
         method: String,
+        /// Only entries withheld from the resident tracker now (a grant's
+        /// disclosure delay), with the time they are shown from.
+        #[arg(long)]
+        withheld: bool,
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
@@ -255,6 +259,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
             dataset,
             purpose,
             method,
+            withheld,
             limit,
         } => {
             let stream = audit
@@ -269,6 +274,7 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                     dataset,
                     purpose,
                     method,
+                    withheld_from_residents: withheld,
                     page_size: limit.min(1000) as u32,
                     ..Default::default()
                 }))
@@ -318,6 +324,32 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 ]);
             }
             t.print();
+            if !r.corrections.is_empty() {
+                say("");
+                let mut t = Table::new(&[
+                    "DATASET",
+                    "SOURCE",
+                    "FILED",
+                    "OPEN",
+                    "ACCEPTED",
+                    "REJECTED",
+                    "NEEDS_INFO",
+                    "OVERDUE",
+                ]);
+                for c in r.corrections {
+                    t.row(vec![
+                        c.dataset,
+                        c.source_department,
+                        c.filed.to_string(),
+                        c.open.to_string(),
+                        c.accepted.to_string(),
+                        c.rejected.to_string(),
+                        c.needs_info.to_string(),
+                        c.overdue.to_string(),
+                    ]);
+                }
+                t.print();
+            }
         }
         AuditCommand::Tail => {
             let mut s = audit
@@ -450,6 +482,7 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
         "DECISION",
         "REASON",
         "RECORDS",
+        "RESIDENTS SEE IT FROM",
     ]);
     for e in entries {
         let time = e
@@ -478,6 +511,14 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
             ),
             e.reason_code,
             e.record_count.to_string(),
+            e.disclosed_after
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d")
+                        .to_string()
+                })
+                .unwrap_or_default(),
         ]);
     }
     t.print();

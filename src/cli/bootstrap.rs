@@ -11,7 +11,6 @@ use govshare::config::Config;
 use govshare::control::certs::ClientCa;
 use govshare::control::enrol::{self, FirstAdmin};
 use govshare::control::keys::KeyRing;
-use govshare::control::roles::RoleDepartments;
 use govshare::transport::control_socket::{self, EnrolRequest};
 use std::time::Duration;
 
@@ -70,10 +69,7 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
         &log,
         &keys,
         &client_ca,
-        &RoleDepartments {
-            admin: cfg.admin_departments.clone(),
-            auditor: cfg.auditor_departments.clone(),
-        },
+        &cfg.role_departments(),
         FirstAdmin {
             department: &a.dept,
             department_name: name,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod bench;
 mod bootstrap;
+pub mod corrections;
 pub mod import;
 pub mod pull;
 mod table;

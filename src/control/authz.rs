@@ -37,6 +37,10 @@ pub struct Denial {
     pub message: String,
     /// The grants the refusal concerns (the closest ones).
     pub grants: Vec<String>,
+    /// The longest disclosure delay among those grants: a refused call
+    /// under a covert grant is withheld from the resident tracker as long
+    /// as an answered one.
+    pub disclosure_delay_days: u32,
 }
 
 impl Denial {
@@ -47,9 +51,13 @@ impl Denial {
             code,
             message: crate::base::text::cap_message(message.into()),
             grants: Vec::new(),
+            disclosure_delay_days: 0,
         }
     }
 }
+
+/// The longest a grant may hide its pulls from the resident tracker.
+pub const MAX_DISCLOSURE_DELAY_DAYS: u32 = 180;
 
 /// The wildcard region: the whole jurisdiction, only when written explicitly.
 pub const ALL_REGIONS: &str = "*";
@@ -92,6 +100,9 @@ pub struct CompiledGrant {
     /// Views the grant names that the catalog no longer releases under it:
     /// `not_shared` now, gone, or conditional without an approved request.
     withdrawn: Vec<(usize, FieldView)>,
+    /// Days its pulls stay hidden from the resident tracker: honoured only
+    /// under an approved request (four eyes), at most 180.
+    delay_days: u32,
 }
 
 impl CompiledGrant {
@@ -124,12 +135,18 @@ impl CompiledGrant {
             }
         }
         let regions = whole_jurisdiction(&grant.regions, jurisdiction);
+        let delay_days = if approved_request {
+            grant.disclosure_delay_days.min(MAX_DISCLOSURE_DELAY_DAYS)
+        } else {
+            0
+        };
         Some(Self {
             grant,
             dataset,
             regions,
             plan: Arc::new(plan),
             withdrawn,
+            delay_days,
         })
     }
 
@@ -364,6 +381,11 @@ pub fn decide(
     };
     let mut denial = Denial::new(code, message);
     denial.grants = closest.iter().map(|j| j.grant.grant.id.clone()).collect();
+    denial.disclosure_delay_days = closest
+        .iter()
+        .map(|j| j.grant.delay_days)
+        .max()
+        .unwrap_or(0);
     Err(denial)
 }
 
@@ -374,6 +396,15 @@ fn covers(region: &str, code: &str) -> bool {
 impl Decision {
     pub fn dataset(&self) -> Dataset {
         self.dataset
+    }
+
+    /// The longest disclosure delay among the grants that serve the call.
+    pub fn disclosure_delay_days(&self) -> u32 {
+        self.candidates
+            .iter()
+            .map(|g| g.delay_days)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn grant_ids(&self) -> Vec<String> {

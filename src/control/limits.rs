@@ -29,7 +29,7 @@ fn day_key(department: &str, dataset: Dataset) -> String {
     format!(
         "{department}\0{}\0{}",
         dataset.name(),
-        chrono::Local::now().format("%Y-%m-%d")
+        crate::base::clock::local_now().format("%Y-%m-%d")
     )
 }
 

@@ -6,7 +6,7 @@
 
 use crate::base::clock;
 use crate::base::text::cap_for_message;
-use crate::control::authz::ALL_REGIONS;
+use crate::control::authz::{ALL_REGIONS, MAX_DISCLOSURE_DELAY_DAYS};
 use crate::datasets::Dataset;
 use crate::datasets::catalog::Catalog;
 use crate::datasets::codes::RegionCode;
@@ -30,12 +30,14 @@ pub struct Scope<'a> {
     pub purposes: &'a [String],
     pub not_before: Option<&'a prost_types::Timestamp>,
     pub not_after: Option<&'a prost_types::Timestamp>,
+    pub disclosure_delay_days: u32,
 }
 
 /// A scope that passed every check.
 pub struct Checked {
     pub dataset: Dataset,
-    /// Fields (and views) that need an approved request or a legal basis.
+    /// What needs an approved request and a legal basis: conditional field
+    /// views, and a disclosure delay.
     pub conditional: Vec<String>,
 }
 
@@ -134,6 +136,17 @@ pub fn check(rules: &Rules<'_>, department: &str, s: &Scope<'_>) -> Result<Check
     for p in s.purposes {
         check_purpose(rules.purposes, department, p)?;
     }
+    match s.disclosure_delay_days {
+        0 => {}
+        d if d > MAX_DISCLOSURE_DELAY_DAYS => {
+            return Err(format!(
+                "disclosure_delay_days: at most {MAX_DISCLOSURE_DELAY_DAYS} (got {d})"
+            ));
+        }
+        // Hiding pulls from residents is an investigation's exception: four
+        // eyes, like a clear ID.
+        d => conditional.push(format!("disclosure_delay_days={d}")),
+    }
     if let (Some(from), Some(until)) = (s.not_before, s.not_after) {
         if from.seconds >= until.seconds {
             return Err("not_before/not_after: the validity ends before it starts".into());
@@ -210,6 +223,7 @@ mod tests {
             purposes,
             not_before: None,
             not_after: None,
+            disclosure_delay_days: 0,
         }
     }
 

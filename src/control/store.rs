@@ -21,6 +21,7 @@ const META: &str = "meta";
 const ACCESS_REQUESTS: &str = "access_requests";
 const PURPOSES: &str = "purposes";
 const QUOTA: &str = "quota";
+const CORRECTIONS: &str = "corrections";
 const EPOCH_KEY: &[u8] = b"policy.epoch";
 
 /// The typed control plane every component shares.
@@ -136,6 +137,23 @@ impl Store {
 
     pub fn purposes(&self) -> Result<Vec<proto::Purpose>> {
         self.scan_msgs(PURPOSES, b"")
+    }
+
+    // ---- corrections ----------------------------------------------------
+
+    /// Corrections are a workflow, not access: writing one does not move
+    /// the policy epoch (nothing any node judges by changes).
+    pub fn put_correction(&self, c: &proto::Correction) -> Result<()> {
+        self.backend
+            .put(CORRECTIONS, c.id.as_bytes(), &c.encode_to_vec())
+    }
+
+    pub fn correction(&self, id: &str) -> Result<Option<proto::Correction>> {
+        self.get_msg(CORRECTIONS, id.as_bytes())
+    }
+
+    pub fn corrections(&self) -> Result<Vec<proto::Correction>> {
+        self.scan_msgs(CORRECTIONS, b"")
     }
 
     // ---- quota counters -------------------------------------------------

@@ -19,7 +19,7 @@ pub use record::{Checked, GridCounts, Record, Reference};
 /// Declares the datasets: their folders, the [`Dataset`] enum and its
 /// catalog entries, from one line each.
 macro_rules! registry {
-    ($($variant:ident => $folder:ident),* $(,)?) => {
+    ($($variant:ident => $folder:ident: $record:ty),* $(,)?) => {
         $(pub mod $folder;)*
 
         /// A shared dataset, each with one source department (一数一源).
@@ -37,14 +37,28 @@ macro_rules! registry {
                     $(Dataset::$variant => &$folder::SPEC),*
                 }
             }
+
+            /// Runs `v` with the dataset's main record type.
+            pub fn visit<V: RecordVisitor>(self, v: V) -> V::Output {
+                match self {
+                    $(Dataset::$variant => v.visit::<$record>()),*
+                }
+            }
         }
     };
 }
 
 registry! {
-    Population => population,
-    LegalEntity => legal_entity,
-    Grid => grid,
+    Population => population: crate::proto::Person,
+    LegalEntity => legal_entity: crate::proto::LegalEntity,
+    Grid => grid: crate::proto::Grid,
+}
+
+/// Work generic over a dataset's main record type, chosen at run time by
+/// [`Dataset::visit`].
+pub trait RecordVisitor {
+    type Output;
+    fn visit<R: Record + crate::proto::json::Named>(self) -> Self::Output;
 }
 
 impl Dataset {

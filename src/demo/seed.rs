@@ -73,10 +73,18 @@ pub const IDENTITIES: &[Identity] = &[
         jurisdiction: "310115001",
         roles: &["puller"],
     },
+    Identity {
+        id: "resident-portal",
+        department: "resident-portal",
+        department_name: "一网通办（居民端）",
+        jurisdiction: "310115",
+        roles: &["resident-portal"],
+    },
 ];
 
-/// Lifetime of the demo tokens.
-pub const DEMO_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Lifetime of the demo tokens: a year, so a demo clock moved past a
+/// disclosure delay (`demo_clock_offset`) still has working identities.
+pub const DEMO_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 const DEMO_DONE: &str = "bootstrap.demo_data";
 const EXAMPLE_ID: &str = "demo.example_id";
@@ -94,7 +102,12 @@ pub const DEMO_PURPOSES: &[(&str, &str, &str)] = &[
     ("market-supervision", "市场监管", "市场主体登记管理条例"),
     ("housing-security", "住房保障", "公共租赁住房管理办法"),
     ("epidemic-response", "疫情防控", "传染病防治法"),
+    ("criminal-investigation", "刑事侦查", "刑事诉讼法"),
 ];
+
+/// Days the demo's covert-investigation grant hides its pulls from the
+/// resident tracker.
+pub const COVERT_DELAY_DAYS: u32 = 90;
 
 /// Whether the demo district was loaded already.
 pub fn district_loaded(store: &Store) -> Result<bool> {
@@ -144,8 +157,13 @@ pub fn example_id(store: &Store) -> Option<String> {
         .and_then(|b| String::from_utf8(b).ok())
 }
 
-/// Whether a grant names a conditionally shared view (by the default catalog).
+/// Whether a grant needs an approved request as its provenance: it names
+/// a conditionally shared view (by the default catalog), or a disclosure
+/// delay.
 pub fn needs_request(g: &Grant) -> bool {
+    if g.disclosure_delay_days > 0 {
+        return true;
+    }
     let catalog = crate::datasets::catalog::Catalog::default();
     let Some(dataset) = Dataset::parse(&g.dataset) else {
         return false;
@@ -169,6 +187,7 @@ pub fn provenance(g: &Grant) -> AccessRequest {
         regions: g.regions.clone(),
         purposes: g.purposes.clone(),
         limits: g.limits,
+        disclosure_delay_days: g.disclosure_delay_days,
         justification: "demo seed".into(),
         legal_basis: g.legal_basis.clone(),
         status: AccessRequestStatus::Approved.into(),
@@ -310,5 +329,20 @@ pub fn demo_grants() -> Vec<Grant> {
             "grid-event-handling",
             0,
         ),
+        // A covert investigation: its pulls reach the log at once and the
+        // resident tracker only after the delay.
+        Grant {
+            id: "demo-public-security-covert".into(),
+            disclosure_delay_days: COVERT_DELAY_DAYS,
+            legal_basis: "刑事诉讼法 第五十四条（示范）".into(),
+            ..demo_grant(
+                "public-security",
+                Dataset::Population,
+                vec![("name", Clear), ("id_number", Clear), ("phone", Clear)],
+                DISTRICT_CODE,
+                "criminal-investigation",
+                0,
+            )
+        },
     ]
 }

@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::control::certs::ClientCa;
 use crate::control::directory::Directory;
 use crate::control::keys::KeyRing;
-use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::datasets::catalog::Catalog;
 use crate::datasets::mask::Masker;
@@ -20,12 +19,14 @@ use crate::pipeline::{Pipeline, RecordStore};
 use crate::proto;
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::correction_service_server::CorrectionServiceServer;
 use crate::proto::grid_service_server::GridServiceServer;
 use crate::proto::legal_entity_service_server::LegalEntityServiceServer;
 use crate::proto::population_service_server::PopulationServiceServer;
 use crate::proto::publish_service_server::PublishServiceServer;
+use crate::proto::resident_service_server::ResidentServiceServer;
 use crate::services::data::DataApi;
-use crate::services::{admin, audit as audit_api, publish};
+use crate::services::{admin, audit as audit_api, corrections, publish, resident};
 use crate::transport::{control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
@@ -92,6 +93,8 @@ pub fn open_store(dir: &Path) -> Result<(Store, RecordStore)> {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     // First, so every component's metrics from the start are recorded.
     let metrics = metrics_handle()?;
+    // A demo may run ahead of the wall clock (`demo_clock_offset`).
+    crate::base::clock::set_offset(cfg.demo_clock_offset.as_secs() as i64);
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     // The store holds the token-signing key, the pseudonym secret and every
@@ -139,10 +142,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let directory = Arc::new(Directory::new(
         store.clone(),
         catalog,
-        RoleDepartments {
-            admin: cfg.admin_departments.clone(),
-            auditor: cfg.auditor_departments.clone(),
-        },
+        cfg.role_departments(),
     )?);
     let pipeline = Pipeline::new(
         records,
@@ -175,6 +175,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     health
         .set_serving::<AuditServiceServer<audit_api::AuditApi>>()
         .await;
+    health
+        .set_serving::<ResidentServiceServer<resident::ResidentApi>>()
+        .await;
+    health
+        .set_serving::<CorrectionServiceServer<corrections::CorrectionApi>>()
+        .await;
     let health_task = tokio::spawn(follow_health(health, audit_log.health().clone()));
     let control = control_socket::serve(
         &control_socket::socket_path(&cfg.data_dir),
@@ -183,10 +189,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             log: audit_log.clone(),
             keys: keys.clone(),
             client_ca: ClientCa::load(&cfg.client_ca_path())?,
-            roles: RoleDepartments {
-                admin: cfg.admin_departments.clone(),
-                auditor: cfg.auditor_departments.clone(),
-            },
+            roles: cfg.role_departments(),
             token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
         },
     )?;
@@ -304,6 +307,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             pipeline: pipeline.clone(),
             log: audit_log.clone(),
         })))
+        .add_service(limited!(ResidentServiceServer::new(resident::ResidentApi {
+            pipeline: pipeline.clone(),
+            log: audit_log.clone(),
+        })))
+        .add_service(limited!(CorrectionServiceServer::new(
+            corrections::CorrectionApi::new(pipeline.clone(), cfg.corrections.response_days)
+        )))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::ReceiverStream::new(incoming),
             async move {
@@ -336,12 +346,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 /// are NOT_SERVING while the log cannot be written; the audit service also
 /// while the index lags or a sealed segment is damaged.
 async fn follow_health(health: tonic_health::server::HealthReporter, log: audit::Health) {
-    const DATA: [&str; 5] = [
+    const DATA: [&str; 7] = [
         "",
         "govshare.v1.PopulationService",
         "govshare.v1.LegalEntityService",
         "govshare.v1.GridService",
         "govshare.v1.PublishService",
+        "govshare.v1.ResidentService",
+        "govshare.v1.CorrectionService",
     ];
     let audit::Health {
         mut writable,

@@ -22,12 +22,14 @@
 //! to sockets.
 
 mod auth_failures;
+mod correct;
 pub mod page_token;
 #[cfg(test)]
 mod property_tests;
 mod publish;
 mod records;
 
+pub use correct::{Filed, Filing};
 pub use publish::{Publisher, Upsert};
 pub use records::RecordStore;
 
@@ -115,6 +117,8 @@ impl Wire {
 
 /// What a data RPC asks for, as the audit log records it.
 pub struct PullSpec {
+    /// `PULL`, or `CORRECTION` for a correction's filing (read as a pull).
+    pub kind: EntryKind,
     pub method: &'static str,
     pub dataset: Dataset,
     pub operation: Operation,
@@ -133,6 +137,8 @@ pub struct Pipeline {
     store_work: Semaphore,
     pages: Arc<Semaphore>,
     auth_failures: auth_failures::AuthFailures,
+    /// Keys the resident tracker's subject digests.
+    resident_key: [u8; 32],
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -166,6 +172,7 @@ impl Pipeline {
             auth,
             audit,
             page_tokens: PageTokens::new(masker.subkey("page-token")),
+            resident_key: masker.subkey("resident-subject"),
             masker,
             locator,
             store_work: Semaphore::new(STORE_WORKERS),
@@ -196,6 +203,19 @@ impl Pipeline {
 
     pub fn authenticator(&self) -> &Authenticator {
         &self.auth
+    }
+
+    /// A keyed digest of a resident's ID, as the resident tracker's own
+    /// entries name the resident: stable, so an auditor can count one
+    /// resident's reads, and useless without the gateway's secret.
+    pub fn resident_digest(&self, id: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut m =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.resident_key).expect("any key length");
+        m.update(id.as_bytes());
+        let mut s = data_encoding::BASE32_NOPAD.encode(&m.finalize().into_bytes());
+        s.truncate(26);
+        format!("resident:{s}")
     }
 
     /// Whether a region or grid code exists in the region tree: what grants
@@ -298,6 +318,8 @@ impl Pipeline {
             "govshare.v1.PublishService" => EntryKind::Publish,
             "govshare.v1.AdminService" => EntryKind::Admin,
             "govshare.v1.AuditService" => EntryKind::AuditRead,
+            "govshare.v1.ResidentService" => EntryKind::ResidentRead,
+            "govshare.v1.CorrectionService" => EntryKind::Correction,
             _ => EntryKind::Pull,
         };
         let mut e = principal_entry(&principal, &cap(method), kind);
@@ -445,6 +467,14 @@ fn check_context(c: &PullContext) -> Result<(), String> {
     Ok(())
 }
 
+/// When a pull under a grant with a disclosure delay of `days` may be
+/// shown to the resident it concerns (`None`: at once).
+fn disclosed_after(days: u32) -> Option<prost_types::Timestamp> {
+    (days > 0).then(|| {
+        clock::to_timestamp(clock::now() + std::time::Duration::from_secs(u64::from(days) * 86_400))
+    })
+}
+
 /// The skeleton of an entry for a principal's call that is not a data pull
 /// (`ADMIN`, `AUDIT_READ`).
 pub fn principal_entry(p: &Principal, method: &str, kind: EntryKind) -> AuditEntry {
@@ -454,6 +484,25 @@ pub fn principal_entry(p: &Principal, method: &str, kind: EntryKind) -> AuditEnt
         method: method.into(),
         ..Default::default()
     }
+}
+
+/// [`principal_entry`] with its outcome: allowed, or refused by the rule
+/// `refused` names.
+pub fn decided_entry(
+    p: &Principal,
+    method: &str,
+    kind: EntryKind,
+    refused: Option<&str>,
+) -> AuditEntry {
+    let mut e = principal_entry(p, method, kind);
+    match refused {
+        Some(code) => {
+            e.decision = AuditDecision::Deny.into();
+            e.reason_code = code.into();
+        }
+        None => e.decision = AuditDecision::Allow.into(),
+    }
+    e
 }
 
 fn audit_principal(p: &Principal, operator: &str) -> AuditPrincipal {
@@ -616,8 +665,13 @@ impl Admission {
     }
 
     fn entry(&self, decision: AuditDecision) -> AuditEntry {
+        let delay = self
+            .decision
+            .as_deref()
+            .map_or(0, Decision::disclosure_delay_days);
         AuditEntry {
-            kind: EntryKind::Pull.into(),
+            disclosed_after: disclosed_after(delay),
+            kind: self.spec.kind.into(),
             principal: Some(audit_principal(&self.principal, &self.context.operator)),
             method: self.spec.method.into(),
             dataset: self.spec.dataset.name().into(),
@@ -657,6 +711,7 @@ impl Admission {
         e.message.clone_from(&denial.message);
         if !denial.grants.is_empty() {
             e.grants_used = denial.grants;
+            e.disclosed_after = disclosed_after(denial.disclosure_delay_days);
         }
         match self.pipeline.record(e).await {
             Ok(_) => Status::new(code, denial.message),

@@ -482,6 +482,7 @@ fn run_case(case: Case) {
             RoleDepartments {
                 admin: vec!["gateway-admin".into()],
                 auditor: vec!["audit-office".into()],
+                resident_portal: Vec::new(),
             },
         )
         .unwrap(),
@@ -518,6 +519,7 @@ fn run_case(case: Case) {
                     operator: String::new(),
                 },
                 PullSpec {
+                    kind: EntryKind::Pull,
                     method: "/property",
                     dataset: req.dataset,
                     operation: req.op,
@@ -756,6 +758,7 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
             RoleDepartments {
                 admin: vec![],
                 auditor: vec![],
+                resident_portal: Vec::new(),
             },
         )
         .unwrap(),
@@ -778,6 +781,7 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
                     operator: String::new(),
                 },
                 PullSpec {
+                    kind: EntryKind::Pull,
                     method: "/store-fails",
                     dataset: Dataset::Population,
                     operation: Operation::Get,

@@ -59,6 +59,9 @@ named!(
     EntityPage,
     GridPage,
     UpsertGridsRequest,
+    Correction,
+    ListCorrectionsResponse,
+    MyAccessHistoryResponse,
 );
 
 pub fn to_value<M: Named>(m: &M) -> serde_json::Value {
@@ -96,4 +99,75 @@ pub fn from_value<M: Named + Default>(v: serde_json::Value) -> Result<M, String>
         .expect("a message of this build");
     let dm = DynamicMessage::deserialize(desc, v).map_err(|e| e.to_string())?;
     dm.transcode_to::<M>().map_err(|e| e.to_string())
+}
+
+/// A copy of `m` with its field `name` set from `text`, as a person would
+/// write the value: a string as is, a number or `true`/`false` parsed, an
+/// enum by its value name (`RESIDENCE_STATUS_…` or just its last part).
+/// `Ok(None)` for a field text cannot hold (a message, a list): the value
+/// is then for a person to read, not for a check.
+pub fn with_text_field<M: Named + Default>(
+    m: &M,
+    name: &str,
+    text: &str,
+) -> Result<Option<M>, String> {
+    use prost_reflect::{Kind, Value};
+    let desc = POOL
+        .get_message_by_name(M::NAME)
+        .expect("a message of this build");
+    let field = desc
+        .get_field_by_name(name)
+        .ok_or_else(|| format!("{name}: not a field of {}", desc.name()))?;
+    if field.is_list() || field.is_map() {
+        return Ok(None);
+    }
+    let bad = |what: &str| {
+        format!(
+            "{name}: '{}' is not {what}",
+            crate::base::text::cap_for_message(text)
+        )
+    };
+    let value = match field.kind() {
+        Kind::String => Value::String(text.to_string()),
+        Kind::Bool => Value::Bool(text.parse().map_err(|_| bad("true or false"))?),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Value::I32(text.parse().map_err(|_| bad("a whole number"))?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            Value::I64(text.parse().map_err(|_| bad("a whole number"))?)
+        }
+        Kind::Uint32 | Kind::Fixed32 => {
+            Value::U32(text.parse().map_err(|_| bad("a whole number"))?)
+        }
+        Kind::Uint64 | Kind::Fixed64 => {
+            Value::U64(text.parse().map_err(|_| bad("a whole number"))?)
+        }
+        Kind::Double => Value::F64(text.parse().map_err(|_| bad("a number"))?),
+        Kind::Float => Value::F32(text.parse().map_err(|_| bad("a number"))?),
+        Kind::Enum(e) => {
+            let upper = text.trim().to_ascii_uppercase();
+            let v = e
+                .values()
+                .find(|v| v.name() == upper || v.name().ends_with(&format!("_{upper}")))
+                .filter(|v| v.number() != 0)
+                .ok_or_else(|| {
+                    let names: Vec<String> = e
+                        .values()
+                        .filter(|v| v.number() != 0)
+                        .map(|v| v.name().to_string())
+                        .collect();
+                    format!(
+                        "{}; one of {}",
+                        bad("a value of this field"),
+                        names.join(", ")
+                    )
+                })?;
+            Value::EnumNumber(v.number())
+        }
+        Kind::Bytes | Kind::Message(_) => return Ok(None),
+    };
+    let mut dm = DynamicMessage::decode(desc, m.encode_to_vec().as_slice())
+        .expect("re-decoding our own message");
+    dm.set_field(&field, value);
+    dm.transcode_to::<M>().map(Some).map_err(|e| e.to_string())
 }

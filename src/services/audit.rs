@@ -71,6 +71,10 @@ impl Filter {
             && (r.purpose.is_empty() || e.purpose == r.purpose)
             && r.from.is_none_or(|f| secs >= f.seconds)
             && r.to.is_none_or(|t| secs < t.seconds)
+            && (!r.withheld_from_residents
+                || e.disclosed_after.is_some_and(|t| {
+                    t.seconds > crate::base::clock::unix_seconds(crate::base::clock::now())
+                }))
     }
 }
 
@@ -110,15 +114,8 @@ impl AuditApi {
         what: String,
         denied: Option<&str>,
     ) -> Result<(), Status> {
-        let mut e = crate::pipeline::principal_entry(p, method, EntryKind::AuditRead);
+        let mut e = crate::pipeline::decided_entry(p, method, EntryKind::AuditRead, denied);
         e.message = cap(&what);
-        match denied {
-            Some(code) => {
-                e.decision = AuditDecision::Deny.into();
-                e.reason_code = code.into();
-            }
-            None => e.decision = AuditDecision::Allow.into(),
-        }
         self.pipeline.record(e).await.map(|_| ())
     }
 
@@ -549,10 +546,11 @@ impl AuditService for AuditApi {
         )
         .await?;
         let r = req.into_inner();
-        let now = chrono::Local::now();
+        let now = crate::base::clock::local_now();
         let from = day(r.from.as_ref(), now - chrono::Duration::days(30));
         let to = day(r.to.as_ref(), now);
         let rows = self.index().stats(&from, &to, &r.department);
-        Ok(Response::new(AuditStatsResponse { rows }))
+        let corrections = super::corrections::stats(self.pipeline.directory().store())?;
+        Ok(Response::new(AuditStatsResponse { rows, corrections }))
     }
 }

@@ -9,7 +9,7 @@ use crate::base::text::cap_for_message;
 use crate::control::authz::Denial;
 use crate::datasets::Record;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
-use crate::proto::{AuditQuery, AuditReceipt, Operation, PullContext};
+use crate::proto::{AuditQuery, AuditReceipt, EntryKind, Operation, PullContext};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -318,6 +318,7 @@ pub fn pull(
     query: AuditQuery,
 ) -> PullSpec {
     PullSpec {
+        kind: EntryKind::Pull,
         method,
         dataset,
         operation,

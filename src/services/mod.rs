@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod audit;
+pub mod corrections;
 pub mod data;
 pub mod grid;
 pub mod legal_entity;
 pub mod population;
 pub mod publish;
+pub mod resident;

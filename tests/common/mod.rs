@@ -265,6 +265,27 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// `GetPerson` as `identity`, citing `purpose`.
+pub async fn get_person(
+    gw: &Gateway,
+    identity: &str,
+    purpose: &str,
+    id: &str,
+) -> Result<govshare::proto::GetPersonResponse, tonic::Status> {
+    govshare::proto::population_service_client::PopulationServiceClient::new(
+        gw.channel(identity).await,
+    )
+    .get_person(req(
+        govshare::proto::GetPersonRequest {
+            context: ctx(purpose),
+            id_number: id.into(),
+        },
+        &gw.token(identity),
+    ))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
 /// A request with a bearer token.
 pub fn req<T>(msg: T, token: &str) -> tonic::Request<T> {
     govshare::client::with_token(msg, token)

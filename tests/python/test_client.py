@@ -6,9 +6,10 @@ grpcio-reflection) and `cryptography` for the audit-log signature.
 It compiles the protos at run time, connects over mutual TLS with a
 department's certificate and bearer token, and checks what an outside
 implementer would rely on: field masking and absence, scope (out-of-scope
-answers exactly like absent), authentication, server reflection and an
+answers exactly like absent), authentication, server reflection, an
 RFC 9162 inclusion proof under an Ed25519-signed C2SP checkpoint, verified
-here without any of the gateway's code.
+here without any of the gateway's code, the resident tracker, and a
+correction's round trip to the source department.
 
     python test_client.py --addr 127.0.0.1:PORT --pki DATA_DIR/pki \
         --proto-dir /work/main/proto --persons-file PERSONS.json
@@ -389,7 +390,8 @@ def test_reflection(args):
         db = ProtoReflectionDescriptorDatabase(ch)
         services = set(db.get_services())
         want = {f"govshare.v1.{s}" for s in ("PopulationService", "LegalEntityService", "GridService",
-                                              "PublishService", "AdminService", "AuditService")}
+                                              "PublishService", "AdminService", "AuditService",
+                                              "ResidentService", "CorrectionService")}
         want.add("grpc.health.v1.Health")
         check(want <= services, f"reflection lacks {sorted(want - services)}; lists {sorted(services)}")
         # The descriptors must resolve too, not only the names.
@@ -456,6 +458,69 @@ def test_inclusion(args, pb, receipt):
     check(wrong != root, "inclusion verifier accepted a wrong leaf hash")
 
 
+def test_tracker(args, pb, inside):
+    """The resident tracker, as the government app's back end calls it:
+    the resident sees civil affairs' pull (made above, with an operator
+    name) by department and purpose name, never the operator; a credit
+    code is not a question it answers."""
+    res, res_grpc = pb["resident_pb2"], pb["resident_pb2_grpc"]
+    md = auth(args.pki, "resident-portal")
+    with channel_for(args.addr, args.pki, "resident-portal") as ch:
+        stub = res_grpc.ResidentServiceStub(ch)
+        time.sleep(1)  # the subject index trails the durable log
+        h = call(stub.MyAccessHistory, res.MyAccessHistoryRequest(id_number=field(inside, "id_number")), md)
+        mine = [e for e in h.events if e.case_id == "PY-1"]
+        check(len(mine) == 1, f"tracker: want civil affairs' pull PY-1 once, got {[e.case_id for e in h.events]}")
+        e = mine[0]
+        check(e.department_id == "civil-affairs" and e.department == "民政局",
+              f"tracker: department {e.department_id!r} / {e.department!r}")
+        check(e.purpose == "social-assistance" and e.purpose_name == "社会救助",
+              f"tracker: purpose {e.purpose!r} / {e.purpose_name!r}")
+        check("name" in e.fields, f"tracker: fields {list(e.fields)!r} lack name")
+        check(b"py-client" not in h.SerializeToString(), "tracker: the operator's name leaks")
+        check(h.HasField("receipt"), "tracker: the read carries its own receipt")
+        expect_status(lambda: stub.MyAccessHistory(res.MyAccessHistoryRequest(id_number="91350100M000100Y43"),
+                                                   metadata=md, timeout=CALL_TIMEOUT),
+                      grpc.StatusCode.INVALID_ARGUMENT, "tracker asked about a credit code")
+    step("resident tracker: the pull by department and purpose name, no operator; USCC refused")
+
+
+def test_corrections(args, pb, inside):
+    """A correction from civil affairs to public security, the source, and
+    back: filed, in the source's queue, rejected with a reason, and the
+    reporter sees the answer."""
+    common, cor, cor_grpc = pb["common_pb2"], pb["correction_pb2"], pb["correction_pb2_grpc"]
+    with channel_for(args.addr, args.pki, "civil-affairs") as ch:
+        stub = cor_grpc.CorrectionServiceStub(ch)
+        md = auth(args.pki, "civil-affairs")
+        filed = call(stub.FileCorrection, cor.FileCorrectionRequest(
+            context=common.PullContext(purpose="social-assistance", case_id="PY-9"),
+            dataset="population", key=field(inside, "id_number"), field="phone",
+            proposed_value="13900139000", evidence="called the resident"), md)
+        check(filed.status == cor.CORRECTION_STATUS_OPEN and filed.source_department == "public-security",
+              f"filed: status {filed.status}, source {filed.source_department!r}")
+        expect_status(lambda: stub.FileCorrection(cor.FileCorrectionRequest(
+            context=common.PullContext(purpose="social-assistance", case_id="PY-9"),
+            dataset="population", key=ABSENT_ID, field="phone", proposed_value="13900139000",
+            evidence="x"), metadata=md, timeout=CALL_TIMEOUT),
+                      grpc.StatusCode.NOT_FOUND, "a correction of a record that does not exist")
+    with channel_for(args.addr, args.pki, "public-security") as ch:
+        stub = cor_grpc.CorrectionServiceStub(ch)
+        md = auth(args.pki, "public-security")
+        queue = call(stub.ListCorrections, cor.ListCorrectionsRequest(), md).corrections
+        check(filed.id in [c.id for c in queue], "the correction is not in the source's queue")
+        done = call(stub.AnswerCorrection, cor.AnswerCorrectionRequest(
+            id=filed.id, rejected_reason="confirmed with the resident on file"), md)
+        check(done.status == cor.CORRECTION_STATUS_REJECTED, f"answer: status {done.status}")
+    with channel_for(args.addr, args.pki, "civil-affairs") as ch:
+        stub = cor_grpc.CorrectionServiceStub(ch)
+        mine = call(stub.ListMyCorrections, cor.ListMyCorrectionsRequest(), auth(args.pki, "civil-affairs"))
+        got = [c for c in mine.corrections if c.id == filed.id]
+        check(len(got) == 1 and got[0].answer == "confirmed with the resident on file",
+              f"the reporter does not see the answer: {got!r}")
+    step("corrections: filed, absent refused NOT_FOUND, in the source's queue, rejected, answer seen")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--addr", required=True, help="host:port of the gateway's gRPC listener")
@@ -466,7 +531,8 @@ def main():
 
     out = compile_protos(args.proto_dir)
     pb = {m: load(m) for m in ("common_pb2", "population_pb2", "population_pb2_grpc",
-                               "audit_pb2", "audit_pb2_grpc")}
+                               "audit_pb2", "audit_pb2_grpc", "resident_pb2", "resident_pb2_grpc",
+                               "correction_pb2", "correction_pb2_grpc")}
     step(f"compiled protos with grpc_tools.protoc into {out}")
     inside, outside = load_persons(args.persons_file)
 
@@ -478,6 +544,8 @@ def main():
         test_unauthenticated(args, pb, inside)
         test_reflection(args)
         test_inclusion(args, pb, receipt)
+        test_tracker(args, pb, inside)
+        test_corrections(args, pb, inside)
     except CheckFailed as e:
         print(f"FAIL {e}", file=sys.stderr, flush=True)
         print(f"checks: {check.passed} passed, 1 failed", flush=True)

@@ -20,6 +20,7 @@ fn scope_of_grant(g: &Grant) -> Scope<'_> {
         purposes: &g.purposes,
         not_before: g.not_before.as_ref(),
         not_after: g.not_after.as_ref(),
+        disclosure_delay_days: g.disclosure_delay_days,
     }
 }
 
@@ -32,6 +33,7 @@ fn scope_of_request(r: &AccessRequest) -> Scope<'_> {
         purposes: &r.purposes,
         not_before: r.not_before.as_ref(),
         not_after: r.not_after.as_ref(),
+        disclosure_delay_days: r.disclosure_delay_days,
     }
 }
 
@@ -72,6 +74,7 @@ fn grant_from_request(
         approved_by: approved_by.into(),
         access_request_id: r.id.clone(),
         created_at: Some(clock::to_timestamp(clock::now())),
+        disclosure_delay_days: r.disclosure_delay_days,
         ..Default::default()
     })
 }
@@ -170,6 +173,17 @@ impl AdminApi {
             .ok_or_else(|| Status::invalid_argument("grant: the grant to create is missing"))?;
         let grantee = self.existing_department(&asked.department)?;
         Self::not_own(p, &asked.department, "create a grant")?;
+        if self
+            .pipeline
+            .directory()
+            .roles()
+            .is_portal(&asked.department)
+        {
+            return Err(Status::failed_precondition(format!(
+                "'{}' is a resident portal: it asks the resident tracker and pulls nothing, so it holds no grant",
+                asked.department
+            )));
+        }
         let checked = self.check_scope(&asked.department, &scope_of_grant(&asked))?;
         let now = clock::now();
         if !checked.conditional.is_empty() {
@@ -192,6 +206,7 @@ impl AdminApi {
                 not_before: asked.not_before,
                 not_after: asked.not_after,
                 limits: asked.limits,
+                disclosure_delay_days: asked.disclosure_delay_days,
                 justification: format!(
                     "filed through CreateGrant by {}: {} need a second administrator",
                     actor(p),
@@ -344,7 +359,7 @@ impl AdminApi {
         let mut refused_because = Vec::new();
         if !checked.conditional.is_empty() {
             refused_because.push(format!(
-                "fields: {} are conditionally shared; an administrator of another department decides",
+                "{} need an administrator of another department to decide (conditionally shared views, a disclosure delay)",
                 checked.conditional.join(", ")
             ));
         }
