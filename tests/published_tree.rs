@@ -355,6 +355,32 @@ fn every_damage_is_refused_with_its_reason() {
     assert!(!ok);
     assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
     assert!(out.starts_with("Error: REFUSED: tile tile/1/000"), "{out}");
+    // With --state, a monitor remembers what it verified: the first run
+    // saves the checkpoint, and a later run against a tree rolled back
+    // below it fails — with nothing but the state file to go on.
+    let state = copies.path().join("monitor.state");
+    let run = |dir: &Path| {
+        common::cli(&[
+            "audit",
+            "verify-tiles",
+            dir.to_str().unwrap(),
+            "--public-key",
+            key_file.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ])
+    };
+    let (ok, out) = run(good.path());
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), t.note(65_537));
+    let (ok, out) = run(&copies.path().join("rolled-back"));
+    assert!(!ok, "a rolled-back tree passed a monitor with state: {out}");
+    assert!(out.contains("went backwards"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        t.note(65_537),
+        "a refused run keeps the state"
+    );
     // A checkpoint not extending the saved one (another log's tree of the
     // same key would do; here: a forged saved checkpoint of a different
     // root) is refused too.
@@ -401,6 +427,73 @@ fn partial_tiles_go_only_after_their_full_tile_and_the_grace_period() {
     assert!(!gone.path().join("tile/0/001.p/44").exists());
     assert!(gone.path().join("tile/0/001").exists());
     assert!(gone.path().join("tile/0/002.p/88").exists());
+}
+
+/// A restarted publisher finds the full tiles it already published and
+/// does not copy them again: at a billion entries that copy would keep the
+/// gateway from starting for hours.
+#[test]
+fn a_restarted_publisher_does_not_copy_its_full_tiles_again() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tree(70_000);
+    let out = tempfile::tempdir().unwrap();
+    t.publisher(out.path(), Duration::ZERO)
+        .publish(66_000, &t.note(66_000))
+        .unwrap();
+    let inode = |p: &str| std::fs::metadata(out.path().join(p)).unwrap().ino();
+    let before = (
+        inode("tile/0/000"),
+        inode("tile/0/200"),
+        inode("tile/1/000"),
+    );
+    t.publisher(out.path(), Duration::ZERO)
+        .publish(70_000, &t.note(70_000))
+        .unwrap();
+    assert_eq!(
+        (
+            inode("tile/0/000"),
+            inode("tile/0/200"),
+            inode("tile/1/000")
+        ),
+        before,
+        "full tiles were rewritten after a restart"
+    );
+    assert!(
+        out.path().join("tile/0/272").exists(),
+        "the new ones are there"
+    );
+    let r = verify(&Source::Dir(out.path().into()), &key_of(&t), None).unwrap();
+    assert_eq!(r.size, 70_000);
+}
+
+/// A full tile appears whole or not at all: written under another name and
+/// renamed over its own, so a reader guessing a tile's path while it is
+/// written never sees (and never caches as immutable) a short one. A hard
+/// link planted at the tile's path shows it: writing in place would change
+/// the linked file too.
+#[test]
+fn full_tiles_are_written_whole_under_their_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiles");
+    std::fs::create_dir_all(dir.join("tile/0")).unwrap();
+    let probe = tmp.path().join("probe");
+    std::fs::write(&probe, b"old").unwrap();
+    std::fs::hard_link(&probe, dir.join("tile/0/000")).unwrap();
+    let mut w = TileWriter::open(&dir).unwrap();
+    let leaves: Vec<H> = (0..300u64).map(|i| leaf(&i.to_le_bytes())).collect();
+    w.append(&leaves).unwrap();
+    w.sync().unwrap();
+    assert_eq!(
+        std::fs::read(&probe).unwrap(),
+        b"old",
+        "the tile was written in place"
+    );
+    assert_eq!(std::fs::read(dir.join("tile/0/000")).unwrap().len(), 8192);
+    let names: Vec<String> = std::fs::read_dir(dir.join("tile/0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
 }
 
 // ---- a live gateway's tree --------------------------------------------------
@@ -606,6 +699,9 @@ async fn a_live_gateways_tree_verifies_from_its_files_alone_and_reveals_no_entry
     }
     // The web server serves the tree, not the gateway's bookkeeping.
     let private = govshare_get(&format!("{url}/live/published-partials")).await;
+    // A tile that does not exist yet is a plain 404, never an immutable
+    // one a cache would keep for a year.
+    let future = http_response(&format!("{url}/live/tile/0/x999/999")).await;
     let _ = server.kill();
     let _ = server.wait();
     let live = live.unwrap();
@@ -617,11 +713,25 @@ async fn a_live_gateways_tree_verifies_from_its_files_alone_and_reveals_no_entry
     }
     if Command::new("nginx").arg("-v").output().is_ok() {
         assert_eq!(private, None, "nginx serves only the tree");
+        let future = String::from_utf8_lossy(&future.unwrap()).to_string();
+        let head = future.split("\r\n\r\n").next().unwrap();
+        assert!(head.contains(" 404"), "{head}");
+        assert!(
+            !head.contains("immutable"),
+            "a 404 marked immutable: {head}"
+        );
     }
 }
 
 /// A plain GET: `Some(body)` for 200, `None` otherwise.
 async fn govshare_get(url: &str) -> Option<Vec<u8>> {
+    let out = http_response(url).await?;
+    let head = String::from_utf8_lossy(&out[..out.len().min(12)]).to_string();
+    head.contains(" 200").then_some(out)
+}
+
+/// The whole HTTP/1.0 response to a GET, headers included.
+async fn http_response(url: &str) -> Option<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -631,6 +741,5 @@ async fn govshare_get(url: &str) -> Option<Vec<u8>> {
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.ok()?;
-    let head = String::from_utf8_lossy(&out[..out.len().min(12)]).to_string();
-    head.contains(" 200").then_some(out)
+    Some(out)
 }

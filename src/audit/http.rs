@@ -41,10 +41,21 @@ pub async fn post(url: &str, body: String) -> Result<(u16, String)> {
 
 /// Most bytes of one published file read: a tile is at most 8 KiB, a
 /// checkpoint with its cosignatures a few hundred bytes.
-const MAX_FILE: usize = 1 << 20;
+pub const MAX_FILE: usize = 1 << 20;
 
-/// GETs `url`: `Ok(None)` for 404, the body for 200, an error otherwise.
+/// Longest one GET may take, connection and body included: a server that
+/// stalls makes a monitor fail, loudly, instead of hanging.
+const GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// GETs `url`: `Ok(None)` for 404, the body for 200, an error otherwise
+/// (also when it takes longer than [`GET_TIMEOUT`]).
 pub async fn get(url: &str) -> Result<Option<Vec<u8>>> {
+    tokio::time::timeout(GET_TIMEOUT, get_once(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no complete answer within {GET_TIMEOUT:?}"))?
+}
+
+async fn get_once(url: &str) -> Result<Option<Vec<u8>>> {
     let uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("'{url}' is not a URL"))?;
@@ -100,8 +111,17 @@ where
     Ok(sender.send_request(req).await?)
 }
 
-/// A TLS client trusting the system's root certificates.
+/// A TLS client trusting the system's root certificates, made once.
 fn tls_connector() -> Result<tokio_rustls::TlsConnector> {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    if let Some(c) = CONNECTOR.get() {
+        return Ok(c.clone());
+    }
+    let made = new_tls_connector()?;
+    Ok(CONNECTOR.get_or_init(|| made).clone())
+}
+
+fn new_tls_connector() -> Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);

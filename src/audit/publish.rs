@@ -9,8 +9,11 @@
 //!
 //! 1. the partial tile of every level the checkpoint's size needs
 //!    (`tile/<L>/<N>.p/<W>`) — and, when the publish directory is not the
-//!    index's own tile directory, the full tiles it lacks;
-//! 2. then the signed note as `checkpoint`.
+//!    index's own tile directory, the full tiles it lacks (in the index's
+//!    own directory the full tiles are already there; they are synced);
+//! 2. how many full tiles per level are published (`published-full`, so a
+//!    restart does not copy them again);
+//! 3. then the signed note as `checkpoint`.
 //!
 //! Each file is written to a temporary name, synced and renamed (and its
 //! directory synced), tiles before the checkpoint: a reader never finds a
@@ -28,13 +31,16 @@ use super::tiles::{Tiles, WIDTH, tile_path};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The file naming the partial tiles this publisher wrote and not yet
 /// removed, so a restart can still remove them.
 const PARTIALS: &str = "published-partials";
+
+/// The file holding how many full tiles of each level are published and
+/// durable, one count per line from level 0.
+const FULL: &str = "published-full";
 
 /// Writes the published tree of one log.
 pub struct Publisher {
@@ -69,12 +75,29 @@ impl Publisher {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e).context("reading the list of published partial tiles"),
         };
+        let full_published = match std::fs::read_to_string(dir.join(FULL)) {
+            Ok(text) => text
+                .lines()
+                .map(str::parse)
+                .collect::<Result<Vec<u64>, _>>()
+                .with_context(|| format!("{} is damaged", dir.join(FULL).display()))?,
+            // In place, what the index synced needs no syncing again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && in_place => {
+                let durable = super::tiles::durable_size(tiles_dir)?;
+                (0..)
+                    .map(|level| level_width(durable, level) / WIDTH as u64)
+                    .take_while(|&full| full > 0)
+                    .collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).context("reading the count of published full tiles"),
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             tiles,
             in_place,
             grace,
-            full_published: Vec::new(),
+            full_published,
             partials,
         })
     }
@@ -89,23 +112,32 @@ impl Publisher {
     /// Step 1: every tile a reader of a checkpoint of `size` needs.
     pub fn publish_tiles(&mut self, size: u64) -> Result<()> {
         let mut level = 0u32;
+        let mut more_full = false;
         while level_width(size, level) > 0 {
             let hashes = level_width(size, level);
             let full = hashes / WIDTH as u64;
-            if !self.in_place {
-                let from = self
-                    .full_published
-                    .get(level as usize)
-                    .copied()
-                    .unwrap_or(0);
-                for index in from..full {
+            let from = self
+                .full_published
+                .get(level as usize)
+                .copied()
+                .unwrap_or(0);
+            for index in from..full {
+                let path = tile_path(level, index, WIDTH);
+                if self.in_place {
+                    // The index wrote it; it must be durable before a
+                    // checkpoint points at it.
+                    sync_file(&self.dir.join(&path))?;
+                } else {
                     let tile = self.tiles.tile(level, index, WIDTH)?;
-                    self.write_tile(&tile_path(level, index, WIDTH), &tile)?;
+                    self.write_tile(&path, &tile)?;
                 }
+            }
+            if full > from {
                 if self.full_published.len() <= level as usize {
                     self.full_published.resize(level as usize + 1, 0);
                 }
                 self.full_published[level as usize] = full;
+                more_full = true;
             }
             let width = (hashes % WIDTH as u64) as usize;
             if width > 0 {
@@ -118,6 +150,14 @@ impl Publisher {
                 }
             }
             level += 1;
+        }
+        if more_full {
+            let counts: String = self
+                .full_published
+                .iter()
+                .map(|n| format!("{n}\n"))
+                .collect();
+            write_atomically(&self.dir.join(FULL), counts.as_bytes())?;
         }
         Ok(())
     }
@@ -188,6 +228,18 @@ fn partial_position(path: &str) -> Result<(u32, u64)> {
     Ok((level.parse().map_err(|_| bad())?, n))
 }
 
+/// Makes a file the index wrote durable, with its directory (where its
+/// rename was recorded).
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_data())
+        .with_context(|| format!("syncing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -195,20 +247,14 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes `path` so that a reader sees the old file or the whole new one:
-/// a temporary file, synced, renamed over it, and the directory synced.
+/// Writes `path` so that a reader sees the old file or the whole new one
+/// (a temporary file, synced, renamed over it, the directory synced),
+/// creating its directory first.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file in a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().context("a file name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    File::open(dir)?.sync_all()?;
-    Ok(())
+    super::tiles::replace_file(dir, &name, bytes)
 }
 
 #[cfg(test)]

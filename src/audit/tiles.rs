@@ -239,15 +239,24 @@ impl TileWriter {
         Ok(())
     }
 
+    /// Writes a full tile under a temporary name and renames it over its
+    /// own: the tile directory may be served as it is, and a reader must
+    /// see a full tile whole or not at all. [`Self::sync`] makes it durable.
     fn write_tile(&mut self, level: u32, index: u64, hashes: &[Hash]) -> Result<()> {
         let path = self.tiles.dir.join(tile_path(level, index, WIDTH));
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut f = File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let parent = path.parent().context("a tile is in a directory")?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .context("a tile has a name")?
+                .to_string_lossy()
+        ));
+        let mut f = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         let bytes: Vec<u8> = hashes.iter().flatten().copied().collect();
         f.write_all(&bytes)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         self.unsynced.push(path);
         Ok(())
     }

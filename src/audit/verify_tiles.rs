@@ -36,11 +36,22 @@ impl Source {
 
     async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
         match self {
-            Source::Dir(dir) => match std::fs::read(dir.join(path)) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("reading {}: {e}", dir.join(path).display())),
-            },
+            Source::Dir(dir) => {
+                use std::io::Read;
+                let file = dir.join(path);
+                let mut bytes = Vec::new();
+                match std::fs::File::open(&file) {
+                    // No more than a published file can hold, plus one byte
+                    // to tell that it holds more.
+                    Ok(f) => f
+                        .take(super::http::MAX_FILE as u64 + 1)
+                        .read_to_end(&mut bytes)
+                        .map(|_| Some(bytes))
+                        .map_err(|e| format!("reading {}: {e}", file.display())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(format!("reading {}: {e}", file.display())),
+                }
+            }
             Source::Http(prefix) => super::http::get(&format!("{prefix}/{path}"))
                 .await
                 .map_err(|e| format!("{e:#}")),
@@ -67,12 +78,15 @@ pub struct Report {
     pub since: Option<(u64, Hash)>,
     pub cosigned_by: Vec<String>,
     pub tiles: usize,
+    /// The checkpoint that verified, to save as the next run's `--since`.
+    pub note: String,
 }
 
-/// The tiles of a tree of one size, as read: `(level, index)` -> hashes.
+/// The tiles of a tree of one size that roots are computed from, as read:
+/// `(level, index)` -> hashes; and how many tiles were read and checked.
 struct TileSet {
-    size: u64,
     tiles: HashMap<(u32, u64), Vec<Hash>>,
+    read: usize,
 }
 
 impl Nodes for TileSet {
@@ -136,8 +150,10 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
         }
         None => None,
     };
-    let set = read_tiles(source, cp.size).await?;
-    check_levels(&set)?;
+    let roots: Vec<u64> = std::iter::once(cp.size)
+        .chain(since.as_ref().map(|c| c.size))
+        .collect();
+    let set = check_tiles(source, cp.size, &roots).await?;
     let root = root_at(&set, cp.size)?;
     if root != cp.root {
         return Err(format!(
@@ -167,7 +183,8 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
         root,
         since,
         cosigned_by,
-        tiles: set.tiles.len(),
+        tiles: set.read,
+        note,
     })
 }
 
@@ -179,66 +196,150 @@ fn root_at(set: &TileSet, size: u64) -> Result<Hash, String> {
     merkle::root(set, size).map_err(|e| format!("computing the root at size {size}: {e:#}"))
 }
 
-/// Every tile a tree of `size` has: each level's full tiles and its
-/// partial one.
-async fn read_tiles(source: &Source, size: u64) -> Result<TileSet, String> {
-    let mut tiles = HashMap::new();
-    let mut level = 0u32;
-    while size >> (8 * level) > 0 {
+/// Reads and checks every tile a tree of `size` has, depth first from each
+/// level's partial tile: a full tile must hash to the entry of the level
+/// above that stands for it. Memory stays a few tiles per level whatever
+/// the tree's size; only the tiles the roots at the sizes in `roots` are
+/// computed from are kept.
+async fn check_tiles(source: &Source, size: u64, roots: &[u64]) -> Result<TileSet, String> {
+    let levels = (0u32..).take_while(|&l| size >> (8 * l) > 0).count() as u32;
+    let keep: std::collections::HashSet<(u32, u64)> = roots
+        .iter()
+        .flat_map(|&s| (0..levels).map(move |l| (l, s >> (8 * (l + 1)))))
+        .collect();
+    let mut set = TileSet {
+        tiles: HashMap::new(),
+        read: 0,
+    };
+    // (level, index, the hash the level above holds for it)
+    let mut stack: Vec<(u32, u64, Hash)> = Vec::new();
+    for level in (0..levels).rev() {
         let hashes = size >> (8 * level);
-        let full = hashes / WIDTH as u64;
-        let partial = (hashes % WIDTH as u64) as usize;
-        let last = if partial > 0 { full + 1 } else { full };
-        for index in 0..last {
-            let width = if index < full { WIDTH } else { partial };
-            let path = tile_path(level, index, width);
-            let bytes = source
-                .get(&path)
-                .await?
-                .ok_or_else(|| format!("tile {path} is missing"))?;
-            if bytes.len() != width * 32 {
-                return Err(format!(
-                    "tile {path} holds {} bytes, not {} hashes ({} bytes): truncated or padded",
-                    bytes.len(),
-                    width,
-                    width * 32
-                ));
-            }
-            let hashes = bytes
-                .chunks_exact(32)
-                .map(|c| c.try_into().expect("32 bytes"))
-                .collect();
-            tiles.insert((level, index), hashes);
-        }
-        level += 1;
-    }
-    Ok(TileSet { size, tiles })
-}
-
-/// Each hash of a level above 0 is the root of the full tile it stands for.
-fn check_levels(set: &TileSet) -> Result<(), String> {
-    for (&(level, index), hashes) in &set.tiles {
-        if level == 0 {
+        let width = (hashes % WIDTH as u64) as usize;
+        if width == 0 {
             continue;
         }
-        for (k, h) in hashes.iter().enumerate() {
-            let below = index * WIDTH as u64 + k as u64;
-            let tile = set.tiles.get(&(level - 1, below)).ok_or_else(|| {
-                format!(
-                    "tile {} is missing below {}",
-                    tile_path(level - 1, below, WIDTH),
-                    tile_path(level, index, hashes.len())
+        let index = hashes / WIDTH as u64;
+        let tile = fetch(source, &mut set, &keep, level, index, width).await?;
+        push_children(&mut stack, level, index, &tile);
+    }
+    while let Some((level, index, expected)) = stack.pop() {
+        let tile = fetch(source, &mut set, &keep, level, index, WIDTH).await?;
+        if perfect_root(&tile) != expected {
+            return Err(format!(
+                "tile {} does not hash to entry {} of {}: a tile was altered",
+                tile_path(level, index, WIDTH),
+                index % WIDTH as u64,
+                tile_path(
+                    level + 1,
+                    index / WIDTH as u64,
+                    parent_width(size, level + 1, index)
                 )
-            })?;
-            if tile.len() != WIDTH || perfect_root(tile) != *h {
-                return Err(format!(
-                    "tile {} does not hash to entry {k} of {}: a tile was altered",
-                    tile_path(level - 1, below, WIDTH),
-                    tile_path(level, index, hashes.len())
-                ));
-            }
+            ));
+        }
+        push_children(&mut stack, level, index, &tile);
+    }
+    Ok(set)
+}
+
+/// Queues the full tiles below a tile of a level above 0, each with the
+/// hash this tile holds for it.
+fn push_children(stack: &mut Vec<(u32, u64, Hash)>, level: u32, index: u64, tile: &[Hash]) {
+    if level == 0 {
+        return;
+    }
+    for (k, h) in tile.iter().enumerate().rev() {
+        stack.push((level - 1, index * WIDTH as u64 + k as u64, *h));
+    }
+}
+
+/// The width of the tile at `level` holding the entry for full tile
+/// `child` of the level below (for messages).
+fn parent_width(size: u64, level: u32, child: u64) -> usize {
+    let hashes = size >> (8 * level);
+    if child / (WIDTH as u64) < hashes / (WIDTH as u64) {
+        WIDTH
+    } else {
+        (hashes % WIDTH as u64) as usize
+    }
+}
+
+/// One tile, whole: exactly `width` hashes.
+async fn fetch(
+    source: &Source,
+    set: &mut TileSet,
+    keep: &std::collections::HashSet<(u32, u64)>,
+    level: u32,
+    index: u64,
+    width: usize,
+) -> Result<Vec<Hash>, String> {
+    let path = tile_path(level, index, width);
+    let bytes = source
+        .get(&path)
+        .await?
+        .ok_or_else(|| format!("tile {path} is missing"))?;
+    if bytes.len() != width * 32 {
+        return Err(format!(
+            "tile {path} holds {} bytes, not {} hashes ({} bytes): truncated or padded",
+            bytes.len(),
+            width,
+            width * 32
+        ));
+    }
+    let hashes: Vec<Hash> = bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect();
+    set.read += 1;
+    if keep.contains(&(level, index)) {
+        set.tiles.insert((level, index), hashes.clone());
+    }
+    Ok(hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::tiles::TileWriter;
+
+    /// A monitor checks every tile but keeps only the few the roots are
+    /// computed from: at a billion entries, keeping them all would take
+    /// 32 GB.
+    #[tokio::test]
+    async fn every_tile_is_read_and_only_the_right_edge_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = TileWriter::open(tmp.path()).unwrap();
+        let leaves: Vec<Hash> = (0..70_000u64)
+            .map(|i| crate::audit::leaf_hash(&i.to_le_bytes()))
+            .collect();
+        w.append(&leaves).unwrap();
+        w.sync().unwrap();
+        crate::audit::publish::Publisher::open(
+            tmp.path(),
+            tmp.path(),
+            w.reader(),
+            std::time::Duration::ZERO,
+        )
+        .unwrap()
+        .publish_tiles(70_000)
+        .unwrap();
+        let source = Source::Dir(tmp.path().to_path_buf());
+        let set = check_tiles(&source, 70_000, &[70_000, 1_000])
+            .await
+            .unwrap();
+        // Level 0: 273 full + 1 partial; level 1: 1 full + 1 partial;
+        // level 2: 1 partial.
+        assert_eq!(set.read, 277);
+        assert!(set.tiles.len() <= 6, "kept {} tiles", set.tiles.len());
+        let mut full = crate::audit::merkle::MemoryTree::new();
+        for l in &leaves {
+            full.push(*l);
+        }
+        for size in [70_000, 1_000] {
+            assert_eq!(
+                root_at(&set, size).unwrap(),
+                crate::audit::merkle::root(&full, size).unwrap()
+            );
         }
     }
-    debug_assert!(set.size > 0 || set.tiles.is_empty());
-    Ok(())
 }

@@ -102,10 +102,16 @@ pub struct VerifyTilesArgs {
     /// The log's verifier key file, obtained independently of the log.
     #[arg(long)]
     public_key: PathBuf,
-    /// A checkpoint saved earlier (`audit checkpoint --save`, or the last
-    /// run's): the published tree must extend it.
-    #[arg(long)]
+    /// A checkpoint saved earlier (`audit checkpoint --save`): the
+    /// published tree must extend it.
+    #[arg(long, conflicts_with = "state")]
     since: Option<PathBuf>,
+    /// A monitor's memory between runs: the tree must extend the checkpoint
+    /// saved here by the last run (if any), and the one verified now
+    /// replaces it. Run from cron with this, a frozen or rolled-back tree
+    /// is caught.
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// A witness whose cosignatures count: NAME=VKEY, or just VKEY.
     #[arg(long = "witness")]
     witnesses: Vec<String>,
@@ -176,8 +182,13 @@ async fn verify_tiles(a: &VerifyTilesArgs) -> Result<()> {
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
+    let since = match (&a.since, &a.state) {
+        (Some(p), _) => Some(read(p)?),
+        (None, Some(p)) if p.exists() => Some(read(p)?),
+        _ => None,
+    };
     let opts = Options {
-        since: a.since.as_ref().map(read).transpose()?,
+        since,
         witnesses: witness_list(&a.witnesses, a.min_witnesses)?,
         min_witnesses: a.min_witnesses,
     };
@@ -205,6 +216,17 @@ async fn verify_tiles(a: &VerifyTilesArgs) -> Result<()> {
             format!("; cosigned by {}", r.cosigned_by.join(", "))
         }
     );
+    if let Some(state) = &a.state {
+        govshare::audit::publish::write_atomically(state, r.note.as_bytes()).with_context(
+            || {
+                format!(
+                    "--state: saving the verified checkpoint to {}",
+                    state.display()
+                )
+            },
+        )?;
+        println!("saved the verified checkpoint to {}", state.display());
+    }
     Ok(())
 }
 
