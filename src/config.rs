@@ -130,7 +130,7 @@ pub struct KeyDoc {
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "demo",
-        meaning: "Demo mode: dev PKI, demo identities, grants and district on first start. Without a config file `govshare serve` runs in demo mode; a file is production unless it sets this.",
+        meaning: "Demo mode: dev PKI, demo identities, grants and district on first start. Without a config file `govshare serve` runs in demo mode; a file is production unless it sets this. A data dir keeps the mode of its first start: a production dir never starts as a demo, nor the reverse.",
     },
     KeyDoc {
         key: "listen",
@@ -194,7 +194,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "demo_clock_offset",
-        meaning: "Demo mode only: runs the gateway's clock this far ahead (e.g. `91d`), so a disclosure delay passes or a correction's deadline falls due in a demo or a test. Refused in production.",
+        meaning: "Demo mode only: runs the gateway's clock this far ahead (e.g. `91d`), so a disclosure delay passes or a correction's deadline falls due in a demo or a test; each start with an offset says so in the log (an `ADMIN` entry). Refused in production.",
     },
     KeyDoc {
         key: "max_token_days",

@@ -254,3 +254,48 @@ fn a_production_config_without_tls_files_names_the_keys_and_the_way_to_make_them
         gw.said
     );
 }
+
+/// One environment variable must not turn a production data dir into a
+/// demo: the demo's identities and grants would be seeded into it, and
+/// `demo_clock_offset` would move its clock (disclosing withheld pulls,
+/// expiring tokens). A data dir keeps the mode it was first started in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_data_dir_never_starts_as_a_demo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pki) = (tmp.path().join("data"), tmp.path().join("org-pki"));
+    org_pki(&pki);
+    let text = config(&data, &pki);
+    let mut gw = Gateway::start_with(&data, &text);
+    assert!(gw.stop());
+    let conf = tmp.path().join("prod.toml");
+    std::fs::write(&conf, &text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .env("GOVSHARE_DEMO", "true")
+        .env("GOVSHARE_DEMO_CLOCK_OFFSET", "180d")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a production data dir started as a demo");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(
+        err.contains("first started as a production gateway"),
+        "{err}"
+    );
+    // Nothing of the demo reached the data dir.
+    assert!(!data.join("pki/ca.key").exists());
+}

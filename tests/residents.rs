@@ -269,6 +269,14 @@ async fn a_covert_pull_is_withheld_from_the_resident_until_its_delay_has_passed(
     let seen: Vec<&str> = h.events.iter().map(|e| e.purpose.as_str()).collect();
     assert_eq!(seen, ["criminal-investigation", "social-assistance"]);
     assert_eq!(h.events[0].purpose_name, "刑事侦查");
+    // The log says the clock was moved.
+    let moved = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e.method == "demo_clock_offset")
+        .expect("the moved clock is in the log");
+    assert!(moved.message.contains("(91.0 days)"), "{}", moved.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,7 +501,8 @@ async fn a_correction_flows_to_the_source_and_back_revealing_nothing() {
         .into_inner()
         .corrections;
     assert_eq!(queue.iter().map(|c| &c.id).collect::<Vec<_>>(), [&filed.id]);
-    // Another department's system is not the source.
+    // Another department's system is not the source: it cannot even
+    // tell this correction from one that does not exist.
     let err = answer(
         &gw,
         "market-regulation",
@@ -502,7 +511,31 @@ async fn a_correction_flows_to_the_source_and_back_revealing_nothing() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
+    let absent = answer(
+        &gw,
+        "market-regulation",
+        "corr-doesnotexist",
+        Answer::RejectedReason("no".into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(
+        err.message().replace(&filed.id, "ID"),
+        absent.message().replace("corr-doesnotexist", "ID")
+    );
+    // A system that publishes nothing answers nothing, existing or not.
+    for id in [filed.id.as_str(), "corr-doesnotexist"] {
+        let err = answer(
+            &gw,
+            "street-office",
+            id,
+            Answer::RejectedReason("no".into()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+    }
     // ACCEPTED must name a version that exists and is newer than the one read.
     for v in [filed.read_version, filed.read_version + 1] {
         let err = answer(
@@ -620,4 +653,199 @@ async fn a_correction_flows_to_the_source_and_back_revealing_nothing() {
         .filter(|(_, e)| e.kind == EntryKind::Correction as i32)
         .count();
     assert!(kinds >= 12, "{kinds} correction entries");
+}
+
+/// A citizen ID's check character may be typed as a lowercase `x`; the
+/// gateway reads the same record, so the resident must see the use — the
+/// pull, the refusal and the correction — whichever way it was typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowercase_check_character_is_the_same_resident() {
+    let gw = Gateway::start("");
+    let upper = district()
+        .persons
+        .into_iter()
+        .filter_map(|p| p.id_number)
+        .find(|id| id.ends_with('X'))
+        .expect("some demo ID ends in X");
+    let lower = upper.to_ascii_lowercase();
+    get_person(&gw, "civil-affairs", "social-assistance", &lower)
+        .await
+        .unwrap();
+    get_person(&gw, "civil-affairs", "wrong-purpose", &lower)
+        .await
+        .unwrap_err();
+    file(
+        &gw,
+        "civil-affairs",
+        "social-assistance",
+        &lower,
+        "name",
+        "张三",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    for asked in [&upper, &lower] {
+        let h = history(&gw, asked).await.unwrap();
+        assert_eq!(h.events.len(), 3, "asked as {asked}: {:?}", h.events);
+    }
+    // One resident, one digest in the portal's own entries.
+    let digests: std::collections::HashSet<String> = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == EntryKind::ResidentRead as i32)
+        .map(|e| e.query.unwrap().keys[0].clone())
+        .collect();
+    assert_eq!(digests.len(), 1, "{digests:?}");
+}
+
+/// A covert department's refusals tip the resident off as surely as its
+/// answered pulls: a call refused before any grant is judged (no case id)
+/// is withheld as long as the department's longest delay on the dataset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_covert_departments_refusals_are_withheld_too() {
+    let gw = Gateway::start("");
+    let a = residents().0.id_number.unwrap();
+    let mut ps = PopulationServiceClient::new(gw.channel("public-security").await);
+    let mut no_case = ctx("criminal-investigation").unwrap();
+    no_case.case_id.clear();
+    let err = ps
+        .get_person(req(
+            GetPersonRequest {
+                context: Some(no_case),
+                id_number: a.clone(),
+            },
+            &gw.token("public-security"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Refused after judging, under a purpose the covert grant names but
+    // for a dataset field plan another (non-covert) grant is closer to.
+    get_person(&gw, "public-security", "no-such-purpose", &a)
+        .await
+        .unwrap_err();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let h = history(&gw, &a).await.unwrap();
+    assert!(
+        h.events
+            .iter()
+            .all(|e| e.department_id != "public-security"),
+        "a covert department's refusal reached the resident: {:?}",
+        h.events
+    );
+}
+
+/// Filing is no side door: each filing reads a record and counts against
+/// the day's limit like a GET; one field of one record has one open
+/// correction per department; and the source reads its queue in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filings_are_metered_bounded_and_paged() {
+    let gw = Gateway::start("");
+    common::register_purposes(&gw, &["quota-test"]).await;
+    admin_client(&gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "market-regulation".into(),
+                    dataset: "population".into(),
+                    operations: vec![Operation::Get.into()],
+                    fields: vec![FieldGrant {
+                        field: "name".into(),
+                        view: FieldView::Clear.into(),
+                    }],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["quota-test".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 2,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<String> = district()
+        .persons
+        .into_iter()
+        .filter_map(|p| p.id_number)
+        .take(3)
+        .collect();
+    let first = file(
+        &gw,
+        "market-regulation",
+        "quota-test",
+        &ids[0],
+        "name",
+        "甲",
+    )
+    .await
+    .unwrap();
+    let again = file(
+        &gw,
+        "market-regulation",
+        "quota-test",
+        &ids[0],
+        "name",
+        "乙",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    assert!(again.message().contains(&first.id), "{}", again.message());
+    file(
+        &gw,
+        "market-regulation",
+        "quota-test",
+        &ids[1],
+        "name",
+        "丙",
+    )
+    .await
+    .unwrap();
+    let over = file(
+        &gw,
+        "market-regulation",
+        "quota-test",
+        &ids[2],
+        "name",
+        "丁",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(over.code(), Code::ResourceExhausted, "{over:?}");
+    assert!(
+        over.message().contains("max_records_per_day"),
+        "{}",
+        over.message()
+    );
+    // The source's queue, one at a time.
+    let mut c = CorrectionServiceClient::new(gw.channel("public-security").await);
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let p = c
+            .list_corrections(req(
+                ListCorrectionsRequest {
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                },
+                &gw.token("public-security"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(p.corrections.len() <= 1);
+        seen.extend(p.corrections.into_iter().map(|c| c.id));
+        if p.next_page_token.is_empty() {
+            break;
+        }
+        page_token = p.next_page_token;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }

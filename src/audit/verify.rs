@@ -154,7 +154,7 @@ fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>, Withheld)
         leaves.push(leaf);
         let time = e.time.map_or(0, |t| t.seconds);
         if let Some(after) = e.disclosed_after {
-            let held = after.seconds - time;
+            let held = after.seconds.checked_sub(time).unwrap_or(i64::MAX);
             if held > MAX_WITHHELD_SECONDS {
                 return Err(at(
                     i,
@@ -366,5 +366,24 @@ mod withheld_tests {
         };
         assert_eq!(err.index, Some(1));
         assert!(err.reason.contains("200 days"), "{}", err.reason);
+    }
+
+    /// A crafted export's times cannot make the check overflow (a panic in
+    /// a debug build, a wrapped "in range" in a release one).
+    #[test]
+    fn withholding_times_out_of_range_are_refused_not_overflowed() {
+        let mut e = AuditEntry::decode(entry(0, Vec::new(), 0).as_slice()).unwrap();
+        e.time = Some(prost_types::Timestamp {
+            seconds: i64::MIN + 5,
+            nanos: 0,
+        });
+        e.disclosed_after = Some(prost_types::Timestamp {
+            seconds: i64::MAX - 5,
+            nanos: 0,
+        });
+        let Err(err) = check_entries(&[e.encode_to_vec()]) else {
+            panic!("an out-of-range withholding passed");
+        };
+        assert_eq!(err.index, Some(0));
     }
 }

@@ -123,6 +123,7 @@ fn print(connect: &Connect, corrections: &[Correction]) -> Result<()> {
     if connect.json {
         let all = ListCorrectionsResponse {
             corrections: corrections.to_vec(),
+            next_page_token: String::new(),
         };
         say(serde_json::to_string_pretty(&json::to_value(&all))?);
         return Ok(());
@@ -195,30 +196,54 @@ pub async fn run(args: CorrectionsArgs) -> Result<()> {
             }
         }
         CorrectionsCommand::Mine { status } => {
-            let r = c
-                .list_my_corrections(client.request(ListMyCorrectionsRequest {
-                    status: status_arg(status.as_deref())?,
-                }))
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print(&args.connect, &r.corrections)?;
+            let status = status_arg(status.as_deref())?;
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = c
+                    .list_my_corrections(client.request(ListMyCorrectionsRequest {
+                        status,
+                        page_size: 0,
+                        page_token,
+                    }))
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                all.extend(r.corrections);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            print(&args.connect, &all)?;
         }
         CorrectionsCommand::List {
             status,
             overdue,
             dataset,
         } => {
-            let r = c
-                .list_corrections(client.request(ListCorrectionsRequest {
-                    status: status_arg(status.as_deref())?,
-                    overdue,
-                    dataset: dataset.unwrap_or_default(),
-                }))
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print(&args.connect, &r.corrections)?;
+            let (status, dataset) = (status_arg(status.as_deref())?, dataset.unwrap_or_default());
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let r = c
+                    .list_corrections(client.request(ListCorrectionsRequest {
+                        status,
+                        overdue,
+                        dataset: dataset.clone(),
+                        page_size: 0,
+                        page_token,
+                    }))
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                all.extend(r.corrections);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            print(&args.connect, &all)?;
         }
         CorrectionsCommand::Answer {
             id,

@@ -37,10 +37,6 @@ pub struct Denial {
     pub message: String,
     /// The grants the refusal concerns (the closest ones).
     pub grants: Vec<String>,
-    /// The longest disclosure delay among those grants: a refused call
-    /// under a covert grant is withheld from the resident tracker as long
-    /// as an answered one.
-    pub disclosure_delay_days: u32,
 }
 
 impl Denial {
@@ -51,7 +47,6 @@ impl Denial {
             code,
             message: crate::base::text::cap_message(message.into()),
             grants: Vec::new(),
-            disclosure_delay_days: 0,
         }
     }
 }
@@ -148,6 +143,15 @@ impl CompiledGrant {
             withdrawn,
             delay_days,
         })
+    }
+
+    pub fn dataset(&self) -> Dataset {
+        self.dataset
+    }
+
+    /// Days pulls under this grant stay hidden from the resident tracker.
+    pub fn delay_days(&self) -> u32 {
+        self.delay_days
     }
 
     /// `(field, view)` pairs the catalog withdrew from this grant.
@@ -381,11 +385,6 @@ pub fn decide(
     };
     let mut denial = Denial::new(code, message);
     denial.grants = closest.iter().map(|j| j.grant.grant.id.clone()).collect();
-    denial.disclosure_delay_days = closest
-        .iter()
-        .map(|j| j.grant.delay_days)
-        .max()
-        .unwrap_or(0);
     Err(denial)
 }
 

@@ -137,6 +137,20 @@ impl Snapshot {
         self.grants.get(department).map_or(&[], Vec::as_slice)
     }
 
+    /// The longest disclosure delay among a department's grants on a
+    /// dataset. A refused call is withheld from the resident tracker this
+    /// long, whichever grant it came closest to — or none, when it was
+    /// refused before any was judged: a covert department's refusals tip a
+    /// resident off as surely as its answered pulls.
+    pub fn longest_delay(&self, department: &str, dataset: crate::datasets::Dataset) -> u32 {
+        self.grants_of(department)
+            .iter()
+            .filter(|g| g.dataset() == dataset)
+            .map(|g| g.delay_days())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The purpose registry, by code.
     pub fn purposes(&self) -> &HashMap<String, Purpose> {
         &self.purposes

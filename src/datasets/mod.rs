@@ -71,6 +71,22 @@ impl Dataset {
         Self::ALL.iter().copied().find(|d| d.name() == s)
     }
 
+    /// A key as the dataset stores it (a citizen ID's check character in
+    /// capitals), or the text as given when it is not a valid key. The log
+    /// records keys this way, so one record is one subject however its key
+    /// was typed.
+    pub fn canonical_key(self, key: &str) -> String {
+        struct Canonical<'a>(&'a str);
+        impl RecordVisitor for Canonical<'_> {
+            type Output = Option<String>;
+            fn visit<R: Record + crate::proto::json::Named>(self) -> Option<String> {
+                R::parse_key(self.0).ok()
+            }
+        }
+        self.visit(Canonical(key))
+            .unwrap_or_else(|| key.to_string())
+    }
+
     /// The department whose system is the authoritative publisher.
     pub fn source_department(self) -> &'static str {
         self.spec().source_department

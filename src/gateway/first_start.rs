@@ -55,6 +55,31 @@ pub fn first_start(
     Ok(done)
 }
 
+/// The store key holding the mode a data dir was first started in.
+const MODE: &str = "mode";
+
+/// A data dir keeps the mode it was first started in. A production dir
+/// started with `demo = true` (one environment variable) would take on the
+/// demo's identities and grants and let `demo_clock_offset` move its clock
+/// — disclosing withheld pulls, expiring tokens; a demo dir started as
+/// production would carry the dev CA's identities into service.
+pub fn check_mode(cfg: &Config, store: &Store) -> Result<()> {
+    let want = if cfg.demo { "demo" } else { "production" };
+    match store.meta(MODE)? {
+        None => {
+            store.put_meta(MODE, want.as_bytes())?;
+            store.sync()
+        }
+        Some(m) if m == want.as_bytes() => Ok(()),
+        Some(m) => anyhow::bail!(
+            "{} was first started as a {} gateway and will not start as a {want} one: \
+             a data dir never changes mode (check `demo` in the config file and GOVSHARE_DEMO)",
+            cfg.data_dir.display(),
+            String::from_utf8_lossy(&m)
+        ),
+    }
+}
+
 /// What production prints while no administrator exists.
 pub fn enrolment_hint(cfg: &Config, store: &Store) -> Result<Option<String>> {
     if cfg.demo || enrol::administrator_exists(store)? {

@@ -112,6 +112,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         );
     }
     let (store, records) = open_store(&cfg.store_dir())?;
+    first_start::check_mode(&cfg, &store)?;
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
@@ -122,6 +123,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let audit_log = audit.log();
     for s in &steps {
         println!("first start: {s}");
+    }
+    // A moved clock changes what the log's times mean: the log says so.
+    if !cfg.demo_clock_offset.is_zero() {
+        audit_log
+            .append(proto::AuditEntry {
+                kind: proto::EntryKind::Admin.into(),
+                method: "demo_clock_offset".into(),
+                decision: proto::AuditDecision::Allow.into(),
+                message: format!(
+                    "this demo gateway's clock runs {} s ({:.1} days) ahead of the wall clock",
+                    cfg.demo_clock_offset.as_secs(),
+                    cfg.demo_clock_offset.as_secs_f64() / 86_400.0
+                ),
+                ..Default::default()
+            })
+            .await?;
     }
     if !steps.is_empty() {
         audit_log

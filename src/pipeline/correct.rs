@@ -69,6 +69,12 @@ impl Admission {
                 return Err(self.refuse_correction(Code::InvalidArgument, d).await);
             }
         };
+        // A filing reads the record as a GET does, and counts against the
+        // day's limit like one: filings are no unmetered way to ask whether
+        // a key lives in the caller's rows.
+        if let Some(r) = self.reserve(1, true).await? {
+            r.settle(1);
+        }
         let stored = match self.pipeline.records.get::<R>(&key) {
             Ok(r) => r,
             Err(e) => {
@@ -134,6 +140,7 @@ impl Admission {
         if !d.grants.is_empty() {
             e.grants_used = d.grants;
         }
+        e.disclosed_after = super::disclosed_after(self.refusal_delay());
         match self.pipeline.record(e).await {
             Ok(_) => Status::new(code, d.message),
             Err(s) => s,

@@ -348,8 +348,13 @@ impl Pipeline {
         self: &Arc<Self>,
         principal: Principal,
         context: PullContext,
-        spec: PullSpec,
+        mut spec: PullSpec,
     ) -> Result<Admission, Status> {
+        // Keys are recorded as stored, so the resident tracker finds a use
+        // however the caller typed the key.
+        for k in &mut spec.query.keys {
+            *k = spec.dataset.canonical_key(k);
+        }
         let mut adm = Admission {
             pipeline: self.clone(),
             principal,
@@ -711,12 +716,25 @@ impl Admission {
         e.message.clone_from(&denial.message);
         if !denial.grants.is_empty() {
             e.grants_used = denial.grants;
-            e.disclosed_after = disclosed_after(denial.disclosure_delay_days);
         }
+        e.disclosed_after = disclosed_after(self.refusal_delay());
         match self.pipeline.record(e).await {
             Ok(_) => Status::new(code, denial.message),
             Err(s) => s,
         }
+    }
+
+    /// How long a refusal stays hidden from the resident tracker: the
+    /// department's longest delay on the dataset. When the control plane
+    /// cannot be read, the longest any grant may set: withholding a refusal
+    /// for a while harms no one, tipping off an investigation does.
+    fn refusal_delay(&self) -> u32 {
+        self.pipeline
+            .directory
+            .current()
+            .map_or(crate::control::authz::MAX_DISCLOSURE_DELAY_DAYS, |s| {
+                s.longest_delay(self.principal.department(), self.spec.dataset)
+            })
     }
 
     /// `govshare_pulls_total` for this call.

@@ -24,7 +24,7 @@ use chrono::Datelike;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// Longest evidence, proposed value, reason or question kept.
 const MAX_TEXT: usize = 4096;
@@ -191,6 +191,40 @@ impl RecordVisitor for Version<'_> {
     }
 }
 
+/// Corrections a list call returns by default, and at most.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 500;
+
+/// Open corrections one department may have filed and not yet seen
+/// answered: enough for any clerk's week, few enough that no reporter can
+/// bury a source's queue.
+const MAX_OPEN_PER_REPORTER: usize = 1000;
+
+/// One page of `items` (in id order) after `token`, and the token of the
+/// next page (empty on the last).
+fn page(items: Vec<Correction>, size: u32, token: &str) -> ListCorrectionsResponse {
+    let size = match size as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut rest = items
+        .into_iter()
+        .filter(|c| token.is_empty() || c.id.as_str() > token);
+    let corrections: Vec<Correction> = rest.by_ref().take(size).collect();
+    let next_page_token = match (rest.next(), corrections.last()) {
+        (Some(_), Some(last)) => last.id.clone(),
+        _ => String::new(),
+    };
+    ListCorrectionsResponse {
+        corrections,
+        next_page_token,
+    }
+}
+
+fn is_open(c: &Correction) -> bool {
+    c.status == CorrectionStatus::Open as i32 || c.status == CorrectionStatus::NeedsInfo as i32
+}
+
 fn bounded(field: &str, v: &str, required: bool) -> Result<(), Status> {
     if required && v.trim().is_empty() {
         return Err(Status::invalid_argument(format!("{field}: is required")));
@@ -263,6 +297,42 @@ impl CorrectionService for CorrectionApi {
                 return Err(adm.refuse(status.code(), d).await);
             }
         }
+        // One open correction per field of a record from one department,
+        // and a bound on how many it has open: a reporter cannot flood the
+        // source's queue.
+        let key = dataset.canonical_key(&r.key);
+        let open: Vec<Correction> = match self.all() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| c.reporter_department == adm.principal().department() && is_open(c))
+                .collect(),
+            Err(status) => {
+                let d = crate::control::authz::Denial::new("STORE_UNAVAILABLE", status.message());
+                return Err(adm.refuse(status.code(), d).await);
+            }
+        };
+        if let Some(same) = open
+            .iter()
+            .find(|c| c.dataset == dataset.name() && c.key == key && c.field == r.field)
+        {
+            let d = crate::control::authz::Denial::new(
+                "ALREADY_EXISTS",
+                format!(
+                    "your department's correction '{}' of this field is still open; follow it with ListMyCorrections",
+                    same.id
+                ),
+            );
+            return Err(adm.refuse(Code::AlreadyExists, d).await);
+        }
+        if open.len() >= MAX_OPEN_PER_REPORTER {
+            let d = crate::control::authz::Denial::new(
+                "LIMIT_EXCEEDED",
+                format!(
+                    "your department has {MAX_OPEN_PER_REPORTER} corrections open, the most it may; wait for answers"
+                ),
+            );
+            return Err(adm.refuse(Code::ResourceExhausted, d).await);
+        }
         let id = format!("cr-{}", random_id());
         let filed = dataset
             .visit(File {
@@ -280,7 +350,7 @@ impl CorrectionService for CorrectionApi {
         let c = Correction {
             id,
             dataset: dataset.name().into(),
-            key: r.key.clone(),
+            key,
             field: r.field.clone(),
             proposed_value: r.proposed_value.clone(),
             evidence: r.evidence.clone(),
@@ -351,7 +421,7 @@ impl CorrectionService for CorrectionApi {
             ),
         )
         .await?;
-        Ok(Response::new(ListCorrectionsResponse { corrections }))
+        Ok(Response::new(page(corrections, r.page_size, &r.page_token)))
     }
 
     async fn answer_correction(
@@ -362,26 +432,34 @@ impl CorrectionService for CorrectionApi {
         let method = "/govshare.v1.CorrectionService/AnswerCorrection";
         let p = self.pipeline.authenticate(&req, method).await?;
         let r = req.into_inner();
-        let found = self
-            .store()
-            .correction(&r.id)
-            .map_err(|_| Status::unavailable("the gateway's store cannot be read; retry later"))?;
-        let Some(mut c) = found else {
+        // Who may answer at all is judged before anything is looked up, and
+        // a correction of another source answers as one that does not
+        // exist: no department learns of corrections that are not its own.
+        if !p.has_role(Role::Publisher) {
+            let status = Status::permission_denied(
+                "answering corrections needs the 'publisher' role: only a dataset's source department answers",
+            );
+            return Err(self
+                .refuse(&p, method, "", "ROLE_NOT_GRANTED", status)
+                .await);
+        }
+        let found = match self.store().correction(&r.id) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "reading a correction failed");
+                let status = Status::unavailable("the gateway's store cannot be read; retry later");
+                return Err(self
+                    .refuse(&p, method, "", "STORE_UNAVAILABLE", status)
+                    .await);
+            }
+        };
+        let Some(mut c) = found.filter(|c| c.source_department == p.department()) else {
             let status = Status::not_found(format!(
-                "no correction '{}' (see ListCorrections)",
+                "no correction '{}' for your department (see ListCorrections)",
                 crate::base::text::cap_for_message(&r.id)
             ));
             return Err(self.refuse(&p, method, "", "NOT_FOUND", status).await);
         };
-        if !p.has_role(Role::Publisher) || p.department() != c.source_department {
-            let status = Status::permission_denied(format!(
-                "only '{}', the source department of '{}', answers its corrections",
-                c.source_department, c.dataset
-            ));
-            return Err(self
-                .refuse(&p, method, &c.dataset, "ROLE_NOT_GRANTED", status)
-                .await);
-        }
         if c.status != CorrectionStatus::Open as i32
             && c.status != CorrectionStatus::NeedsInfo as i32
         {
@@ -401,16 +479,17 @@ impl CorrectionService for CorrectionApi {
                     pipeline: &self.pipeline,
                     source: &p,
                     key: &c.key,
-                })?;
+                });
                 match current {
-                    Some(now) if v > c.read_version && v <= now => {
+                    Err(status) => Err(status),
+                    Ok(Some(now)) if v > c.read_version && v <= now => {
                         Ok((CorrectionStatus::Accepted, v, String::new()))
                     }
-                    Some(now) => Err(Status::invalid_argument(format!(
+                    Ok(Some(now)) => Err(Status::invalid_argument(format!(
                         "accepted_version: the correction was filed against version {}; name the version that fixed it, after {} and at most {now} (publish the fix first)",
                         c.read_version, c.read_version
                     ))),
-                    None => Err(Status::invalid_argument(
+                    Ok(None) => Err(Status::invalid_argument(
                         "accepted_version: the record no longer exists; reject the correction instead",
                     )),
                 }
@@ -426,9 +505,11 @@ impl CorrectionService for CorrectionApi {
         let (status, version, text) = match checked {
             Ok(a) => a,
             Err(status) => {
-                return Err(self
-                    .refuse(&p, method, &c.dataset, "INVALID_ARGUMENT", status)
-                    .await);
+                let reason = match status.code() {
+                    Code::Unavailable => "STORE_UNAVAILABLE",
+                    _ => "INVALID_ARGUMENT",
+                };
+                return Err(self.refuse(&p, method, &c.dataset, reason, status).await);
             }
         };
         self.record(
@@ -484,7 +565,7 @@ impl CorrectionService for CorrectionApi {
             format!("listed the {} corrections it filed", corrections.len()),
         )
         .await?;
-        Ok(Response::new(ListCorrectionsResponse { corrections }))
+        Ok(Response::new(page(corrections, r.page_size, &r.page_token)))
     }
 }
 

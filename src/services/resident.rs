@@ -95,7 +95,10 @@ impl ResidentService for ResidentApi {
     ) -> Result<Response<MyAccessHistoryResponse>, Status> {
         let p = self.pipeline.authenticate(&req, METHOD).await?;
         let r = req.into_inner();
-        let digest = self.pipeline.resident_digest(&r.id_number);
+        // One resident, one digest, however the ID was typed.
+        let digest = self.pipeline.resident_digest(
+            &Person::parse_key(&r.id_number).unwrap_or_else(|_| r.id_number.clone()),
+        );
         if !p.has_role(Role::ResidentPortal) {
             self.record(&p, &digest, Some("ROLE_NOT_GRANTED"), "refused".into())
                 .await?;
