@@ -20,6 +20,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The demo's backup identity in the dev PKI (an age X25519 secret key),
+/// and its recipient, what a demo's snapshots are encrypted to.
+pub const BACKUP_IDENTITY: &str = "backup.agekey";
+pub const BACKUP_RECIPIENT: &str = "backup.recipient";
+
 /// Variables the command-line clients read; they are not gateway keys.
 const CLIENT_VARIABLES: &[&str] = &["addr", "pki"];
 
@@ -51,7 +56,16 @@ pub struct Config {
     pub resident_portal_departments: Vec<String>,
     pub corrections: CorrectionsConfig,
     pub audit: AuditConfig,
+    pub snapshot: SnapshotConfig,
     pub catalog_override: Vec<crate::datasets::catalog::Override>,
+}
+
+/// Snapshots (`govshare snapshot save`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// The age recipients (`age1…`) snapshots are encrypted to.
+    pub recipients: Vec<String>,
 }
 
 /// Corrections sent back to a dataset's source department.
@@ -242,7 +256,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "audit.origin",
-        meaning: "The log's name: the origin line of its checkpoints and the name of its verifier key.",
+        meaning: "The log's name: the origin line of its checkpoints and the name of its verifier key. Its later generations (after a restore) are `<origin>/2`, `/3`, …, so it may not end in `/<number>` itself.",
     },
     KeyDoc {
         key: "audit.checkpoint_interval",
@@ -271,6 +285,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "[[audit.witness]].key",
         meaning: "…its `cosignature/v1` verifier key, as `govshare witness serve` prints it.",
+    },
+    KeyDoc {
+        key: "snapshot.recipients",
+        meaning: "The age recipients (`age1…`) snapshots are encrypted to — the operator's backup keys, never the caller's. Empty: `snapshot save` is refused; in demo mode the dev PKI's backup identity (`pki/backup.recipient`).",
     },
     KeyDoc {
         key: "[[catalog_override]].dataset",
@@ -317,6 +335,7 @@ impl Default for Config {
             resident_portal_departments: vec!["resident-portal".into()],
             corrections: CorrectionsConfig::default(),
             audit: AuditConfig::default(),
+            snapshot: SnapshotConfig::default(),
             catalog_override: Vec::new(),
         }
     }
@@ -471,6 +490,23 @@ impl Config {
                 "a log name like example.gov.cn/audit: no spaces, '+' or newlines, at most 128 bytes",
             ));
         }
+        if crate::audit::generation::split(origin).1 > 1 {
+            return Err(bad(
+                "audit.origin",
+                "must not end in /<number>: that suffix names the log's later generations",
+            ));
+        }
+        for r in &self.snapshot.recipients {
+            if r.parse::<age::x25519::Recipient>().is_err() {
+                return Err(bad(
+                    "snapshot.recipients",
+                    format!(
+                        "'{}' is not an age X25519 recipient (age1…)",
+                        crate::base::text::cap_for_message(r)
+                    ),
+                ));
+            }
+        }
         if self.audit.checkpoint_interval < Duration::from_millis(100)
             || self.audit.checkpoint_interval > Duration::from_secs(60)
         {
@@ -537,6 +573,27 @@ impl Config {
             auditor: self.auditor_departments.clone(),
             resident_portal: self.resident_portal_departments.clone(),
         }
+    }
+
+    /// Whom snapshots are encrypted to: the configured recipients; in the
+    /// demo, when none are named, the dev PKI's backup identity
+    /// (`pki/backup.recipient`, made on first start).
+    pub fn snapshot_recipients(&self) -> anyhow::Result<Vec<age::x25519::Recipient>> {
+        let mut named = self.snapshot.recipients.clone();
+        if named.is_empty() && self.demo {
+            let file = self.pki_dir().join(BACKUP_RECIPIENT);
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                named.push(text.trim().to_string());
+            }
+        }
+        named
+            .iter()
+            .map(|r| {
+                r.parse().map_err(|e| {
+                    anyhow::anyhow!("snapshot.recipients: '{r}' is not an age recipient: {e}")
+                })
+            })
+            .collect()
     }
 
     /// Opens the data dir's audit log with the configured options.

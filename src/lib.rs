@@ -14,8 +14,10 @@ pub mod store;
 // audit log (write side, read side, witness); neither imports the other.
 pub mod audit;
 pub mod datasets;
-// The control plane: departments, credentials, grants and how they judge.
+// The control plane: departments, credentials, grants and how they judge;
+// and snapshots of the whole (store, log, keys), which never import it.
 pub mod control;
+pub mod snapshot;
 // Certificate + token -> Principal.
 pub mod auth;
 // authorize -> fetch -> mask -> audit -> release: the only road to the wire.

@@ -60,6 +60,8 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Pull data from a running gateway as a department identity.
     Pull(cli::pull::PullArgs),
+    /// Back up a running gateway, check a backup, restore one.
+    Snapshot(cli::snapshot::SnapshotArgs),
     /// Corrections (纠错): file and follow them as a puller, list and answer
     /// them as the dataset's source department.
     Corrections(cli::corrections::CorrectionsArgs),
@@ -191,6 +193,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Admin(args) => cli::admin::run(args).await,
         Command::Pull(args) => cli::pull::run(args).await,
+        Command::Snapshot(args) => cli::snapshot::run(args).await,
         Command::Corrections(args) => cli::corrections::run(args).await,
         Command::Resident(args) => cli::corrections::run_resident(args).await,
         Command::Audit(args) => cli::audit::run(args).await,

@@ -703,7 +703,7 @@ async fn credentials_register_issue_rotate() {
     // Rotation: tokens signed before keep working; new ones carry the new kid
     // and a lifetime capped at max_token_days.
     let kid = a
-        .rotate_signing_key(req(RotateSigningKeyRequest {}, &token))
+        .rotate_signing_key(req(RotateSigningKeyRequest::default(), &token))
         .await
         .unwrap()
         .into_inner()

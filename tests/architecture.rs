@@ -113,6 +113,7 @@ const RANKS: &[(&str, u8)] = &[
     ("datasets", 3),
     ("audit", 3),
     ("control", 4),
+    ("snapshot", 4),
     ("auth", 5),
     ("pipeline", 6),
     ("services", 7),

@@ -124,23 +124,73 @@ impl signed_note::Signer for LogKey {
     }
 }
 
+/// The log key's file in a key directory.
+pub const KEY_FILE: &str = "audit-log.key";
+
 impl LogKey {
     /// Loads `audit-log.key` from `dir`, creating it (and `audit-log.pub`)
     /// on first start.
     pub fn load_or_create(dir: &Path, origin: &str) -> Result<Self> {
-        let key = load_or_create_key(&dir.join("audit-log.key"))?;
+        let key = load_or_create_key(&dir.join(KEY_FILE))?;
         let me = Self {
             name: origin.into(),
             key,
         };
-        let public = dir.join("audit-log.pub");
-        std::fs::write(&public, format!("{}\n", me.verifier_key()))
-            .with_context(|| format!("writing {}", public.display()))?;
+        me.write_public(dir)?;
         Ok(me)
+    }
+
+    /// Loads the key of an existing log; never makes one: a log that
+    /// continued under a new key would not verify, and must not start.
+    pub fn load(dir: &Path, origin: &str) -> Result<Self> {
+        let path = dir.join(KEY_FILE);
+        if !path.exists() {
+            bail!(
+                "{} is missing: the log's checkpoints are signed with a key this data dir no longer holds (put the key back; a new key would not verify the log)",
+                path.display()
+            );
+        }
+        Ok(Self {
+            name: origin.into(),
+            key: load_or_create_key(&path)?,
+        })
+    }
+
+    /// The key in a PEM text (a snapshot's copy of `audit-log.key`).
+    pub fn from_pem(pem: &str, origin: &str) -> Result<Self> {
+        Ok(Self {
+            name: origin.into(),
+            key: SigningKey::from_pkcs8_pem(pem).map_err(|e| anyhow!("the log key: {e}"))?,
+        })
+    }
+
+    /// Writes `audit-log.pub`, the verifier key of the current origin.
+    pub fn write_public(&self, dir: &Path) -> Result<()> {
+        let public = dir.join("audit-log.pub");
+        std::fs::write(&public, format!("{}\n", self.verifier_key()))
+            .with_context(|| format!("writing {}", public.display()))
+    }
+
+    /// The same key under another origin (a later generation of the log).
+    pub fn with_origin(&self, origin: &str) -> Self {
+        Self {
+            name: origin.into(),
+            key: self.key.clone(),
+        }
     }
 
     pub fn origin(&self) -> &str {
         &self.name
+    }
+
+    /// A signed note of any text (a snapshot's manifest), under the log's
+    /// current origin.
+    pub fn sign_text(&self, text: &str) -> Result<String> {
+        let mut note =
+            Note::new(text.as_bytes(), &[]).map_err(|e| anyhow!("not a note text: {e}"))?;
+        note.add_sigs(&[self])
+            .map_err(|e| anyhow!("signing a note: {e}"))?;
+        String::from_utf8(note.to_bytes()).context("notes are UTF-8")
     }
 
     /// The `signed-note` verifier key string.
@@ -164,17 +214,29 @@ impl LogKey {
 }
 
 /// Verifies the log's signature on notes.
+#[derive(Clone)]
 pub struct LogVerifier {
     name: String,
+    public: [u8; 32],
     verifier: StandardVerifier,
 }
 
 impl LogVerifier {
     pub fn parse(vkey: &str) -> Result<Self> {
-        let verifier = StandardVerifier::new(vkey.trim())
+        let vkey = vkey.trim();
+        let verifier = StandardVerifier::new(vkey)
             .map_err(|e| anyhow!("not an Ed25519 signed-note verifier key: {e}"))?;
+        // name+hash+key: the name has no '+', the base64 key may.
+        let public = vkey
+            .splitn(3, '+')
+            .nth(2)
+            .and_then(|b| BASE64.decode(b.as_bytes()).ok())
+            .filter(|k| k.len() == 33 && k[0] == ED25519)
+            .and_then(|k| <[u8; 32]>::try_from(&k[1..]).ok())
+            .ok_or_else(|| anyhow!("not an Ed25519 signed-note verifier key"))?;
         Ok(Self {
             name: signed_note::Verifier::name(&verifier).to_string(),
+            public,
             verifier,
         })
     }
@@ -183,17 +245,51 @@ impl LogVerifier {
         &self.name
     }
 
-    /// Verifies a note's log signature and parses its checkpoint body.
-    /// Other signatures (cosignatures) are left for [`cosigners`].
-    pub fn open(&self, note: &str) -> Result<Checkpoint, String> {
+    /// The verifier key string (`name+id+key`).
+    pub fn verifier_key(&self) -> String {
+        vkey(&self.name, ED25519, &self.public)
+    }
+
+    /// The same key under another origin: the log's key signs every
+    /// generation, each under its own name.
+    pub fn for_origin(&self, origin: &str) -> Result<Self> {
+        Self::parse(&vkey(origin, ED25519, &self.public))
+    }
+
+    /// Verifies a checkpoint of any generation of this key's log: the note's
+    /// origin names the generation, and the signature must be the key's
+    /// under that name.
+    pub fn open_any_generation(&self, note: &str) -> Result<Checkpoint, String> {
+        let origin = note.lines().next().unwrap_or_default();
+        let (base, _) = super::generation::split(&self.name);
+        if super::generation::split(origin).0 != base {
+            return Err(format!(
+                "origin '{}' is not a generation of the log '{base}'",
+                crate::base::text::cap_for_message(origin)
+            ));
+        }
+        self.for_origin(origin)
+            .map_err(|e| format!("{e:#}"))?
+            .open(note)
+    }
+
+    /// Verifies a note's log signature and returns its text (a snapshot's
+    /// manifest, or a checkpoint body).
+    pub fn open_text(&self, note: &str) -> Result<String, String> {
         let parsed =
             Note::from_bytes(note.as_bytes()).map_err(|e| format!("not a signed note: {e}"))?;
         let list = VerifierList::new(vec![Box::new(self.verifier.clone())]);
         parsed
             .verify(&list)
             .map_err(|e| format!("no valid signature by the log key '{}': {e}", self.name))?;
-        let text = std::str::from_utf8(parsed.text()).map_err(|_| "the note is not UTF-8")?;
-        let c = Checkpoint::parse_body(text)?;
+        String::from_utf8(parsed.text().to_vec()).map_err(|_| "the note is not UTF-8".into())
+    }
+
+    /// Verifies a note's log signature and parses its checkpoint body.
+    /// Other signatures (cosignatures) are left for [`cosigners`].
+    pub fn open(&self, note: &str) -> Result<Checkpoint, String> {
+        let text = self.open_text(note)?;
+        let c = Checkpoint::parse_body(&text)?;
         if c.origin != self.name {
             return Err(format!(
                 "origin '{}' is not the log '{}'",
@@ -427,6 +523,35 @@ pub fn read_notes(path: &Path) -> Result<Option<Vec<String>>> {
         })?);
     }
     Ok(Some(notes))
+}
+
+/// The notes of a live checkpoint file up to and including `last`. The
+/// checkpoint writer may be appending as this reads: an incomplete final
+/// frame is its write in progress, not damage.
+pub fn read_notes_upto(path: &Path, last: &str) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let frames = scan_frames(&bytes);
+    if let Some(Damage::Corrupt { why, at }) = frames.damage {
+        return Err(CheckpointDamage {
+            file: path.to_path_buf(),
+            offset: at,
+            why: why.to_string(),
+        }
+        .into());
+    }
+    let mut notes = Vec::new();
+    for p in frames.payloads {
+        let note = String::from_utf8(p.to_vec()).context("a checkpoint note is not UTF-8")?;
+        let done = note == last;
+        notes.push(note);
+        if done {
+            return Ok(notes);
+        }
+    }
+    bail!(
+        "{} does not hold the checkpoint being copied",
+        path.display()
+    )
 }
 
 /// Appends a note to a checkpoint file durably.

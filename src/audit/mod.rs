@@ -17,6 +17,7 @@
 pub mod bounded;
 pub mod checkpoint;
 pub mod export;
+pub mod generation;
 mod http;
 pub mod index;
 pub mod merkle;
@@ -132,6 +133,9 @@ pub struct Health {
     pub indexing: watch::Receiver<bool>,
     /// `false` once the scrub found a damaged sealed segment.
     pub scrubbed: watch::Receiver<bool>,
+    /// Why the log is behind its witnesses, once a witness said so: then it
+    /// releases no data until the next generation (also after a restart).
+    pub behind: watch::Receiver<Option<Arc<str>>>,
 }
 
 /// Handle to the log. Cloning is cheap; the writer stops when every handle
@@ -146,6 +150,7 @@ pub struct AuditLog {
     index: AuditIndex,
     checkpoints: watch::Receiver<Option<Arc<Signed>>>,
     checkpoint_file: Arc<PathBuf>,
+    key: Arc<LogKey>,
     verifier_key: Arc<str>,
 }
 
@@ -200,6 +205,26 @@ impl AuditLog {
     pub fn verifier_key(&self) -> &str {
         &self.verifier_key
     }
+
+    /// The log's current origin (its generation's).
+    pub fn origin(&self) -> &str {
+        self.key.origin()
+    }
+
+    /// A signed note of `text` under the log's key (a snapshot's manifest).
+    pub fn sign_text(&self, text: &str) -> Result<String> {
+        self.key.sign_text(text)
+    }
+
+    /// Why the log is behind its witnesses, if it is — then no data may be
+    /// released: what to tell a caller or a probe.
+    pub fn behind(&self) -> Option<String> {
+        self.health
+            .behind
+            .borrow()
+            .as_deref()
+            .map(generation::behind_message)
+    }
 }
 
 /// Why the log was refused at start.
@@ -224,83 +249,17 @@ impl Runtime {
     /// byte is written.
     pub fn open(dir: &Path, key_dir: &Path, origin: &str, opts: AuditOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let key = Arc::new(LogKey::load_or_create(key_dir, origin)?);
-        let verifier = LogVerifier::parse(&key.verifier_key())?;
-
-        // 1. The newest checkpoint: damaged frames refuse; it must be ours.
-        let checkpoint_file = dir.join("checkpoints.log");
-        let notes = checkpoint::read_notes(&checkpoint_file).map_err(refuse)?;
-        let newest = match notes.as_deref().and_then(<[String]>::last) {
-            Some(note) => Some((
-                note.clone(),
-                verifier.open(note).map_err(|e| {
-                    refuse(format!(
-                        "the newest checkpoint in {}: {e}",
-                        checkpoint_file.display()
-                    ))
-                })?,
-            )),
-            None => None,
-        };
-
-        // 2. Every frame of every segment, and the tree they form.
-        let signed_size = newest.as_ref().map(|(_, c)| c.size);
-        let mut frontier = merkle::Frontier::default();
-        let mut root_at_signed = (signed_size == Some(0)).then(merkle::empty_root);
-        let mut last_leaf = None;
-        let (entries, torn) = segment::walk(dir, |_, _, _, bytes| {
-            let leaf = leaf_hash(bytes);
-            frontier.push(leaf);
-            last_leaf = Some(leaf);
-            if Some(frontier.size()) == signed_size {
-                root_at_signed = Some(frontier.root());
-            }
-            Ok(())
-        })
-        .map_err(refuse)?;
-
-        // 3. The checkpoint agrees with the segments; no checkpoint means an
-        //    empty log.
-        let latest = match newest {
-            Some((note, c)) => {
-                if c.size > entries {
-                    return Err(refuse(format!(
-                        "the newest checkpoint signs {} entries but the segments hold {entries}: entries were removed",
-                        c.size
-                    )));
-                }
-                if root_at_signed != Some(c.root) {
-                    return Err(refuse(format!(
-                        "the segments do not hash to the newest checkpoint's root at size {}: entries were altered",
-                        c.size
-                    )));
-                }
-                Some(Signed {
-                    note,
-                    size: c.size,
-                    root: c.root,
-                    signed_at: crate::base::clock::now(),
-                })
-            }
-            None if entries > 0 => {
-                return Err(refuse(format!(
-                    "{} is missing or empty but the log holds {entries} entries: checkpoints were removed",
-                    checkpoint_file.display()
-                )));
-            }
-            None => None,
-        };
-
-        // 4. The derived index may lag the segments, never lead them.
-        for (part, mark) in Indexer::marks(dir)? {
-            if mark > entries {
-                return Err(refuse(format!(
-                    "the index's {part} cover {mark} entries but the segments in {} hold {entries}: entries were removed",
-                    dir.display()
-                )));
-            }
-        }
-
+        let Checked {
+            key,
+            entries,
+            torn,
+            last_leaf,
+            latest,
+            checkpoint_file,
+            ..
+        } = Checked::open(dir, key_dir, origin)?;
+        let key = Arc::new(key);
+        key.write_public(key_dir)?;
         // The log is trusted: from here on, recovery may write.
         let latest = match latest {
             Some(l) => l,
@@ -382,8 +341,15 @@ impl Runtime {
             index.tiles().clone(),
             opts.publish_grace,
         )?;
+        let (behind_tx, behind) =
+            watch::channel(generation::behind(dir)?.map(Arc::<str>::from));
+        if let Some(why) = behind.borrow().as_deref() {
+            tracing::error!("{}", generation::behind_message(why));
+        }
         let signer = Signer::start(signer::Setup {
             key: key.clone(),
+            dir: dir.to_path_buf(),
+            behind: behind_tx,
             path: checkpoint_file.clone(),
             index: index.clone(),
             indexed: indexed.clone(),
@@ -407,12 +373,14 @@ impl Runtime {
                     writable,
                     indexing,
                     scrubbed,
+                    behind,
                 },
                 indexed,
                 index,
                 checkpoints: signer.watch(),
                 checkpoint_file: Arc::new(checkpoint_file),
                 verifier_key: key.verifier_key().into(),
+                key,
             },
             writer,
             indexer,
@@ -448,6 +416,132 @@ impl Runtime {
         .await?;
         signer.close().await;
         Ok(index.size())
+    }
+}
+
+/// A log as a start finds it, checked before anything is written: its key,
+/// how many entries its segments hold (and where an incomplete final frame
+/// starts), the tree they form, and its newest checkpoint, verified.
+struct Checked {
+    key: LogKey,
+    entries: u64,
+    torn: Option<(PathBuf, u64)>,
+    frontier: merkle::Frontier,
+    last_leaf: Option<merkle::Hash>,
+    latest: Option<Signed>,
+    checkpoint_file: PathBuf,
+}
+
+impl Checked {
+    /// Checks the log in `dir` of the log named `base` (its generations
+    /// are `base/2`, …). A new, empty log gets its key here; an existing
+    /// one must have the key its checkpoints were signed with.
+    fn open(dir: &Path, key_dir: &Path, base: &str) -> Result<Self> {
+        // 1. The newest checkpoint: damaged frames refuse; it must be of
+        //    this log, under this log's key.
+        let checkpoint_file = dir.join("checkpoints.log");
+        let notes = checkpoint::read_notes(&checkpoint_file).map_err(refuse)?;
+        let newest_note = notes.as_deref().and_then(<[String]>::last).cloned();
+        let origin = match &newest_note {
+            Some(note) => {
+                let origin = note.lines().next().unwrap_or_default();
+                if generation::split(origin).0 != base {
+                    return Err(refuse(format!(
+                        "its checkpoints are of the log '{}', but the configuration names '{base}' (audit.origin)",
+                        crate::base::text::cap_for_message(origin)
+                    )));
+                }
+                origin.to_string()
+            }
+            None => base.to_string(),
+        };
+        let fresh = newest_note.is_none() && segment::segments(dir)?.is_empty();
+        let key = if fresh {
+            LogKey::load_or_create(key_dir, &origin)?
+        } else {
+            LogKey::load(key_dir, &origin).map_err(refuse)?
+        };
+        let verifier = LogVerifier::parse(&key.verifier_key())?;
+        let newest = match newest_note {
+            Some(note) => {
+                let c = verifier.open(&note).map_err(|e| {
+                    refuse(format!(
+                        "the newest checkpoint in {} does not verify under the log key in {}: {e}. A log never continues under another key",
+                        checkpoint_file.display(),
+                        key_dir.join(checkpoint::KEY_FILE).display()
+                    ))
+                })?;
+                Some((note, c))
+            }
+            None => None,
+        };
+
+        // 2. Every frame of every segment, and the tree they form.
+        let signed_size = newest.as_ref().map(|(_, c)| c.size);
+        let mut frontier = merkle::Frontier::default();
+        let mut root_at_signed = (signed_size == Some(0)).then(merkle::empty_root);
+        let mut last_leaf = None;
+        let (entries, torn) = segment::walk(dir, |_, _, _, bytes| {
+            let leaf = leaf_hash(bytes);
+            frontier.push(leaf);
+            last_leaf = Some(leaf);
+            if Some(frontier.size()) == signed_size {
+                root_at_signed = Some(frontier.root());
+            }
+            Ok(())
+        })
+        .map_err(refuse)?;
+
+        // 3. The checkpoint agrees with the segments; no checkpoint means an
+        //    empty log.
+        let latest = match newest {
+            Some((note, c)) => {
+                if c.size > entries {
+                    return Err(refuse(format!(
+                        "the newest checkpoint signs {} entries but the segments hold {entries}: entries were removed",
+                        c.size
+                    )));
+                }
+                if root_at_signed != Some(c.root) {
+                    return Err(refuse(format!(
+                        "the segments do not hash to the newest checkpoint's root at size {}: entries were altered",
+                        c.size
+                    )));
+                }
+                Some(Signed {
+                    note,
+                    size: c.size,
+                    root: c.root,
+                    signed_at: crate::base::clock::now(),
+                })
+            }
+            None if entries > 0 => {
+                return Err(refuse(format!(
+                    "{} is missing or empty but the log holds {entries} entries: checkpoints were removed",
+                    checkpoint_file.display()
+                )));
+            }
+            None => None,
+        };
+
+        // 4. The derived index may lag the segments, never lead them.
+        for (part, mark) in Indexer::marks(dir)? {
+            if mark > entries {
+                return Err(refuse(format!(
+                    "the index's {part} cover {mark} entries but the segments in {} hold {entries}: entries were removed",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(Self {
+            key,
+            entries,
+            torn,
+            frontier,
+            last_leaf,
+            latest,
+            checkpoint_file,
+        })
     }
 }
 

@@ -116,11 +116,21 @@ impl Witness {
                         .trim()
                         .parse()
                         .map_err(|_| anyhow!("409 without a size: {}", text.trim()))?;
+                    let held = index.size();
+                    if seen > held {
+                        return Err(Behind {
+                            witness: self.config.name.clone(),
+                            seen,
+                            held,
+                        }
+                        .into());
+                    }
                     if seen > signed.size {
-                        bail!(
-                            "it has seen this log at size {seen}, larger than {}: the log was rolled back",
-                            signed.size
-                        );
+                        // The log holds what the witness saw (a checkpoint
+                        // cosigned just before a crash, say): the next one
+                        // will extend it.
+                        self.size = Some(seen);
+                        bail!("it has seen size {seen}; the next checkpoint extends it");
                     }
                     self.size = Some(seen);
                 }
@@ -129,6 +139,16 @@ impl Witness {
         }
         bail!("the witness's idea of the last size kept changing")
     }
+}
+
+/// A witness has seen this log larger than it now is: the log lost its
+/// tail and must not continue as if it had not.
+#[derive(Debug, thiserror::Error)]
+#[error("witness '{witness}' has seen this log at size {seen}; it held {held} entries")]
+pub struct Behind {
+    pub witness: String,
+    pub seen: u64,
+    pub held: u64,
 }
 
 /// Handle to the checkpoint writer.
@@ -154,6 +174,10 @@ fn cosignatures(witness: &str, result: &'static str) -> metrics::Counter {
 /// What the checkpoint writer signs, where it writes, whom it asks.
 pub struct Setup {
     pub key: Arc<LogKey>,
+    /// The log's directory, where a behind-witness mark is kept.
+    pub dir: PathBuf,
+    /// Set when a witness has seen the log larger than it is.
+    pub behind: watch::Sender<Option<Arc<str>>>,
     /// `checkpoints.log`.
     pub path: PathBuf,
     pub index: AuditIndex,
@@ -170,6 +194,8 @@ impl Signer {
     pub fn start(setup: Setup) -> Result<Self> {
         let Setup {
             key,
+            dir,
+            behind,
             path,
             index,
             indexed,
@@ -203,6 +229,8 @@ impl Signer {
         let task = tokio::spawn(
             Loop {
                 key,
+                dir,
+                behind,
                 path,
                 index,
                 latest: latest_tx,
@@ -245,6 +273,8 @@ impl Signer {
 
 struct Loop {
     key: Arc<LogKey>,
+    dir: PathBuf,
+    behind: watch::Sender<Option<Arc<str>>>,
     path: PathBuf,
     index: AuditIndex,
     latest: watch::Sender<Option<Arc<Signed>>>,
@@ -259,6 +289,7 @@ impl Loop {
         mut stop: oneshot::Receiver<oneshot::Sender<()>>,
         interval: Duration,
     ) {
+        self.probe().await;
         loop {
             tokio::select! {
                 changed = indexed.changed() => {
@@ -284,6 +315,42 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// At start, shows every witness the newest checkpoint: a log put back
+    /// from an old image learns it is behind before its next checkpoint.
+    /// (A pull may be answered in the milliseconds this takes; the mark
+    /// then stops every later one.)
+    async fn probe(&mut self) {
+        let Some(latest) = self.latest.borrow().clone() else {
+            return;
+        };
+        for i in 0..self.witnesses.len() {
+            let result = self.witnesses[i].cosign(&self.index, &latest).await;
+            if let Err(e) = result {
+                self.witness_failed(i, &e);
+            }
+        }
+    }
+
+    /// A witness gave no cosignature: counted and logged; when it has seen
+    /// the log larger than it is, the log stops releasing data, durably.
+    fn witness_failed(&mut self, i: usize, e: &anyhow::Error) {
+        let name = self.witnesses[i].config.name.clone();
+        match e.downcast_ref::<Behind>() {
+            Some(b) => {
+                let why = b.to_string();
+                tracing::error!(witness = %name, seen = b.seen, held = b.held, "{}", super::generation::behind_message(&why));
+                if let Err(e) = super::generation::mark_behind(&self.dir, &why) {
+                    tracing::error!(error = %e, "recording that the log is behind its witnesses failed");
+                }
+                self.behind.send_replace(Some(why.into()));
+            }
+            None => {
+                tracing::warn!(witness = %name, error = %e, "no cosignature for this checkpoint")
+            }
+        }
+        cosignatures(&name, "error").increment(1);
     }
 
     async fn final_round(&mut self, done: Option<oneshot::Sender<()>>) {
@@ -323,16 +390,13 @@ impl Loop {
         if self.witnesses.is_empty() {
             cosignatures("", UNWITNESSED).increment(1);
         }
-        for w in &mut self.witnesses {
-            match w.cosign(&self.index, &signed).await {
+        for i in 0..self.witnesses.len() {
+            match self.witnesses[i].cosign(&self.index, &signed).await {
                 Ok(lines) => {
                     signed.note = add_signature_lines(&signed.note, &lines)?;
-                    cosignatures(&w.config.name, "ok").increment(1);
+                    cosignatures(&self.witnesses[i].config.name, "ok").increment(1);
                 }
-                Err(e) => {
-                    tracing::warn!(witness = %w.config.name, error = %e, "no cosignature for this checkpoint");
-                    cosignatures(&w.config.name, "error").increment(1);
-                }
+                Err(e) => self.witness_failed(i, &e),
             }
         }
         let (path, note) = (self.path.clone(), signed.note.clone());

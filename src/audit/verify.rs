@@ -15,9 +15,10 @@
 //! - fewer than `min_witnesses` valid cosignatures on the newest checkpoint.
 
 use super::checkpoint::{CosignatureVerifier, LogVerifier, cosigners};
+use super::generation;
 use super::leaf_hash;
 use super::merkle::{self, Hash, MemoryTree};
-use crate::proto::AuditEntry;
+use crate::proto::{AuditEntry, Generation};
 use prost::Message;
 use std::time::Duration;
 
@@ -34,6 +35,36 @@ pub struct Options {
     pub max_unsigned: Duration,
 }
 
+/// Where the log lost its tail and went on as a new generation: what its
+/// generation entry records, checked against the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub number: u32,
+    pub origin: String,
+    pub predecessor: String,
+    /// Entries kept (the generation entry's index).
+    pub at: u64,
+    pub lost: String,
+    pub started_by: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {} ({}) continues {} after its first {} entries; lost: {}; started by {}: {}",
+            self.number,
+            self.origin,
+            self.predecessor,
+            self.at,
+            self.lost,
+            self.started_by,
+            self.reason
+        )
+    }
+}
+
 /// A log that verified.
 #[derive(Debug)]
 pub struct Report {
@@ -45,6 +76,9 @@ pub struct Report {
     pub cosigned_by: Vec<String>,
     /// Things worth saying that are not tampering (a torn final frame).
     pub notes: Vec<String>,
+    /// Every generation after the first: each a gap a verifier must accept
+    /// knowingly.
+    pub gaps: Vec<Gap>,
 }
 
 /// Verified, or verified only as far as its (missing or stale) checkpoints go.
@@ -130,8 +164,18 @@ struct Withheld {
     longest_days: i64,
 }
 
-fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>, Withheld), Problem> {
+/// What [`check_entries`] found: the tree, each entry's time, what is
+/// withheld from residents, and the generation entries by index.
+struct Checked {
+    tree: MemoryTree,
+    times: Vec<i64>,
+    withheld: Withheld,
+    generations: Vec<(u64, Generation)>,
+}
+
+fn check_entries(entries: &[Vec<u8>]) -> Result<Checked, Problem> {
     let mut withheld = Withheld::default();
+    let mut generations = Vec::new();
     let mut tree = MemoryTree::new();
     let mut leaves: Vec<Hash> = Vec::with_capacity(entries.len());
     let mut prevs: Vec<Vec<u8>> = Vec::with_capacity(entries.len());
@@ -167,6 +211,9 @@ fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>, Withheld)
             withheld.entries += 1;
             withheld.longest_days = withheld.longest_days.max((held + 86_399) / 86_400);
         }
+        if let Some(g) = e.generation {
+            generations.push((i, g));
+        }
         prevs.push(e.prev_leaf_hash);
         times.push(time);
     }
@@ -187,7 +234,55 @@ fn check_entries(entries: &[Vec<u8>]) -> Result<(MemoryTree, Vec<i64>, Withheld)
             "the entry does not hash to what its successor recorded: altered",
         ));
     }
-    Ok((tree, times, withheld))
+    Ok(Checked {
+        tree,
+        times,
+        withheld,
+        generations,
+    })
+}
+
+/// Each generation entry sits where its predecessor's kept entries end,
+/// names the origins in order, and records the root the tree has there.
+fn check_generations(
+    base: &str,
+    tree: &MemoryTree,
+    found: Vec<(u64, Generation)>,
+) -> Result<Vec<Gap>, Problem> {
+    let mut gaps = Vec::with_capacity(found.len());
+    for (k, (i, g)) in found.into_iter().enumerate() {
+        let number = k as u32 + 2;
+        let bad = |why: String| at(i, format!("a generation entry {why}: altered"));
+        if g.number != number
+            || g.origin != generation::origin_of(base, number)
+            || g.predecessor_origin != generation::origin_of(base, number - 1)
+        {
+            return Err(bad(format!(
+                "names generation {} ({} after {}), but it is generation {number} of '{base}'",
+                g.number, g.origin, g.predecessor_origin
+            )));
+        }
+        if g.size != i {
+            return Err(bad(format!(
+                "says it keeps {} entries but sits at {i}",
+                g.size
+            )));
+        }
+        let root = merkle::root(tree, i).map_err(|e| at(i, e.to_string()))?;
+        if g.root != root {
+            return Err(bad("records a root the kept entries do not have".into()));
+        }
+        gaps.push(Gap {
+            number,
+            origin: g.origin,
+            predecessor: g.predecessor_origin,
+            at: i,
+            lost: g.lost,
+            started_by: g.started_by,
+            reason: g.reason,
+        });
+    }
+    Ok(gaps)
 }
 
 /// Verifies entries (in order) and checkpoint notes (`None`: no checkpoint
@@ -199,17 +294,45 @@ pub fn verify(
     opts: &Options,
 ) -> Result<Outcome, Problem> {
     let n = entries.len() as u64;
-    let (tree, times, withheld) = check_entries(entries)?;
+    let Checked {
+        tree,
+        times,
+        withheld,
+        generations,
+    } = check_entries(entries)?;
+    let base = generation::split(key.name()).0;
+    let gaps = check_generations(base, &tree, generations)?;
+    // Where generation g starts (its entry's index); generation 1 at 0.
+    let start = |g: u32| match g {
+        1 => Some(0),
+        g => gaps.get(g as usize - 2).map(|gap| gap.at),
+    };
     let notes = notes.unwrap_or_default();
     let mut last: Option<(u64, Hash)> = None;
+    let mut newest_generation = 1;
     for (k, note) in notes.iter().enumerate() {
-        let cp = key.open(note).map_err(|reason| {
+        let cp = key.open_any_generation(note).map_err(|reason| {
             checkpoint_problem(format!(
                 "checkpoint #{} (size {}): {reason}",
                 k + 1,
                 super::checkpoint::note_size(note)
             ))
         })?;
+        // A checkpoint belongs to the generation its origin names: after
+        // that generation's entry, and not past where the next one starts.
+        let g = generation::split(&cp.origin).1;
+        let within = match (start(g), start(g + 1)) {
+            (None, _) => false,
+            (Some(from), next) => (g == 1 || cp.size > from) && next.is_none_or(|to| cp.size <= to),
+        };
+        if !within || g < newest_generation {
+            return Err(checkpoint_problem(format!(
+                "checkpoint #{} (size {}) is of generation {g}, which holds no such size: a generation was forged or removed",
+                k + 1,
+                cp.size
+            )));
+        }
+        newest_generation = g;
         if cp.size > n {
             return Err(at(
                 n,
@@ -253,10 +376,25 @@ pub fn verify(
         }
         last = Some((cp.size, cp.root));
     }
+    let mut notes_out = Vec::new();
     for (k, t) in opts.trusted.iter().enumerate() {
-        let cp = key.open(t).map_err(|reason| {
+        let cp = key.open_any_generation(t).map_err(|reason| {
             checkpoint_problem(format!("trusted checkpoint #{}: {reason}", k + 1))
         })?;
+        // Of an older generation and beyond where the next one started:
+        // part of what that generation's gap says was lost.
+        let g = generation::split(&cp.origin).1;
+        if let Some(next) = start(g + 1).filter(|&next| cp.size > next) {
+            notes_out.push(format!(
+                "trusted checkpoint #{} ({} at size {}) reaches past where generation {} started ({next}): entries {next}..{} of it are lost",
+                k + 1,
+                cp.origin,
+                cp.size,
+                g + 1,
+                cp.size
+            ));
+            continue;
+        }
         if cp.size > n {
             return Err(checkpoint_problem(format!(
                 "the log holds {n} entries but you trusted a checkpoint of {}: it was rolled back",
@@ -296,14 +434,16 @@ pub fn verify(
         checkpoints: notes.len(),
         signed_size,
         cosigned_by,
-        notes: if withheld.entries > 0 {
-            vec![format!(
-                "{} entries are withheld from the resident tracker for at most {} days each (no grant may set more than 180)",
-                withheld.entries, withheld.longest_days
-            )]
-        } else {
-            Vec::new()
+        notes: {
+            if withheld.entries > 0 {
+                notes_out.push(format!(
+                    "{} entries are withheld from the resident tracker for at most {} days each (no grant may set more than 180)",
+                    withheld.entries, withheld.longest_days
+                ));
+            }
+            notes_out
         },
+        gaps,
     };
     let unsigned = if notes.is_empty() {
         Some(format!(
@@ -358,7 +498,9 @@ mod withheld_tests {
     #[test]
     fn an_entry_withheld_beyond_180_days_is_refused() {
         let first = entry(0, Vec::new(), 90);
-        let ok = check_entries(std::slice::from_ref(&first)).unwrap().2;
+        let ok = check_entries(std::slice::from_ref(&first))
+            .unwrap()
+            .withheld;
         assert_eq!((ok.entries, ok.longest_days), (1, 90));
         let second = entry(1, leaf_hash(&first).to_vec(), 200);
         let Err(err) = check_entries(&[first, second]) else {

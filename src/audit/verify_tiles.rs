@@ -12,6 +12,7 @@
 //!   the new one, proven from the tiles alone.
 
 use super::checkpoint::{Checkpoint, CosignatureVerifier, LogVerifier, cosigners};
+use super::generation;
 use super::merkle::{self, Hash, Nodes};
 use super::tiles::{WIDTH, perfect_root, tile_path};
 use anyhow::Result;
@@ -80,6 +81,10 @@ pub struct Report {
     pub tiles: usize,
     /// The checkpoint that verified, to save as the next run's `--since`.
     pub note: String,
+    /// The log's generation now, and the saved checkpoint's: when they
+    /// differ the log lost its tail in between (a restore).
+    pub generation: u32,
+    pub since_generation: Option<u32>,
 }
 
 /// The tiles of a tree of one size that roots are computed from, as read:
@@ -115,7 +120,7 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
         .ok_or("no `checkpoint` is published there")?;
     let note = String::from_utf8(note).map_err(|_| "the checkpoint is not text")?;
     let cp = verifier
-        .open(&note)
+        .open_any_generation(&note)
         .map_err(|e| format!("the checkpoint does not verify under the log's key: {e}"))?;
     let cosigned_by: Vec<String> = cosigners(&note, &opts.witnesses)
         .into_iter()
@@ -131,15 +136,9 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
     }
     let since = match &opts.since {
         Some(old) => {
-            let old = verifier.open(old).map_err(|e| {
+            let old = verifier.open_any_generation(old).map_err(|e| {
                 format!("the --since checkpoint does not verify under the log's key: {e}")
             })?;
-            if old.origin != cp.origin {
-                return Err(format!(
-                    "the --since checkpoint is of log '{}', the published one of '{}'",
-                    old.origin, cp.origin
-                ));
-            }
             if old.size > cp.size {
                 return Err(format!(
                     "the published checkpoint went backwards: size {} now, {} in the --since checkpoint",
@@ -163,6 +162,7 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
             b64(&cp.root)
         ));
     }
+    let since_generation = since.as_ref().map(|c| generation::split(&c.origin).1);
     let since = match since {
         Some(Checkpoint { size, root, .. }) => {
             let at = root_at(&set, size)?;
@@ -178,6 +178,8 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
         None => None,
     };
     Ok(Report {
+        generation: generation::split(&cp.origin).1,
+        since_generation,
         origin: cp.origin,
         size: cp.size,
         root,

@@ -6,7 +6,7 @@ pub mod token;
 use crate::base::clock;
 use crate::control::certs::thumbprint;
 use crate::control::directory::{Directory, Snapshot};
-use crate::control::keys::{Claims, KeyRing};
+use crate::control::keys::KeyRing;
 use crate::control::roles::Role;
 use crate::proto::DepartmentStatus;
 use sha2::{Digest, Sha256};
@@ -25,6 +25,8 @@ pub struct Principal {
     peer: String,
     /// The token's `exp` (unix seconds).
     expires_at: i64,
+    /// The key that signed the token: retired, it ends the principal too.
+    kid: String,
     /// The control plane as the checks saw it: the rest of the call is
     /// judged against the same view (and reads it once, not twice).
     snapshot: Arc<Snapshot>,
@@ -81,6 +83,7 @@ impl Principal {
             cert_thumbprint: String::new(),
             peer: "127.0.0.1:1".into(),
             expires_at: i64::MAX,
+            kid: String::new(),
             snapshot,
         }
     }
@@ -184,7 +187,7 @@ pub struct AuthFailure {
 pub struct Authenticator {
     directory: Arc<Directory>,
     keys: Arc<KeyRing>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    cache: Mutex<HashMap<[u8; 32], Arc<token::Verified>>>,
 }
 
 /// Verified tokens kept at most; past it, expired ones are purged first.
@@ -236,7 +239,8 @@ impl Authenticator {
         let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
         let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);
-        let claims = self.verified_claims(&snapshot, c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
+        let verified = self.verified_claims(&snapshot, c.bearer.ok_or("NO_BEARER_TOKEN")?)?;
+        let claims = &verified.claims;
         seen.client_id.clone_from(&claims.sub);
         seen.token_id.clone_from(&claims.jti);
         if claims.cnf.x5t_s256 != seen.cert_thumbprint {
@@ -262,6 +266,7 @@ impl Authenticator {
             cert_thumbprint: seen.cert_thumbprint.clone(),
             peer: seen.peer.clone(),
             expires_at: claims.exp,
+            kid: verified.kid.clone(),
             snapshot,
         })
     }
@@ -281,6 +286,7 @@ impl Authenticator {
         }
         certificate_standing(&snapshot, &p.cert_thumbprint)?;
         token_and_department_standing(&snapshot, &p.token_id, &p.department)?;
+        token::key_stands(&snapshot, &p.kid)?;
         Ok(Principal {
             snapshot,
             ..p.clone()
@@ -291,15 +297,17 @@ impl Authenticator {
         &self,
         snapshot: &Snapshot,
         token: &str,
-    ) -> Result<Arc<Claims>, &'static str> {
+    ) -> Result<Arc<token::Verified>, &'static str> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = clock::unix_seconds(clock::now());
-        if let Some(c) = self.cache.lock().expect("cache lock").get(&digest) {
-            return if c.exp > now {
-                Ok(c.clone())
-            } else {
-                Err("TOKEN_EXPIRED")
-            };
+        let cached = self.cache.lock().expect("cache lock").get(&digest).cloned();
+        if let Some(v) = cached {
+            if v.claims.exp <= now {
+                return Err("TOKEN_EXPIRED");
+            }
+            // The signature was checked once; the key must still stand.
+            token::key_stands(snapshot, &v.kid)?;
+            return Ok(v);
         }
         let claims = Arc::new(token::verify(
             snapshot,
@@ -309,7 +317,7 @@ impl Authenticator {
         )?);
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_LIMIT {
-            cache.retain(|_, c| c.exp > now);
+            cache.retain(|_, c| c.claims.exp > now);
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }

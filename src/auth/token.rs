@@ -15,12 +15,20 @@ const LEEWAY: i64 = 30;
 /// Verifies a token's algorithm, signature (under a key the snapshot
 /// holds), issuer, audience and validity times. Errors are the short reason
 /// codes an authentication failure records.
+/// A token that verified: what it asserts, and the key (`kid`) that signed
+/// it — which must still verify at every later use, so a key retired at
+/// once takes its tokens with it, cached or not.
+pub struct Verified {
+    pub claims: Claims,
+    pub kid: String,
+}
+
 pub fn verify(
     snapshot: &Snapshot,
     issuer: &str,
     audience: &str,
     token: &str,
-) -> Result<Claims, &'static str> {
+) -> Result<Verified, &'static str> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| "MALFORMED_TOKEN")?;
     if header.alg != Algorithm::EdDSA {
         return Err("ALGORITHM_NOT_ALLOWED");
@@ -54,5 +62,13 @@ pub fn verify(
     if claims.nbf > now + LEEWAY {
         return Err("TOKEN_NOT_YET_VALID");
     }
-    Ok(claims)
+    Ok(Verified { claims, kid })
+}
+
+/// Whether the key that signed a token still verifies now.
+pub fn key_stands(snapshot: &Snapshot, kid: &str) -> Result<(), &'static str> {
+    snapshot
+        .verifying_key(kid, clock::unix_seconds(clock::now()))
+        .map(|_| ())
+        .ok_or("UNKNOWN_KEY_ID")
 }

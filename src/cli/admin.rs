@@ -47,6 +47,13 @@ pub enum AdminCommand {
     /// Enrol the first administrator of a production gateway, once, on its
     /// host (the gateway stopped or running).
     Bootstrap(BootstrapArgs),
+    /// Let a restored gateway serve data again (after re-applying what was
+    /// revoked since its snapshot).
+    ConfirmRestore {
+        /// What was checked, for the log.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,7 +202,12 @@ pub enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    Rotate,
+    Rotate {
+        /// Stop verifying every older key at once: every token issued
+        /// before is void (after a restore, or a leaked key).
+        #[arg(long)]
+        retire_previous: bool,
+    },
 }
 
 /// The scope of a grant or an access request.
@@ -561,10 +573,31 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             }
             Ok(())
         }
-        AdminCommand::Key(KeyCommand::Rotate) => {
-            let k = ok(admin
-                .rotate_signing_key(client.request(RotateSigningKeyRequest {}))
+        AdminCommand::ConfirmRestore { note } => {
+            let r = ok(admin
+                .confirm_restore(client.request(ConfirmRestoreRequest { note }))
                 .await)?;
+            super::say(format!(
+                "restore confirmed at {}: the gateway serves data again",
+                time(r.confirmed_at.as_ref())
+            ));
+            Ok(())
+        }
+        AdminCommand::Key(KeyCommand::Rotate { retire_previous }) => {
+            let k = ok(admin
+                .rotate_signing_key(client.request(RotateSigningKeyRequest { retire_previous }))
+                .await)?;
+            if !k.replacement_token.is_empty() {
+                // The identity's own token died with the rest: its
+                // replacement goes where the old one was.
+                let identity = args.connect.identity.as_deref().unwrap_or("admin");
+                let path = args.connect.pki.join(format!("{identity}.token"));
+                govshare::base::files::write_secret_file(&path, &k.replacement_token)?;
+                eprintln!(
+                    "every older token is void; this identity's new token is in {} (issue the others theirs with `govshare admin token issue`)",
+                    path.display()
+                );
+            }
             out.show(&k, &k.kid, || {
                 let mut t = Table::new(&["NEW KID"]);
                 t.row(vec![k.kid.clone()]);

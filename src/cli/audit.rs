@@ -93,6 +93,9 @@ pub enum AuditCommand {
     /// http(s):// prefix): the checkpoint's signature, every tile, the root,
     /// and with --since that an earlier checkpoint's tree is a prefix.
     VerifyTiles(VerifyTilesArgs),
+    /// On a stopped gateway whose log lost its tail (a witness has seen it
+    /// larger): keep what it holds and go on as its next generation.
+    NewGeneration(NewGenerationArgs),
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +121,10 @@ pub struct VerifyTilesArgs {
     /// Cosignatures by the named witnesses the checkpoint must carry.
     #[arg(long, default_value_t = 0)]
     min_witnesses: usize,
+    /// A generation you know about: the tree may have gone on as it since
+    /// the saved checkpoint (after a restore) without failing.
+    #[arg(long = "accept-generation")]
+    accept_generations: Vec<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +157,31 @@ pub struct VerifyArgs {
     /// How far the newest checkpoint may trail the newest entry.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     max_unsigned: std::time::Duration,
+    /// A generation you know about (the log lost its tail and went on
+    /// under `<origin>/N`): its gap no longer fails verification. Repeat
+    /// for several.
+    #[arg(long = "accept-generation")]
+    accept_generations: Vec<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct NewGenerationArgs {
+    /// The stopped gateway's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The gateway's configuration file (its audit.origin and node_id).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Why: recorded in the generation's entry.
+    #[arg(long)]
+    reason: String,
+    /// A checkpoint you hold that the log no longer reaches (from a witness,
+    /// a monitor's --state, `audit checkpoint --save`): named as what is lost.
+    #[arg(long)]
+    lost_checkpoint: Option<PathBuf>,
+    /// Who starts it (default: the local user and host).
+    #[arg(long)]
+    operator: Option<String>,
 }
 
 fn read_key(path: &PathBuf) -> Result<LogVerifier> {
@@ -216,6 +248,20 @@ async fn verify_tiles(a: &VerifyTilesArgs) -> Result<()> {
             format!("; cosigned by {}", r.cosigned_by.join(", "))
         }
     );
+    if let Some(then) = r.since_generation.filter(|g| *g != r.generation) {
+        if !a.accept_generations.contains(&r.generation) {
+            bail!(
+                "NOT VERIFIED: the log went on as generation {} (origin {}) since the saved checkpoint of generation {then}: it lost entries in between (a restore); see `audit verify` on an export for the gap, then accept with --accept-generation {}",
+                r.generation,
+                r.origin,
+                r.generation
+            );
+        }
+        println!(
+            "generation {} accepted (the saved checkpoint was of generation {then})",
+            r.generation
+        );
+    }
     if let Some(state) = &a.state {
         govshare::audit::publish::write_atomically(state, r.note.as_bytes()).with_context(
             || {
@@ -228,6 +274,71 @@ async fn verify_tiles(a: &VerifyTilesArgs) -> Result<()> {
         println!("saved the verified checkpoint to {}", state.display());
     }
     Ok(())
+}
+
+/// `govshare audit new-generation`: offline, on the stopped gateway.
+fn new_generation(a: &NewGenerationArgs) -> Result<()> {
+    use govshare::audit::generation;
+    let mut cfg = govshare::config::Config::load(a.config.as_deref())?;
+    cfg.data_dir = a.data_dir.clone();
+    // The store's lock: a running gateway holds it, and a generation is
+    // started only on a stopped one.
+    let _store = govshare::gateway::open_store(&cfg.store_dir())
+        .context("the gateway must be stopped to start a new generation")?;
+    let audit = cfg.audit_dir();
+    let mut lost = Vec::new();
+    if let Some(why) = generation::behind(&audit)? {
+        lost.push(why);
+    }
+    if let Some(f) = &a.lost_checkpoint {
+        let note =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let key = read_key(&cfg.pki_dir().join("audit-log.pub"))?;
+        let cp = key
+            .open_any_generation(&note)
+            .map_err(|e| anyhow::anyhow!("--lost-checkpoint {}: {e}", f.display()))?;
+        lost.push(format!("a checkpoint of {} at size {}", cp.origin, cp.size));
+    }
+    if lost.is_empty() {
+        lost.push("unknown: no witness reported a larger size and no checkpoint was given".into());
+    }
+    let begun = generation::begin(
+        &audit,
+        &cfg.pki_dir(),
+        &cfg.audit.origin,
+        &cfg.audit_options(),
+        generation::Start {
+            lost: lost.join("; "),
+            started_by: a.operator.clone().unwrap_or_else(local_operator),
+            reason: a.reason.clone(),
+            method: "govshare audit new-generation",
+        },
+    )?;
+    say(format!(
+        "the log continues as generation {}: {} — entry {} records it",
+        begun.number, begun.origin, begun.size
+    ));
+    say(format!(
+        "verifier key (auditors: audit verify --public-key): {}",
+        begun.verifier_key
+    ));
+    say(format!(
+        "witnesses: add  --log '{}'  to `govshare witness serve`",
+        begun.verifier_key
+    ));
+    say("the gateway releases data again once started");
+    Ok(())
+}
+
+/// The local user and host, for who started a generation.
+pub fn local_operator() -> String {
+    format!(
+        "{}@{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into()),
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into())
+    )
 }
 
 /// `NAME=VKEY` or `VKEY`; the key's own name must match NAME.
@@ -269,6 +380,9 @@ pub async fn run(args: AuditArgs) -> Result<()> {
     }
     if let AuditCommand::VerifyTiles(v) = &args.command {
         return verify_tiles(v).await;
+    }
+    if let AuditCommand::NewGeneration(g) = &args.command {
+        return new_generation(g);
     }
     let json = args.connect.json;
     let client = args.connect.client("auditor").await?;
@@ -465,7 +579,9 @@ pub async fn run(args: AuditArgs) -> Result<()> {
                 hashes.len()
             ));
         }
-        AuditCommand::Verify(_) | AuditCommand::VerifyTiles(_) => unreachable!("handled above"),
+        AuditCommand::Verify(_) | AuditCommand::VerifyTiles(_) | AuditCommand::NewGeneration(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -610,6 +726,21 @@ fn verify_offline(a: &VerifyArgs) -> Result<()> {
     remarks.extend(report.notes.iter().cloned());
     for r in &remarks {
         say(format!("note: {r}"));
+    }
+    for g in &report.gaps {
+        say(format!("GAP: {g}"));
+    }
+    if let Some(g) = report
+        .gaps
+        .iter()
+        .find(|g| !a.accept_generations.contains(&g.number))
+    {
+        bail!(
+            "NOT VERIFIED: the log lost entries and went on as generation {} ({}): see the GAP line; once you know why, verify with --accept-generation {}",
+            g.number,
+            g.origin,
+            g.number
+        );
     }
     let summary = format!(
         "{} entries, {} checkpoints verified; the newest signs {} entries{}",

@@ -64,7 +64,9 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
     let client_ca = ClientCa::load(&cfg.client_ca_path())?;
     let audit = cfg.open_audit()?;
     let log: AuditLog = audit.log();
+    // The gateway is stopped: nothing else changes the store.
     let token = enrol::enrol_first_admin(
+        &Default::default(),
         &store,
         &log,
         &keys,

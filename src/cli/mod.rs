@@ -9,6 +9,7 @@ mod bootstrap;
 pub mod corrections;
 pub mod import;
 pub mod pull;
+pub mod snapshot;
 mod table;
 
 use clap::Args;

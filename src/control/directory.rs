@@ -14,7 +14,7 @@ use crate::control::authz::CompiledGrant;
 use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
 use crate::datasets::catalog::Catalog;
-use crate::proto::storage::SigningKey;
+use crate::proto::storage::{RestoreHold, SigningKey};
 use crate::proto::{AccessRequestStatus, Department, Purpose, RegisteredCertificate};
 use anyhow::{Context, Result};
 use ed25519_dalek::pkcs8::{EncodePublicKey, spki::der::pem::LineEnding};
@@ -33,6 +33,8 @@ pub struct Snapshot {
     /// Token-verifying public keys by `kid`, each with the end of its
     /// verifying life (unix seconds) once it was rotated out.
     verifying: HashMap<String, (DecodingKey, Option<i64>)>,
+    /// A restore not yet confirmed by an administrator.
+    restore_hold: Option<RestoreHold>,
 }
 
 /// A stored signing key's public half, as jsonwebtoken verifies with it.
@@ -104,7 +106,14 @@ impl Snapshot {
                     ))
                 })
                 .collect::<Result<_>>()?,
+            restore_hold: store.restore_hold()?,
         })
+    }
+
+    /// The restore this gateway awaits confirmation of, if any: until then
+    /// it releases no data.
+    pub fn restore_hold(&self) -> Option<&RestoreHold> {
+        self.restore_hold.as_ref()
     }
 
     pub fn certificate(&self, thumbprint: &str) -> Option<&RegisteredCertificate> {

@@ -13,6 +13,7 @@ use crate::proto::{
     AdminChange, AuditDecision, AuditEntry, Department, DepartmentStatus, EntryKind,
     RegisteredCertificate, TokenInfo,
 };
+use crate::store::WriteGate;
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub struct FirstAdmin<'a> {
 /// and records all of it as an `ADMIN` entry — durable before anything is
 /// stored. Any later attempt is refused.
 pub async fn enrol_first_admin(
+    gate: &WriteGate,
     store: &Store,
     log: &AuditLog,
     keys: &KeyRing,
@@ -52,6 +54,7 @@ pub async fn enrol_first_admin(
     // too (eight simultaneous requests enrolled eight administrators).
     static ENROLLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = ENROLLING.lock().await;
+    let _permit = gate.change().await;
     if administrator_exists(store)? {
         bail!(
             "an administrator was already enrolled; further administrators are managed with `govshare admin` by an existing one"

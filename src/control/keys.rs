@@ -35,6 +35,15 @@ pub struct Claims {
     pub cnf: Confirmation,
 }
 
+/// How long the keys a rotation replaces keep verifying tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Retire {
+    /// Until every token they signed has expired (the longest lifetime).
+    After(std::time::Duration),
+    /// Not at all: every token they signed is void at once.
+    Now,
+}
+
 /// The issuer: its identity and its signing keys (the current one plus
 /// old ones that still verify). Verifying is the auth layer's job, with the
 /// public keys of the control-plane snapshot.
@@ -74,8 +83,21 @@ impl KeyRing {
         cert_thumbprint: &str,
         lifetime: std::time::Duration,
     ) -> Result<(String, Claims)> {
+        let claims = self.claims(department, subject, roles, cert_thumbprint, lifetime);
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// What a token issued now asserts (a fresh `jti`).
+    pub fn claims(
+        &self,
+        department: &str,
+        subject: &str,
+        roles: &[String],
+        cert_thumbprint: &str,
+        lifetime: std::time::Duration,
+    ) -> Claims {
         let now = clock::unix_seconds(clock::now());
-        let claims = Claims {
+        Claims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
@@ -88,8 +110,7 @@ impl KeyRing {
             cnf: Confirmation {
                 x5t_s256: cert_thumbprint.into(),
             },
-        };
-        Ok((self.sign(&claims)?, claims))
+        }
     }
 
     /// Signs `claims` with the current key, naming it in `kid`. The key is
@@ -102,26 +123,30 @@ impl KeyRing {
             .filter(|k| k.retired_at.is_none())
             .max_by_key(|k| k.created_at.map(|t| (t.seconds, t.nanos)))
             .ok_or_else(|| anyhow!("no active signing key"))?;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(current.kid.clone());
-        jsonwebtoken::encode(&header, claims, &encoding_key(&current)?).context("signing a token")
+        sign_with(claims, &current)
     }
 
     /// Makes `key` (from [`new_key`]) the signing key. Old keys keep
-    /// verifying for `keep_verifying` (the longest token lifetime, so every
-    /// token they signed expires first); keys past that are dropped.
-    pub fn install(&self, key: &StoredKey, keep_verifying: std::time::Duration) -> Result<()> {
+    /// verifying as `retire` says: for the longest token lifetime (so every
+    /// token they signed expires first), or not at all; keys past their
+    /// time are dropped.
+    pub fn install(&self, key: &StoredKey, retire: Retire) -> Result<()> {
         let now = clock::now();
+        let now_s = clock::unix_seconds(now);
         for mut k in self.store.signing_keys()? {
-            if k.verify_until
-                .is_some_and(|t| t.seconds < clock::unix_seconds(now))
-            {
+            if k.verify_until.is_some_and(|t| t.seconds < now_s) {
                 self.store.remove_signing_key(&k.kid)?;
-            } else if k.retired_at.is_none() {
-                k.retired_at = Some(clock::to_timestamp(now));
-                k.verify_until = Some(clock::to_timestamp(now + keep_verifying));
-                self.store.put_signing_key(&k)?;
+                continue;
             }
+            let until = match retire {
+                Retire::After(_) if k.retired_at.is_some() => continue,
+                Retire::After(keep) => now + keep,
+                // Already in the past: nothing it signed verifies from now on.
+                Retire::Now => now - std::time::Duration::from_secs(1),
+            };
+            k.retired_at.get_or_insert(clock::to_timestamp(now));
+            k.verify_until = Some(clock::to_timestamp(until));
+            self.store.put_signing_key(&k)?;
         }
         self.store.put_signing_key(key)
     }
@@ -148,6 +173,14 @@ impl KeyRing {
             .collect();
         Ok(serde_json::json!({ "keys": keys }))
     }
+}
+
+/// Signs `claims` with `key` (one not yet installed, say), naming it in
+/// `kid`.
+pub fn sign_with(claims: &Claims, key: &StoredKey) -> Result<String> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &encoding_key(key)?).context("signing a token")
 }
 
 fn encoding_key(k: &StoredKey) -> Result<EncodingKey> {

@@ -23,6 +23,7 @@ const PURPOSES: &str = "purposes";
 const QUOTA: &str = "quota";
 const CORRECTIONS: &str = "corrections";
 const EPOCH_KEY: &[u8] = b"policy.epoch";
+const RESTORE_HOLD: &[u8] = b"restore.hold";
 
 /// The typed control plane every component shares.
 #[derive(Clone)]
@@ -33,6 +34,11 @@ pub struct Store {
 impl Store {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self { backend }
+    }
+
+    /// The backend underneath, whole: what a snapshot copies.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     // ---- the policy epoch -------------------------------------------------
@@ -198,6 +204,23 @@ impl Store {
 
     pub fn remove_signing_key(&self, kid: &str) -> Result<()> {
         self.backend.remove(SIGNING_KEYS, kid.as_bytes())?;
+        self.bump_epoch()
+    }
+
+    // ---- a restore awaiting confirmation ----------------------------------
+
+    /// Set by a restore: the gateway releases no data until an
+    /// administrator confirms. Moves the epoch, so every node sees it.
+    pub fn restore_hold(&self) -> Result<Option<storage::RestoreHold>> {
+        self.get_msg(META, RESTORE_HOLD)
+    }
+
+    pub fn put_restore_hold(&self, h: &storage::RestoreHold) -> Result<()> {
+        self.put_msg(META, RESTORE_HOLD, h)
+    }
+
+    pub fn clear_restore_hold(&self) -> Result<()> {
+        self.backend.remove(META, RESTORE_HOLD)?;
         self.bump_epoch()
     }
 

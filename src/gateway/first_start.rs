@@ -39,6 +39,13 @@ pub fn first_start(
         pki.init(&[])?;
         done.push(format!("created a dev PKI in {}", pki.dir().display()));
     }
+    if pki.backup_identity()? {
+        done.push(format!(
+            "made a backup identity for snapshots: {} (its recipient, in {}, is what this demo encrypts snapshots to)",
+            pki.path(crate::config::BACKUP_IDENTITY).display(),
+            crate::config::BACKUP_RECIPIENT
+        ));
+    }
     if cfg.demo_persons > 0 && !seed::district_loaded(store)? {
         done.push(seed::load_demo(
             store,

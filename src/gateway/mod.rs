@@ -5,6 +5,7 @@
 
 pub mod first_start;
 pub mod pki;
+pub mod restore;
 
 use crate::audit;
 use crate::auth::Authenticator;
@@ -113,6 +114,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     let (store, records) = open_store(&cfg.store_dir())?;
     first_start::check_mode(&cfg, &store)?;
+    // A snapshot cut short by a crash left its (encrypted) scratch file.
+    if let Ok(dir) = std::fs::read_dir(cfg.data_dir.join("snapshots")) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".snapshot-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
@@ -208,6 +217,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             client_ca: ClientCa::load(&cfg.client_ca_path())?,
             roles: cfg.role_departments(),
             token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
+            gate: pipeline.gate().clone(),
         },
     )?;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
@@ -314,10 +324,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         })))
         .add_service(limited!(AdminServiceServer::new(admin::AdminApi::new(
             pipeline.clone(),
+            audit_log.clone(),
             ClientCa::load(&cfg.client_ca_path())?,
             admin::Settings {
                 max_token_lifetime: Duration::from_secs(cfg.max_token_days * 86_400),
                 request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
+                snapshot: admin::SnapshotSettings {
+                    recipients: cfg.snapshot_recipients()?,
+                    work_dir: cfg.data_dir.join("snapshots"),
+                    pki_dir: cfg.pki_dir(),
+                    busy: Default::default(),
+                },
             },
         ))))
         .add_service(limited!(AuditServiceServer::new(audit_api::AuditApi {
@@ -360,8 +377,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 }
 
 /// Keeps the health service in step with the audit log: the data services
-/// are NOT_SERVING while the log cannot be written; the audit service also
-/// while the index lags or a sealed segment is damaged.
+/// are NOT_SERVING while the log cannot be written or is behind its
+/// witnesses; the audit service also while the index lags or a sealed
+/// segment is damaged.
 async fn follow_health(health: tonic_health::server::HealthReporter, log: audit::Health) {
     const DATA: [&str; 7] = [
         "",
@@ -376,6 +394,7 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
         mut writable,
         mut indexing,
         mut scrubbed,
+        mut behind,
     } = log;
     loop {
         let serving = |ok: bool| {
@@ -387,8 +406,9 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
         };
         let w = *writable.borrow_and_update();
         let audit_ok = w && *indexing.borrow_and_update() && *scrubbed.borrow_and_update();
+        let releasing = w && behind.borrow_and_update().is_none();
         for svc in DATA {
-            health.set_service_status(svc, serving(w)).await;
+            health.set_service_status(svc, serving(releasing)).await;
         }
         health
             .set_service_status("govshare.v1.AuditService", serving(audit_ok))
@@ -397,6 +417,7 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
             r = writable.changed() => if r.is_err() { return },
             r = indexing.changed() => if r.is_err() { return },
             r = scrubbed.changed() => if r.is_err() { return },
+            r = behind.changed() => if r.is_err() { return },
         }
     }
 }

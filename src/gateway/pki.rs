@@ -2,7 +2,8 @@
 //! departments' client certificates. Production deployments bring their own.
 //!
 //! Layout under `<data-dir>/pki/`: `ca.pem`, `ca.key`, `server.pem`,
-//! `server.key`, and `<id>.pem`, `<id>.key` per client identity.
+//! `server.key`, `<id>.pem`, `<id>.key` per client identity, and the
+//! demo's backup identity `backup.agekey` with its `backup.recipient`.
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -107,6 +108,31 @@ impl Pki {
             cert_pem: cert.pem(),
             der: cert.der().to_vec(),
         })
+    }
+
+    /// Makes the demo's backup identity (an age X25519 key) unless it
+    /// exists; returns whether it made one. Snapshots of the demo are
+    /// encrypted to its recipient; restoring one needs the identity — which
+    /// a real deployment keeps off the gateway host.
+    pub fn backup_identity(&self) -> Result<bool> {
+        use age::secrecy::ExposeSecret;
+        if self.path(crate::config::BACKUP_IDENTITY).exists() {
+            return Ok(false);
+        }
+        let identity = age::x25519::Identity::generate();
+        self.write_secret(
+            crate::config::BACKUP_IDENTITY,
+            &format!(
+                "# the demo's snapshot backup identity; recipient: {}\n{}\n",
+                identity.to_public(),
+                identity.to_string().expose_secret()
+            ),
+        )?;
+        self.write(
+            crate::config::BACKUP_RECIPIENT,
+            &format!("{}\n", identity.to_public()),
+        )?;
+        Ok(true)
     }
 
     pub fn write(&self, name: &str, contents: &str) -> Result<()> {

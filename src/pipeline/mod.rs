@@ -50,6 +50,7 @@ use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
     Operation, PullContext, RegionNode, ReturnedField,
 };
+use crate::store::WriteGate;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Status};
@@ -139,6 +140,8 @@ pub struct Pipeline {
     auth_failures: auth_failures::AuthFailures,
     /// Keys the resident tracker's subject digests.
     resident_key: [u8; 32],
+    /// Held by every change (with its entry) while a snapshot copies.
+    gate: WriteGate,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -172,6 +175,7 @@ impl Pipeline {
             auth,
             audit,
             page_tokens: PageTokens::new(masker.subkey("page-token")),
+            gate: WriteGate::default(),
             resident_key: masker.subkey("resident-subject"),
             masker,
             locator,
@@ -201,6 +205,11 @@ impl Pipeline {
         &self.directory
     }
 
+    /// The gate changes hold and snapshots close.
+    pub fn gate(&self) -> &WriteGate {
+        &self.gate
+    }
+
     pub fn authenticator(&self) -> &Authenticator {
         &self.auth
     }
@@ -222,6 +231,29 @@ impl Pipeline {
     /// may name. Structure only, no record data.
     pub fn region_exists(&self, code: &str) -> bool {
         self.records.code_exists(code)
+    }
+
+    /// Why no data may move now, if so: the log is behind its witnesses
+    /// (it lost its tail), or this gateway was restored from a snapshot and
+    /// an administrator has not confirmed it (revocations made after the
+    /// snapshot are not in it). Judged at every admission and every page;
+    /// the answer is UNAVAILABLE, saying why.
+    fn hold(&self) -> Option<Denial> {
+        if let Some(why) = self.audit.behind() {
+            return Some(Denial::new("LOG_BEHIND_WITNESS", why));
+        }
+        let snapshot = self.directory.current().ok()?;
+        let h = snapshot.restore_hold()?;
+        let taken = h
+            .snapshot_taken_at
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map_or_else(|| "?".into(), |t| t.to_rfc3339());
+        Some(Denial::new(
+            "RESTORE_UNCONFIRMED",
+            format!(
+                "this gateway was restored from a snapshot taken at {taken} and releases no data until an administrator confirms the restore (AdminService.ConfirmRestore), after re-applying what was revoked since"
+            ),
+        ))
     }
 
     /// Appends an entry and waits until it is durable.
@@ -362,6 +394,9 @@ impl Pipeline {
             spec,
             decision: None,
         };
+        if let Some(d) = self.hold() {
+            return Err(adm.refuse(Code::Unavailable, d).await);
+        }
         if let Err(msg) = check_context(&adm.context) {
             return Err(adm
                 .refuse(Code::InvalidArgument, Denial::new("BAD_CONTEXT", msg))
@@ -631,6 +666,9 @@ impl Admission {
     /// Re-authenticates and re-authorizes a call in progress (a stream's
     /// next page); a refusal is audited like any other.
     async fn rejudge(&mut self) -> Result<(), Status> {
+        if let Some(d) = self.pipeline.hold() {
+            return Err(self.refuse(Code::Unavailable, d).await);
+        }
         match self.pipeline.auth.restand(&self.principal) {
             Ok(p) => self.principal = p,
             Err(code) => {

@@ -719,6 +719,9 @@ impl crate::store::Backend for FailingBackend {
     fn sync(&self) -> anyhow::Result<()> {
         Ok(())
     }
+    fn trees(&self) -> anyhow::Result<Vec<String>> {
+        anyhow::bail!("the disk went away")
+    }
 }
 
 #[test]

@@ -113,6 +113,9 @@ impl Publisher {
             dataset,
             method,
         };
+        if let Some(d) = publisher.pipeline.hold() {
+            return Err(publisher.refuse_held(d).await);
+        }
         let refusal = if !publisher.principal.has_role(Role::Publisher) {
             Some("publishing needs the 'publisher' role on your token".to_string())
         } else if publisher.principal.department() != dataset.source_department() {
@@ -160,6 +163,9 @@ impl Publisher {
         records: Vec<Upsert>,
         rejected: Vec<String>,
     ) -> Result<AuditReceipt, Status> {
+        if let Some(d) = self.pipeline.hold() {
+            return Err(self.refuse_held(d).await);
+        }
         // A stream can outlive its credentials: each chunk is judged anew
         // (revoked token or certificate, suspended department, expiry), as
         // each page of a pull stream is.
@@ -174,6 +180,9 @@ impl Publisher {
             self.pipeline.record(e).await?;
             return Err(status);
         }
+        // The chunk's entry and its records go together: a snapshot holds
+        // both or neither.
+        let _permit = self.pipeline.gate.change().await;
         let mut e = self.entry(AuditDecision::Allow);
         e.record_count = records.len() as u64;
         e.keys_returned = records.iter().map(|r| cap(r.key())).collect();
@@ -201,6 +210,18 @@ impl Publisher {
             ));
         }
         Ok(receipt)
+    }
+
+    /// Audits a publish refused while data may not move, and answers
+    /// UNAVAILABLE.
+    async fn refuse_held(&self, d: crate::control::authz::Denial) -> Status {
+        let mut e = self.entry(AuditDecision::Deny);
+        e.reason_code = d.code.into();
+        e.message.clone_from(&d.message);
+        match self.pipeline.record(e).await {
+            Ok(_) => Status::unavailable(d.message),
+            Err(s) => s,
+        }
     }
 
     /// Records that a stream broke with `discarded` validated records in its

@@ -334,6 +334,8 @@ impl CorrectionService for CorrectionApi {
             return Err(adm.refuse(Code::ResourceExhausted, d).await);
         }
         let id = format!("cr-{}", random_id());
+        // The filing's entry and the stored correction go together.
+        let _permit = self.pipeline.gate().change().await;
         let filed = dataset
             .visit(File {
                 adm: &adm,
@@ -512,6 +514,7 @@ impl CorrectionService for CorrectionApi {
                 return Err(self.refuse(&p, method, &c.dataset, reason, status).await);
             }
         };
+        let _permit = self.pipeline.gate().change().await;
         self.record(
             &p,
             method,

@@ -72,6 +72,42 @@ pub trait Backend: Send + Sync + 'static {
     fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
+    /// The names of the trees that hold anything, for a snapshot's copy.
+    fn trees(&self) -> Result<Vec<String>>;
+}
+
+/// Writes that must agree with the audit log — a change and its `ADMIN`
+/// entry, a publish chunk and its `PUBLISH` entry — happen under a shared
+/// [`ChangePermit`]; a snapshot takes the gate whole ([`Quiesced`]) while it
+/// copies the store, so its copy holds every change whose entry it holds
+/// and no other. Reads (pulls) never take it.
+#[derive(Clone, Default)]
+pub struct WriteGate(Arc<tokio::sync::RwLock<()>>);
+
+/// Held across one change's audit entry and its store writes.
+pub struct ChangePermit {
+    _shared: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// Held while a snapshot copies the store: no change is half-applied.
+pub struct Quiesced {
+    _whole: tokio::sync::OwnedRwLockWriteGuard<()>,
+}
+
+impl WriteGate {
+    /// Waits while a snapshot copies the store.
+    pub async fn change(&self) -> ChangePermit {
+        ChangePermit {
+            _shared: self.0.clone().read_owned().await,
+        }
+    }
+
+    /// Waits for every change in progress to finish, and holds new ones off.
+    pub async fn quiesce(&self) -> Quiesced {
+        Quiesced {
+            _whole: self.0.clone().write_owned().await,
+        }
+    }
 }
 
 /// Opens the embedded store in `dir`. What the bytes mean is for the planes

@@ -33,6 +33,22 @@ impl SledBackend {
 }
 
 impl Backend for SledBackend {
+    fn trees(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for name in self.db.tree_names() {
+            // sled's own default tree: the planes above use named trees only.
+            if name.as_ref() == b"__sled__default" {
+                continue;
+            }
+            let name = String::from_utf8(name.to_vec()).context("a tree name is not UTF-8")?;
+            if !self.tree(&name)?.is_empty() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }

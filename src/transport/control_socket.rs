@@ -12,6 +12,7 @@ use crate::control::enrol::{self, FirstAdmin};
 use crate::control::keys::KeyRing;
 use crate::control::roles::RoleDepartments;
 use crate::control::store::Store;
+use crate::store::WriteGate;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,8 @@ pub struct Control {
     pub client_ca: ClientCa,
     pub roles: RoleDepartments,
     pub token_lifetime: Duration,
+    /// An enrolment is a change with its entry: a snapshot waits for it.
+    pub gate: WriteGate,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the task is
@@ -82,6 +85,7 @@ async fn handle(conn: UnixStream, control: &Control) -> Result<()> {
             error: Some(format!("not an enrolment request: {e}")),
         },
         Ok(r) => match enrol::enrol_first_admin(
+            &control.gate,
             &control.store,
             &control.log,
             &control.keys,

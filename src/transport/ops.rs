@@ -4,8 +4,8 @@
 //!
 //! - `GET /metrics` — Prometheus text;
 //! - `GET /livez` — 200 while the process runs;
-//! - `GET /readyz` — 200 only while the audit log is writable and the
-//!   store answers; 503 otherwise (with the reason);
+//! - `GET /readyz` — 200 only while the audit log is writable, not behind
+//!   its witnesses, and the store answers; 503 otherwise (with the reason);
 //! - `GET /.well-known/jwks.json` — the token issuer's public keys, so other
 //!   systems can verify the gateway's tokens.
 
@@ -45,6 +45,9 @@ async fn readyz(State(ops): State<Ops>) -> Response {
             "the audit log cannot be written\n",
         )
             .into_response();
+    }
+    if let Some(why) = ops.log.behind() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
     }
     let store = ops.store.clone();
     match tokio::task::spawn_blocking(move || store.epoch()).await {

@@ -251,18 +251,53 @@ impl AdminApi {
         })
     }
 
+    /// A new token-signing key. Older keys keep verifying until the tokens
+    /// they signed expire — or, with `retire_previous`, stop at once: every
+    /// token issued before is void (after a restore whose store predates
+    /// later revocations, or a leaked key).
     pub(super) fn plan_rotate_signing_key(
         &self,
-        _: &Principal,
-        _: RotateSigningKeyRequest,
+        p: &Principal,
+        r: RotateSigningKeyRequest,
     ) -> Result<Plan<RotateSigningKeyResponse>, Status> {
         let key = new_key().map_err(internal)?;
-        let response = RotateSigningKeyResponse {
+        let mut response = RotateSigningKeyResponse {
             kid: key.kid.clone(),
+            replacement_token: String::new(),
         };
+        let mut change = change("signing_key", &key.kid, None, Some(&response));
+        let mut writes = Vec::new();
+        if r.retire_previous {
+            change.object = "signing_key (every older key retired at once)".into();
+            // The caller's own token dies with the rest: it gets one under
+            // the new key, or no administrator could issue another.
+            let roles: Vec<String> = p.roles().iter().map(|r| r.name().to_string()).collect();
+            let keys = self.pipeline.authenticator().keys();
+            let claims = keys.claims(
+                p.department(),
+                p.client_id(),
+                &roles,
+                p.cert_thumbprint(),
+                self.settings.max_token_lifetime,
+            );
+            response.replacement_token =
+                crate::control::keys::sign_with(&claims, &key).map_err(internal)?;
+            writes.push(Write::Token(crate::control::enrol::token_info(
+                &claims,
+                &roles,
+                &actor(p),
+            )));
+        }
+        writes.insert(
+            0,
+            Write::SigningKey {
+                key,
+                retire_previous: r.retire_previous,
+            },
+        );
         Ok(Plan {
-            change: Some(change("signing_key", &key.kid, None, Some(&response))),
-            writes: vec![Write::SigningKey(key)],
+            change: Some(change),
+            writes,
             response,
         })
     }

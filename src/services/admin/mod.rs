@@ -11,11 +11,14 @@ mod credentials;
 mod departments;
 mod grants;
 mod purposes;
+mod snapshot;
+
+pub use snapshot::SnapshotSettings;
 
 use crate::auth::Principal;
 use crate::control::certs::ClientCa;
 use crate::control::directory::Snapshot;
-use crate::control::keys::random_id;
+use crate::control::keys::{Retire, random_id};
 use crate::control::policy::{self, Checked, Rules, Scope};
 use crate::control::roles::Role;
 use crate::control::store::Store;
@@ -30,6 +33,7 @@ use tonic::{Code, Request, Response, Status};
 
 pub struct AdminApi {
     pipeline: Arc<Pipeline>,
+    log: crate::audit::AuditLog,
     store: Store,
     client_ca: ClientCa,
     settings: Settings,
@@ -42,6 +46,7 @@ pub struct Settings {
     pub max_token_lifetime: Duration,
     /// Time an admin has to decide a pending access request.
     pub request_deadline: Duration,
+    pub snapshot: SnapshotSettings,
 }
 
 /// Who may make a call.
@@ -61,7 +66,11 @@ enum Write {
     AccessRequest(AccessRequest),
     Token(TokenInfo),
     Purpose(Purpose),
-    SigningKey(SigningKey),
+    SigningKey {
+        key: SigningKey,
+        retire_previous: bool,
+    },
+    RestoreConfirmed,
 }
 
 /// A planned admin call: the response, what it changes, and the writes.
@@ -126,10 +135,16 @@ fn reason_code(code: Code) -> &'static str {
 }
 
 impl AdminApi {
-    pub fn new(pipeline: Arc<Pipeline>, client_ca: ClientCa, settings: Settings) -> Self {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        log: crate::audit::AuditLog,
+        client_ca: ClientCa,
+        settings: Settings,
+    ) -> Self {
         Self {
             store: pipeline.directory().store().clone(),
             pipeline,
+            log,
             client_ca,
             settings,
             serial: tokio::sync::Mutex::new(()),
@@ -174,24 +189,21 @@ impl AdminApi {
             ))),
             _ => plan(self, &principal, req.into_inner()),
         };
-        let mut entry = principal_entry(&principal, method, EntryKind::Admin);
         let plan = match planned {
             Ok(p) => p,
             Err(status) => {
-                entry.decision = AuditDecision::Deny.into();
-                entry.reason_code = if status.code() == Code::PermissionDenied
-                    && needed.is_some_and(|r| !principal.has_role(r))
-                {
-                    "ROLE_NOT_GRANTED".into()
-                } else {
-                    reason_code(status.code()).into()
-                };
-                let message = crate::base::text::cap_message(status.message().to_string());
-                entry.message.clone_from(&message);
-                self.pipeline.record(entry).await?;
-                return Err(Status::new(status.code(), message));
+                let role_missing = status.code() == Code::PermissionDenied
+                    && needed.is_some_and(|r| !principal.has_role(r));
+                return Err(self.refuse(&principal, method, role_missing, status).await);
             }
         };
+        // A change and its entry go together: a snapshot copies both or
+        // neither.
+        let _permit = match plan.writes.is_empty() {
+            true => None,
+            false => Some(self.pipeline.gate().change().await),
+        };
+        let mut entry = principal_entry(&principal, method, EntryKind::Admin);
         entry.decision = AuditDecision::Allow.into();
         entry.change = plan.change.clone();
         self.pipeline.record(entry).await?;
@@ -206,6 +218,30 @@ impl AdminApi {
         Ok(Response::new(plan.response))
     }
 
+    /// Audits a refused call (`role_missing`: for want of the call's role)
+    /// and returns the status to answer with.
+    async fn refuse(
+        &self,
+        principal: &Principal,
+        method: &str,
+        role_missing: bool,
+        status: Status,
+    ) -> Status {
+        let mut entry = principal_entry(principal, method, EntryKind::Admin);
+        entry.decision = AuditDecision::Deny.into();
+        entry.reason_code = if role_missing {
+            "ROLE_NOT_GRANTED".into()
+        } else {
+            reason_code(status.code()).into()
+        };
+        let message = crate::base::text::cap_message(status.message().to_string());
+        entry.message.clone_from(&message);
+        match self.pipeline.record(entry).await {
+            Ok(_) => Status::new(status.code(), message),
+            Err(s) => s,
+        }
+    }
+
     fn apply(&self, writes: Vec<Write>) -> anyhow::Result<()> {
         let store = &self.store;
         for w in writes {
@@ -216,11 +252,18 @@ impl AdminApi {
                 Write::AccessRequest(r) => store.put_access_request(&r)?,
                 Write::Token(t) => store.put_token(&t)?,
                 Write::Purpose(p) => store.put_purpose(&p)?,
-                Write::SigningKey(k) => self
-                    .pipeline
-                    .authenticator()
-                    .keys()
-                    .install(&k, self.settings.max_token_lifetime)?,
+                Write::SigningKey {
+                    key,
+                    retire_previous,
+                } => self.pipeline.authenticator().keys().install(
+                    &key,
+                    if retire_previous {
+                        Retire::Now
+                    } else {
+                        Retire::After(self.settings.max_token_lifetime)
+                    },
+                )?,
+                Write::RestoreConfirmed => store.clear_restore_hold()?,
             }
         }
         store.sync()
@@ -467,6 +510,28 @@ impl AdminService for AdminApi {
             "/govshare.v1.AdminService/RevokeCertificate",
             Who::Admin,
             Self::plan_revoke_certificate,
+        )
+        .await
+    }
+
+    type SaveSnapshotStream = snapshot::Chunks;
+
+    async fn save_snapshot(
+        &self,
+        req: Request<SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        self.save(req).await
+    }
+
+    async fn confirm_restore(
+        &self,
+        req: Request<ConfirmRestoreRequest>,
+    ) -> Result<Response<ConfirmRestoreResponse>, Status> {
+        self.call(
+            req,
+            "/govshare.v1.AdminService/ConfirmRestore",
+            Who::Admin,
+            Self::plan_confirm_restore,
         )
         .await
     }

@@ -1,0 +1,129 @@
+//! `govshare snapshot restore`: a checked snapshot into an empty data dir,
+//! as the next generation of its log, held until an administrator confirms.
+//!
+//! Nothing is written until the whole file has been checked (it is read
+//! twice: once to check, once to write, checking again). Then the store,
+//! the keys and the log are written; the log's next generation starts
+//! ([`crate::audit::generation`]) — the snapshot always ends before the log
+//! it came from, its own entry being after its checkpoint; and the store
+//! is marked so the gateway releases no data until an administrator
+//! confirms, because revocations made after the snapshot are not in it.
+
+use crate::audit::checkpoint::LogVerifier;
+use crate::audit::generation::{self, Begun, Start};
+use crate::config::Config;
+use crate::control::store::Store;
+use crate::proto::storage::RestoreHold;
+use crate::snapshot::{self, Checked, Discard};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+
+/// What a restore did.
+pub struct Restored {
+    pub checked: Checked,
+    pub generation: Begun,
+}
+
+/// Who restores, and why (for the generation's entry).
+pub struct Why {
+    pub operator: String,
+    pub reason: String,
+}
+
+/// Restores `file` into `cfg.data_dir`, which must be empty or absent.
+/// `configured`: whether `cfg` came from the operator's file, whose
+/// `audit.origin` the snapshot's log must then be.
+pub fn restore(
+    cfg: &Config,
+    configured: bool,
+    file: &Path,
+    identity: &age::x25519::Identity,
+    pinned: Option<&LogVerifier>,
+    why: Why,
+) -> Result<Restored> {
+    let dir = &cfg.data_dir;
+    let existed = dir.exists();
+    if existed
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!(
+            "{} is not empty: a restore writes only into an empty directory",
+            dir.display()
+        );
+    }
+    let checked = snapshot::read(file, identity, pinned, &mut Discard)
+        .context("REFUSED, nothing was written")?;
+    let (base, _) = generation::split(&checked.manifest.origin);
+    if configured && base != cfg.audit.origin {
+        bail!(
+            "the snapshot is of the log '{base}', the configuration names '{}' (audit.origin); nothing was written",
+            cfg.audit.origin
+        );
+    }
+    let written = write(cfg, file, identity, pinned, &checked, why);
+    if written.is_err() {
+        // Only what this restore wrote is there: take it away again.
+        let _ = std::fs::remove_dir_all(dir);
+        if existed {
+            let _ = std::fs::create_dir_all(dir);
+        }
+    }
+    Ok(Restored {
+        generation: written?,
+        checked,
+    })
+}
+
+fn write(
+    cfg: &Config,
+    file: &Path,
+    identity: &age::x25519::Identity,
+    pinned: Option<&LogVerifier>,
+    checked: &Checked,
+    why: Why,
+) -> Result<Begun> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let backend = crate::store::open(&cfg.store_dir())?;
+    let mut into = snapshot::restore::Into::new(backend.clone(), &cfg.audit_dir(), &cfg.pki_dir())?;
+    let again = snapshot::read(file, identity, pinned, &mut into)
+        .context("the snapshot changed while it was restored; nothing is left of the restore")?;
+    if again.manifest != checked.manifest {
+        bail!("the snapshot changed while it was restored; nothing is left of the restore");
+    }
+    into.finish()?;
+    let m = &checked.manifest;
+    let begun = generation::begin(
+        &cfg.audit_dir(),
+        &cfg.pki_dir(),
+        generation::split(&m.origin).0,
+        &cfg.audit_options(),
+        Start {
+            lost: format!(
+                "entry {} (the snapshot's own) and every later entry of {}",
+                m.size, m.origin
+            ),
+            started_by: why.operator.clone(),
+            reason: why.reason,
+            method: "govshare snapshot restore",
+        },
+    )?;
+    let store = Store::new(backend);
+    let now = crate::base::clock::now();
+    store.put_restore_hold(&RestoreHold {
+        snapshot_taken_at: Some(prost_types::Timestamp {
+            seconds: m.taken,
+            nanos: 0,
+        }),
+        log_size: m.size,
+        generation: begun.number,
+        restored_at: Some(crate::base::clock::to_timestamp(now)),
+        restored_by: why.operator,
+    })?;
+    store.sync()?;
+    Ok(begun)
+}

@@ -1,0 +1,533 @@
+//! Snapshots (issue "Snapshots: back up a running gateway, restore it, and
+//! never pass a restored log off as the old one"), with the real binary,
+//! real gRPC over TLS, real age files: a snapshot taken while departments
+//! pull restores to the same records as the log's next generation, held
+//! until an administrator confirms; a damaged, cut or foreign file is
+//! refused before anything is written; the caller cannot choose whom it is
+//! encrypted to; a log key swapped under a data dir stops the start.
+
+mod common;
+
+use common::{Gateway, admin_client, cli, ctx, district, req, residents};
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn save(gw: &Gateway, file: &Path, identity: &str) -> (bool, String) {
+    cli(&[
+        "snapshot",
+        "save",
+        file.to_str().unwrap(),
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "--identity",
+        identity,
+    ])
+}
+
+fn inspect(file: &Path, identity: &Path) -> (bool, String) {
+    cli(&[
+        "snapshot",
+        "inspect",
+        file.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+    ])
+}
+
+fn restore(file: &Path, identity: &Path, dir: &Path) -> (bool, String) {
+    cli(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--reason",
+        "drill: the disk of node-1 failed",
+    ])
+}
+
+async fn get_person(gw: &Gateway, id: &str) -> Result<Person, tonic::Status> {
+    PopulationServiceClient::new(gw.channel("civil-affairs").await)
+        .get_person(req(
+            GetPersonRequest {
+                context: ctx("social-assistance"),
+                id_number: id.into(),
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .map(|r| r.into_inner().person.unwrap())
+}
+
+/// The 99th percentile of `samples`.
+fn p99(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_under_load_restores_the_same_records_as_a_new_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start("");
+    let ids: Vec<String> = district()
+        .persons
+        .iter()
+        .filter_map(|p| p.id_number.clone())
+        .take(200)
+        .collect();
+    // Eight departments' systems pull while the snapshot is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pullers = Vec::new();
+    for k in 0..8 {
+        let channel = gw.channel("civil-affairs").await;
+        let token = gw.token("civil-affairs");
+        let (stop, ids) = (stop.clone(), ids.clone());
+        pullers.push(tokio::spawn(async move {
+            let mut c = PopulationServiceClient::new(channel);
+            let mut times = Vec::new();
+            let mut i = k;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                c.get_person(req(
+                    GetPersonRequest {
+                        context: ctx("social-assistance"),
+                        id_number: ids[i % ids.len()].clone(),
+                    },
+                    &token,
+                ))
+                .await
+                .expect("no pull fails while a snapshot is taken");
+                times.push((started, started.elapsed()));
+                i += 8;
+            }
+            times
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let file = tmp.path().join("gw.snapshot.age");
+    let save_started = Instant::now();
+    let (ok, out) = {
+        let (gw_addr, pki) = (gw.addr.to_string(), gw.pki(""));
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "snapshot",
+                "save",
+                file.to_str().unwrap(),
+                "--addr",
+                &gw_addr,
+                "--pki",
+                pki.to_str().unwrap(),
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    let save_took = save_started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut during = Vec::new();
+    let mut total = 0;
+    for p in pullers {
+        for (at, took) in p.await.unwrap() {
+            total += 1;
+            if at >= save_started && at <= save_started + save_took {
+                during.push(took);
+            }
+        }
+    }
+    assert!(ok, "{out}");
+    assert!(!during.is_empty(), "pulls ran during the save");
+    eprintln!(
+        "snapshot save took {save_took:?} with 8 pullers: {} pulls during it (of {total}), p99 {:?}",
+        during.len(),
+        p99(during)
+    );
+    assert!(out.contains("encrypted to: age1"), "{out}");
+
+    // Taking it is an ADMIN entry: who, and the log size it holds.
+    let entry = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e.method == "/govshare.v1.AdminService/SaveSnapshot")
+        .expect("the snapshot's own entry");
+    let change = entry.change.unwrap();
+    let after: serde_json::Value = serde_json::from_str(&change.after_json).unwrap();
+    let size = after["log_size"].as_u64().unwrap();
+    assert!(size > 0 && size <= entry.index, "{after}");
+    assert_eq!(entry.principal.unwrap().department, "gateway-admin");
+
+    // It checks out. (The backup identity is kept apart from the gateway.)
+    let identity = tmp.path().join("backup.agekey");
+    std::fs::copy(gw.pki("backup.agekey"), &identity).unwrap();
+    let (ok, out) = inspect(&file, &identity);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("store/population") && out.contains("log/entries"),
+        "{out}"
+    );
+
+    // Restored elsewhere: the next generation, held until confirmed.
+    let (inside, _) = residents();
+    let id = inside.id_number.unwrap();
+    let before = get_person(&gw, &id).await.unwrap();
+    drop(gw);
+    let new_dir = tmp.path().join("restored");
+    let (ok, out) = restore(&file, &identity, &new_dir);
+    assert!(ok, "{out}");
+    for said in [
+        "generation 2",
+        "govshare.local/audit/2+",
+        "--log 'govshare.local/audit/2+",
+        "HELD",
+        "--retire-previous",
+        "confirm-restore",
+    ] {
+        assert!(out.contains(said), "the restore did not say {said}: {out}");
+    }
+    let mut restored = Gateway::start_in(&new_dir, "");
+    let held = get_person(&restored, &id).await.unwrap_err();
+    assert_eq!(held.code(), Code::Unavailable, "{held:?}");
+    assert!(
+        held.message().contains("restored from a snapshot"),
+        "{}",
+        held.message()
+    );
+    let mut admin = admin_client(&restored, "admin").await;
+    admin
+        .confirm_restore(req(
+            ConfirmRestoreRequest {
+                note: "revocations since the snapshot re-applied (drill)".into(),
+            },
+            &restored.token("admin"),
+        ))
+        .await
+        .unwrap();
+    let again = admin
+        .confirm_restore(req(
+            ConfirmRestoreRequest::default(),
+            &restored.token("admin"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(get_person(&restored, &id).await.unwrap(), before);
+    assert!(restored.stop());
+
+    // The restored log verifies with its generation accepted, and reports
+    // the gap without.
+    let dir = new_dir.to_str().unwrap();
+    let (ok, out) = cli(&["audit", "verify", "--data-dir", dir]);
+    assert!(!ok, "{out}");
+    let gap = out
+        .lines()
+        .find(|l| l.starts_with("GAP: "))
+        .unwrap_or_else(|| panic!("no GAP line: {out}"));
+    assert!(
+        gap.contains(&format!("after its first {size} entries"))
+            && gap.contains("the snapshot's own")
+            && gap.contains("drill: the disk of node-1 failed"),
+        "{gap}"
+    );
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir,
+        "--accept-generation",
+        "2",
+    ]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cut_or_foreign_snapshot_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start("");
+    let file = tmp.path().join("good.age");
+    let (ok, out) = save(&gw, &file, "admin");
+    assert!(ok, "{out}");
+    let identity = gw.pki("backup.agekey");
+    let good = std::fs::read(&file).unwrap();
+
+    // No resident's ID or name is readable in it.
+    let d = district();
+    for p in d.persons.iter().take(300) {
+        for secret in [p.id_number.as_ref().unwrap(), p.name.as_ref().unwrap()] {
+            assert!(
+                !good.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "'{secret}' is in the snapshot in plaintext"
+            );
+        }
+    }
+
+    // One byte changed, the end cut off, encrypted to someone else.
+    let flipped = tmp.path().join("flipped.age");
+    let mut b = good.clone();
+    let at = b.len() / 2;
+    b[at] ^= 0x01;
+    std::fs::write(&flipped, b).unwrap();
+    let cut = tmp.path().join("cut.age");
+    std::fs::write(&cut, &good[..good.len() - 1000]).unwrap();
+    let foreign = tmp.path().join("foreign.age");
+    let other = age::x25519::Identity::generate();
+    {
+        use std::io::{Read, Write};
+        let mine = govshare::snapshot::identity(&identity).unwrap();
+        let mut plain = Vec::new();
+        age::Decryptor::new(good.as_slice())
+            .unwrap()
+            .decrypt(std::iter::once(&mine as &dyn age::Identity))
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
+        let recipient = other.to_public();
+        let mut out = Vec::new();
+        let mut w =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .unwrap()
+                .wrap_output(&mut out)
+                .unwrap();
+        w.write_all(&plain).unwrap();
+        w.finish().unwrap();
+        std::fs::write(&foreign, out).unwrap();
+    }
+    for (bad, why) in [
+        (&flipped, "damaged"),
+        (&cut, "truncated"),
+        (&foreign, "not encrypted to this identity"),
+    ] {
+        let (ok, out) = inspect(bad, &identity);
+        assert!(!ok, "{} passed inspect", bad.display());
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+        assert!(out.contains(why), "{}: {out}", bad.display());
+        let into = tmp.path().join(format!(
+            "restore-{}",
+            bad.file_name().unwrap().to_string_lossy()
+        ));
+        let (ok, out) = restore(bad, &identity, &into);
+        assert!(!ok, "{} was restored", bad.display());
+        assert!(out.contains(why), "{}: {out}", bad.display());
+        assert!(!into.exists(), "a refused restore wrote {}", into.display());
+    }
+
+    // Only into an empty directory.
+    let busy = tmp.path().join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), "mine").unwrap();
+    let (ok, out) = restore(&file, &identity, &busy);
+    assert!(!ok && out.contains("not empty"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&busy).unwrap().collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(busy.join("keep.txt")).unwrap(),
+        "mine"
+    );
+
+    // A pinned log key that is not the snapshot's refuses it too.
+    let other_key = tmp.path().join("other.pub");
+    std::fs::write(
+        &other_key,
+        govshare::audit::checkpoint::LogKey::load_or_create(
+            &tmp.path().join("k"),
+            "govshare.local/audit",
+        )
+        .unwrap()
+        .verifier_key(),
+    )
+    .unwrap();
+    let (ok, out) = cli(&[
+        "snapshot",
+        "inspect",
+        file.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--public-key",
+        other_key.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("not the one you named"), "{out}");
+}
+
+/// A request with a field SaveSnapshotRequest does not have: what an
+/// attacker would send to name their own recipient.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WithRecipient {
+    #[prost(string, tag = "1")]
+    recipient: String,
+    #[prost(string, repeated, tag = "2")]
+    recipients: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_cannot_choose_whom_a_snapshot_is_encrypted_to() {
+    use prost_reflect::DescriptorPool;
+    // The request has no field to name one…
+    let pool = DescriptorPool::decode(govshare::proto::FILE_DESCRIPTOR_SET).unwrap();
+    let request = pool
+        .get_message_by_name("govshare.v1.SaveSnapshotRequest")
+        .unwrap();
+    assert_eq!(request.fields().count(), 0);
+
+    // …and one smuggled in as an unknown field changes nothing.
+    let gw = Gateway::start("");
+    let mine = age::x25519::Identity::generate();
+    let channel = gw.channel("admin").await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<WithRecipient, SnapshotChunk>::default();
+    let mut stream = grpc
+        .server_streaming(
+            req(
+                WithRecipient {
+                    recipient: mine.to_public().to_string(),
+                    recipients: vec![mine.to_public().to_string()],
+                },
+                &gw.token("admin"),
+            ),
+            "/govshare.v1.AdminService/SaveSnapshot".parse().unwrap(),
+            codec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut recipients = Vec::new();
+    while let Some(c) = stream.message().await.unwrap() {
+        match c.part.unwrap() {
+            snapshot_chunk::Part::Info(i) => recipients = i.recipients,
+            snapshot_chunk::Part::Data(d) => bytes.extend(d),
+        }
+    }
+    assert!(!recipients.contains(&mine.to_public().to_string()));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("s.age");
+    std::fs::write(&file, &bytes).unwrap();
+    let err =
+        govshare::snapshot::read(&file, &mine, None, &mut govshare::snapshot::Discard).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not encrypted to this identity"),
+        "{err:#}"
+    );
+    let backup = govshare::snapshot::identity(&gw.pki("backup.agekey")).unwrap();
+    govshare::snapshot::read(&file, &backup, None, &mut govshare::snapshot::Discard).unwrap();
+
+    // Only an administrator takes one, and a refusal is audited.
+    let (ok, out) = save(&gw, &tmp.path().join("no.age"), "civil-affairs");
+    assert!(!ok && out.contains("PermissionDenied"), "{out}");
+    assert!(!tmp.path().join("no.age").exists());
+    assert!(gw.audit_entries().into_iter().any(|(_, e)| {
+        e.method == "/govshare.v1.AdminService/SaveSnapshot"
+            && e.decision == AuditDecision::Deny as i32
+            && e.principal.is_some_and(|p| p.department == "civil-affairs")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_the_previous_keys_voids_every_older_token_but_the_callers() {
+    let gw = Gateway::start("");
+    let id = residents().0.id_number.unwrap();
+    get_person(&gw, &id).await.unwrap();
+    let old_admin = gw.token("admin");
+    let (ok, out) = cli(&[
+        "admin",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "key",
+        "rotate",
+        "--retire-previous",
+    ]);
+    assert!(ok, "{out}");
+    let err = get_person(&gw, &id).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // The administrator's token was replaced in its file, and works.
+    let new_admin = gw.token("admin");
+    assert_ne!(new_admin, old_admin);
+    let mut admin = admin_client(&gw, "admin").await;
+    assert_eq!(
+        admin
+            .list_departments(req(ListDepartmentsRequest {}, &old_admin))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    admin
+        .list_departments(req(ListDepartmentsRequest {}, &new_admin))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_whose_log_key_changed_does_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut gw = Gateway::start_in(&dir, "");
+    get_person(&gw, &residents().0.id_number.unwrap())
+        .await
+        .unwrap();
+    assert!(gw.stop());
+    let key = dir.join("pki/audit-log.key");
+    let original = std::fs::read(&key).unwrap();
+    // Another key in its place: refused, with the key named.
+    std::fs::remove_file(&key).unwrap();
+    govshare::audit::checkpoint::LogKey::load_or_create(&dir.join("pki"), "govshare.local/audit")
+        .unwrap();
+    let said = Gateway::refuses_to_start(&dir, "");
+    assert!(said.contains("does not verify under the log key"), "{said}");
+    // No key at all: refused, and none is made.
+    std::fs::remove_file(&key).unwrap();
+    let said = Gateway::refuses_to_start(&dir, "");
+    assert!(said.contains("audit-log.key is missing"), "{said}");
+    assert!(!key.exists(), "a refused start made a new log key");
+    // The right key back: it starts.
+    std::fs::write(&key, original).unwrap();
+    drop(Gateway::start_in(&dir, ""));
+}
+
+/// What a scheduled job runs: `save --dir --keep N` leaves the newest N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_save_keeps_the_newest_snapshots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start("");
+    let dir = tmp.path().join("backups");
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let (ok, out) = cli(&[
+            "snapshot",
+            "save",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--keep",
+            "2",
+            "--addr",
+            &gw.addr.to_string(),
+            "--pki",
+            gw.pki("").to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        let wrote = out
+            .lines()
+            .find_map(|l| l.strip_prefix("wrote "))
+            .and_then(|l| l.split(':').next())
+            .unwrap()
+            .to_string();
+        made.push(PathBuf::from(wrote));
+    }
+    let mut left: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    assert_eq!(left, made[1..], "the newest two are kept");
+}
