@@ -530,4 +530,114 @@ async fn a_scheduled_save_keeps_the_newest_snapshots() {
         .collect();
     left.sort();
     assert_eq!(left, made[1..], "the newest two are kept");
+    // `--keep 0` would remove the snapshot just taken with the rest.
+    let (ok, out) = cli(&[
+        "snapshot",
+        "save",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--keep",
+        "0",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("--keep"), "{out}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+}
+
+/// The copy is one moment: departments created while the snapshot is
+/// taken are in the restored store exactly when their entry is in the
+/// restored log (the control-plane writes wait on the copy; none lands in
+/// the store but not the log, or the reverse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holds_the_store_and_the_log_at_one_moment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start("");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut admin = admin_client(&gw, "admin").await;
+        let token = gw.token("admin");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut made = 0;
+            while !stop.load(Ordering::Relaxed) {
+                admin
+                    .create_department(req(
+                        CreateDepartmentRequest {
+                            id: format!("snap-{made}"),
+                            name: format!("科室 {made}"),
+                            jurisdiction: vec!["310115".into()],
+                        },
+                        &token,
+                    ))
+                    .await
+                    .expect("a control-plane write waits for the copy, never fails");
+                made += 1;
+            }
+            made
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let file = tmp.path().join("gw.snapshot.age");
+    let (ok, out) = {
+        let (addr, pki, file) = (gw.addr.to_string(), gw.pki(""), file.clone());
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "snapshot",
+                "save",
+                file.to_str().unwrap(),
+                "--addr",
+                &addr,
+                "--pki",
+                pki.to_str().unwrap(),
+            ])
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let made = writer.await.unwrap();
+    let identity = gw.pki("backup.agekey");
+    let dir = tmp.path().join("restored");
+    let (ok, out) = restore(&file, &identity, &dir);
+    assert!(ok, "{out}");
+    drop(gw);
+
+    let restored = Gateway::start_in(&dir, "");
+    let in_log: std::collections::BTreeSet<String> = restored
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.method == "/govshare.v1.AdminService/CreateDepartment")
+        .filter_map(|e| {
+            let after: serde_json::Value = serde_json::from_str(&e.change?.after_json).ok()?;
+            Some(after["id"].as_str()?.to_string())
+        })
+        .filter(|id| id.starts_with("snap-"))
+        .collect();
+    let in_store: std::collections::BTreeSet<String> = admin_client(&restored, "admin")
+        .await
+        .list_departments(req(ListDepartmentsRequest {}, &restored.token("admin")))
+        .await
+        .unwrap()
+        .into_inner()
+        .departments
+        .into_iter()
+        .map(|d| d.id)
+        .filter(|id| id.starts_with("snap-"))
+        .collect();
+    assert!(
+        !in_store.is_empty(),
+        "departments made before the save are in it"
+    );
+    assert!(
+        in_store.len() < made,
+        "departments made after the save are not ({} of {made})",
+        in_store.len()
+    );
+    assert_eq!(in_store, in_log, "the store and the log are of one moment");
 }

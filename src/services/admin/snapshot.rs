@@ -2,9 +2,11 @@
 //!
 //! Saving, in order: the caller must be an administrator and the operator
 //! must have named recipients; the write gate is taken whole (changes in
-//! progress finish, new ones wait; pulls go on) while the store is copied;
-//! the snapshot then waits for a checkpoint covering every change it copied,
-//! copies the log up to it and the signing keys, and signs its manifest.
+//! progress finish, new ones wait; pulls go on) while the store is copied
+//! and until a checkpoint covers every change it copied; the snapshot then
+//! copies the log up to that checkpoint and the signing keys, and signs its
+//! manifest. So the store and the log are of one moment: no change is in
+//! one but not the other.
 //! The file is written encrypted beside the data dir's store; only once its
 //! `ADMIN` entry (who, the log size, the file's SHA-256) is durable is a
 //! byte of it streamed, and it is removed when the stream ends.
@@ -148,8 +150,13 @@ impl AdminApi {
             Ok(t)
         })
         .await??;
-        drop(closed);
+        // The gate stays closed until a checkpoint covers the copy: the log
+        // part ends at that checkpoint, and a change let through before it
+        // would have its entry in the log but not its write in the store.
+        // Entries that land meanwhile change nothing the copy holds (pulls,
+        // reads, refusals).
         let checkpoint = self.checkpoint_covering(changes_up_to).await?;
+        drop(closed);
         let log = self.log.clone();
         let header = Manifest {
             version: env!("CARGO_PKG_VERSION").into(),
