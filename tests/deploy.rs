@@ -64,6 +64,24 @@ fn the_kubernetes_files_parse_and_probe_the_ops_port() {
                     "the PKI mounted read-only"
                 );
             }
+            if kind(&doc) == "CronJob" {
+                let spec = &doc["spec"];
+                assert_eq!(spec["concurrencyPolicy"].as_str(), Some("Forbid"));
+                let pod = &spec["jobTemplate"]["spec"]["template"];
+                let args: Vec<&str> = pod["spec"]["containers"][0]["args"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                assert_eq!(&args[..2], ["snapshot", "save"]);
+                assert!(args.contains(&"--dir") && args.contains(&"--keep"));
+                // The NetworkPolicy admits its pods to the gRPC port.
+                assert_eq!(
+                    pod["metadata"]["labels"]["govshare.example.gov.cn/backup"].as_str(),
+                    Some("true")
+                );
+            }
             if kind(&doc) == "NetworkPolicy" {
                 let ports: Vec<i64> = doc["spec"]["ingress"]
                     .as_vec()
@@ -77,13 +95,14 @@ fn the_kubernetes_files_parse_and_probe_the_ops_port() {
                             .map(|p| p["port"].as_i64().unwrap())
                     })
                     .collect();
-                assert_eq!(ports, [50051, 9464]);
+                assert_eq!(ports, [50051, 50051, 9464]);
             }
         }
     }
     kinds.sort();
     for k in [
         "ConfigMap",
+        "CronJob",
         "NetworkPolicy",
         "PodDisruptionBudget",
         "Secret",
@@ -214,54 +233,124 @@ fn unit_settings(unit: &str) -> std::collections::BTreeMap<String, Vec<String>> 
     out
 }
 
-#[test]
-fn the_systemd_unit_is_hardened_and_verifies() {
-    let unit = std::fs::read_to_string(deploy("systemd/govshare.service")).unwrap();
-    let settings = unit_settings(&unit);
-    for (key, value) in [
-        ("NoNewPrivileges", "yes"),
-        ("ProtectSystem", "strict"),
-        ("ReadWritePaths", "/var/lib/govshare"),
-        ("PrivateTmp", "yes"),
-        ("ProtectHome", "yes"),
-        ("CapabilityBoundingSet", ""),
-        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
-        ("SystemCallFilter", "@system-service"),
-    ] {
+/// The hardening every shipped unit sets, each once.
+const HARDENING: [(&str, &str); 7] = [
+    ("NoNewPrivileges", "yes"),
+    ("ProtectSystem", "strict"),
+    ("PrivateTmp", "yes"),
+    ("ProtectHome", "yes"),
+    ("CapabilityBoundingSet", ""),
+    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+    ("SystemCallFilter", "@system-service"),
+];
+
+fn assert_set_once(name: &str, unit: &str, pairs: &[(&str, &str)]) {
+    let settings = unit_settings(unit);
+    for (key, value) in pairs {
         assert_eq!(
-            settings.get(key).map(Vec::as_slice),
+            settings.get(*key).map(Vec::as_slice),
             Some(&[value.to_string()][..]),
-            "the unit sets {key}={value}, once"
+            "{name} sets {key}={value}, once"
         );
     }
+}
+
+/// `systemd-analyze verify` of the named units, copied with this build's
+/// binary in their ExecStart (the installed path does not exist here) and
+/// without their users (which do not either). False when systemd is absent.
+fn systemd_verifies(units: &[&str]) -> bool {
     let Ok(status) = Command::new("systemd-analyze").arg("--version").output() else {
-        eprintln!("systemd-analyze is not here; the unit was checked by its text only");
-        return;
+        eprintln!("systemd-analyze is not here; the units were checked by their text only");
+        return false;
     };
     assert!(status.status.success());
-    // Verify a copy whose ExecStart is this build's binary (the installed
-    // path does not exist here).
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("govshare.service");
-    std::fs::write(
-        &copy,
-        unit.replace("/usr/local/bin/govshare", env!("CARGO_BIN_EXE_govshare"))
-            .replace("User=govshare\n", "")
-            .replace("Group=govshare\n", ""),
-    )
-    .unwrap();
+    let mut copies = Vec::new();
+    for name in units {
+        let unit = std::fs::read_to_string(deploy(&format!("systemd/{name}"))).unwrap();
+        let copy = dir.path().join(name);
+        let mut text = unit.replace("/usr/local/bin/govshare", env!("CARGO_BIN_EXE_govshare"));
+        for line in ["User=", "Group="] {
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with(line))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        std::fs::write(&copy, text + "\n").unwrap();
+        copies.push(copy);
+    }
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&copy)
+        .args(&copies)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     let problems: Vec<&str> = said
         .lines()
-        .filter(|l| l.contains("govshare.service"))
+        .filter(|l| units.iter().any(|u| l.contains(u)))
         .filter(|l| !l.contains("Failed to look up"))
         .collect();
     assert!(out.status.success() && problems.is_empty(), "{said}");
+    true
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_verifies() {
+    let unit = std::fs::read_to_string(deploy("systemd/govshare.service")).unwrap();
+    assert_set_once("govshare.service", &unit, &HARDENING);
+    assert_set_once(
+        "govshare.service",
+        &unit,
+        &[("ReadWritePaths", "/var/lib/govshare")],
+    );
+    systemd_verifies(&["govshare.service"]);
+}
+
+/// The scheduled snapshot on a plain host: a timer that starts the
+/// snapshot service, which runs `snapshot save --dir --keep` over the admin
+/// API as a user of its own that may write only the backup directory (not
+/// the data dir: a backup job needs no access to it).
+#[test]
+fn the_snapshot_timer_runs_a_save_that_keeps_the_newest() {
+    let service = std::fs::read_to_string(deploy("systemd/govshare-snapshot.service")).unwrap();
+    let timer = std::fs::read_to_string(deploy("systemd/govshare-snapshot.timer")).unwrap();
+    assert_set_once("govshare-snapshot.service", &service, &HARDENING);
+    let settings = unit_settings(&service);
+    assert_eq!(settings["Type"], ["oneshot"]);
+    assert_eq!(settings["ReadWritePaths"], ["/var/backups/govshare"]);
+    assert_ne!(settings["User"], ["govshare"], "not the gateway's own user");
+    let exec = &settings["ExecStart"][0];
+    for word in [
+        "snapshot save",
+        "--dir /var/backups/govshare",
+        "--keep ",
+        "--identity ",
+    ] {
+        assert!(exec.contains(word), "ExecStart runs {word}: {exec}");
+    }
+    // What it runs is a command line this build accepts.
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(&args[..2])
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(flag), "`snapshot save` has no {flag}");
+    }
+    let timer_settings = unit_settings(&timer);
+    assert!(timer_settings.contains_key("OnCalendar"));
+    assert_eq!(timer_settings["Persistent"], ["true"]);
+    assert!(
+        timer_settings
+            .get("Unit")
+            .is_none_or(|u| u == &["govshare-snapshot.service"]),
+        "the timer starts the snapshot service"
+    );
+    systemd_verifies(&["govshare-snapshot.service", "govshare-snapshot.timer"]);
 }
 
 #[test]

@@ -341,8 +341,7 @@ impl Runtime {
             index.tiles().clone(),
             opts.publish_grace,
         )?;
-        let (behind_tx, behind) =
-            watch::channel(generation::behind(dir)?.map(Arc::<str>::from));
+        let (behind_tx, behind) = watch::channel(generation::behind(dir)?.map(Arc::<str>::from));
         if let Some(why) = behind.borrow().as_deref() {
             tracing::error!("{}", generation::behind_message(why));
         }

@@ -5,7 +5,7 @@ use super::proc::{Cpu, Sampler};
 use crate::client;
 use crate::proto::population_service_client::PopulationServiceClient;
 use crate::proto::*;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -386,4 +386,67 @@ pub async fn import(binary: &Path, addr: &str, pki: &Path, persons: usize) -> Re
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(persons as f64 / started.elapsed().as_secs_f64())
+}
+
+/// What [`snapshot`] measured.
+pub struct SnapshotCost {
+    /// Seconds `snapshot save` took, from the command's start to its file
+    /// being durable.
+    pub save: f64,
+    /// The encrypted file's size.
+    pub mb: f64,
+    /// Seconds `snapshot restore` took into an empty directory (every check
+    /// `inspect` makes, then the writing).
+    pub restore: f64,
+}
+
+/// `govshare snapshot save` against the running gateway as its demo
+/// administrator, then `restore` of that file into a scratch directory with
+/// the demo's backup identity: the two commands an operator runs, as
+/// processes of their own.
+pub async fn snapshot(binary: &Path, addr: &str, pki: &Path) -> Result<SnapshotCost> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.snapshot.age");
+    let run = |args: Vec<std::ffi::OsString>| {
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(args).env("RUST_LOG", "warn");
+        async move {
+            let started = Instant::now();
+            let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<_, anyhow::Error>(started.elapsed().as_secs_f64())
+        }
+    };
+    let save = run(vec![
+        "snapshot".into(),
+        "save".into(),
+        file.clone().into(),
+        "--addr".into(),
+        addr.into(),
+        "--pki".into(),
+        pki.into(),
+        "--identity".into(),
+        "admin".into(),
+    ])
+    .await
+    .context("snapshot save")?;
+    let mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
+    let restore = run(vec![
+        "snapshot".into(),
+        "restore".into(),
+        file.into(),
+        "--identity".into(),
+        pki.join("backup.agekey").into(),
+        "--data-dir".into(),
+        dir.path().join("restored").into(),
+        "--reason".into(),
+        "bench".into(),
+    ])
+    .await
+    .context("snapshot restore")?;
+    Ok(SnapshotCost { save, mb, restore })
 }

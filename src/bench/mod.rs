@@ -69,6 +69,8 @@ pub enum Phase {
     Log,
     /// Start-to-serving with `--start-persons`.
     Start,
+    /// `govshare snapshot save` of the running gateway, then `restore`.
+    Snapshot,
 }
 
 impl Options {
@@ -468,6 +470,14 @@ pub async fn run(o: &Options) -> Result<Report> {
             None,
             "≥ 100000",
         );
+    }
+    if o.wants(Phase::Snapshot) {
+        eprintln!("bench: snapshot save and restore…");
+        let s = load::snapshot(&o.binary, &gw.addr, &gw.pki).await?;
+        let at = format!("{} residents", o.persons);
+        report.row(format!("snapshot save, {at}"), s.save, "s", None, "");
+        report.row(format!("snapshot size, {at}"), s.mb, "MB", None, "");
+        report.row(format!("snapshot restore, {at}"), s.restore, "s", None, "");
     }
     drop(police);
     drop(load);

@@ -39,9 +39,10 @@ pub struct SaveArgs {
     /// A directory of snapshots: write `govshare-<time>-<log size>.snapshot.age` there.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// With --dir: keep the newest this many snapshots, remove older ones.
-    #[arg(long, requires = "dir")]
-    pub keep: Option<usize>,
+    /// With --dir: keep the newest this many snapshots (at least the one
+    /// just written), remove older ones.
+    #[arg(long, requires = "dir", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -201,6 +202,11 @@ async fn save(a: SaveArgs) -> Result<()> {
         return Err(e);
     }
     std::fs::rename(&partial, &file)?;
+    // The rename is part of the backup: a crash must not leave only the
+    // pruned older snapshots behind.
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
     say(format!(
         "wrote {}: {} bytes, the log's first {} entries, sha256 {}",
         file.display(),
@@ -216,7 +222,7 @@ async fn save(a: SaveArgs) -> Result<()> {
         ));
     }
     if let (Some(dir), Some(keep)) = (&a.dir, a.keep) {
-        for old in prune(dir, keep)? {
+        for old in prune(dir, keep as usize)? {
             say(format!(
                 "removed {} (keeping the newest {keep})",
                 old.display()
