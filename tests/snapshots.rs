@@ -69,6 +69,60 @@ async fn get_person(gw: &Gateway, id: &str) -> Result<Person, tonic::Status> {
 }
 
 /// The 99th percentile of `samples`.
+/// Not only pulls are held: every call that answers with personal data —
+/// the log's entries, a resident's history, corrections — is UNAVAILABLE on
+/// a restored gateway until the restore is confirmed (a token revoked after
+/// the snapshot must not read the log either).
+async fn assert_every_reader_is_held(gw: &Gateway, id: &str) {
+    use govshare::proto::audit_service_client::AuditServiceClient;
+    use govshare::proto::correction_service_client::CorrectionServiceClient;
+    use govshare::proto::resident_service_client::ResidentServiceClient;
+    let mut auditor = AuditServiceClient::new(gw.channel("auditor").await);
+    let token = gw.token("auditor");
+    let query = auditor
+        .query_audit(req(QueryAuditRequest::default(), &token))
+        .await;
+    let subject = auditor
+        .subject_access_history(req(
+            SubjectAccessHistoryRequest {
+                id_number: id.into(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await;
+    let resident = ResidentServiceClient::new(gw.channel("resident-portal").await)
+        .my_access_history(req(
+            MyAccessHistoryRequest {
+                id_number: id.into(),
+                ..Default::default()
+            },
+            &gw.token("resident-portal"),
+        ))
+        .await;
+    let mine = CorrectionServiceClient::new(gw.channel("civil-affairs").await)
+        .list_my_corrections(req(
+            ListMyCorrectionsRequest::default(),
+            &gw.token("civil-affairs"),
+        ))
+        .await;
+    let queue = CorrectionServiceClient::new(gw.channel("public-security").await)
+        .list_corrections(req(
+            ListCorrectionsRequest::default(),
+            &gw.token("public-security"),
+        ))
+        .await;
+    for (what, code) in [
+        ("QueryAudit", query.err().map(|e| e.code())),
+        ("SubjectAccessHistory", subject.err().map(|e| e.code())),
+        ("MyAccessHistory", resident.err().map(|e| e.code())),
+        ("ListMyCorrections", mine.err().map(|e| e.code())),
+        ("ListCorrections", queue.err().map(|e| e.code())),
+    ] {
+        assert_eq!(code, Some(Code::Unavailable), "{what} answers while held");
+    }
+}
+
 fn p99(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
@@ -166,6 +220,35 @@ async fn a_snapshot_taken_under_load_restores_the_same_records_as_a_new_generati
     assert!(size > 0 && size <= entry.index, "{after}");
     assert_eq!(entry.principal.unwrap().department, "gateway-admin");
 
+    // A monitor follows the published tree; its state passes the snapshot.
+    let state = tmp.path().join("monitor.state");
+    let public_key = tmp.path().join("audit-log.pub");
+    std::fs::copy(gw.pki("audit-log.pub"), &public_key).unwrap();
+    let monitor = |tiles: &Path, accept: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify-tiles",
+            tiles.to_str().unwrap(),
+            "--public-key",
+            public_key.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(accept);
+        cli(&args)
+    };
+    let began = Instant::now();
+    loop {
+        let (ok, out) = monitor(&gw.pki("").join("../audit/index/tiles"), &[]);
+        assert!(ok, "{out}");
+        let saved = std::fs::read_to_string(&state).unwrap();
+        if govshare::audit::checkpoint::note_size(&saved) > size {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(10), "{saved}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // It checks out. (The backup identity is kept apart from the gateway.)
     let identity = tmp.path().join("backup.agekey");
     std::fs::copy(gw.pki("backup.agekey"), &identity).unwrap();
@@ -202,6 +285,7 @@ async fn a_snapshot_taken_under_load_restores_the_same_records_as_a_new_generati
         "{}",
         held.message()
     );
+    assert_every_reader_is_held(&restored, &id).await;
     let mut admin = admin_client(&restored, "admin").await;
     admin
         .confirm_restore(req(
@@ -222,6 +306,16 @@ async fn a_snapshot_taken_under_load_restores_the_same_records_as_a_new_generati
     assert_eq!(again.code(), Code::FailedPrecondition);
     assert_eq!(get_person(&restored, &id).await.unwrap(), before);
     assert!(restored.stop());
+
+    // The monitor sees the next generation: refused until accepted, then
+    // followed from there.
+    let tiles = new_dir.join("audit/index/tiles");
+    let (ok, out) = monitor(&tiles, &[]);
+    assert!(!ok && out.contains("generation 2"), "{out}");
+    let (ok, out) = monitor(&tiles, &["--accept-generation", "2"]);
+    assert!(ok, "{out}");
+    let (ok, out) = monitor(&tiles, &[]);
+    assert!(ok, "{out}");
 
     // The restored log verifies with its generation accepted, and reports
     // the gap without.
@@ -466,6 +560,19 @@ async fn retiring_the_previous_keys_voids_every_older_token_but_the_callers() {
         .list_departments(req(ListDepartmentsRequest {}, &new_admin))
         .await
         .unwrap();
+    // The replacement lives no longer than the token it replaces, and is
+    // written to its file only, never printed.
+    let exp = |t: &str| {
+        let claims = t.split('.').nth(1).unwrap();
+        let json = data_encoding::BASE64URL_NOPAD
+            .decode(claims.as_bytes())
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()["exp"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(exp(&new_admin) <= exp(&old_admin));
+    assert!(!out.contains(&new_admin), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,4 +747,149 @@ async fn a_snapshot_holds_the_store_and_the_log_at_one_moment() {
         in_store.len()
     );
     assert_eq!(in_store, in_log, "the store and the log are of one moment");
+}
+
+/// A restore killed half-way leaves a directory the gateway will not
+/// serve: not a partial store without its hold, not a fresh log under a
+/// new key beside restored records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_cut_short_leaves_a_directory_that_does_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start("");
+    let file = tmp.path().join("gw.snapshot.age");
+    let (ok, out) = save(&gw, &file, "admin");
+    assert!(ok, "{out}");
+    let identity = tmp.path().join("backup.agekey");
+    std::fs::copy(gw.pki("backup.agekey"), &identity).unwrap();
+    drop(gw);
+    // Kill the restore once it has begun writing (a few tries: a fast
+    // machine may finish it first).
+    let mut cut = None;
+    for attempt in 0..20 {
+        let dir = tmp.path().join(format!("restored-{attempt}"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args(["snapshot", "restore"])
+            .arg(&file)
+            .arg("--identity")
+            .arg(&identity)
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let began = Instant::now();
+        while !dir.join("store").exists() && began.elapsed() < Duration::from_secs(20) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() && dir.join("store").exists() {
+            cut = Some(dir);
+            break;
+        }
+    }
+    let dir = cut.expect("no restore was caught half-way in 20 tries");
+    let config = tmp.path().join("cut.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let status = loop {
+        if let Some(s) = serve.try_wait().unwrap() {
+            break Some(s);
+        }
+        if began.elapsed() > Duration::from_secs(15) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = serve.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the gateway served a half-restored directory: {said}"
+    );
+    assert!(said.contains("did not finish"), "{said}");
+}
+
+/// Each snapshot in progress keeps a full encrypted copy in the data dir
+/// until it is streamed: one at a time, until its stream ends, and none
+/// left behind by a caller who went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_snapshot_at_a_time_until_its_stream_ends() {
+    // A district whose snapshot (~7 MB) is more than the stream's buffers
+    // hold (~3.5 MB: the channel, the send buffer, the client's window),
+    // so an unread stream is still in progress.
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with_env(
+        tmp.path(),
+        &format!(
+            "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            tmp.path().display()
+        ),
+        &[("GOVSHARE_DEMO_PERSONS", "20000")],
+    );
+    let token = gw.token("admin");
+    let mut first = admin_client(&gw, "admin")
+        .await
+        .save_snapshot(req(SaveSnapshotRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    // The caller has the info, and reads no further.
+    let info = match first.message().await.unwrap().unwrap().part {
+        Some(snapshot_chunk::Part::Info(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    assert!(info.bytes > 5 << 20, "{} bytes fit the buffers", info.bytes);
+    let second = admin_client(&gw, "admin")
+        .await
+        .save_snapshot(req(SaveSnapshotRequest {}, &token))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+    drop(first);
+    let scratch = gw.pki("").parent().unwrap().join("snapshots");
+    let began = Instant::now();
+    loop {
+        let left = std::fs::read_dir(&scratch).map_or(0, |d| d.count());
+        if left == 0 {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the copy outlived its stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut third = admin_client(&gw, "admin")
+        .await
+        .save_snapshot(req(SaveSnapshotRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    while third.message().await.unwrap().is_some() {}
 }

@@ -265,28 +265,7 @@ async fn a_witness_cosigns_and_refuses_a_rolled_back_log() {
 
     // The operator rolls the log back to an early checkpoint, drops the
     // index, and restarts: the key alone cannot tell…
-    let entries = govshare::audit::segment::read_all(&dir.join("audit")).unwrap();
-    let (keep, back_to) = notes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (i + 1, govshare::audit::checkpoint::note_size(n)))
-        .find(|(_, s)| *s > 0)
-        .unwrap();
-    for (_, p) in govshare::audit::segment::segments(&dir.join("audit")).unwrap() {
-        std::fs::remove_file(p).unwrap();
-    }
-    let mut buf = Vec::new();
-    for e in &entries[..back_to as usize] {
-        govshare::audit::segment::frame_into(&mut buf, e);
-    }
-    std::fs::write(dir.join("audit").join(format!("{:020}.seg", 0)), buf).unwrap();
-    std::fs::remove_dir_all(dir.join("audit/index")).unwrap();
-    let cps = std::fs::read(dir.join("audit/checkpoints.log")).unwrap();
-    let mut pos = 0;
-    for _ in 0..keep {
-        pos += 8 + u32::from_le_bytes(cps[pos..pos + 4].try_into().unwrap()) as usize;
-    }
-    std::fs::write(dir.join("audit/checkpoints.log"), &cps[..pos]).unwrap();
+    roll_back(&dir);
     let (ok, out) = cli(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
     assert!(ok, "without the witness the rollback looks clean: {out}");
 
@@ -295,15 +274,7 @@ async fn a_witness_cosigns_and_refuses_a_rolled_back_log() {
     // are UNAVAILABLE saying why — also after a restart.
     for round in 0..2 {
         let gw = Gateway::start_in(&dir, &witness.config());
-        let mut behind = String::new();
-        for _ in 0..100 {
-            let (code, body) = gw.ops_get("/readyz").await;
-            if code == 503 {
-                behind = body;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let behind = not_ready(&gw).await;
         assert!(
             behind.contains("has seen this log at size"),
             "round {round}: {behind}"
@@ -373,6 +344,78 @@ async fn a_witness_cosigns_and_refuses_a_rolled_back_log() {
         "2",
     ]);
     assert!(ok, "{out}");
+}
+
+/// What an operator with the disk does: cuts the log back to its first
+/// non-empty checkpoint (segments, checkpoints, index), leaving a log that
+/// verifies on its own.
+fn roll_back(dir: &Path) {
+    let notes = govshare::audit::checkpoint::read_notes(&dir.join("audit/checkpoints.log"))
+        .unwrap()
+        .unwrap();
+    let entries = govshare::audit::segment::read_all(&dir.join("audit")).unwrap();
+    let (keep, back_to) = notes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i + 1, govshare::audit::checkpoint::note_size(n)))
+        .find(|(_, s)| *s > 0)
+        .unwrap();
+    for (_, p) in govshare::audit::segment::segments(&dir.join("audit")).unwrap() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let mut buf = Vec::new();
+    for e in &entries[..back_to as usize] {
+        govshare::audit::segment::frame_into(&mut buf, e);
+    }
+    std::fs::write(dir.join("audit").join(format!("{:020}.seg", 0)), buf).unwrap();
+    std::fs::remove_dir_all(dir.join("audit/index")).unwrap();
+    let cps = std::fs::read(dir.join("audit/checkpoints.log")).unwrap();
+    let mut pos = 0;
+    for _ in 0..keep {
+        pos += 8 + u32::from_le_bytes(cps[pos..pos + 4].try_into().unwrap()) as usize;
+    }
+    std::fs::write(dir.join("audit/checkpoints.log"), &cps[..pos]).unwrap();
+}
+
+/// Waits for `/readyz` to fail and returns why.
+async fn not_ready(gw: &Gateway) -> String {
+    for _ in 0..100 {
+        let (code, body) = gw.ops_get("/readyz").await;
+        if code == 503 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    String::new()
+}
+
+/// A rolled-back log that grew past what its witness saw (while the witness
+/// was not asked) is not behind by size, but it is not the tree the
+/// witness cosigned: the witness refuses the proof, and the gateway stops
+/// releasing data just the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_log_that_grew_past_its_witness_is_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut first = Gateway::start_in(&dir, "");
+    assert!(first.stop());
+    let witness = Witness::start(&tmp.path().join("witness"), &dir.join("pki/audit-log.pub"));
+    let mut gw = Gateway::start_in(&dir, &witness.config());
+    pulls(&gw, 6).await;
+    assert!(gw.stop());
+    let witnessed = govshare::audit::segment::read_all(&dir.join("audit"))
+        .unwrap()
+        .len();
+    roll_back(&dir);
+    // Without the witness, the rolled-back log grows past what it saw.
+    let mut gw = Gateway::start_in(&dir, "");
+    pulls(&gw, witnessed + 5).await;
+    assert!(gw.stop());
+    let gw = Gateway::start_in(&dir, &witness.config());
+    let why = not_ready(&gw).await;
+    assert!(why.contains("has cosigned another tree"), "{why}");
+    let err = get_one(&gw).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
 }
 
 async fn get_one(gw: &Gateway) -> Result<GetPersonResponse, tonic::Status> {

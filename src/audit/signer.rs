@@ -50,6 +50,13 @@ pub struct WitnessConfig {
 /// How long one witness request may take.
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest a checkpoint can take after new entries: the interval, then
+/// each witness asked (twice at most, each bounded by its timeout), with
+/// room for the disk. A snapshot waits this long for one.
+pub fn longest_checkpoint_delay(interval: Duration, witnesses: usize) -> Duration {
+    interval * 2 + WITNESS_TIMEOUT * 2 * witnesses as u32 + Duration::from_secs(10)
+}
+
 struct Witness {
     config: WitnessConfig,
     verifier: CosignatureVerifier,
@@ -118,10 +125,19 @@ impl Witness {
                         .map_err(|_| anyhow!("409 without a size: {}", text.trim()))?;
                     let held = index.size();
                     if seen > held {
-                        return Err(Behind {
+                        return Err(Behind::Shorter {
                             witness: self.config.name.clone(),
                             seen,
                             held,
+                        }
+                        .into());
+                    }
+                    if old > 0 && seen == old {
+                        // We sent the size it has, and it still conflicts:
+                        // it cosigned another root there.
+                        return Err(Behind::Forked {
+                            witness: self.config.name.clone(),
+                            at: old,
                         }
                         .into());
                     }
@@ -134,6 +150,16 @@ impl Witness {
                     }
                     self.size = Some(seen);
                 }
+                // The proof from the size it cosigned does not verify: the
+                // tree it saw is not a prefix of this log (a rollback that
+                // has since grown past what the witness saw).
+                422 if old > 0 => {
+                    return Err(Behind::Forked {
+                        witness: self.config.name.clone(),
+                        at: old,
+                    }
+                    .into());
+                }
                 code => bail!("refused with HTTP {code}: {}", text.trim()),
             }
         }
@@ -141,14 +167,23 @@ impl Witness {
     }
 }
 
-/// A witness has seen this log larger than it now is: the log lost its
-/// tail and must not continue as if it had not.
+/// A witness has seen another past of this log: the log lost its tail (or
+/// was rolled back and grew again) and must not continue as if it had not.
 #[derive(Debug, thiserror::Error)]
-#[error("witness '{witness}' has seen this log at size {seen}; it held {held} entries")]
-pub struct Behind {
-    pub witness: String,
-    pub seen: u64,
-    pub held: u64,
+pub enum Behind {
+    /// It has seen the log larger than it now is.
+    #[error("witness '{witness}' has seen this log at size {seen}; it held {held} entries")]
+    Shorter {
+        witness: String,
+        seen: u64,
+        held: u64,
+    },
+    /// It cosigned a tree at `at` that this log's first `at` entries are
+    /// not: a rollback that has since grown past what the witness saw.
+    #[error(
+        "witness '{witness}' has cosigned another tree at size {at}: this log's first {at} entries are not the ones it saw"
+    )]
+    Forked { witness: String, at: u64 },
 }
 
 /// Handle to the checkpoint writer.
@@ -340,7 +375,7 @@ impl Loop {
         match e.downcast_ref::<Behind>() {
             Some(b) => {
                 let why = b.to_string();
-                tracing::error!(witness = %name, seen = b.seen, held = b.held, "{}", super::generation::behind_message(&why));
+                tracing::error!(witness = %name, "{}", super::generation::behind_message(&why));
                 if let Err(e) = super::generation::mark_behind(&self.dir, &why) {
                     tracing::error!(error = %e, "recording that the log is behind its witnesses failed");
                 }

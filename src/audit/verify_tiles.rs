@@ -67,6 +67,9 @@ pub struct Options {
     pub since: Option<String>,
     pub witnesses: Vec<CosignatureVerifier>,
     pub min_witnesses: usize,
+    /// Generations accepted as having started since `since` (each lost
+    /// the tail of the one before: a restore).
+    pub accept_generations: Vec<u32>,
 }
 
 /// A published tree that verified.
@@ -134,18 +137,44 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
             opts.min_witnesses
         ));
     }
+    let generation = generation::split(&cp.origin).1;
+    let mut since_generation = None;
     let since = match &opts.since {
         Some(old) => {
             let old = verifier.open_any_generation(old).map_err(|e| {
                 format!("the --since checkpoint does not verify under the log's key: {e}")
             })?;
-            if old.size > cp.size {
+            let then = generation::split(&old.origin).1;
+            since_generation = Some(then);
+            if then > generation {
+                return Err(format!(
+                    "the published log is of generation {generation}, older than the saved checkpoint's {then}: it was rolled back"
+                ));
+            }
+            if then < generation {
+                // Each generation after `then` kept only a prefix of the one
+                // before, cut where the files do not say (entry contents are
+                // not published): the saved tree cannot be checked against
+                // this one, only the gap accepted, every generation of it.
+                if let Some(g) =
+                    (then + 1..=generation).find(|g| !opts.accept_generations.contains(g))
+                {
+                    return Err(format!(
+                        "NOT VERIFIED: the log went on as generation {g} since the saved checkpoint of generation {then}: it lost entries in between (a restore); see `audit verify` on an export for the gap, then accept each of generations {}..={generation} with --accept-generation",
+                        then + 1
+                    ));
+                }
+            }
+            if then < generation {
+                None
+            } else if old.size > cp.size {
                 return Err(format!(
                     "the published checkpoint went backwards: size {} now, {} in the --since checkpoint",
                     cp.size, old.size
                 ));
+            } else {
+                Some(old)
             }
-            Some(old)
         }
         None => None,
     };
@@ -162,7 +191,6 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
             b64(&cp.root)
         ));
     }
-    let since_generation = since.as_ref().map(|c| generation::split(&c.origin).1);
     let since = match since {
         Some(Checkpoint { size, root, .. }) => {
             let at = root_at(&set, size)?;
@@ -178,7 +206,7 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
         None => None,
     };
     Ok(Report {
-        generation: generation::split(&cp.origin).1,
+        generation,
         since_generation,
         origin: cp.origin,
         size: cp.size,

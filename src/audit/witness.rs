@@ -167,22 +167,24 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: String) -> Response
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let known = seen.map_or(0, |s| s.size);
-    if sub.old != known {
-        return (
+    // Both conflicts answer with the size it has (C2SP): the log tells a
+    // second root at that size from a stale idea of it by the size it sent.
+    let conflict = || {
+        (
             StatusCode::CONFLICT,
             [(header::CONTENT_TYPE, "text/x.tlog.size")],
             format!("{known}\n"),
         )
-            .into_response();
+            .into_response()
+    };
+    if sub.old != known {
+        return conflict();
     }
     match seen {
         Some(s) if s.size == cp.size => {
             if s.root != cp.root {
                 tracing::error!(%origin, size = cp.size, "ALARM: a second root for a size already cosigned");
-                return text(
-                    StatusCode::CONFLICT,
-                    "a different root for a size already cosigned: refused",
-                );
+                return conflict();
             }
         }
         Some(s) => {

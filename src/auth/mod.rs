@@ -60,6 +60,11 @@ impl Principal {
     pub fn peer(&self) -> &str {
         &self.peer
     }
+    /// When the token it came with expires (Unix seconds).
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+
     pub fn roles(&self) -> &[Role] {
         &self.roles
     }

@@ -584,7 +584,7 @@ pub async fn run(args: AdminArgs) -> Result<()> {
             Ok(())
         }
         AdminCommand::Key(KeyCommand::Rotate { retire_previous }) => {
-            let k = ok(admin
+            let mut k = ok(admin
                 .rotate_signing_key(client.request(RotateSigningKeyRequest { retire_previous }))
                 .await)?;
             if !k.replacement_token.is_empty() {
@@ -597,6 +597,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                     "every older token is void; this identity's new token is in {} (issue the others theirs with `govshare admin token issue`)",
                     path.display()
                 );
+                // Written to its file, never to standard output (or --json).
+                k.replacement_token.clear();
             }
             out.show(&k, &k.kid, || {
                 let mut t = Table::new(&["NEW KID"]);

@@ -98,6 +98,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     crate::base::clock::set_offset(cfg.demo_clock_offset.as_secs() as i64);
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    restore::check_finished(&cfg.data_dir)?;
     // The store holds the token-signing key, the pseudonym secret and every
     // record; under a umask of 022 its files are world-readable. The data
     // dir is the gateway's alone, whatever the deployment set up.
@@ -334,6 +335,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                     work_dir: cfg.data_dir.join("snapshots"),
                     pki_dir: cfg.pki_dir(),
                     busy: Default::default(),
+                    checkpoint_wait: crate::audit::signer::longest_checkpoint_delay(
+                        cfg.audit.checkpoint_interval,
+                        cfg.audit.witness.len(),
+                    ),
                 },
             },
         ))))

@@ -18,6 +18,28 @@ use crate::snapshot::{self, Checked, Discard};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
+/// Present in a data dir while a restore writes it, removed as its last
+/// step: a restore killed half-way leaves a partial store without its hold
+/// and perhaps no log key, which a start must not take for a fresh gateway.
+const UNFINISHED: &str = "restore-unfinished";
+
+/// Refuses a data dir a restore did not finish.
+pub fn check_finished(data_dir: &Path) -> Result<()> {
+    if data_dir.join(UNFINISHED).exists() {
+        bail!(
+            "a restore into {} did not finish (it was interrupted): remove the directory and restore again",
+            data_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
 /// What a restore did.
 pub struct Restored {
     pub checked: Checked,
@@ -88,6 +110,9 @@ fn write(
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&cfg.data_dir)?;
     std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let mark = cfg.data_dir.join(UNFINISHED);
+    crate::base::files::write_secret_file(&mark, "a restore is writing this directory\n")?;
+    sync_dir(&cfg.data_dir)?;
     let backend = crate::store::open(&cfg.store_dir())?;
     let mut into = snapshot::restore::Into::new(backend.clone(), &cfg.audit_dir(), &cfg.pki_dir())?;
     let again = snapshot::read(file, identity, pinned, &mut into)
@@ -125,5 +150,7 @@ fn write(
         restored_by: why.operator,
     })?;
     store.sync()?;
+    std::fs::remove_file(&mark)?;
+    sync_dir(&cfg.data_dir)?;
     Ok(begun)
 }

@@ -289,6 +289,27 @@ impl Pipeline {
         self.authenticate_wire(&Wire::of_tonic(req), method).await
     }
 
+    /// Authenticates a call that answers with personal data other than
+    /// records — the log's entries, a resident's history, corrections —
+    /// and holds it as pulls are held ([`Pipeline::hold`]): a token revoked
+    /// after a restored snapshot must not read the log either. A held call
+    /// is recorded as a refusal of `kind`.
+    pub async fn authenticate_reader<T>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        kind: EntryKind,
+    ) -> Result<Principal, Status> {
+        let p = self.authenticate(req, method).await?;
+        if let Some(d) = self.hold() {
+            let mut e = decided_entry(&p, method, kind, Some(d.code));
+            e.message = d.message.clone();
+            self.record(e).await?;
+            return Err(Status::unavailable(d.message));
+        }
+        Ok(p)
+    }
+
     async fn authenticate_wire(&self, w: &Wire, method: &str) -> Result<Principal, Status> {
         let creds = Credentials {
             peer: &w.peer,

@@ -87,16 +87,26 @@ impl AuditApi {
         self.log.index().size()
     }
 
-    /// Authenticates, checks the role, and records the read (or its refusal).
+    /// Authenticates, checks the role, and records the read (or its
+    /// refusal). `contents`: the call reads the log's entries (personal
+    /// data): auditors only, and held like a pull while the gateway is
+    /// ([`crate::pipeline::Pipeline::authenticate_reader`]); otherwise it
+    /// reads hashes and checkpoints, which any caller may, always.
     async fn admit<T>(
         &self,
         req: &Request<T>,
         method: &'static str,
-        auditor_only: bool,
+        contents: bool,
         what: String,
     ) -> Result<Principal, Status> {
-        let p = self.pipeline.authenticate(req, method).await?;
-        let refused = auditor_only && !p.has_role(Role::Auditor);
+        let p = if contents {
+            self.pipeline
+                .authenticate_reader(req, method, EntryKind::AuditRead)
+                .await?
+        } else {
+            self.pipeline.authenticate(req, method).await?
+        };
+        let refused = contents && !p.has_role(Role::Auditor);
         self.record(&p, method, what, refused.then_some("ROLE_NOT_GRANTED"))
             .await?;
         if refused {
@@ -324,7 +334,10 @@ impl AuditService for AuditApi {
         // One entry for every call, refused, malformed or answered, with
         // the decision it got.
         let method = "/govshare.v1.AuditService/SubjectAccessHistory";
-        let p = self.pipeline.authenticate(&req, method).await?;
+        let p = self
+            .pipeline
+            .authenticate_reader(&req, method, EntryKind::AuditRead)
+            .await?;
         let r = req.get_ref();
         let what = format!("subject history of {}{}", cap(&r.id_number), cap(&r.uscc));
         if !p.has_role(Role::Auditor) {

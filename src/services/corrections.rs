@@ -392,7 +392,10 @@ impl CorrectionService for CorrectionApi {
         req: Request<ListCorrectionsRequest>,
     ) -> Result<Response<ListCorrectionsResponse>, Status> {
         let method = "/govshare.v1.CorrectionService/ListCorrections";
-        let p = self.pipeline.authenticate(&req, method).await?;
+        let p = self
+            .pipeline
+            .authenticate_reader(&req, method, EntryKind::Correction)
+            .await?;
         let r = req.into_inner();
         let Some(queue) = queue_of(&p, self.all()?) else {
             let status = Status::permission_denied(
@@ -432,7 +435,10 @@ impl CorrectionService for CorrectionApi {
     ) -> Result<Response<Correction>, Status> {
         use answer_correction_request::Answer;
         let method = "/govshare.v1.CorrectionService/AnswerCorrection";
-        let p = self.pipeline.authenticate(&req, method).await?;
+        let p = self
+            .pipeline
+            .authenticate_reader(&req, method, EntryKind::Correction)
+            .await?;
         let r = req.into_inner();
         // Who may answer at all is judged before anything is looked up, and
         // a correction of another source answers as one that does not
@@ -550,7 +556,10 @@ impl CorrectionService for CorrectionApi {
         req: Request<ListMyCorrectionsRequest>,
     ) -> Result<Response<ListCorrectionsResponse>, Status> {
         let method = "/govshare.v1.CorrectionService/ListMyCorrections";
-        let p = self.pipeline.authenticate(&req, method).await?;
+        let p = self
+            .pipeline
+            .authenticate_reader(&req, method, EntryKind::Correction)
+            .await?;
         let r = req.into_inner();
         let now = clock::unix_seconds(clock::now());
         let corrections: Vec<Correction> = self

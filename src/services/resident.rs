@@ -93,7 +93,10 @@ impl ResidentService for ResidentApi {
         &self,
         req: Request<MyAccessHistoryRequest>,
     ) -> Result<Response<MyAccessHistoryResponse>, Status> {
-        let p = self.pipeline.authenticate(&req, METHOD).await?;
+        let p = self
+            .pipeline
+            .authenticate_reader(&req, METHOD, EntryKind::ResidentRead)
+            .await?;
         let r = req.into_inner();
         // One resident, one digest, however the ID was typed.
         let digest = self.pipeline.resident_digest(

@@ -15,6 +15,7 @@
 //! ```
 
 use super::format::Summary;
+use crate::base::text::cap_for_message as cap;
 use anyhow::{Context, Result, bail};
 use data_encoding::{BASE64, HEXLOWER};
 
@@ -76,6 +77,10 @@ impl Manifest {
 
     /// Parses a manifest's (verified) text strictly.
     pub fn parse(text: &str) -> Result<Self> {
+        // Printed to an operator's terminal by `inspect`: no escape codes.
+        if text.chars().any(|c| c.is_control() && c != '\n') {
+            bail!("its manifest holds control characters");
+        }
         let mut lines = text.lines();
         if lines.next() != Some(HEADER) {
             bail!("its manifest is not of a snapshot version this build reads");
@@ -87,7 +92,7 @@ impl Manifest {
             line.strip_prefix(name)
                 .and_then(|r| r.strip_prefix(' '))
                 .map(str::to_string)
-                .with_context(|| format!("its manifest's line '{line}' is not its {name}"))
+                .with_context(|| format!("its manifest's line '{}' is not its {name}", cap(line)))
         };
         let version = field("version")?;
         let origin = field("origin")?;
@@ -104,10 +109,10 @@ impl Manifest {
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
             let [tag, name, records, bytes, sha] = f.as_slice() else {
-                bail!("its manifest's line '{line}' is not a part");
+                bail!("its manifest's line '{}' is not a part", cap(line));
             };
             if *tag != "part" || !valid_part_name(name) {
-                bail!("its manifest's line '{line}' is not a part");
+                bail!("its manifest's line '{}' is not a part", cap(line));
             }
             parts.push(Summary {
                 name: (*name).to_string(),
@@ -157,5 +162,10 @@ mod tests {
             assert!(!valid_part_name(bad), "{bad:?}");
         }
         assert!(valid_part_name("pki/audit-log.key"));
+        // An escape sequence for the operator's terminal is refused.
+        let mut evil = m.clone();
+        evil.taken_by = "admin\u{1b}]0;pwned\u{7}@gateway-admin".into();
+        let err = Manifest::parse(&evil.text()).unwrap_err();
+        assert!(err.to_string().contains("control characters"), "{err}");
     }
 }

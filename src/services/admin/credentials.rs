@@ -270,7 +270,11 @@ impl AdminApi {
         if r.retire_previous {
             change.object = "signing_key (every older key retired at once)".into();
             // The caller's own token dies with the rest: it gets one under
-            // the new key, or no administrator could issue another.
+            // the new key, or no administrator could issue another — for
+            // what was left of the old one, not a fresh lifetime.
+            let left = p.expires_at() - crate::base::clock::unix_seconds(crate::base::clock::now());
+            let lifetime = std::time::Duration::from_secs(left.max(60) as u64)
+                .min(self.settings.max_token_lifetime);
             let roles: Vec<String> = p.roles().iter().map(|r| r.name().to_string()).collect();
             let keys = self.pipeline.authenticator().keys();
             let claims = keys.claims(
@@ -278,7 +282,7 @@ impl AdminApi {
                 p.client_id(),
                 &roles,
                 p.cert_thumbprint(),
-                self.settings.max_token_lifetime,
+                lifetime,
             );
             response.replacement_token =
                 crate::control::keys::sign_with(&claims, &key).map_err(internal)?;

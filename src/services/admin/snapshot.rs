@@ -36,13 +36,16 @@ pub struct SnapshotSettings {
     pub pki_dir: PathBuf,
     /// One snapshot at a time.
     pub busy: Arc<tokio::sync::Mutex<()>>,
+    /// The longest it waits for a checkpoint covering what it copied
+    /// ([`crate::audit::signer::longest_checkpoint_delay`]).
+    pub checkpoint_wait: Duration,
 }
 
 /// The stream of a snapshot: its info, then the file in pieces.
 pub type Chunks = tokio_stream::wrappers::ReceiverStream<Result<SnapshotChunk, Status>>;
 
-/// The longest a snapshot waits for a checkpoint covering what it copied.
-const CHECKPOINT_WAIT: Duration = Duration::from_secs(30);
+/// How long a caller may stop reading a snapshot before it is cut off.
+const STALLED: Duration = Duration::from_secs(60);
 /// Bytes of the file per streamed message.
 const PIECE: usize = 256 << 10;
 
@@ -76,7 +79,7 @@ impl AdminApi {
             );
             return Err(self.refuse(&principal, METHOD, false, status).await);
         }
-        let Ok(_one) = settings.busy.clone().try_lock_owned() else {
+        let Ok(one) = settings.busy.clone().try_lock_owned() else {
             let status =
                 Status::resource_exhausted("a snapshot is being taken; try again when it is done");
             return Err(self.refuse(&principal, METHOD, false, status).await);
@@ -119,7 +122,7 @@ impl AdminApi {
             receipt: Some(receipt.to_proto()),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(stream_file(info, scratch, tx));
+        tokio::spawn(stream_file(info, scratch, one, tx));
         Ok(Response::new(Chunks::new(rx)))
     }
 
@@ -180,12 +183,13 @@ impl AdminApi {
     async fn checkpoint_covering(&self, size: u64) -> anyhow::Result<Arc<Signed>> {
         let mut checkpoints = self.log.checkpoints();
         let wait = checkpoints.wait_for(|c| c.as_ref().is_some_and(|c| c.size >= size));
-        match tokio::time::timeout(CHECKPOINT_WAIT, wait).await {
+        let most = self.settings.snapshot.checkpoint_wait;
+        match tokio::time::timeout(most, wait).await {
             Ok(Ok(c)) => Ok(c.clone().expect("waited for one")),
             Ok(Err(_)) => anyhow::bail!("the checkpoint writer has stopped"),
-            Err(_) => anyhow::bail!(
-                "no checkpoint covered the log's {size} entries within {CHECKPOINT_WAIT:?}"
-            ),
+            Err(_) => {
+                anyhow::bail!("no checkpoint covered the log's {size} entries within {most:?}")
+            }
         }
     }
 
@@ -225,26 +229,34 @@ impl AdminApi {
     }
 }
 
-/// Streams the info, then the file, then lets the scratch file go.
+/// Streams the info, then the file, then lets the scratch file go — and
+/// only then the next snapshot begin: each holds a full copy of the store
+/// in the data dir until it is streamed. A caller that stops reading for
+/// [`STALLED`] is cut off, so a stalled client cannot keep a copy (or the
+/// one-at-a-time lock) for ever.
 async fn stream_file(
     info: SnapshotInfo,
     scratch: Scratch,
+    _one: tokio::sync::OwnedMutexGuard<()>,
     tx: tokio::sync::mpsc::Sender<Result<SnapshotChunk, Status>>,
 ) {
+    let send = |m: Result<SnapshotChunk, Status>| {
+        let tx = tx.clone();
+        async move { tx.send_timeout(m, STALLED).await.is_ok() }
+    };
     let first = SnapshotChunk {
         part: Some(snapshot_chunk::Part::Info(info)),
     };
-    if tx.send(Ok(first)).await.is_err() {
+    if !send(Ok(first)).await {
         return;
     }
     let mut file = match tokio::fs::File::open(&scratch.0).await {
         Ok(f) => f,
         Err(e) => {
-            let _ = tx
-                .send(Err(Status::unavailable(format!(
-                    "reading the snapshot: {e}"
-                ))))
-                .await;
+            send(Err(Status::unavailable(format!(
+                "reading the snapshot: {e}"
+            ))))
+            .await;
             return;
         }
     };
@@ -254,11 +266,10 @@ async fn stream_file(
             Ok(0) => return,
             Ok(n) => n,
             Err(e) => {
-                let _ = tx
-                    .send(Err(Status::unavailable(format!(
-                        "reading the snapshot: {e}"
-                    ))))
-                    .await;
+                send(Err(Status::unavailable(format!(
+                    "reading the snapshot: {e}"
+                ))))
+                .await;
                 return;
             }
         };
@@ -266,7 +277,7 @@ async fn stream_file(
         let chunk = SnapshotChunk {
             part: Some(snapshot_chunk::Part::Data(piece)),
         };
-        if tx.send(Ok(chunk)).await.is_err() {
+        if !send(Ok(chunk)).await {
             return;
         }
     }
