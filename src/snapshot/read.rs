@@ -8,12 +8,13 @@
 //! the caller names) and lists exactly the parts read, with their counts,
 //! lengths and SHA-256; every entry decodes, sits at its index and links to
 //! its predecessor; the entries hash to the manifest's checkpoint, which the
-//! log key signed at their count; every earlier checkpoint verifies and
-//! none is larger.
+//! log key signed at their count; every earlier checkpoint verifies, none
+//! is larger, and the entries hash to each one's root at its size (as
+//! `audit verify` checks a log).
 
 use super::format::{PartContent, PartReader, Summary};
 use super::manifest::{Manifest, valid_part_name};
-use crate::audit::checkpoint::{LogKey, LogVerifier};
+use crate::audit::checkpoint::{Checkpoint, LogKey, LogVerifier};
 use crate::audit::leaf_hash;
 use crate::audit::merkle::Frontier;
 use crate::proto::AuditEntry;
@@ -129,6 +130,10 @@ struct State {
     frontier: Frontier,
     last_leaf: Option<[u8; 32]>,
     notes: Vec<String>,
+    /// The checkpoints' (size, root, number) not yet reached by the
+    /// entries, smallest first (their signatures are checked at the end,
+    /// with the manifest's key).
+    pending: std::collections::VecDeque<(u64, [u8; 32], usize)>,
     manifest_note: Option<String>,
 }
 
@@ -161,6 +166,9 @@ impl State {
             }
             sink.key_file(file, &bytes)?;
         } else if name == "log/entries" {
+            if self.notes.is_empty() {
+                bail!("its entries come before its checkpoints");
+            }
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(bytes) = c.record()? {
                 self.entry(&bytes)?;
@@ -173,9 +181,17 @@ impl State {
             sink.entries(&batch)?;
         } else if name == "log/checkpoints" {
             while let Some(bytes) = c.record()? {
-                self.notes
-                    .push(String::from_utf8(bytes).context("a checkpoint is not text")?);
+                let note = String::from_utf8(bytes).context("a checkpoint is not text")?;
+                let k = self.notes.len() + 1;
+                let cp = Checkpoint::parse_body(&note)
+                    .map_err(|e| anyhow!("its checkpoint #{k}: {e}"))?;
+                if self.pending.back().is_some_and(|(s, _, _)| *s > cp.size) {
+                    bail!("its checkpoint #{k} is out of order");
+                }
+                self.pending.push_back((cp.size, cp.root, k));
+                self.notes.push(note);
             }
+            self.reached()?;
             sink.checkpoints(&self.notes)?;
         } else if name == "manifest" {
             let mut bytes = Vec::new();
@@ -204,6 +220,21 @@ impl State {
         self.frontier.push(leaf);
         self.last_leaf = Some(leaf);
         self.entries += 1;
+        self.reached()
+    }
+
+    /// The checkpoints of the size the entries have reached: their roots
+    /// must be the entries' root there.
+    fn reached(&mut self) -> Result<()> {
+        while let Some(&(size, root, k)) = self.pending.front() {
+            if size != self.entries {
+                break;
+            }
+            if self.frontier.root() != root {
+                bail!("its checkpoint #{k} does not match its entries at size {size}");
+            }
+            self.pending.pop_front();
+        }
         Ok(())
     }
 
@@ -298,5 +329,81 @@ impl State {
             manifest: m,
             root,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::format::PartWriter;
+
+    /// Two linked entries.
+    fn entries() -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for i in 0..2u64 {
+            let prev = out
+                .last()
+                .map(|e| leaf_hash(e).to_vec())
+                .unwrap_or_default();
+            out.push(
+                AuditEntry {
+                    index: i,
+                    prev_leaf_hash: prev,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            );
+        }
+        out
+    }
+
+    /// The entries, after checkpoints at sizes 0, 1 and 2 with these
+    /// roots, read part by part as `read` does.
+    fn read_log(roots: [[u8; 32]; 3]) -> Result<()> {
+        let mut w = PartWriter::new(Vec::new())?;
+        let mut p = w.part("log/checkpoints")?;
+        for (size, root) in roots.iter().enumerate() {
+            let cp = Checkpoint {
+                origin: "test/log".into(),
+                size: size as u64,
+                root: *root,
+            };
+            p.record(cp.body().as_bytes())?;
+        }
+        p.end()?;
+        let mut p = w.part("log/entries")?;
+        for e in entries() {
+            p.record(&e)?;
+        }
+        p.end()?;
+        let bytes = w.finish()?;
+        let mut parts = PartReader::new(bytes.as_slice())?;
+        let mut state = State::default();
+        while let Some((name, content)) = parts.next_part()? {
+            state.part(name, content, &mut Discard)?;
+        }
+        Ok(())
+    }
+
+    /// What `audit verify` refuses, inspect and restore refuse too: an
+    /// earlier checkpoint whose root is not the entries' root at its size.
+    #[test]
+    fn every_checkpoints_root_is_checked_against_the_entries() {
+        let mut tree = Frontier::default();
+        let mut good = [tree.root(); 3];
+        for (i, e) in entries().iter().enumerate() {
+            tree.push(leaf_hash(e));
+            good[i + 1] = tree.root();
+        }
+        read_log(good).unwrap();
+        for wrong in 0..3 {
+            let mut roots = good;
+            roots[wrong] = [7; 32];
+            let err = read_log(roots).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("checkpoint #{} does not match", wrong + 1)),
+                "{err}"
+            );
+        }
     }
 }

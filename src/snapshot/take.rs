@@ -4,9 +4,10 @@
 //!    caller holds the write gate meanwhile, so no change is half-applied.
 //! 2. `pki/<file>` — the keys the gateway signs with (the log key; in the
 //!    demo also its dev PKI), never a backup identity (`*.agekey`).
-//! 3. `log/entries` — entries `0..n`, `n` the size of the checkpoint the
-//!    caller waited for (it covers every change the store copy holds).
-//! 4. `log/checkpoints` — every checkpoint up to that one.
+//! 3. `log/checkpoints` — every checkpoint up to the one the caller waited
+//!    for (it covers every change the store copy holds). Before the
+//!    entries, so a reader checks each one's root as the entries pass by.
+//! 4. `log/entries` — entries `0..n`, `n` that checkpoint's size.
 //! 5. `manifest` — signed by the log key.
 //!
 //! The file is encrypted as it is written (age, to the configured
@@ -145,13 +146,21 @@ impl Taker {
         Ok(())
     }
 
-    /// 3–4. Entries `0..checkpoint.size` and every checkpoint up to it.
+    /// 3–4. Every checkpoint up to `checkpoint`, and entries
+    /// `0..checkpoint.size`.
     pub fn log(
         &mut self,
         index: &AuditIndex,
         checkpoint_file: &Path,
         checkpoint: &Signed,
     ) -> Result<()> {
+        let notes = read_notes_upto(checkpoint_file, &checkpoint.note)?;
+        let mut part = self.out.part("log/checkpoints")?;
+        for n in &notes {
+            part.record(n.as_bytes())?;
+        }
+        self.parts.push(part.end()?);
+        drop(notes);
         let mut part = self.out.part("log/entries")?;
         let mut next = 0u64;
         while next < checkpoint.size {
@@ -167,12 +176,6 @@ impl Taker {
                 part.record(&bytes)?;
                 next += 1;
             }
-        }
-        self.parts.push(part.end()?);
-        let notes = read_notes_upto(checkpoint_file, &checkpoint.note)?;
-        let mut part = self.out.part("log/checkpoints")?;
-        for n in &notes {
-            part.record(n.as_bytes())?;
         }
         self.parts.push(part.end()?);
         Ok(())
