@@ -34,6 +34,9 @@ pub struct Config {
     pub demo: bool,
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_listen: Option<SocketAddr>,
+    pub console: ConsoleConfig,
     pub log_format: LogFormat,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -95,6 +98,24 @@ pub enum LogFormat {
 /// Connections and messages on the gRPC listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_max: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     pub max_connections: usize,
     pub max_in_flight: usize,
@@ -153,6 +174,18 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         key: "ops_listen",
         meaning: "Plain-HTTP ops listener: /metrics, /livez, /readyz, /.well-known/jwks.json. No client certificate; keep it on loopback or a monitoring network.",
+    },
+    KeyDoc {
+        key: "console_listen",
+        meaning: "The auditors' console (HTTPS, the gateway's server certificate; browsers present an auditor's client certificate from `client_ca`). Off unless set; `govshare serve` without a config file (the demo) serves it on 127.0.0.1:8443.",
+    },
+    KeyDoc {
+        key: "console.session_idle",
+        meaning: "A console session ends after this long without a request.",
+    },
+    KeyDoc {
+        key: "console.session_max",
+        meaning: "A console session ends this long after sign-in, whatever its use.",
     },
     KeyDoc {
         key: "log_format",
@@ -315,6 +348,8 @@ impl Default for Config {
             demo: false,
             listen: "127.0.0.1:50051".parse().expect("literal address"),
             ops_listen: "127.0.0.1:9464".parse().expect("literal address"),
+            console_listen: None,
+            console: ConsoleConfig::default(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(20),
             grpc: GrpcConfig::default(),
@@ -371,6 +406,7 @@ impl Config {
     pub fn demo() -> Self {
         Self {
             demo: true,
+            console_listen: Some("127.0.0.1:8443".parse().expect("literal address")),
             ..Self::default()
         }
     }
@@ -405,6 +441,14 @@ impl Config {
 
     /// Checks what types alone cannot: ranges, names, and what production needs.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, d) in [
+            ("console.session_idle", self.console.session_idle),
+            ("console.session_max", self.console.session_max),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(86_400) {
+                return Err(bad(key, "must be more than 0 and at most 24h"));
+            }
+        }
         if self.node_id.trim().is_empty() {
             return Err(bad("node_id", "must not be empty"));
         }

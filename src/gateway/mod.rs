@@ -28,7 +28,7 @@ use crate::proto::publish_service_server::PublishServiceServer;
 use crate::proto::resident_service_server::ResidentServiceServer;
 use crate::services::data::DataApi;
 use crate::services::{admin, audit as audit_api, corrections, publish, resident};
-use crate::transport::{control_socket, guard, listener, ops};
+use crate::transport::{console, control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -182,11 +182,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let read = |key: &str, path: PathBuf| {
         std::fs::read(&path).with_context(|| format!("{key}: reading {}", path.display()))
     };
-    let tls = Arc::new(listener::tls_config(
-        &read("tls_cert", cfg.tls_cert_path())?,
-        &read("tls_key", cfg.tls_key_path())?,
-        &read("client_ca", cfg.client_ca_path())?,
-    )?);
+    let (cert, key, client_ca) = (
+        read("tls_cert", cfg.tls_cert_path())?,
+        read("tls_key", cfg.tls_key_path())?,
+        read("client_ca", cfg.client_ca_path())?,
+    );
+    let tls = Arc::new(listener::tls_config(&cert, &key, &client_ca)?);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -283,8 +284,40 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             idle_timeout: cfg.grpc.idle_timeout,
         },
         stop.clone(),
-        kill,
+        kill.clone(),
     );
+    let console_task = match cfg.console_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("console_listen: binding {at}"))?;
+            let console_addr = l.local_addr()?;
+            let incoming = listener::accept(
+                l,
+                Arc::new(listener::console_tls_config(&cert, &key, &client_ca)?),
+                listener::Limits {
+                    max_connections: 256,
+                    handshake_timeout: cfg.grpc.handshake_timeout,
+                    idle_timeout: cfg.grpc.idle_timeout,
+                },
+                stop.clone(),
+                kill.clone(),
+            );
+            let router = console::Console::new(
+                pipeline.clone(),
+                audit_log.clone(),
+                console::Settings {
+                    session_idle: cfg.console.session_idle,
+                    session_max: cfg.console.session_max,
+                    witnesses: cfg.audit.witness.iter().map(|w| w.key.clone()).collect(),
+                },
+            )
+            .router();
+            println!("console listening on https://{console_addr}");
+            Some(tokio::spawn(console::serve(router, incoming)))
+        }
+        None => None,
+    };
     // Built before the welcome, so its metric series exist by the time a
     // caller (or Prometheus) learns the gateway is up.
     let guard_layer = guard::GuardLayer::new(
@@ -368,6 +401,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         )
         .await?;
     let _ = ops_task.await;
+    if let Some(t) = console_task {
+        t.abort();
+    }
     drop(pipeline);
     control.abort();
     health_task.abort();

@@ -69,6 +69,8 @@ impl Filter {
                 || e.method.ends_with(&format!("/{}", r.method)))
             && (r.dataset.is_empty() || e.dataset == r.dataset)
             && (r.purpose.is_empty() || e.purpose == r.purpose)
+            && (r.reason_code.is_empty() || e.reason_code == r.reason_code)
+            && (r.case_id.is_empty() || e.case_id == r.case_id)
             && r.from.is_none_or(|f| secs >= f.seconds)
             && r.to.is_none_or(|t| secs < t.seconds)
             && (!r.withheld_from_residents

@@ -195,12 +195,38 @@ pub fn accept(
     rx
 }
 
-/// The server's TLS: its certificate, client certificates required and
-/// checked against the client CA, HTTP/2 only.
+/// The gRPC listener's TLS: its certificate, client certificates required
+/// and checked against the client CA, HTTP/2 only.
 pub fn tls_config(
     cert_pem: &[u8],
     key_pem: &[u8],
     client_ca_pem: &[u8],
+) -> Result<rustls::ServerConfig> {
+    server_config(cert_pem, key_pem, client_ca_pem, Door::Grpc)
+}
+
+/// The console's TLS: the same certificate and client CA, HTTP/1.1 for
+/// browsers. A browser without a certificate is let in only to be told —
+/// and recorded — that it needs one; a certificate that does not chain to
+/// the client CA fails the handshake as on gRPC.
+pub fn console_tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+) -> Result<rustls::ServerConfig> {
+    server_config(cert_pem, key_pem, client_ca_pem, Door::Console)
+}
+
+enum Door {
+    Grpc,
+    Console,
+}
+
+fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+    door: Door,
 ) -> Result<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -209,12 +235,17 @@ pub fn tls_config(
     for c in CertificateDer::pem_slice_iter(client_ca_pem) {
         roots.add(c.context("parsing the client CA")?)?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
-    )
-    .build()
-    .context("building the client-certificate verifier")?;
+    );
+    let builder = match door {
+        Door::Grpc => builder,
+        Door::Console => builder.allow_unauthenticated(),
+    };
+    let verifier = builder
+        .build()
+        .context("building the client-certificate verifier")?;
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .context("parsing the server certificate")?;
@@ -224,6 +255,9 @@ pub fn tls_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .context("the server certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = match door {
+        Door::Grpc => vec![b"h2".to_vec()],
+        Door::Console => vec![b"http/1.1".to_vec()],
+    };
     Ok(config)
 }

@@ -1,0 +1,191 @@
+//! Console sessions: server-side, bound to the certificate that signed in.
+//!
+//! A session is the auditor's token held by the gateway for at most
+//! `session_max` (and `session_idle` without a request), used only on a
+//! connection that presents the certificate it signed in with — a cookie
+//! copied to another browser is worthless without the key. Every request
+//! still presents the token to the pipeline, so a revoked token or
+//! certificate, or a suspended department, ends the session at its next
+//! request, exactly as on gRPC.
+
+use crate::control::keys::random_id;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The cookie: `__Host-` (Secure, no Domain, Path=/), HttpOnly, SameSite.
+pub const COOKIE: &str = "__Host-govshare-session";
+/// The sign-in form's double-submit cookie (CSRF before a session exists).
+pub const SIGNIN_COOKIE: &str = "__Host-govshare-signin";
+/// Most sessions held at once: memory is bounded whatever the callers do.
+const MAX_SESSIONS: usize = 256;
+
+#[derive(Clone)]
+pub struct Session {
+    pub id: String,
+    pub token: Arc<str>,
+    pub thumbprint: Arc<str>,
+    /// Sent back with every form; a POST without it is refused.
+    pub csrf: String,
+    created: Instant,
+    seen: Instant,
+}
+
+/// Never prints the token, the cookie or the CSRF token: only whose it is.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a session cookie did not give a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// No cookie, or one the gateway never issued (or forgot at restart).
+    Unknown,
+    /// It was, but its time is up (idle or total).
+    Expired,
+    /// Presented on a connection with another certificate.
+    OtherCertificate,
+}
+
+pub struct Sessions {
+    idle: Duration,
+    max: Duration,
+    held: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    pub fn new(idle: Duration, max: Duration) -> Self {
+        Self {
+            idle,
+            max,
+            held: Mutex::default(),
+        }
+    }
+
+    /// A new session for a signed-in auditor, or `None` when the table is
+    /// full of live sessions.
+    pub fn open(&self, token: &str, thumbprint: Arc<str>) -> Option<Session> {
+        let mut held = self.held.lock().expect("sessions lock");
+        let now = Instant::now();
+        if held.len() >= MAX_SESSIONS {
+            held.retain(|_, s| !self.expired(s, now));
+            if held.len() >= MAX_SESSIONS {
+                return None;
+            }
+        }
+        let s = Session {
+            id: random_id(),
+            token: token.into(),
+            thumbprint,
+            csrf: random_id(),
+            created: now,
+            seen: now,
+        };
+        held.insert(s.id.clone(), s.clone());
+        Some(s)
+    }
+
+    /// The session a cookie names, on a connection with `thumbprint`; an
+    /// expired one is forgotten.
+    pub fn find(
+        &self,
+        id: &str,
+        thumbprint: Option<&str>,
+    ) -> Result<Session, (Lookup, Option<Session>)> {
+        let mut held = self.held.lock().expect("sessions lock");
+        let now = Instant::now();
+        let Some(s) = held.get_mut(id) else {
+            return Err((Lookup::Unknown, None));
+        };
+        if thumbprint != Some(&*s.thumbprint) {
+            return Err((Lookup::OtherCertificate, None));
+        }
+        if self.expired(s, now) {
+            let s = held.remove(id);
+            return Err((Lookup::Expired, s));
+        }
+        s.seen = now;
+        Ok(s.clone())
+    }
+
+    pub fn close(&self, id: &str) {
+        self.held.lock().expect("sessions lock").remove(id);
+    }
+
+    fn expired(&self, s: &Session, now: Instant) -> bool {
+        now.duration_since(s.seen) > self.idle || now.duration_since(s.created) > self.max
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value: host-only, secure, script-proof, same-site only.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {
+    let age = max_age.map_or(String::new(), |d| format!("; Max-Age={}", d.as_secs()));
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict{age}")
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lives_only_on_its_certificate_and_within_its_time() {
+        let s = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
+        let open = s.open("tok", "thumb".into()).unwrap();
+        assert!(s.find(&open.id, Some("thumb")).is_ok());
+        assert_eq!(
+            s.find(&open.id, Some("other")).unwrap_err().0,
+            Lookup::OtherCertificate
+        );
+        assert_eq!(
+            s.find(&open.id, None).unwrap_err().0,
+            Lookup::OtherCertificate
+        );
+        assert_eq!(
+            s.find("made-up", Some("thumb")).unwrap_err().0,
+            Lookup::Unknown
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(
+            s.find(&open.id, Some("thumb")).unwrap_err().0,
+            Lookup::Expired
+        );
+        assert_eq!(
+            s.find(&open.id, Some("thumb")).unwrap_err().0,
+            Lookup::Unknown
+        );
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        for _ in 0..MAX_SESSIONS {
+            assert!(s.open("t", "x".into()).is_some());
+        }
+        assert!(s.open("t", "x".into()).is_none());
+    }
+}
