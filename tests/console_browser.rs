@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Gateway, ctx, req};
+use common::{Gateway, Witness, ctx, req};
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::*;
 use serde_json::{Value, json};
@@ -104,6 +104,10 @@ impl Driver {
             "browserName": "chrome",
             "acceptInsecureCerts": false,
             "goog:chromeOptions": {
+                "prefs": {
+                    "download.default_directory": home.join("downloads"),
+                    "download.prompt_for_download": false,
+                },
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -174,17 +178,17 @@ impl Driver {
             .to_string()
     }
 
-    /// Waits until `css`'s attribute is not `not`.
-    async fn settled(&self, css: &str, name: &str, not: &str) -> String {
+    /// Waits until the page's verdict is given: `proven` or `refused`.
+    async fn verdict(&self) -> String {
         let began = Instant::now();
         loop {
-            let v = self.attribute(css, name).await;
-            if v != not {
+            let v = self.attribute("#verdict", "data-state").await;
+            if v == "proven" || v == "refused" {
                 return v;
             }
             assert!(
                 began.elapsed() < Duration::from_secs(15),
-                "{css} stayed {not}"
+                "the verdict stayed '{v}'"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -291,7 +295,15 @@ async fn lying_server(page: String) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_uses_the_console_in_chromium() {
     let home = tempfile::tempdir().unwrap();
-    let gw = Gateway::start("console_listen = \"127.0.0.1:0\"\n");
+    // A witness cosigns the log, so the page checks its cosignature too.
+    let dir = home.path().join("data");
+    let mut first = Gateway::start_in(&dir, "");
+    assert!(first.stop());
+    let witness = Witness::start(&home.path().join("witness"), &dir.join("pki/audit-log.pub"));
+    let gw = Gateway::start_in(
+        &dir,
+        &format!("console_listen = \"127.0.0.1:0\"\n{}", witness.config()),
+    );
     let port: u16 = gw
         .said
         .iter()
@@ -357,10 +369,13 @@ async fn an_auditor_uses_the_console_in_chromium() {
     let href = b.attribute("#results a", "href").await;
     assert!(href.starts_with("/entry/"), "{href}");
     b.go(&format!("{origin}{href}")).await;
-    let verdict = b.settled("#verdict", "data-state", "checking").await;
+    let verdict = b.verdict().await;
     b.screenshot("entry").await;
     let text = b.source().await;
-    assert_eq!(verdict, "proven", "{text}");
+    let checks = &text[text.find(r#"<ul id="checks">"#).unwrap()..];
+    let checks = &checks[..checks.find("</ul>").unwrap()];
+    assert_eq!(verdict, "proven", "{checks}");
+    assert!(checks.contains("cosigned by witness.test/w1"), "{checks}");
     assert!(
         text.contains("PURPOSE_NOT_GRANTED"),
         "the fields decoded from the proven bytes"
@@ -385,9 +400,31 @@ async fn an_auditor_uses_the_console_in_chromium() {
     );
     let liar = lying_server(forged).await;
     b.go(&format!("http://127.0.0.1:{liar}/entry")).await;
-    let verdict = b.settled("#verdict", "data-state", "checking").await;
+    let verdict = b.verdict().await;
     b.screenshot("entry-forged").await;
     assert_eq!(verdict, "refused", "{}", b.source().await);
+
+    // The search as CSV, downloaded by the browser.
+    b.go(&format!("{origin}/search?dept=civil-affairs")).await;
+    let csv_link = b.find("a[href^='/search.csv']").await;
+    b.call(
+        "POST",
+        &format!("/element/{csv_link}/click"),
+        Some(json!({})),
+    )
+    .await;
+    let csv = home.path().join("downloads/govshare-audit.csv");
+    let began = Instant::now();
+    while !csv.exists() {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "no CSV was downloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert!(csv.starts_with("index,time,kind,department"), "{csv}");
+    assert!(csv.contains("PURPOSE_NOT_GRANTED"), "{csv}");
 
     // The resident's page.
     b.go(&format!("{origin}/resident?id={id}")).await;

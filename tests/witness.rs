@@ -9,70 +9,14 @@
 
 mod common;
 
-use common::{Gateway, cli, ctx, district, req};
+use common::{Gateway, Witness, cli, ctx, district, req};
 use data_encoding::BASE64;
 use ed25519_dalek::Verifier;
 use govshare::proto::audit_service_client::AuditServiceClient;
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-struct Witness {
-    child: Child,
-    url: String,
-    key: String,
-}
-
-impl Witness {
-    fn start(dir: &Path, log_key: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
-            .args([
-                "witness",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                "witness.test/w1",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .arg("--log")
-            .arg(log_key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = lines.next().unwrap().unwrap();
-        let key = lines.next().unwrap().unwrap();
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            url: format!(
-                "http://{}",
-                addr.strip_prefix("witness listening on ").unwrap()
-            ),
-            key: key.strip_prefix("witness key: ").unwrap().to_string(),
-        }
-    }
-
-    fn config(&self) -> String {
-        format!(
-            "[audit]\ncheckpoint_interval = \"200ms\"\n[[audit.witness]]\nname = \"witness.test/w1\"\nurl = \"{}\"\nkey = \"{}\"\n",
-            self.url, self.key
-        )
-    }
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn pulls(gw: &Gateway, n: usize) {
     let mut c = PopulationServiceClient::new(gw.channel("civil-affairs").await);

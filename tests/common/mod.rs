@@ -422,3 +422,60 @@ pub async fn register_purposes(gw: &Gateway, codes: &[&str]) {
         .unwrap();
     }
 }
+
+/// A `govshare witness serve` of its own, for the log whose verifier key
+/// is in `log_key`; killed when dropped.
+pub struct Witness {
+    child: Child,
+    pub url: String,
+    pub key: String,
+}
+
+impl Witness {
+    pub fn start(dir: &Path, log_key: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_govshare"))
+            .args([
+                "witness",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--name",
+                "witness.test/w1",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--log")
+            .arg(log_key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines.next().unwrap().unwrap();
+        let key = lines.next().unwrap().unwrap();
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            url: format!(
+                "http://{}",
+                addr.strip_prefix("witness listening on ").unwrap()
+            ),
+            key: key.strip_prefix("witness key: ").unwrap().to_string(),
+        }
+    }
+
+    /// The gateway's config lines that name it.
+    pub fn config(&self) -> String {
+        format!(
+            "[audit]\ncheckpoint_interval = \"200ms\"\n[[audit.witness]]\nname = \"witness.test/w1\"\nurl = \"{}\"\nkey = \"{}\"\n",
+            self.url, self.key
+        )
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

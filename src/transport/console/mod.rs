@@ -68,6 +68,9 @@ pub struct Console {
 /// made (sign-in, refusals).
 const METHOD: &str = "/govshare.console/Page";
 
+/// How long the entry page waits for a checkpoint covering a fresh entry.
+const COVER_WAIT: Duration = Duration::from_secs(3);
+
 /// Most entries a CSV export holds.
 const CSV_MAX: usize = 10_000;
 
@@ -500,8 +503,9 @@ async fn overview(
     for (reason, n) in &denials {
         let _ = write!(
             body,
-            r#"<tr data-reason="{r}"><td><a href="/search?decision=deny&amp;reason={r}">{r}</a></td><td class="count">{n}</td></tr>"#,
-            r = esc(reason)
+            r#"<tr data-reason="{r}"><td><a href="/search?decision=deny&amp;reason={r}">{label}</a></td><td class="count">{n}</td></tr>"#,
+            r = esc(reason),
+            label = page::reason(lang, reason),
         );
     }
     let _ = write!(
@@ -878,6 +882,13 @@ async fn entry(
     let Some(e) = e else {
         return status_page(lang, &tonic::Status::not_found(format!("no entry {index}")));
     };
+    // A fresh entry: wait a moment for the checkpoint that covers it.
+    let mut signed = c.log.checkpoints();
+    let _ = tokio::time::timeout(
+        COVER_WAIT,
+        signed.wait_for(|cp| cp.as_ref().is_some_and(|cp| cp.size > index)),
+    )
+    .await;
     let cp = match c
         .audit
         .get_checkpoint(c.call(&who, GetCheckpointRequest {}))

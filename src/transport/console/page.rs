@@ -141,6 +141,35 @@ impl Lang {
     }
 }
 
+/// A denial reason as people read it, beside its code.
+pub fn reason(lang: Lang, code: &str) -> String {
+    let (zh, en) = match code {
+        "PURPOSE_NOT_GRANTED" => ("用途未获授权", "purpose not granted"),
+        "NO_GRANT" => ("无授权", "no grant"),
+        "OUT_OF_SCOPE" => ("超出授权范围", "outside the granted scope"),
+        "ROLE_NOT_GRANTED" => ("角色不符", "role not granted"),
+        "OPERATION_NOT_GRANTED" => ("操作未获授权", "operation not granted"),
+        "GRANT_NOT_YET_VALID" => ("授权尚未生效", "grant not yet valid"),
+        "GRANT_EXPIRED" => ("授权已过期", "grant expired"),
+        "GRANT_REVOKED" => ("授权已撤销", "grant revoked"),
+        "CATALOG_WITHDRAWN" => ("目录已收回该字段", "withdrawn by the catalog"),
+        "LIMIT_EXCEEDED" => ("超出限额", "limit exceeded"),
+        "RESTORE_UNCONFIRMED" => ("恢复尚未确认", "restore not confirmed"),
+        "LOG_BEHIND_WITNESS" => ("日志落后于见证者", "log behind its witnesses"),
+        "BAD_TOKEN" => ("令牌无效", "bad token"),
+        "TOKEN_REVOKED" => ("令牌已撤销", "token revoked"),
+        "DEPARTMENT_SUSPENDED" => ("部门已暂停", "department suspended"),
+        "CSRF" => ("跨站请求", "cross-site request"),
+        "SESSION_EXPIRED" => ("会话已过期", "session expired"),
+        _ => return esc(code),
+    };
+    let label = match lang {
+        Lang::Zh => zh,
+        Lang::En => en,
+    };
+    format!("{label} <code>{}</code>", esc(code))
+}
+
 /// Text for HTML (element content and quoted attributes).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -295,8 +324,11 @@ pub fn entry_row(e: &AuditEntry, lang: Lang) -> String {
         kind = esc(crate::audit::kind_name(e.kind)),
         dept = esc(&p.department),
         method = esc(e.method.rsplit('/').next().unwrap_or_default()),
-        dataset = esc(&e.dataset),
-        reason = esc(&e.reason_code),
+        dataset = match e.dataset.as_str() {
+            d @ ("population" | "legal_entity" | "grid") => lang.t(d).to_string(),
+            d => esc(d),
+        },
+        reason = reason(lang, &e.reason_code),
         purpose = esc(&e.purpose),
         case = esc(&e.case_id),
     )

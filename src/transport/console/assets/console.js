@@ -42,10 +42,14 @@ const concat = (...parts) => {
 const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-// A C2SP verifier key "name+hash+base64(type || key)".
+// A C2SP verifier key "name+hash+base64(type || key)" (the base64 may
+// itself hold "+").
 function parseKey(vkey, type) {
-  const [name, , key] = vkey.split("+");
-  const raw = b64(key);
+  const first = vkey.indexOf("+");
+  const second = vkey.indexOf("+", first + 1);
+  if (first < 0 || second < 0) throw new Error("not a verifier key");
+  const name = vkey.slice(0, first);
+  const raw = b64(vkey.slice(second + 1));
   if (raw[0] !== type || raw.length !== 33) throw new Error("not a key of type " + type);
   return { name, pub: raw.slice(1) };
 }
@@ -197,6 +201,13 @@ async function proveEntry(island) {
     const pubB64 = btoa(String.fromCharCode(...pub));
     if (stored === null) localStorage.setItem("govshare.log-key", pubB64);
     ok = item(checks, stored === null || stored === pubB64, stored === null || stored === pubB64 ? t.pinned : t.changed) && ok;
+    const leaf = await sha256(concat(Uint8Array.of(0), bytes));
+    const receipt = table.insertRow(0);
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = "leaf_hash";
+    receipt.appendChild(th);
+    receipt.insertCell().textContent = btoa(String.fromCharCode(...leaf));
     const note = parseNote(d.note);
     ok = item(checks, await logSigned(note, pub), t.sig) && ok;
     for (const w of d.witnesses) {
