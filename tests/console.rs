@@ -503,6 +503,10 @@ async fn every_way_in_the_grpc_door_refuses_is_refused_and_recorded() {
         .find(|t| !t.revoked)
         .unwrap()
         .jti;
+    // A live page open when the token is revoked hears nothing more.
+    let live = auditor.send("GET", "/live/events", "").await;
+    let mut live = tokio::io::BufReader::new(live);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let before = log_size(&gw).await;
     admin
         .revoke_token(req(
@@ -522,6 +526,23 @@ async fn every_way_in_the_grpc_door_refuses_is_refused_and_recorded() {
             .any(|(kind, _, _, _)| *kind == EntryKind::AuthFailure as i32),
         "the revoked token's attempt is recorded"
     );
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut heard = String::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match live.read(&mut buf).await {
+                Ok(0) | Err(_) => return heard,
+                Ok(n) => heard.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+    .await
+    .expect("the live stream ends once its token is revoked");
+    // What it heard was written before the revocation.
+    for index in heard.split(r#"href="/entry/"#).skip(1) {
+        let i: u64 = index[..index.find('"').unwrap()].parse().unwrap();
+        assert!(i < before, "entry {i} reached a revoked token: {heard}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

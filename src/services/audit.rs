@@ -281,13 +281,15 @@ impl AuditService for AuditApi {
         &self,
         req: Request<TailAuditRequest>,
     ) -> Result<Response<Self::TailAuditStream>, Status> {
-        self.admit(
-            &req,
-            "/govshare.v1.AuditService/TailAudit",
-            true,
-            "tail".into(),
-        )
-        .await?;
+        let mut p = self
+            .admit(
+                &req,
+                "/govshare.v1.AuditService/TailAudit",
+                true,
+                "tail".into(),
+            )
+            .await?;
+        let pipeline = self.pipeline.clone();
         let from = match req.into_inner().from_index {
             0 => self.indexed(),
             i => i,
@@ -300,6 +302,20 @@ impl AuditService for AuditApi {
             loop {
                 let size = *indexed.borrow_and_update();
                 while next < size {
+                    // Judged again before every batch, as a stream's page
+                    // is: a revoked token or a suspended department stops
+                    // the tail at the next entry, not at the next call.
+                    match pipeline.authenticator().restand(&p) {
+                        Ok(now) => p = now,
+                        Err(code) => {
+                            let _ = tx
+                                .send(Err(Status::unauthenticated(format!(
+                                    "authentication failed: {code}"
+                                ))))
+                                .await;
+                            return;
+                        }
+                    }
                     let batch = match index.entry_bytes(next, 256) {
                         Ok(b) => b,
                         Err(e) => {

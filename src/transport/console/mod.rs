@@ -1124,7 +1124,9 @@ async fn live_events(
     };
     let lang = who.lang;
     let dept = q.dept;
+    // The tail's first error (a revoked token, say) ends the page's stream.
     let events = tail
+        .take_while(Result::is_ok)
         .filter_map(move |e| {
             let e = e.ok()?;
             let p = e.principal.clone().unwrap_or_default();
