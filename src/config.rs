@@ -441,12 +441,13 @@ impl Config {
 
     /// Checks what types alone cannot: ranges, names, and what production needs.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (key, d) in [
-            ("console.session_idle", self.console.session_idle),
-            ("console.session_max", self.console.session_max),
+        for (key, d, most) in [
+            ("console.session_idle", self.console.session_idle, "30m"),
+            ("console.session_max", self.console.session_max, "8h"),
         ] {
-            if d.is_zero() || d > Duration::from_secs(86_400) {
-                return Err(bad(key, "must be more than 0 and at most 24h"));
+            let most_d = humantime::parse_duration(most).expect("literal duration");
+            if d.is_zero() || d > most_d {
+                return Err(bad(key, format!("must be more than 0 and at most {most}")));
             }
         }
         if self.node_id.trim().is_empty() {

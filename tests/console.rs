@@ -237,7 +237,7 @@ async fn an_auditor_reads_the_log_in_the_console_and_every_read_is_recorded() {
     let id = person.id_number.clone().unwrap();
     let mut pop = PopulationServiceClient::new(gw.channel("civil-affairs").await);
     let token = gw.token("civil-affairs");
-    for _ in 0..3 {
+    for _ in 0..60 {
         pop.get_person(req(
             GetPersonRequest {
                 context: ctx("social-assistance"),
@@ -352,13 +352,42 @@ async fn an_auditor_reads_the_log_in_the_console_and_every_read_is_recorded() {
             .contains(&format!(r#"href="/entry/{refused_index}""#))
     );
 
-    // CSV of a search.
+    // The resident's ID is not spread by the auditor's read of it.
+    assert!(
+        gw.audit_entries()
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.method.ends_with("/SubjectAccessHistory"))
+            .all(|e| !e.message.contains(&id) && e.message.contains("resident:")),
+        "the subject is recorded as its digest"
+    );
+
+    // A search is paged: 50 at a time, the next page from the link.
+    let first = b.get("/search?dept=civil-affairs").await;
+    let rows = |p: &Page| p.body.matches(r#"<tr><td><a href="/entry/"#).count();
+    assert_eq!(rows(&first), 50, "{}", first.body);
+    let next = first
+        .body
+        .split(r#"<a rel="next" href=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a next page")
+        .replace("&amp;", "&");
+    let second = b.get(&next).await;
+    assert!(rows(&second) >= 11, "{}", second.body);
+    assert!(
+        !second
+            .body
+            .contains(&first.body[first.body.find("/entry/").unwrap()..][..12])
+    );
+
+    // CSV of a search: every match, not one page.
     let csv = b.get("/search.csv?dept=civil-affairs").await;
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let lines: Vec<&str> = csv.body.lines().collect();
     assert!(lines[0].starts_with("index,time,kind,department"));
-    assert!(lines.len() >= 5, "{}", csv.body);
+    assert!(lines.len() > 61, "{} lines", lines.len());
 
     // Integrity, and the checkpoint saved as the CLI saves it.
     let integrity = b.get("/integrity").await;
@@ -467,6 +496,27 @@ async fn every_way_in_the_grpc_door_refuses_is_refused_and_recorded() {
         200,
         "still signed in"
     );
+
+    // Signing out ends a live page's stream too.
+    let live = auditor.send("GET", "/live/events", "").await;
+    let mut live = tokio::io::BufReader::new(live);
+    let csrf = hidden(&auditor.get("/overview").await.body, "csrf");
+    assert_eq!(
+        auditor.post("/signout", &[("csrf", &csrf)]).await.status,
+        303
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = live.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream outlived its session");
+    assert_eq!(auditor.get("/overview").await.status, 303, "signed out");
+    assert_eq!(auditor.sign_in(&gw, "auditor").await.status, 303);
 
     // The session cookie on a connection with another certificate.
     let mut thief = Browser::new(&gw, Some("civil-affairs"));

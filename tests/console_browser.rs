@@ -239,7 +239,12 @@ fn import_identity(gw: &Gateway, home: &Path, origin: &str) -> Policy {
     let policies = Path::new("/etc/chromium/policies/managed");
     std::fs::create_dir_all(policies).unwrap();
     let pattern = json!({"pattern": origin, "filter": {}}).to_string();
-    let file = policies.join("govshare-console-test.json");
+    // Named for this test's origin: runs side by side do not overwrite
+    // each other's.
+    let file = policies.join(format!(
+        "govshare-console-test-{}.json",
+        origin.rsplit(':').next().unwrap_or("0")
+    ));
     std::fs::write(
         &file,
         json!({"AutoSelectCertificateForUrls": [pattern]}).to_string(),
@@ -386,9 +391,10 @@ async fn an_auditor_uses_the_console_in_chromium() {
     let island_end = island_at + text[island_at..].find("</script>").unwrap();
     let island = &text[island_at + 16..island_end];
     let mut data: Value = serde_json::from_str(island).unwrap();
-    let mut entry = data_encoding::BASE64
+    let original = data_encoding::BASE64
         .decode(data["entry"].as_str().unwrap().as_bytes())
         .unwrap();
+    let mut entry = original.clone();
     let at = entry
         .windows(b"PURPOSE_NOT_GRANTED".len())
         .position(|w| w == b"PURPOSE_NOT_GRANTED")
@@ -425,6 +431,18 @@ async fn an_auditor_uses_the_console_in_chromium() {
     let csv = std::fs::read_to_string(csv).unwrap();
     assert!(csv.starts_with("index,time,kind,department"), "{csv}");
     assert!(csv.contains("PURPOSE_NOT_GRANTED"), "{csv}");
+
+    // A lying server that names no witness (or other keys than the
+    // browser pinned) gets no "proven" for a genuine entry either.
+    data["entry"] = json!(data_encoding::BASE64.encode(&original));
+    data["witnesses"] = json!([]);
+    let unwitnessed = format!(
+        "<!doctype html><html><head><script src=\"/assets/console.js\" defer></script></head><body><p id=\"verdict\" data-state=\"checking\"></p><ul id=\"checks\"></ul><table id=\"verified-fields\"></table><script type=\"application/json\" id=\"proof-data\">{data}</script></body></html>"
+    );
+    let liar = lying_server(unwitnessed).await;
+    b.go(&format!("http://127.0.0.1:{liar}/entry")).await;
+    assert_eq!(b.verdict().await, "refused", "{}", b.source().await);
+    assert!(b.source().await.contains("no witness cosigns this log"));
 
     // The resident's page.
     b.go(&format!("{origin}/resident?id={id}")).await;

@@ -295,10 +295,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             let incoming = listener::accept(
                 l,
                 Arc::new(listener::console_tls_config(&cert, &key, &client_ca)?),
+                // Browsers hold few connections; one that goes quiet for a
+                // minute is closed (a live page's keep-alives keep it open).
                 listener::Limits {
                     max_connections: 256,
                     handshake_timeout: cfg.grpc.handshake_timeout,
-                    idle_timeout: cfg.grpc.idle_timeout,
+                    idle_timeout: Duration::from_secs(60),
                 },
                 stop.clone(),
                 kill.clone(),

@@ -357,7 +357,20 @@ impl AuditService for AuditApi {
             .authenticate_reader(&req, method, EntryKind::AuditRead)
             .await?;
         let r = req.get_ref();
-        let what = format!("subject history of {}{}", cap(&r.id_number), cap(&r.uscc));
+        // A resident is named by the keyed digest the tracker uses, never
+        // in clear (an auditor's read must not spread the ID it looked up);
+        // a company by its public credit code.
+        let what = if r.id_number.is_empty() {
+            format!("subject history of {}", cap(&r.uscc))
+        } else {
+            format!(
+                "subject history of {}",
+                self.pipeline.resident_digest(
+                    &<Person as crate::datasets::Record>::parse_key(&r.id_number)
+                        .unwrap_or_else(|_| r.id_number.clone())
+                )
+            )
+        };
         if !p.has_role(Role::Auditor) {
             self.record(&p, method, what, Some("ROLE_NOT_GRANTED"))
                 .await?;

@@ -71,6 +71,9 @@ const METHOD: &str = "/govshare.console/Page";
 /// How long the entry page waits for a checkpoint covering a fresh entry.
 const COVER_WAIT: Duration = Duration::from_secs(3);
 
+/// How often a live page's stream checks that its session still lives.
+const LIVE_CHECK: Duration = Duration::from_secs(5);
+
 /// Most entries a CSV export holds.
 const CSV_MAX: usize = 10_000;
 
@@ -106,6 +109,8 @@ impl Console {
             .route("/live/events", get(live_events))
             .route("/assets/console.js", get(script))
             .route("/assets/console.css", get(style))
+            // Forms are a token and a CSRF value: nothing larger is read.
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 10))
             .layer(axum::middleware::map_response(secure_headers))
             .with_state(self)
     }
@@ -151,6 +156,15 @@ impl Console {
                     .await;
                 }
                 return Err(to_signin("expired"));
+            }
+            Err((Lookup::OtherCertificate, Some(theirs))) => {
+                // A session cookie on a connection with another certificate:
+                // its token, tried here, fails its binding and is recorded.
+                let _ = self
+                    .pipeline
+                    .authenticate(&request((), &peer, Some(&theirs.token)), METHOD)
+                    .await;
+                return Err(to_signin(""));
             }
             Err(_) => {
                 if peer.thumbprint.is_none() {
@@ -253,6 +267,7 @@ fn status_page(lang: Lang, s: &tonic::Status) -> Response {
         tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::FailedPrecondition => StatusCode::CONFLICT,
         tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
@@ -513,7 +528,8 @@ async fn overview(
         r#"</table><h2>{}</h2><ul id="flagged">"#,
         lang.t("flagged")
     );
-    let flagged = page::flagged(rows);
+    let first_day = chrono::DateTime::<chrono::Local>::from(from).date_naive();
+    let flagged = page::flagged(rows, first_day);
     if flagged.is_empty() {
         let _ = write!(body, "<li>{}</li>", lang.t("none"));
     }
@@ -669,37 +685,58 @@ impl SearchQuery {
     }
 }
 
-/// One page of a search: by subject through the data tracker, otherwise
-/// through QueryAudit with every filter (recorded with the read).
+/// One page of a search and where the next begins: through QueryAudit
+/// with every filter (recorded with the read), 50 entries at a time; by
+/// subject through the data tracker, every use at once (it has no pages;
+/// at most [`CSV_MAX`]).
 async fn search_page(
     c: &Console,
     who: &Authed,
     q: &SearchQuery,
-) -> Result<AuditPage, tonic::Status> {
-    let mut stream = if q.subject.trim().is_empty() {
+) -> Result<(Vec<AuditEntry>, String), tonic::Status> {
+    let subject = q.subject.trim();
+    if subject.is_empty() {
         let r = q.request().map_err(tonic::Status::invalid_argument)?;
-        c.audit.query_audit(c.call(who, r)).await?.into_inner()
-    } else {
-        // A citizen ID if it parses as one, else a credit code (the
-        // service says which is malformed).
-        let subject = q.subject.trim();
-        let r = if <Person as crate::datasets::Record>::parse_key(subject).is_ok() {
-            SubjectAccessHistoryRequest {
-                id_number: subject.into(),
-                ..Default::default()
-            }
+        let mut stream = c.audit.query_audit(c.call(who, r)).await?.into_inner();
+        let first = stream.next().await.transpose()?.unwrap_or_default();
+        // The call streams every match in pages; a second page means more:
+        // the next page starts before this one's last entry.
+        let next = if !first.next_page_token.is_empty() {
+            first.next_page_token
         } else {
-            SubjectAccessHistoryRequest {
-                uscc: subject.into(),
-                ..Default::default()
+            match (stream.next().await.transpose()?, first.entries.last()) {
+                (Some(more), Some(last)) if !more.entries.is_empty() => last.index.to_string(),
+                _ => String::new(),
             }
         };
-        c.audit
-            .subject_access_history(c.call(who, r))
-            .await?
-            .into_inner()
+        return Ok((first.entries, next));
+    }
+    // A citizen ID if it parses as one, else a credit code (the service
+    // says which is malformed).
+    let r = if <Person as crate::datasets::Record>::parse_key(subject).is_ok() {
+        SubjectAccessHistoryRequest {
+            id_number: subject.into(),
+            ..Default::default()
+        }
+    } else {
+        SubjectAccessHistoryRequest {
+            uscc: subject.into(),
+            ..Default::default()
+        }
     };
-    Ok(stream.next().await.transpose()?.unwrap_or_default())
+    let mut stream = c
+        .audit
+        .subject_access_history(c.call(who, r))
+        .await?
+        .into_inner();
+    let mut all = Vec::new();
+    while let Some(page) = stream.next().await.transpose()? {
+        all.extend(page.entries);
+        if all.len() >= CSV_MAX {
+            break;
+        }
+    }
+    Ok((all, String::new()))
 }
 
 async fn search(
@@ -713,7 +750,7 @@ async fn search(
     let mut body = q.form(lang);
     let searched = q.url("");
     if !searched.is_empty() {
-        let found = match search_page(&c, &who, &q).await {
+        let (found, next) = match search_page(&c, &who, &q).await {
             Ok(p) => p,
             Err(s) => return status_page(lang, &s),
         };
@@ -725,15 +762,15 @@ async fn search(
             export = lang.t("export"),
             head = page::entry_head(lang)
         );
-        for e in &found.entries {
+        for e in &found {
             body.push_str(&page::entry_row(e, lang));
         }
         body.push_str("</table>");
-        if !found.next_page_token.is_empty() {
+        if !next.is_empty() {
             let _ = write!(
                 body,
                 r#"<p><a rel="next" href="/search?{}">{}</a></p>"#,
-                esc(&q.url(&found.next_page_token)),
+                esc(&q.url(&next)),
                 lang.t("next")
             );
         }
@@ -742,8 +779,9 @@ async fn search(
 }
 
 fn csv_field(s: &str) -> String {
-    // A leading =, +, - or @ would be a formula in a spreadsheet.
-    let s = if s.starts_with(['=', '+', '-', '@']) {
+    // A leading =, +, -, @, tab or carriage return would make a formula
+    // of a department's free text in a spreadsheet (OWASP's list).
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
         s.to_string()
@@ -763,11 +801,11 @@ async fn search_csv(
     );
     let mut n = 0;
     loop {
-        let found = match search_page(&c, &who, &q).await {
+        let (found, next) = match search_page(&c, &who, &q).await {
             Ok(p) => p,
             Err(s) => return status_page(who.lang, &s),
         };
-        for e in &found.entries {
+        for e in &found {
             let p = e.principal.clone().unwrap_or_default();
             let time = e
                 .time
@@ -799,10 +837,10 @@ async fn search_csv(
             out.push('\n');
             n += 1;
         }
-        if found.next_page_token.is_empty() || n >= CSV_MAX || !q.subject.is_empty() {
+        if next.is_empty() || n >= CSV_MAX {
             break;
         }
-        q.page = found.next_page_token;
+        q.page = next;
     }
     (
         [
@@ -972,12 +1010,12 @@ async fn resident(
             subject: q.id.clone(),
             ..Default::default()
         };
-        let found = match search_page(&c, &who, &sq).await {
+        let (found, _) = match search_page(&c, &who, &sq).await {
             Ok(p) => p,
             Err(s) => return status_page(lang, &s),
         };
         let _ = write!(body, r#"<table id="results">{}"#, page::entry_head(lang));
-        for e in &found.entries {
+        for e in &found {
             body.push_str(&page::entry_row(e, lang));
         }
         body.push_str("</table>");
@@ -1122,20 +1160,35 @@ async fn live_events(
         Ok(s) => s.into_inner(),
         Err(s) => return status_page(who.lang, &s),
     };
-    let lang = who.lang;
-    let dept = q.dept;
-    // The tail's first error (a revoked token, say) ends the page's stream.
-    let events = tail
-        .take_while(Result::is_ok)
-        .filter_map(move |e| {
-            let e = e.ok()?;
-            let p = e.principal.clone().unwrap_or_default();
-            (dept.is_empty() || p.department == dept).then_some(e)
-        })
-        .map(move |e| {
-            Ok::<_, std::convert::Infallible>(Event::default().data(page::entry_row(&e, lang)))
-        });
-    Sse::new(events)
+    let (lang, dept, sessions, id) = (who.lang, q.dept, c.sessions.clone(), who.session.id);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    // Forwards the tail while the session lives: it ends at sign-out, at
+    // the session's idle or total limit (checked every few seconds), and
+    // at the tail's first error (a revoked token, a suspended department).
+    tokio::spawn(async move {
+        let mut tail = tail;
+        let mut check = tokio::time::interval(LIVE_CHECK);
+        loop {
+            tokio::select! {
+                e = tail.next() => {
+                    let Some(Ok(e)) = e else { return };
+                    if !sessions.alive(&id) {
+                        return;
+                    }
+                    let p = e.principal.clone().unwrap_or_default();
+                    if dept.is_empty() || p.department == dept {
+                        let event = Event::default().data(page::entry_row(&e, lang));
+                        if tx.send(Ok::<_, std::convert::Infallible>(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = check.tick() => if !sessions.alive(&id) { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

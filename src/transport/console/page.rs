@@ -272,29 +272,41 @@ pub fn chart(rows: &[DepartmentDayStats], lang: Lang) -> String {
 
 /// Departments whose day is more than three times their trailing 14-day
 /// median (and at least 100 calls): `(department, day, calls, median)`.
-pub fn flagged(rows: &[DepartmentDayStats]) -> Vec<(String, String, u64, u64)> {
-    let mut by_dept: std::collections::BTreeMap<&str, Vec<(&str, u64)>> = Default::default();
+/// The median is over calendar days — a day without calls counts as 0 —
+/// so only days with 14 days of history from `first_day` on are judged.
+pub fn flagged(
+    rows: &[DepartmentDayStats],
+    first_day: chrono::NaiveDate,
+) -> Vec<(String, String, u64, u64)> {
+    use chrono::NaiveDate;
+    let mut calls: std::collections::BTreeMap<(&str, NaiveDate), u64> = Default::default();
     for r in rows {
-        by_dept
-            .entry(r.department.as_str())
-            .or_default()
-            .push((r.day.as_str(), r.calls));
+        if let Ok(d) = NaiveDate::parse_from_str(&r.day, "%Y-%m-%d") {
+            *calls.entry((r.department.as_str(), d)).or_default() += r.calls;
+        }
     }
     let mut out = Vec::new();
-    for (dept, mut days) in by_dept {
-        days.sort();
-        for i in 0..days.len() {
-            let before: Vec<u64> = days[i.saturating_sub(14)..i].iter().map(|d| d.1).collect();
-            if before.is_empty() {
-                continue;
-            }
-            let mut sorted = before.clone();
-            sorted.sort_unstable();
-            let median = sorted[sorted.len() / 2];
-            let (day, calls) = days[i];
-            if calls >= 100 && calls > 3 * median {
-                out.push((dept.to_string(), day.to_string(), calls, median));
-            }
+    for (&(dept, day), &n) in &calls {
+        if n < 100 || day < first_day + chrono::Days::new(14) {
+            continue;
+        }
+        let mut before: Vec<u64> = (1..=14u64)
+            .map(|k| {
+                calls
+                    .get(&(dept, day - chrono::Days::new(k)))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect();
+        before.sort_unstable();
+        let median = before[before.len() / 2];
+        if n > 3 * median {
+            out.push((
+                dept.to_string(),
+                day.format("%Y-%m-%d").to_string(),
+                n,
+                median,
+            ));
         }
     }
     out
@@ -373,26 +385,27 @@ mod tests {
 
     #[test]
     fn a_day_three_times_the_median_is_flagged() {
-        let mut rows = Vec::new();
-        for d in 1..=14 {
-            rows.push(DepartmentDayStats {
-                department: "a".into(),
-                day: format!("2026-11-{d:02}"),
-                calls: 100,
-                ..Default::default()
-            });
-        }
-        rows.push(DepartmentDayStats {
+        let first = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let row = |day: u32, calls: u64| DepartmentDayStats {
             department: "a".into(),
-            day: "2026-11-15".into(),
-            calls: 301,
+            day: format!("2026-11-{day:02}"),
+            calls,
             ..Default::default()
-        });
+        };
+        let mut rows: Vec<_> = (1..=14).map(|d| row(d, 100)).collect();
+        rows.push(row(15, 301));
         assert_eq!(
-            flagged(&rows),
+            flagged(&rows, first),
             vec![("a".into(), "2026-11-15".into(), 301, 100)]
         );
         rows.last_mut().unwrap().calls = 300;
-        assert!(flagged(&rows).is_empty());
+        assert!(flagged(&rows, first).is_empty());
+        // Quiet days count as quiet: a burst after silence is flagged.
+        assert_eq!(
+            flagged(&[row(20, 10_000)], first),
+            vec![("a".into(), "2026-11-20".into(), 10_000, 0)]
+        );
+        // …but not before 14 days of history are loaded.
+        assert!(flagged(&[row(10, 10_000)], first).is_empty());
     }
 }

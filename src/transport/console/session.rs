@@ -19,6 +19,9 @@ pub const COOKIE: &str = "__Host-govshare-session";
 pub const SIGNIN_COOKIE: &str = "__Host-govshare-signin";
 /// Most sessions held at once: memory is bounded whatever the callers do.
 const MAX_SESSIONS: usize = 256;
+/// Most sessions of one certificate: signing in again ends the oldest, so
+/// one auditor cannot fill the table for everyone else.
+const PER_CERTIFICATE: usize = 4;
 
 #[derive(Clone)]
 pub struct Session {
@@ -71,6 +74,19 @@ impl Sessions {
     pub fn open(&self, token: &str, thumbprint: Arc<str>) -> Option<Session> {
         let mut held = self.held.lock().expect("sessions lock");
         let now = Instant::now();
+        held.retain(|_, s| !self.expired(s, now));
+        let mut mine: Vec<(Instant, String)> = held
+            .values()
+            .filter(|s| s.thumbprint == thumbprint)
+            .map(|s| (s.created, s.id.clone()))
+            .collect();
+        mine.sort();
+        for (_, id) in mine
+            .iter()
+            .take((mine.len() + 1).saturating_sub(PER_CERTIFICATE))
+        {
+            held.remove(id);
+        }
         if held.len() >= MAX_SESSIONS {
             held.retain(|_, s| !self.expired(s, now));
             if held.len() >= MAX_SESSIONS {
@@ -102,7 +118,7 @@ impl Sessions {
             return Err((Lookup::Unknown, None));
         };
         if thumbprint != Some(&*s.thumbprint) {
-            return Err((Lookup::OtherCertificate, None));
+            return Err((Lookup::OtherCertificate, Some(s.clone())));
         }
         if self.expired(s, now) {
             let s = held.remove(id);
@@ -110,6 +126,14 @@ impl Sessions {
         }
         s.seen = now;
         Ok(s.clone())
+    }
+
+    /// Whether the session is still open and within its time (a live
+    /// stream asks; asking does not keep it alive).
+    pub fn alive(&self, id: &str) -> bool {
+        let held = self.held.lock().expect("sessions lock");
+        held.get(id)
+            .is_some_and(|s| !self.expired(s, Instant::now()))
     }
 
     pub fn close(&self, id: &str) {
@@ -181,11 +205,20 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_bounded() {
+    fn the_table_is_bounded_and_one_certificate_cannot_fill_it() {
         let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
-        for _ in 0..MAX_SESSIONS {
-            assert!(s.open("t", "x".into()).is_some());
+        let first = s.open("t", "x".into()).unwrap();
+        for _ in 0..10 {
+            s.open("t", "x".into()).unwrap();
         }
-        assert!(s.open("t", "x".into()).is_none());
+        assert!(
+            !s.alive(&first.id),
+            "the oldest of one certificate's sessions ends"
+        );
+        assert_eq!(s.held.lock().unwrap().len(), PER_CERTIFICATE);
+        for i in 0..MAX_SESSIONS {
+            let _ = s.open("t", format!("cert-{i}").into());
+        }
+        assert!(s.open("t", "one-more".into()).is_none());
     }
 }

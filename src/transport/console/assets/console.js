@@ -13,8 +13,11 @@ const TEXT = {
     proven: "Proven in this browser: the log key signed this checkpoint, every witness cosigned it, and this entry is in it.",
     refused: "NOT proven: ",
     sig: "checkpoint signed by the log key",
-    pinned: "the log key is the one this browser pinned",
-    changed: "ALARM: the log key differs from the one this browser pinned",
+    pinned: "the log's and the witnesses' keys are the ones this browser pinned",
+    pinnedNow: "the log's and the witnesses' keys are now pinned in this browser (first use)",
+    changed: "ALARM: the log's or the witnesses' keys differ from the ones this browser pinned",
+    unwitnessed: "no witness cosigns this log: the gateway alone vouches for it",
+    index: "the entry's bytes are the entry asked for",
     cosig: "cosigned by ",
     inclusion: "inclusion path from this entry to the checkpoint's root",
     uncovered: "no checkpoint covers this entry yet: reload in a moment",
@@ -23,8 +26,11 @@ const TEXT = {
     proven: "已在本浏览器中证明：日志公钥签署了该检查点，所有见证者均已联署，且本条目包含在其中。",
     refused: "未能证明：",
     sig: "检查点由日志公钥签署",
-    pinned: "日志公钥与本浏览器固定的公钥一致",
-    changed: "警报：日志公钥与本浏览器固定的公钥不同",
+    pinned: "日志与见证者的公钥与本浏览器固定的公钥一致",
+    pinnedNow: "日志与见证者的公钥已在本浏览器中固定（首次使用）",
+    changed: "警报：日志或见证者的公钥与本浏览器固定的公钥不同",
+    unwitnessed: "没有见证者联署此日志：仅由网关自身担保",
+    index: "条目字节与所请求的条目一致",
     cosig: "见证者联署：",
     inclusion: "从本条目到检查点根哈希的包含路径",
     uncovered: "尚无检查点覆盖本条目：请稍后刷新",
@@ -196,11 +202,20 @@ async function proveEntry(island) {
       tr.appendChild(th);
       tr.insertCell().textContent = v;
     }
+    const decodedIndex = decode(bytes, "entry", "", []).find(([k]) => k === "index");
+    ok = item(checks, (decodedIndex ? BigInt(decodedIndex[1]) : 0n) === BigInt(d.index), t.index) && ok;
+    // The log key and the witnesses' keys are pinned in this browser on
+    // first use: the server that is being checked must not choose them
+    // afresh each time (a change is an alarm, not a new pin).
     const { pub } = parseKey(d.log_key, 0x01);
-    const stored = localStorage.getItem("govshare.log-key");
-    const pubB64 = btoa(String.fromCharCode(...pub));
-    if (stored === null) localStorage.setItem("govshare.log-key", pubB64);
-    ok = item(checks, stored === null || stored === pubB64, stored === null || stored === pubB64 ? t.pinned : t.changed) && ok;
+    const pins = JSON.stringify({ log: btoa(String.fromCharCode(...pub)), witnesses: [...d.witnesses].sort() });
+    const stored = localStorage.getItem("govshare.pinned-keys");
+    if (stored === null) {
+      localStorage.setItem("govshare.pinned-keys", pins);
+      item(checks, true, t.pinnedNow);
+    } else {
+      ok = item(checks, stored === pins, stored === pins ? t.pinned : t.changed) && ok;
+    }
     const leaf = await sha256(concat(Uint8Array.of(0), bytes));
     const receipt = table.insertRow(0);
     const th = document.createElement("th");
@@ -210,6 +225,9 @@ async function proveEntry(island) {
     receipt.insertCell().textContent = btoa(String.fromCharCode(...leaf));
     const note = parseNote(d.note);
     ok = item(checks, await logSigned(note, pub), t.sig) && ok;
+    // Without a witness the gateway alone vouches for its checkpoint, and
+    // it holds the key that signs it: nothing is proven to a reader.
+    if (d.witnesses.length === 0) ok = item(checks, false, t.unwitnessed) && ok;
     for (const w of d.witnesses) {
       ok = item(checks, await cosigned(note, w), t.cosig + w.split("+")[0]) && ok;
     }
