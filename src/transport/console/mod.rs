@@ -71,6 +71,9 @@ const METHOD: &str = "/govshare.console/Page";
 /// How long the entry page waits for a checkpoint covering a fresh entry.
 const COVER_WAIT: Duration = Duration::from_secs(3);
 
+/// The language switch's cookie (not a secret; host-only like the rest).
+const LANG_COOKIE: &str = "__Host-govshare-lang";
+
 /// How often a live page's stream checks that its session still lives.
 const LIVE_CHECK: Duration = Duration::from_secs(5);
 
@@ -111,6 +114,7 @@ impl Console {
             .route("/assets/console.css", get(style))
             // Forms are a token and a CSRF value: nothing larger is read.
             .layer(axum::extract::DefaultBodyLimit::max(16 << 10))
+            .layer(axum::middleware::from_fn(remember_lang))
             .layer(axum::middleware::map_response(secure_headers))
             .with_state(self)
     }
@@ -304,13 +308,30 @@ struct LangQuery {
     why: Option<String>,
 }
 
+/// The page's language: `?lang=`, else the switch's cookie, else the
+/// browser's `Accept-Language`.
 fn lang_of(headers: &HeaderMap, q: Option<&str>) -> Lang {
     Lang::pick(
-        q,
+        q.or_else(|| session::cookie(headers, LANG_COOKIE)),
         headers
             .get(header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),
     )
+}
+
+/// Remembers the language switch (`?lang=zh|en`) for the next pages.
+async fn remember_lang(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let chosen = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "lang")
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| v == "zh" || v == "en")
+    });
+    let mut r = next.run(req).await;
+    if let Some(v) = chosen.and_then(|l| session::set_cookie(LANG_COOKIE, &l, None).parse().ok()) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }
 
 async fn signin_form(
