@@ -262,6 +262,14 @@ impl Drop for Policy {
     }
 }
 
+/// The entry page as a lying server would serve it: the console's script
+/// and a data island of its choosing.
+fn proof_page(data: &Value) -> String {
+    format!(
+        "<!doctype html><html><head><script src=\"/assets/console.js\" defer></script></head><body><p id=\"verdict\" data-state=\"checking\"></p><ul id=\"checks\"></ul><table id=\"verified-fields\"></table><script type=\"application/json\" id=\"proof-data\">{data}</script></body></html>"
+    )
+}
+
 /// A test double: a server that lies — it serves the console's page and
 /// script with an entry that is not the one the log holds.
 async fn lying_server(page: String) -> u16 {
@@ -401,9 +409,7 @@ async fn an_auditor_uses_the_console_in_chromium() {
         .unwrap();
     entry[at..at + 7].copy_from_slice(b"GRANTED");
     data["entry"] = json!(data_encoding::BASE64.encode(&entry));
-    let forged = format!(
-        "<!doctype html><html><head><script src=\"/assets/console.js\" defer></script></head><body><p id=\"verdict\" data-state=\"checking\"></p><ul id=\"checks\"></ul><table id=\"verified-fields\"></table><script type=\"application/json\" id=\"proof-data\">{data}</script></body></html>"
-    );
+    let forged = proof_page(&data);
     let liar = lying_server(forged).await;
     b.go(&format!("http://127.0.0.1:{liar}/entry")).await;
     let verdict = b.verdict().await;
@@ -436,9 +442,7 @@ async fn an_auditor_uses_the_console_in_chromium() {
     // browser pinned) gets no "proven" for a genuine entry either.
     data["entry"] = json!(data_encoding::BASE64.encode(&original));
     data["witnesses"] = json!([]);
-    let unwitnessed = format!(
-        "<!doctype html><html><head><script src=\"/assets/console.js\" defer></script></head><body><p id=\"verdict\" data-state=\"checking\"></p><ul id=\"checks\"></ul><table id=\"verified-fields\"></table><script type=\"application/json\" id=\"proof-data\">{data}</script></body></html>"
-    );
+    let unwitnessed = proof_page(&data);
     let liar = lying_server(unwitnessed).await;
     b.go(&format!("http://127.0.0.1:{liar}/entry")).await;
     assert_eq!(b.verdict().await, "refused", "{}", b.source().await);
