@@ -95,7 +95,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Connections and messages on the gRPC listener.
+/// The auditors' console's sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
@@ -114,6 +114,7 @@ impl Default for ConsoleConfig {
     }
 }
 
+/// Connections and messages on the gRPC listener.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {

@@ -456,7 +456,12 @@ async fn an_auditor_uses_the_console_in_chromium() {
     // Integrity.
     b.go(&format!("{origin}/integrity")).await;
     b.screenshot("integrity").await;
-    assert!(b.source().await.contains("govshare.local/audit"));
+    let integrity = b.source().await;
+    assert!(integrity.contains("govshare.local/audit"));
+    assert!(
+        integrity.contains("witness.test/w1 — cosigned"),
+        "the witness's cosignature, verified by the server: {integrity}"
+    );
 
     // Live: an entry written after the page opened appears.
     b.go(&format!("{origin}/live?dept=civil-affairs")).await;

@@ -12,9 +12,6 @@ use jsonwebtoken::{Algorithm, Validation};
 /// Clock skew tolerated on `exp` and `nbf`, seconds.
 const LEEWAY: i64 = 30;
 
-/// Verifies a token's algorithm, signature (under a key the snapshot
-/// holds), issuer, audience and validity times. Errors are the short reason
-/// codes an authentication failure records.
 /// A token that verified: what it asserts, and the key (`kid`) that signed
 /// it — which must still verify at every later use, so a key retired at
 /// once takes its tokens with it, cached or not.
@@ -23,6 +20,9 @@ pub struct Verified {
     pub kid: String,
 }
 
+/// Verifies a token's algorithm, signature (under a key the snapshot
+/// holds), issuer, audience and validity times. Errors are the short reason
+/// codes an authentication failure records.
 pub fn verify(
     snapshot: &Snapshot,
     issuer: &str,

@@ -114,7 +114,12 @@ fn write(
     crate::base::files::write_secret_file(&mark, "a restore is writing this directory\n")?;
     sync_dir(&cfg.data_dir)?;
     let backend = crate::store::open(&cfg.store_dir())?;
-    let mut into = snapshot::restore::Into::new(backend.clone(), &cfg.audit_dir(), &cfg.pki_dir())?;
+    let mut into = snapshot::restore::Restoring::new(
+        backend.clone(),
+        &cfg.audit_dir(),
+        &cfg.pki_dir(),
+        cfg.audit_options().segment_bytes,
+    )?;
     let again = snapshot::read(file, identity, pinned, &mut into)
         .context("the snapshot changed while it was restored; nothing is left of the restore")?;
     if again.manifest != checked.manifest {

@@ -236,13 +236,13 @@ impl Pipeline {
     /// Why no data may move now, if so: the log is behind its witnesses
     /// (it lost its tail), or this gateway was restored from a snapshot and
     /// an administrator has not confirmed it (revocations made after the
-    /// snapshot are not in it). Judged at every admission and every page;
-    /// the answer is UNAVAILABLE, saying why.
-    fn hold(&self) -> Option<Denial> {
+    /// snapshot are not in it). Judged at every admission and every page,
+    /// on the control-plane snapshot the caller was just judged on (no
+    /// second read); the answer is UNAVAILABLE, saying why.
+    fn hold(&self, snapshot: &crate::control::directory::Snapshot) -> Option<Denial> {
         if let Some(why) = self.audit.behind() {
             return Some(Denial::new("LOG_BEHIND_WITNESS", why));
         }
-        let snapshot = self.directory.current().ok()?;
         let h = snapshot.restore_hold()?;
         let taken = h
             .snapshot_taken_at
@@ -301,13 +301,46 @@ impl Pipeline {
         kind: EntryKind,
     ) -> Result<Principal, Status> {
         let p = self.authenticate(req, method).await?;
-        if let Some(d) = self.hold() {
-            let mut e = decided_entry(&p, method, kind, Some(d.code));
-            e.message = d.message.clone();
-            self.record(e).await?;
-            return Err(Status::unavailable(d.message));
-        }
+        self.reader_held(&p, method, kind).await?;
         Ok(p)
+    }
+
+    /// Judges a reader again in the middle of a stream (a tail's next
+    /// batch): its credentials still standing, the gateway not held. A
+    /// refusal is recorded as one of `kind`.
+    pub async fn rejudge_reader(
+        &self,
+        p: &Principal,
+        method: &str,
+        kind: EntryKind,
+    ) -> Result<Principal, Status> {
+        let now = match self.auth.restand(p) {
+            Ok(now) => now,
+            Err(code) => {
+                let status = auth_status(code);
+                let mut e = decided_entry(p, method, kind, Some(code));
+                e.message = status.message().into();
+                self.record(e).await?;
+                return Err(status);
+            }
+        };
+        self.reader_held(&now, method, kind).await?;
+        Ok(now)
+    }
+
+    async fn reader_held(
+        &self,
+        p: &Principal,
+        method: &str,
+        kind: EntryKind,
+    ) -> Result<(), Status> {
+        let Some(d) = self.hold(p.snapshot()) else {
+            return Ok(());
+        };
+        let mut e = decided_entry(p, method, kind, Some(d.code));
+        e.message = d.message.clone();
+        self.record(e).await?;
+        Err(Status::unavailable(d.message))
     }
 
     async fn authenticate_wire(&self, w: &Wire, method: &str) -> Result<Principal, Status> {
@@ -415,7 +448,7 @@ impl Pipeline {
             spec,
             decision: None,
         };
-        if let Some(d) = self.hold() {
+        if let Some(d) = self.hold(adm.principal.snapshot()) {
             return Err(adm.refuse(Code::Unavailable, d).await);
         }
         if let Err(msg) = check_context(&adm.context) {
@@ -687,9 +720,6 @@ impl Admission {
     /// Re-authenticates and re-authorizes a call in progress (a stream's
     /// next page); a refusal is audited like any other.
     async fn rejudge(&mut self) -> Result<(), Status> {
-        if let Some(d) = self.pipeline.hold() {
-            return Err(self.refuse(Code::Unavailable, d).await);
-        }
         match self.pipeline.auth.restand(&self.principal) {
             Ok(p) => self.principal = p,
             Err(code) => {
@@ -697,6 +727,9 @@ impl Admission {
                 let d = Denial::new(code, status.message());
                 return Err(self.refuse(status.code(), d).await);
             }
+        }
+        if let Some(d) = self.pipeline.hold(self.principal.snapshot()) {
+            return Err(self.refuse(Code::Unavailable, d).await);
         }
         match self.judge() {
             Ok(d) => {

@@ -113,7 +113,7 @@ impl Publisher {
             dataset,
             method,
         };
-        if let Some(d) = publisher.pipeline.hold() {
+        if let Some(d) = publisher.pipeline.hold(publisher.principal.snapshot()) {
             return Err(publisher.refuse_held(d).await);
         }
         let refusal = if !publisher.principal.has_role(Role::Publisher) {
@@ -163,22 +163,25 @@ impl Publisher {
         records: Vec<Upsert>,
         rejected: Vec<String>,
     ) -> Result<AuditReceipt, Status> {
-        if let Some(d) = self.pipeline.hold() {
-            return Err(self.refuse_held(d).await);
-        }
         // A stream can outlive its credentials: each chunk is judged anew
         // (revoked token or certificate, suspended department, expiry), as
         // each page of a pull stream is.
-        if let Err(code) = self.pipeline.auth.restand(&self.principal) {
-            let status = super::auth_status(code);
-            let mut e = self.entry(AuditDecision::Deny);
-            e.reason_code = code.into();
-            e.message = format!(
-                "the publisher's credentials no longer stand; the {} records of this chunk were not written",
-                records.len()
-            );
-            self.pipeline.record(e).await?;
-            return Err(status);
+        let now = match self.pipeline.auth.restand(&self.principal) {
+            Ok(now) => now,
+            Err(code) => {
+                let status = super::auth_status(code);
+                let mut e = self.entry(AuditDecision::Deny);
+                e.reason_code = code.into();
+                e.message = format!(
+                    "the publisher's credentials no longer stand; the {} records of this chunk were not written",
+                    records.len()
+                );
+                self.pipeline.record(e).await?;
+                return Err(status);
+            }
+        };
+        if let Some(d) = self.pipeline.hold(now.snapshot()) {
+            return Err(self.refuse_held(d).await);
         }
         // The chunk's entry and its records go together: a snapshot holds
         // both or neither.

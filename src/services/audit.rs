@@ -30,6 +30,8 @@ pub struct AuditApi {
 /// How long a proof request waits for a checkpoint to cover a fresh entry.
 const COVER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+const TAIL: &str = "/govshare.v1.AuditService/TailAudit";
+
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 /// Most entries one query or history call streams; the last page then
@@ -281,14 +283,7 @@ impl AuditService for AuditApi {
         &self,
         req: Request<TailAuditRequest>,
     ) -> Result<Response<Self::TailAuditStream>, Status> {
-        let mut p = self
-            .admit(
-                &req,
-                "/govshare.v1.AuditService/TailAudit",
-                true,
-                "tail".into(),
-            )
-            .await?;
+        let mut p = self.admit(&req, TAIL, true, "tail".into()).await?;
         let pipeline = self.pipeline.clone();
         let from = match req.into_inner().from_index {
             0 => self.indexed(),
@@ -303,16 +298,15 @@ impl AuditService for AuditApi {
                 let size = *indexed.borrow_and_update();
                 while next < size {
                     // Judged again before every batch, as a stream's page
-                    // is: a revoked token or a suspended department stops
-                    // the tail at the next entry, not at the next call.
-                    match pipeline.authenticator().restand(&p) {
+                    // is: a revoked token, a suspended department or a held
+                    // gateway stops the tail at the next entry, recorded.
+                    match pipeline
+                        .rejudge_reader(&p, TAIL, EntryKind::AuditRead)
+                        .await
+                    {
                         Ok(now) => p = now,
-                        Err(code) => {
-                            let _ = tx
-                                .send(Err(Status::unauthenticated(format!(
-                                    "authentication failed: {code}"
-                                ))))
-                                .await;
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
                             return;
                         }
                     }

@@ -11,22 +11,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Where a restore writes.
-pub struct Into {
-    pub store: Arc<dyn Backend>,
-    pub audit_dir: PathBuf,
-    pub pki_dir: PathBuf,
+pub struct Restoring {
+    store: Arc<dyn Backend>,
+    audit_dir: PathBuf,
+    pki_dir: PathBuf,
     segments: SegmentWriter,
 }
 
-impl Into {
+impl Restoring {
     /// Writes into `store` (a new, empty backend), `audit_dir` and
-    /// `pki_dir` (new, empty directories).
-    pub fn new(store: Arc<dyn Backend>, audit_dir: &Path, pki_dir: &Path) -> Result<Self> {
+    /// `pki_dir` (new, empty directories), rolling segments at
+    /// `segment_bytes` as the gateway will.
+    pub fn new(
+        store: Arc<dyn Backend>,
+        audit_dir: &Path,
+        pki_dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<Self> {
         std::fs::create_dir_all(pki_dir)
             .with_context(|| format!("creating {}", pki_dir.display()))?;
         Ok(Self {
             store,
-            segments: SegmentWriter::resume(audit_dir, 64 << 20, 0, None)?,
+            segments: SegmentWriter::resume(audit_dir, segment_bytes, 0, None)?,
             audit_dir: audit_dir.to_path_buf(),
             pki_dir: pki_dir.to_path_buf(),
         })
@@ -38,7 +44,7 @@ impl Into {
     }
 }
 
-impl Sink for Into {
+impl Sink for Restoring {
     fn store(&mut self, tree: &str, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
         self.store
             .apply_batch(tree, pairs.into_iter().map(|(k, v)| (k, Some(v))).collect())

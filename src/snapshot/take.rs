@@ -60,7 +60,6 @@ pub struct Taker {
 /// A finished snapshot file.
 #[derive(Debug)]
 pub struct Taken {
-    pub path: PathBuf,
     pub sha256: [u8; 32],
     pub bytes: u64,
     pub manifest: Manifest,
@@ -206,7 +205,6 @@ impl Taker {
             .sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))?;
         Ok(Taken {
-            path: self.path,
             sha256: hash.finalize().into(),
             bytes,
             manifest,

@@ -61,7 +61,10 @@ pub struct Console {
     pipeline: Arc<Pipeline>,
     log: AuditLog,
     sessions: Arc<Sessions>,
+    /// The witnesses' verifier keys: as text for the browser, parsed for
+    /// the integrity page.
     witnesses: Arc<Vec<String>>,
+    verifiers: Arc<Vec<crate::audit::checkpoint::CosignatureVerifier>>,
 }
 
 /// The method name console entries carry where no `AuditService` call is
@@ -90,6 +93,13 @@ impl Console {
             pipeline,
             log,
             sessions: Arc::new(Sessions::new(settings.session_idle, settings.session_max)),
+            verifiers: Arc::new(
+                settings
+                    .witnesses
+                    .iter()
+                    .filter_map(|k| crate::audit::checkpoint::CosignatureVerifier::parse(k).ok())
+                    .collect(),
+            ),
             witnesses: Arc::new(settings.witnesses),
         }
     }
@@ -146,7 +156,7 @@ impl Console {
         let id = session::cookie(headers, COOKIE).unwrap_or_default();
         let session = match self.sessions.find(id, peer.thumbprint.as_deref()) {
             Ok(s) => s,
-            Err((Lookup::Expired, Some(old))) => {
+            Err(Lookup::Expired(old)) => {
                 if let Ok(p) = self
                     .pipeline
                     .authenticate(&request((), &peer, Some(&old.token)), METHOD)
@@ -161,7 +171,7 @@ impl Console {
                 }
                 return Err(to_signin("expired"));
             }
-            Err((Lookup::OtherCertificate, Some(theirs))) => {
+            Err(Lookup::OtherCertificate(theirs)) => {
                 // A session cookie on a connection with another certificate:
                 // its token, tried here, fails its binding and is recorded.
                 let _ = self
@@ -170,7 +180,7 @@ impl Console {
                     .await;
                 return Err(to_signin(""));
             }
-            Err(_) => {
+            Err(Lookup::Unknown) => {
                 if peer.thumbprint.is_none() {
                     return Err(self.no_certificate(&peer, lang).await);
                 }
@@ -196,6 +206,7 @@ impl Console {
         }
         Ok(Authed {
             session,
+            principal: p,
             peer,
             lang,
         })
@@ -229,6 +240,8 @@ impl Console {
 /// A signed-in request.
 struct Authed {
     session: Session,
+    /// Who it is, as judged on this request.
+    principal: Principal,
     peer: Arc<Peer>,
     lang: Lang,
 }
@@ -446,10 +459,12 @@ async fn signout(
         Err(r) => return r,
     };
     if !session::same(&who.session.csrf, &form.csrf) {
-        if let Ok(p) = c.pipeline.authenticate(&c.call(&who, ()), METHOD).await {
-            c.refuse(&p, "CSRF", "a console POST without its form's token")
-                .await;
-        }
+        c.refuse(
+            &who.principal,
+            "CSRF",
+            "a console POST without its form's token",
+        )
+        .await;
         return failure(lang, StatusCode::FORBIDDEN, lang.t("csrf"));
     }
     c.sessions.close(&who.session.id);
@@ -1070,13 +1085,12 @@ async fn integrity(
     } else {
         lang.t("damaged")
     };
+    // Each witness's cosignature verified under its key, not only named.
+    let valid = crate::audit::checkpoint::cosigners(&cp.note, &c.verifiers);
     let mut witnesses = String::new();
-    for key in c.witnesses.iter() {
-        let name = key.split('+').next().unwrap_or_default();
-        let cosigned = cp.note.lines().any(|l| {
-            l.strip_prefix("\u{2014} ")
-                .is_some_and(|l| l.split(' ').next() == Some(name))
-        });
+    for w in c.verifiers.iter() {
+        let name = w.name();
+        let cosigned = valid.contains(&name);
         let _ = write!(
             witnesses,
             "<li>{} — {}</li>",

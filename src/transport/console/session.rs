@@ -44,14 +44,14 @@ impl std::fmt::Debug for Session {
 }
 
 /// Why a session cookie did not give a session.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Lookup {
     /// No cookie, or one the gateway never issued (or forgot at restart).
     Unknown,
-    /// It was, but its time is up (idle or total).
-    Expired,
+    /// It was, but its time is up (idle or total); it is forgotten now.
+    Expired(Session),
     /// Presented on a connection with another certificate.
-    OtherCertificate,
+    OtherCertificate(Session),
 }
 
 pub struct Sessions {
@@ -88,10 +88,7 @@ impl Sessions {
             held.remove(id);
         }
         if held.len() >= MAX_SESSIONS {
-            held.retain(|_, s| !self.expired(s, now));
-            if held.len() >= MAX_SESSIONS {
-                return None;
-            }
+            return None;
         }
         let s = Session {
             id: random_id(),
@@ -107,22 +104,19 @@ impl Sessions {
 
     /// The session a cookie names, on a connection with `thumbprint`; an
     /// expired one is forgotten.
-    pub fn find(
-        &self,
-        id: &str,
-        thumbprint: Option<&str>,
-    ) -> Result<Session, (Lookup, Option<Session>)> {
+    pub fn find(&self, id: &str, thumbprint: Option<&str>) -> Result<Session, Lookup> {
         let mut held = self.held.lock().expect("sessions lock");
         let now = Instant::now();
         let Some(s) = held.get_mut(id) else {
-            return Err((Lookup::Unknown, None));
+            return Err(Lookup::Unknown);
         };
         if thumbprint != Some(&*s.thumbprint) {
-            return Err((Lookup::OtherCertificate, Some(s.clone())));
+            return Err(Lookup::OtherCertificate(s.clone()));
         }
         if self.expired(s, now) {
-            let s = held.remove(id);
-            return Err((Lookup::Expired, s));
+            let s = s.clone();
+            held.remove(id);
+            return Err(Lookup::Expired(s));
         }
         s.seen = now;
         Ok(s.clone())
@@ -181,27 +175,27 @@ mod tests {
         let s = Sessions::new(Duration::from_millis(50), Duration::from_secs(60));
         let open = s.open("tok", "thumb".into()).unwrap();
         assert!(s.find(&open.id, Some("thumb")).is_ok());
-        assert_eq!(
-            s.find(&open.id, Some("other")).unwrap_err().0,
-            Lookup::OtherCertificate
-        );
-        assert_eq!(
-            s.find(&open.id, None).unwrap_err().0,
-            Lookup::OtherCertificate
-        );
-        assert_eq!(
-            s.find("made-up", Some("thumb")).unwrap_err().0,
-            Lookup::Unknown
-        );
+        assert!(matches!(
+            s.find(&open.id, Some("other")),
+            Err(Lookup::OtherCertificate(_))
+        ));
+        assert!(matches!(
+            s.find(&open.id, None),
+            Err(Lookup::OtherCertificate(_))
+        ));
+        assert!(matches!(
+            s.find("made-up", Some("thumb")),
+            Err(Lookup::Unknown)
+        ));
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(
-            s.find(&open.id, Some("thumb")).unwrap_err().0,
-            Lookup::Expired
-        );
-        assert_eq!(
-            s.find(&open.id, Some("thumb")).unwrap_err().0,
-            Lookup::Unknown
-        );
+        assert!(matches!(
+            s.find(&open.id, Some("thumb")),
+            Err(Lookup::Expired(_))
+        ));
+        assert!(matches!(
+            s.find(&open.id, Some("thumb")),
+            Err(Lookup::Unknown)
+        ));
     }
 
     #[test]
