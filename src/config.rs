@@ -692,6 +692,10 @@ impl Config {
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
     }
+    /// Where a snapshot is written (encrypted) before it is streamed.
+    pub fn snapshot_work_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
     pub fn audit_dir(&self) -> PathBuf {
         self.data_dir.join("audit")
     }

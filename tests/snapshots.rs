@@ -55,17 +55,11 @@ fn restore(file: &Path, identity: &Path, dir: &Path) -> (bool, String) {
     ])
 }
 
+/// Civil affairs' pull of one resident, as in the demo's grants.
 async fn get_person(gw: &Gateway, id: &str) -> Result<Person, tonic::Status> {
-    PopulationServiceClient::new(gw.channel("civil-affairs").await)
-        .get_person(req(
-            GetPersonRequest {
-                context: ctx("social-assistance"),
-                id_number: id.into(),
-            },
-            &gw.token("civil-affairs"),
-        ))
+    common::get_person(gw, "civil-affairs", "social-assistance", id)
         .await
-        .map(|r| r.into_inner().person.unwrap())
+        .map(|r| r.person.unwrap())
 }
 
 /// Not only pulls are held: every call that answers with personal data —

@@ -363,17 +363,8 @@ async fn a_rolled_back_log_that_grew_past_its_witness_is_stopped() {
 }
 
 async fn get_one(gw: &Gateway) -> Result<GetPersonResponse, tonic::Status> {
-    let p = &district().persons[0];
-    PopulationServiceClient::new(gw.channel("civil-affairs").await)
-        .get_person(req(
-            GetPersonRequest {
-                context: ctx("social-assistance"),
-                id_number: p.id_number.clone().unwrap(),
-            },
-            &gw.token("civil-affairs"),
-        ))
-        .await
-        .map(tonic::Response::into_inner)
+    let id = district().persons[0].id_number.clone().unwrap();
+    common::get_person(gw, "civil-affairs", "social-assistance", &id).await
 }
 
 /// A client that never finishes its headers is cut off, so half-sent

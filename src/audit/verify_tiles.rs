@@ -164,8 +164,6 @@ pub async fn verify(source: &Source, key: &str, opts: &Options) -> Result<Report
                         then + 1
                     ));
                 }
-            }
-            if then < generation {
                 None
             } else if old.size > cp.size {
                 return Err(format!(

@@ -115,14 +115,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     let (store, records) = open_store(&cfg.store_dir())?;
     first_start::check_mode(&cfg, &store)?;
-    // A snapshot cut short by a crash left its (encrypted) scratch file.
-    if let Ok(dir) = std::fs::read_dir(cfg.data_dir.join("snapshots")) {
-        for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".snapshot-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
+    admin::remove_stale_snapshots(&cfg.snapshot_work_dir());
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
@@ -367,7 +360,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 request_deadline: Duration::from_secs(cfg.request_deadline_days * 86_400),
                 snapshot: admin::SnapshotSettings {
                     recipients: cfg.snapshot_recipients()?,
-                    work_dir: cfg.data_dir.join("snapshots"),
+                    work_dir: cfg.snapshot_work_dir(),
                     pki_dir: cfg.pki_dir(),
                     busy: Default::default(),
                     checkpoint_wait: crate::audit::signer::longest_checkpoint_delay(

@@ -216,9 +216,12 @@ impl Pipeline {
 
     /// A keyed digest of a resident's ID, as the resident tracker's own
     /// entries name the resident: stable, so an auditor can count one
-    /// resident's reads, and useless without the gateway's secret.
+    /// resident's reads, and useless without the gateway's secret. One
+    /// resident, one digest, however the ID was typed (`x` or `X`, spaces).
     pub fn resident_digest(&self, id: &str) -> String {
+        use crate::datasets::Record;
         use hmac::{Hmac, Mac};
+        let id = crate::proto::Person::parse_key(id).unwrap_or_else(|_| id.to_string());
         let mut m =
             Hmac::<sha2::Sha256>::new_from_slice(&self.resident_key).expect("any key length");
         m.update(id.as_bytes());

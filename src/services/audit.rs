@@ -359,10 +359,7 @@ impl AuditService for AuditApi {
         } else {
             format!(
                 "subject history of {}",
-                self.pipeline.resident_digest(
-                    &<Person as crate::datasets::Record>::parse_key(&r.id_number)
-                        .unwrap_or_else(|_| r.id_number.clone())
-                )
+                self.pipeline.resident_digest(&r.id_number)
             )
         };
         if !p.has_role(Role::Auditor) {

@@ -98,10 +98,7 @@ impl ResidentService for ResidentApi {
             .authenticate_reader(&req, METHOD, EntryKind::ResidentRead)
             .await?;
         let r = req.into_inner();
-        // One resident, one digest, however the ID was typed.
-        let digest = self.pipeline.resident_digest(
-            &Person::parse_key(&r.id_number).unwrap_or_else(|_| r.id_number.clone()),
-        );
+        let digest = self.pipeline.resident_digest(&r.id_number);
         if !p.has_role(Role::ResidentPortal) {
             self.record(&p, &digest, Some("ROLE_NOT_GRANTED"), "refused".into())
                 .await?;

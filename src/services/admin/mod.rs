@@ -13,7 +13,7 @@ mod grants;
 mod purposes;
 mod snapshot;
 
-pub use snapshot::SnapshotSettings;
+pub use snapshot::{SnapshotSettings, remove_stale as remove_stale_snapshots};
 
 use crate::auth::Principal;
 use crate::control::certs::ClientCa;

@@ -49,6 +49,22 @@ const STALLED: Duration = Duration::from_secs(60);
 /// Bytes of the file per streamed message.
 const PIECE: usize = 256 << 10;
 
+/// A snapshot's file in the work dir, while it is written and streamed.
+const SCRATCH_PREFIX: &str = ".snapshot-";
+
+/// Removes what a snapshot cut short by a crash left in `work_dir` (each
+/// file encrypted, but a full copy of the store): run at start.
+pub fn remove_stale(work_dir: &std::path::Path) {
+    let Ok(dir) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Removes the snapshot's file when dropped: after streaming, or when the
 /// caller goes away, or on any failure.
 struct Scratch(PathBuf);
@@ -137,7 +153,7 @@ impl AdminApi {
         let scratch = Scratch(
             settings
                 .work_dir
-                .join(format!(".snapshot-{}.age", random_id())),
+                .join(format!("{SCRATCH_PREFIX}{}.age", random_id())),
         );
         let path = scratch.0.clone();
         let recipients = settings.recipients.clone();
