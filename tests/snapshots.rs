@@ -17,18 +17,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+/// `govshare snapshot save` against `gw`, writing where `to` says (a file,
+/// or `--dir D --keep N`), as the demo administrator unless `to` names
+/// another `--identity`.
+fn save_to(gw: &Gateway, to: &[&str]) -> (bool, String) {
+    let (addr, pki) = (gw.addr.to_string(), gw.pki(""));
+    let mut args = vec!["snapshot", "save"];
+    args.extend_from_slice(to);
+    args.extend(["--addr", &addr, "--pki", pki.to_str().unwrap()]);
+    cli(&args)
+}
+
 fn save(gw: &Gateway, file: &Path, identity: &str) -> (bool, String) {
-    cli(&[
-        "snapshot",
-        "save",
-        file.to_str().unwrap(),
-        "--addr",
-        &gw.addr.to_string(),
-        "--pki",
-        gw.pki("").to_str().unwrap(),
-        "--identity",
-        identity,
-    ])
+    save_to(gw, &[file.to_str().unwrap(), "--identity", identity])
+}
+
+/// A save to `file` while the test's own tasks go on serving load.
+async fn save_meanwhile(gw: &Gateway, file: &Path) -> (bool, String) {
+    tokio::task::block_in_place(|| save_to(gw, &[file.to_str().unwrap()]))
 }
 
 fn inspect(file: &Path, identity: &Path) -> (bool, String) {
@@ -163,23 +169,7 @@ async fn a_snapshot_taken_under_load_restores_the_same_records_as_a_new_generati
     tokio::time::sleep(Duration::from_millis(300)).await;
     let file = tmp.path().join("gw.snapshot.age");
     let save_started = Instant::now();
-    let (ok, out) = {
-        let (gw_addr, pki) = (gw.addr.to_string(), gw.pki(""));
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || {
-            cli(&[
-                "snapshot",
-                "save",
-                file.to_str().unwrap(),
-                "--addr",
-                &gw_addr,
-                "--pki",
-                pki.to_str().unwrap(),
-            ])
-        })
-        .await
-        .unwrap()
-    };
+    let (ok, out) = save_meanwhile(&gw, &file).await;
     let save_took = save_started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut during = Vec::new();
@@ -607,18 +597,7 @@ async fn a_scheduled_save_keeps_the_newest_snapshots() {
     let dir = tmp.path().join("backups");
     let mut made = Vec::new();
     for _ in 0..3 {
-        let (ok, out) = cli(&[
-            "snapshot",
-            "save",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--keep",
-            "2",
-            "--addr",
-            &gw.addr.to_string(),
-            "--pki",
-            gw.pki("").to_str().unwrap(),
-        ]);
+        let (ok, out) = save_to(&gw, &["--dir", dir.to_str().unwrap(), "--keep", "2"]);
         assert!(ok, "{out}");
         let wrote = out
             .lines()
@@ -635,18 +614,7 @@ async fn a_scheduled_save_keeps_the_newest_snapshots() {
     left.sort();
     assert_eq!(left, made[1..], "the newest two are kept");
     // `--keep 0` would remove the snapshot just taken with the rest.
-    let (ok, out) = cli(&[
-        "snapshot",
-        "save",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--keep",
-        "0",
-        "--addr",
-        &gw.addr.to_string(),
-        "--pki",
-        gw.pki("").to_str().unwrap(),
-    ]);
+    let (ok, out) = save_to(&gw, &["--dir", dir.to_str().unwrap(), "--keep", "0"]);
     assert!(!ok && out.contains("--keep"), "{out}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
@@ -685,22 +653,7 @@ async fn a_snapshot_holds_the_store_and_the_log_at_one_moment() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let file = tmp.path().join("gw.snapshot.age");
-    let (ok, out) = {
-        let (addr, pki, file) = (gw.addr.to_string(), gw.pki(""), file.clone());
-        tokio::task::spawn_blocking(move || {
-            cli(&[
-                "snapshot",
-                "save",
-                file.to_str().unwrap(),
-                "--addr",
-                &addr,
-                "--pki",
-                pki.to_str().unwrap(),
-            ])
-        })
-        .await
-        .unwrap()
-    };
+    let (ok, out) = save_meanwhile(&gw, &file).await;
     assert!(ok, "{out}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);

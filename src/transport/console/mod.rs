@@ -135,6 +135,16 @@ impl Console {
         request(msg, &who.peer, Some(&who.session.token))
     }
 
+    /// The newest checkpoint, read as the signed-in auditor (an `AUDIT_READ`),
+    /// or the page that says why not.
+    async fn checkpoint(&self, who: &Authed) -> Result<Checkpoint, Response> {
+        self.audit
+            .get_checkpoint(self.call(who, GetCheckpointRequest {}))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| status_page(who.lang, &s))
+    }
+
     /// Records a refusal the console itself makes.
     async fn refuse(&self, p: &Principal, reason: &'static str, what: &str) {
         let mut e = decided_entry(p, METHOD, EntryKind::AuditRead, Some(reason));
@@ -289,6 +299,16 @@ fn status_page(lang: Lang, s: &tonic::Status) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     failure(lang, code, s.message())
+}
+
+/// A download: `body` saved as `filename`.
+fn attachment(kind: &'static str, filename: &str, body: impl Into<axum::body::Body>) -> Response {
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    let mut r = ([(header::CONTENT_TYPE, kind)], body.into()).into_response();
+    if let Ok(v) = disposition.parse() {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 fn html(body: String) -> impl IntoResponse {
@@ -878,17 +898,7 @@ async fn search_csv(
         }
         q.page = next;
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"govshare-audit.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response()
+    attachment("text/csv; charset=utf-8", "govshare-audit.csv", out)
 }
 
 /// The verifiable export (`govshare audit verify --export` reads it).
@@ -911,17 +921,7 @@ async fn export(
             .map(|c| axum::body::Bytes::from(c.data))
             .map_err(|s| std::io::Error::other(s.message().to_string()))
     }));
-    (
-        [
-            (header::CONTENT_TYPE, "application/jsonl"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"govshare-audit.jsonl\"",
-            ),
-        ],
-        body,
-    )
-        .into_response()
+    attachment("application/jsonl", "govshare-audit.jsonl", body)
 }
 
 async fn entry(
@@ -963,13 +963,9 @@ async fn entry(
         signed.wait_for(|cp| cp.as_ref().is_some_and(|cp| cp.size > index)),
     )
     .await;
-    let cp = match c
-        .audit
-        .get_checkpoint(c.call(&who, GetCheckpointRequest {}))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(s) => return status_page(lang, &s),
+    let cp = match c.checkpoint(&who).await {
+        Ok(cp) => cp,
+        Err(r) => return r,
     };
     let proof = if index < cp.tree_size {
         match c
@@ -1067,13 +1063,9 @@ async fn integrity(
 ) -> Response {
     let who = signed_in!(c, headers, peer, lang_of(&headers, q.lang.as_deref()));
     let lang = who.lang;
-    let cp = match c
-        .audit
-        .get_checkpoint(c.call(&who, GetCheckpointRequest {}))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(s) => return status_page(lang, &s),
+    let cp = match c.checkpoint(&who).await {
+        Ok(cp) => cp,
+        Err(r) => return r,
     };
     let age = c
         .log
@@ -1131,23 +1123,9 @@ async fn checkpoint_file(
     headers: HeaderMap,
 ) -> Response {
     let who = signed_in!(c, headers, peer, lang_of(&headers, None));
-    match c
-        .audit
-        .get_checkpoint(c.call(&who, GetCheckpointRequest {}))
-        .await
-    {
-        Ok(r) => (
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"checkpoint.txt\"",
-                ),
-            ],
-            r.into_inner().note,
-        )
-            .into_response(),
-        Err(s) => status_page(who.lang, &s),
+    match c.checkpoint(&who).await {
+        Ok(cp) => attachment("text/plain; charset=utf-8", "checkpoint.txt", cp.note),
+        Err(r) => r,
     }
 }
 
