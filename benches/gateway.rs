@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         log_entries: 100_000,
         start_persons: 0,
         only: Vec::new(),
+        postgres: None,
     };
     let report = tokio::runtime::Runtime::new()?.block_on(govshare::bench::run(&options))?;
     println!("{}", report.table());

@@ -42,6 +42,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub grpc: GrpcConfig,
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub node_id: String,
     pub issuer: String,
     pub audience: String,
@@ -61,6 +62,40 @@ pub struct Config {
     pub audit: AuditConfig,
     pub snapshot: SnapshotConfig,
     pub catalog_override: Vec<crate::datasets::catalog::Override>,
+}
+
+/// Where the records and the control plane live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// `postgres://…` (backend = postgres only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    pub pool_size: usize,
+    /// PEM roots for the database server's certificate (empty: the
+    /// system's roots).
+    pub ca: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Sled,
+            url: String::new(),
+            pool_size: 16,
+            ca: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded, in `data_dir/store`: one node.
+    Sled,
+    /// A PostgreSQL database (`store.url`).
+    Postgres,
 }
 
 /// Snapshots (`govshare snapshot save`).
@@ -221,6 +256,22 @@ pub const KEYS: &[KeyDoc] = &[
         meaning: "Holds the sled store (`store/`), the audit log (`audit/`) and the gateway's keys (`pki/`).",
     },
     KeyDoc {
+        key: "store.backend",
+        meaning: "Where records, the control plane and quota counters live: `sled` (embedded, in `data_dir/store`) or `postgres` (the database at `store.url`; see docs/operators.md#postgresql).",
+    },
+    KeyDoc {
+        key: "store.url",
+        meaning: "backend = postgres: the database, as `postgres://user:password@host:port/dbname`. Its schema is migrated at start (or by `govshare db migrate`).",
+    },
+    KeyDoc {
+        key: "store.ca",
+        meaning: "backend = postgres: the PEM CA certificate(s) the database server's TLS certificate must chain to (empty: the system's roots). TLS is verified unless `url` says `sslmode=disable`, which is accepted only for a database on this host.",
+    },
+    KeyDoc {
+        key: "store.pool_size",
+        meaning: "backend = postgres: most connections this node keeps to the database.",
+    },
+    KeyDoc {
         key: "node_id",
         meaning: "This gateway node's name, written into every audit entry.",
     },
@@ -355,6 +406,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(20),
             grpc: GrpcConfig::default(),
             data_dir: PathBuf::from("govshare-data"),
+            store: StoreConfig::default(),
             node_id: "node-1".into(),
             issuer: "govshare".into(),
             audience: "govshare".into(),
@@ -453,6 +505,24 @@ impl Config {
         }
         if self.node_id.trim().is_empty() {
             return Err(bad("node_id", "must not be empty"));
+        }
+        match (self.store.backend, self.store.url.is_empty()) {
+            (StoreBackend::Postgres, true) => {
+                return Err(bad(
+                    "store.url",
+                    "backend = postgres needs the database's URL (postgres://user:password@host:port/dbname), or GOVSHARE_STORE__URL",
+                ));
+            }
+            (StoreBackend::Sled, false) => {
+                return Err(bad(
+                    "store.url",
+                    "is read only with backend = postgres; sled keeps its store in data_dir",
+                ));
+            }
+            _ => {}
+        }
+        if !(1..=256).contains(&self.store.pool_size) {
+            return Err(bad("store.pool_size", "must be 1 to 256"));
         }
         for (key, v) in [("issuer", &self.issuer), ("audience", &self.audience)] {
             if v.trim().is_empty() {
@@ -691,6 +761,19 @@ impl Config {
     }
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+    /// Where the store is: sled in `store_dir`, or the PostgreSQL database.
+    pub fn store_location(&self) -> crate::store::Location {
+        match self.store.backend {
+            StoreBackend::Sled => crate::store::Location::Sled(self.store_dir()),
+            StoreBackend::Postgres => {
+                crate::store::Location::Postgres(crate::store::postgres::Location {
+                    url: self.store.url.clone(),
+                    pool_size: self.store.pool_size,
+                    ca: (!self.store.ca.as_os_str().is_empty()).then(|| self.store.ca.clone()),
+                })
+            }
+        }
     }
     /// Where a snapshot is written (encrypted) before it is streamed.
     pub fn snapshot_work_dir(&self) -> PathBuf {

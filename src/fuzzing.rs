@@ -79,7 +79,7 @@ pub fn token(data: &[u8]) {
     static KEYS: OnceLock<(tempfile::TempDir, Directory)> = OnceLock::new();
     let (_, directory) = KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::new(crate::store::open(dir.path()).expect("a store"));
+        let store = Store::new(crate::store::open_dir(dir.path()).expect("a store"));
         crate::control::keys::KeyRing::load_or_create(store.clone(), "govshare", "govshare")
             .expect("a key ring");
         let roles = RoleDepartments {

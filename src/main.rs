@@ -76,6 +76,13 @@ enum Command {
     /// Check a configuration file, or print the reference of every key.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The PostgreSQL store's schema.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Move a stopped gateway's store to PostgreSQL.
+    Store(cli::store::StoreArgs),
     /// The dev PKI.
     Pki {
         #[command(subcommand)]
@@ -98,6 +105,20 @@ enum WitnessCommand {
         /// (e.g. the gateway's pki/audit-log.pub); repeat for several.
         #[arg(long = "log", required = true)]
         logs: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply the schema migrations this binary carries (nodes also apply
+    /// them at start); refuses a database newer than this binary.
+    Migrate {
+        /// The database, as `store.url` names it.
+        #[arg(long, env = "GOVSHARE_STORE__URL")]
+        url: String,
+        /// The database server's CA, as `store.ca` names it.
+        #[arg(long, env = "GOVSHARE_STORE__CA")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -239,7 +260,7 @@ async fn run(cli: Cli) -> Result<()> {
                     data_dir,
                     ..Config::demo()
                 }
-                .store_dir(),
+                .store_location(),
             )?;
             println!(
                 "{}",
@@ -264,6 +285,18 @@ async fn run(cli: Cli) -> Result<()> {
                 shutdown_signal(),
             )
             .await
+        }
+        Command::Store(args) => cli::store::run(args).await,
+        Command::Db {
+            command: DbCommand::Migrate { url, ca },
+        } => {
+            let m = govshare::store::postgres::migrate_at(&url, ca.as_deref()).await?;
+            if m.from == m.to {
+                println!("the schema is at version {}: nothing to do", m.to);
+            } else {
+                println!("migrated the schema from version {} to {}", m.from, m.to);
+            }
+            Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {
             Config::load(Some(&file))?;

@@ -462,8 +462,9 @@ fn forge_tokens(gw: &Gateway) -> Forged {
     let mut claims: serde_json::Value =
         serde_json::from_slice(&B64.decode(parts[1].as_bytes()).unwrap()).unwrap();
 
-    let store =
-        govshare::control::store::Store::new(govshare::store::open(&gw.dir.join("store")).unwrap());
+    let store = govshare::control::store::Store::new(
+        govshare::store::open(&common::store_of(&gw.dir)).unwrap(),
+    );
     let keys =
         govshare::control::keys::KeyRing::load_or_create(store, "govshare", "govshare").unwrap();
     let mut expired: govshare::control::keys::Claims =

@@ -44,6 +44,10 @@ pub struct Options {
     pub start_persons: usize,
     /// Run only these measurements (empty: all).
     pub only: Vec<Phase>,
+    /// A PostgreSQL server where the bench may create a database: the
+    /// unary comparison then also runs over a gateway on the PostgreSQL
+    /// store, side by side with sled.
+    pub postgres: Option<String>,
 }
 
 /// The measurements, to run a few of them again (`--only streams,memory`).
@@ -175,6 +179,16 @@ impl Gateway {
         persons: usize,
         dir: Option<tempfile::TempDir>,
     ) -> Result<(Self, Duration)> {
+        Self::start_on(binary, persons, dir, "")
+    }
+
+    /// …with `store` (a `[store]` section; empty: the embedded store).
+    fn start_on(
+        binary: &Path,
+        persons: usize,
+        dir: Option<tempfile::TempDir>,
+        store: &str,
+    ) -> Result<(Self, Duration)> {
         let dir = match dir {
             Some(d) => d,
             None => tempfile::tempdir()?,
@@ -184,7 +198,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {persons}\n[grpc]\nmax_in_flight = 4096\n",
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {persons}\n[grpc]\nmax_in_flight = 4096\n{store}",
                 data.display()
             ),
         )?;
@@ -296,36 +310,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     );
 
     // Unary: audited GetPerson vs health Check, same client, same connections.
-    for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
-        eprintln!("bench: unary calls at {c} in flight…");
-        // Interleaved rounds, so a neighbour's burst on a shared machine
-        // lands on both sides of the comparison.
-        let (mut bases, mut pulls) = (Vec::new(), Vec::new());
-        let (mut entries, mut batches) = (0.0, 0.0);
-        let round = o.duration / ROUNDS;
-        for _ in 0..ROUNDS {
-            bases.push(load.run(c, round, &sampler, load::Call::Health).await?);
-            let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
-            let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
-            pulls.push(
-                load.run(c, round, &sampler, load::Call::GetPerson(ids.clone()))
-                    .await?,
-            );
-            entries += gw.metric("govshare_audit_batch_entries_sum").await - entries_before;
-            batches += gw.metric("govshare_audit_batch_entries_count").await - batches_before;
-        }
-        let (base, pull) = (Stats::merged(bases), Stats::merged(pulls));
-        let per_fsync = entries / batches.max(1.0);
-        unary_rows(&mut report, c, &base, &pull, per_fsync);
-        report
-            .threads
-            .push((format!("GetPerson at {c} in flight"), pull.threads.clone()));
-        report.threads.push((
-            format!("health Check at {c} in flight"),
-            base.threads.clone(),
-        ));
-    }
-
+    let sled_rates = unary(&mut report, o, &gw, &load, &sampler, &ids, "").await?;
     if o.wants(Phase::Unary) {
         report.row(
             "server RSS at rest after the unary load",
@@ -334,6 +319,9 @@ pub async fn run(o: &Options) -> Result<Report> {
             None,
             "",
         );
+    }
+    if let (Some(server), true) = (&o.postgres, o.wants(Phase::Unary)) {
+        over_postgres(&mut report, o, server, &ids, &sled_rates).await?;
     }
 
     // Batches and streams: records per second and server CPU per record.
@@ -531,37 +519,155 @@ pub async fn run(o: &Options) -> Result<Report> {
     Ok(report)
 }
 
-fn unary_rows(report: &mut Report, c: usize, base: &Stats, pull: &Stats, per_fsync: f64) {
+/// The unary comparison at each `--concurrency` on `gw`; returns the
+/// audited pulls/s at each. `label` tells the store apart in the report.
+async fn unary(
+    report: &mut Report,
+    o: &Options,
+    gw: &Gateway,
+    load: &Load,
+    sampler: &Sampler,
+    ids: &std::sync::Arc<Vec<String>>,
+    label: &str,
+) -> Result<Vec<f64>> {
+    let mut rates = Vec::new();
+    for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
+        eprintln!("bench: unary calls at {c} in flight{label}…");
+        // Interleaved rounds, so a neighbour's burst on a shared machine
+        // lands on both sides of the comparison.
+        let (mut bases, mut pulls) = (Vec::new(), Vec::new());
+        let (mut entries, mut batches) = (0.0, 0.0);
+        let round = o.duration / ROUNDS;
+        for _ in 0..ROUNDS {
+            bases.push(load.run(c, round, sampler, load::Call::Health).await?);
+            let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
+            let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
+            pulls.push(
+                load.run(c, round, sampler, load::Call::GetPerson(ids.clone()))
+                    .await?,
+            );
+            entries += gw.metric("govshare_audit_batch_entries_sum").await - entries_before;
+            batches += gw.metric("govshare_audit_batch_entries_count").await - batches_before;
+        }
+        let (base, pull) = (Stats::merged(bases), Stats::merged(pulls));
+        let per_fsync = entries / batches.max(1.0);
+        unary_rows(report, c, &base, &pull, per_fsync, label);
+        rates.push(pull.calls_per_sec());
+        report.threads.push((
+            format!("GetPerson at {c} in flight{label}"),
+            pull.threads.clone(),
+        ));
+        report.threads.push((
+            format!("health Check at {c} in flight{label}"),
+            base.threads.clone(),
+        ));
+    }
+    Ok(rates)
+}
+
+/// The unary comparison again on a gateway over PostgreSQL (a database of
+/// its own on `server`, dropped after), and its pulls/s against sled's.
+async fn over_postgres(
+    report: &mut Report,
+    o: &Options,
+    server: &str,
+    ids: &std::sync::Arc<Vec<String>>,
+    sled_rates: &[f64],
+) -> Result<()> {
+    let database = format!("govshare_bench_{}", std::process::id());
+    let admin = |sql: String| async move {
+        let (client, conn) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+            .await
+            .context("--postgres: connecting")?;
+        tokio::spawn(conn);
+        client.batch_execute(&sql).await.context("--postgres")
+    };
+    admin(format!("DROP DATABASE IF EXISTS {database}")).await?;
+    admin(format!("CREATE DATABASE {database}")).await?;
+    let url = server_with_database(server, &database);
+    eprintln!("bench: starting a gateway over PostgreSQL…");
+    let measured = async {
+        let (gw, _) = Gateway::start_on(
+            &o.binary,
+            o.persons,
+            None,
+            &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+        )?;
+        let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
+        let sampler = Sampler::new(gw.pid);
+        let rates = unary(report, o, &gw, &load, &sampler, ids, " (PostgreSQL)").await?;
+        drop(load);
+        drop(gw.stop());
+        anyhow::Ok(rates)
+    }
+    .await;
+    admin(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await?;
+    let concurrency = o.concurrency.iter();
+    for ((c, pg), sled) in concurrency.zip(measured?).zip(sled_rates) {
+        report.row(
+            format!("GetPerson over PostgreSQL vs over sled: throughput, {c} in flight"),
+            pg,
+            "calls/s",
+            Some(*sled),
+            if *c == 128 { "ratio ≥ 0.5" } else { "" },
+        );
+    }
+    Ok(())
+}
+
+/// `server` (a PostgreSQL URL) naming `database` instead of its own.
+fn server_with_database(server: &str, database: &str) -> String {
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let path_at = base
+        .find("://")
+        .and_then(|s| base[s + 3..].find('/').map(|j| s + 3 + j))
+        .unwrap_or(base.len());
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{}/{database}{query}", &base[..path_at])
+}
+
+fn unary_rows(
+    report: &mut Report,
+    c: usize,
+    base: &Stats,
+    pull: &Stats,
+    per_fsync: f64,
+    label: &str,
+) {
     report.row(
-        format!("GetPerson vs health Check: throughput, {c} in flight"),
+        format!("GetPerson vs health Check: throughput, {c} in flight{label}"),
         pull.calls_per_sec(),
         "calls/s",
         Some(base.calls_per_sec()),
         if c == 128 { "ratio ≥ 0.7" } else { "" },
     );
     report.row(
-        format!("GetPerson vs health Check: server CPU per call, {c} in flight"),
+        format!("GetPerson vs health Check: server CPU per call, {c} in flight{label}"),
         pull.cpu_per_call_us(),
         "µs",
         Some(base.cpu_per_call_us()),
         if c == 128 { "ratio ≤ 2" } else { "" },
     );
     report.row(
-        format!("GetPerson vs health Check: p50, {c} in flight"),
+        format!("GetPerson vs health Check: p50, {c} in flight{label}"),
         pull.p50_ms(),
         "ms",
         Some(base.p50_ms()),
         if c == 1 { "GetPerson ≤ 1 ms" } else { "" },
     );
     report.row(
-        format!("GetPerson vs health Check: p99, {c} in flight"),
+        format!("GetPerson vs health Check: p99, {c} in flight{label}"),
         pull.p99_ms(),
         "ms",
         Some(base.p99_ms()),
         if c == 128 { "ratio ≤ 2" } else { "" },
     );
     report.row(
-        format!("audit entries per fdatasync, {c} in flight"),
+        format!("audit entries per fdatasync, {c} in flight{label}"),
         per_fsync,
         "entries",
         None,

@@ -278,7 +278,7 @@ fn new_generation(a: &NewGenerationArgs) -> Result<()> {
     govshare::gateway::restore::check_finished(&cfg.data_dir)?;
     // The store's lock: a running gateway holds it, and a generation is
     // started only on a stopped one.
-    let _store = govshare::gateway::open_store(&cfg.store_dir())
+    let _store = govshare::gateway::open_store(&cfg.store_location())
         .context("the gateway must be stopped to start a new generation")?;
     let audit = cfg.audit_dir();
     let mut lost = Vec::new();

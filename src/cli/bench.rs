@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// Run only these measurements (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<govshare::bench::Phase>,
+    /// A PostgreSQL server (a URL whose role may create databases): the
+    /// unary comparison also runs on a gateway over the PostgreSQL store,
+    /// side by side with sled.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -43,6 +48,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         log_entries: a.log_entries,
         start_persons: a.start_persons,
         only: a.only,
+        postgres: a.postgres,
     };
     let report = govshare::bench::run(&options).await?;
     super::say(report.table());

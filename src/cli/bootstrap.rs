@@ -57,7 +57,7 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
             cfg.data_dir.display()
         );
     }
-    let (store, _records) = govshare::gateway::open_store(&cfg.store_dir()).context(
+    let (store, _records) = govshare::gateway::open_store(&cfg.store_location()).context(
         "opening the store (if the gateway is running, its control socket did not answer)",
     )?;
     let keys = KeyRing::load_or_create(store.clone(), &cfg.issuer, &cfg.audience)?;

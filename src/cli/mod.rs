@@ -10,6 +10,7 @@ pub mod corrections;
 pub mod import;
 pub mod pull;
 pub mod snapshot;
+pub mod store;
 mod table;
 
 use clap::Args;

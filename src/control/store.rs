@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn parallel_reservations_never_exceed_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(crate::store::open(dir.path()).unwrap());
+        let store = Store::new(crate::store::open_dir(dir.path()).unwrap());
         let taken: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..16)
                 .map(|_| {
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn every_control_write_moves_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(crate::store::open(dir.path()).unwrap());
+        let store = Store::new(crate::store::open_dir(dir.path()).unwrap());
         let e0 = store.epoch().unwrap();
         store
             .put_department(&proto::Department {

@@ -31,7 +31,7 @@ use crate::services::{admin, audit as audit_api, corrections, publish, resident}
 use crate::transport::{console, control_socket, guard, listener, ops};
 use anyhow::{Context, Result};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Server;
@@ -83,10 +83,10 @@ fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
     Ok(s)
 }
 
-/// Opens a data dir's store as the planes see it: the control plane's
-/// typed store and the pipeline's records, over one backend.
-pub fn open_store(dir: &Path) -> Result<(Store, RecordStore)> {
-    let backend = crate::store::open(dir)?;
+/// Opens the store as the planes see it: the control plane's typed store
+/// and the pipeline's records, over one backend.
+pub fn open_store(at: &crate::store::Location) -> Result<(Store, RecordStore)> {
+    let backend = crate::store::open(at)?;
     Ok((Store::new(backend.clone()), RecordStore::new(backend)))
 }
 
@@ -113,7 +113,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "the data dir could not be made private (mode 0700): other local users may read the store and its keys"
         );
     }
-    let (store, records) = open_store(&cfg.store_dir())?;
+    let (store, records) = open_store(&cfg.store_location())?;
     first_start::check_mode(&cfg, &store)?;
     admin::remove_stale_snapshots(&cfg.snapshot_work_dir());
     let keys = Arc::new(KeyRing::load_or_create(
@@ -202,7 +202,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     health
         .set_serving::<CorrectionServiceServer<corrections::CorrectionApi>>()
         .await;
-    let health_task = tokio::spawn(follow_health(health, audit_log.health().clone()));
+    let health_task = tokio::spawn(follow_health(
+        health,
+        audit_log.health().clone(),
+        probe_store(store.clone()),
+    ));
     let control = control_socket::serve(
         &control_socket::socket_path(&cfg.data_dir),
         control_socket::Control {
@@ -412,11 +416,46 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     Ok(())
 }
 
-/// Keeps the health service in step with the audit log: the data services
-/// are NOT_SERVING while the log cannot be written or is behind its
-/// witnesses; the audit service also while the index lags or a sealed
-/// segment is damaged.
-async fn follow_health(health: tonic_health::server::HealthReporter, log: audit::Health) {
+/// How often the store is asked whether it answers (a shared database can
+/// go away; the embedded store answers from memory).
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// `true` while the store answers a read; it stops with the health service.
+fn probe_store(store: Store) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(STORE_PROBE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !tx.is_closed() {
+            every.tick().await;
+            let store = store.clone();
+            let ok = matches!(
+                tokio::task::spawn_blocking(move || store.epoch()).await,
+                Ok(Ok(_))
+            );
+            if tx.send_if_modified(|was| std::mem::replace(was, ok) != ok) {
+                if ok {
+                    tracing::info!("the store answers again");
+                } else {
+                    tracing::error!(
+                        "the store does not answer: data and audit services are NOT_SERVING"
+                    );
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Keeps the health service in step with the audit log and the store: the
+/// data services are NOT_SERVING while the log cannot be written or is
+/// behind its witnesses, or the store does not answer; the audit service
+/// also while the index lags or a sealed segment is damaged.
+async fn follow_health(
+    health: tonic_health::server::HealthReporter,
+    log: audit::Health,
+    mut store_ok: tokio::sync::watch::Receiver<bool>,
+) {
     const DATA: [&str; 7] = [
         "",
         "govshare.v1.PopulationService",
@@ -440,7 +479,7 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
                 ServingStatus::NotServing
             }
         };
-        let w = *writable.borrow_and_update();
+        let w = *writable.borrow_and_update() && *store_ok.borrow_and_update();
         let audit_ok = w && *indexing.borrow_and_update() && *scrubbed.borrow_and_update();
         let releasing = w && behind.borrow_and_update().is_none();
         for svc in DATA {
@@ -454,6 +493,7 @@ async fn follow_health(health: tonic_health::server::HealthReporter, log: audit:
             r = indexing.changed() => if r.is_err() { return },
             r = scrubbed.changed() => if r.is_err() { return },
             r = behind.changed() => if r.is_err() { return },
+            r = store_ok.changed() => if r.is_err() { return },
         }
     }
 }

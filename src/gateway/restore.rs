@@ -27,7 +27,7 @@ const UNFINISHED: &str = "restore-unfinished";
 pub fn check_finished(data_dir: &Path) -> Result<()> {
     if data_dir.join(UNFINISHED).exists() {
         bail!(
-            "a restore into {} did not finish (it was interrupted): remove the directory and restore again",
+            "a restore into {} did not finish (it was interrupted): remove the directory (with store.backend = \"postgres\", also empty its database) and restore again",
             data_dir.display()
         );
     }
@@ -99,6 +99,47 @@ pub fn restore(
     })
 }
 
+/// Writes the snapshot into the (empty) store and the log, and begins the
+/// new generation.
+fn fill(
+    cfg: &Config,
+    file: &Path,
+    identity: &age::x25519::Identity,
+    pinned: Option<&LogVerifier>,
+    checked: &Checked,
+    why: Why,
+    backend: &std::sync::Arc<dyn crate::store::Backend>,
+) -> Result<Begun> {
+    let mut into = snapshot::restore::Restoring::new(
+        backend.clone(),
+        &cfg.audit_dir(),
+        &cfg.pki_dir(),
+        cfg.audit_options().segment_bytes,
+    )?;
+    let again = snapshot::read(file, identity, pinned, &mut into)
+        .context("the snapshot changed while it was restored; nothing is left of the restore")?;
+    if again.manifest != checked.manifest {
+        bail!("the snapshot changed while it was restored; nothing is left of the restore");
+    }
+    into.finish()?;
+    let m = &checked.manifest;
+    generation::begin(
+        &cfg.audit_dir(),
+        &cfg.pki_dir(),
+        generation::split(&m.origin).0,
+        &cfg.audit_options(),
+        Start {
+            lost: format!(
+                "entry {} (the snapshot's own) and every later entry of {}",
+                m.size, m.origin
+            ),
+            started_by: why.operator.clone(),
+            reason: why.reason,
+            method: "govshare snapshot restore",
+        },
+    )
+}
+
 fn write(
     cfg: &Config,
     file: &Path,
@@ -113,35 +154,26 @@ fn write(
     let mark = cfg.data_dir.join(UNFINISHED);
     crate::base::files::write_secret_file(&mark, "a restore is writing this directory\n")?;
     sync_dir(&cfg.data_dir)?;
-    let backend = crate::store::open(&cfg.store_dir())?;
-    let mut into = snapshot::restore::Restoring::new(
-        backend.clone(),
-        &cfg.audit_dir(),
-        &cfg.pki_dir(),
-        cfg.audit_options().segment_bytes,
-    )?;
-    let again = snapshot::read(file, identity, pinned, &mut into)
-        .context("the snapshot changed while it was restored; nothing is left of the restore")?;
-    if again.manifest != checked.manifest {
-        bail!("the snapshot changed while it was restored; nothing is left of the restore");
+    let backend = crate::store::open(&cfg.store_location())?;
+    // A shared database outlives any data dir: never restore over one that
+    // holds another gateway's data.
+    let held = backend.trees()?;
+    anyhow::ensure!(
+        held.is_empty(),
+        "the configured store is not empty (it holds {}): a restore goes only into an empty one",
+        held.join(", ")
+    );
+    let restored_by = why.operator.clone();
+    let begun = fill(cfg, file, identity, pinned, checked, why, &backend);
+    if begun.is_err() {
+        // The store was empty: take away what this restore wrote (in a
+        // shared database, removing the data dir does not).
+        if let Err(e) = crate::store::copy::clear(backend.as_ref()) {
+            tracing::error!(error = %e, "removing a failed restore's rows from the store failed; empty the database by hand");
+        }
     }
-    into.finish()?;
+    let begun = begun?;
     let m = &checked.manifest;
-    let begun = generation::begin(
-        &cfg.audit_dir(),
-        &cfg.pki_dir(),
-        generation::split(&m.origin).0,
-        &cfg.audit_options(),
-        Start {
-            lost: format!(
-                "entry {} (the snapshot's own) and every later entry of {}",
-                m.size, m.origin
-            ),
-            started_by: why.operator.clone(),
-            reason: why.reason,
-            method: "govshare snapshot restore",
-        },
-    )?;
     let store = Store::new(backend);
     let now = crate::base::clock::now();
     store.put_restore_hold(&RestoreHold {
@@ -152,7 +184,7 @@ fn write(
         log_size: m.size,
         generation: begun.number,
         restored_at: Some(crate::base::clock::to_timestamp(now)),
-        restored_by: why.operator,
+        restored_by,
     })?;
     store.sync()?;
     std::fs::remove_file(&mark)?;

@@ -43,7 +43,7 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .unwrap();
-        let backend = crate::store::open(&dir.path().join("store")).unwrap();
+        let backend = crate::store::open_dir(&dir.path().join("store")).unwrap();
         let (store, records) = (
             Store::new(backend.clone()),
             super::RecordStore::new(backend),

@@ -4,10 +4,12 @@
 //! (`control::store`) and the shared records (`pipeline::RecordStore`,
 //! whose reads only the pull pipeline can call).
 
+pub mod copy;
+pub mod postgres;
 mod sled_backend;
 
 use anyhow::Result;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sled_backend::SledBackend;
@@ -110,9 +112,26 @@ impl WriteGate {
     }
 }
 
-/// Opens the embedded store in `dir`. What the bytes mean is for the planes
-/// above: the control plane's typed store and the pipeline's records each
-/// wrap the same backend.
-pub fn open(dir: &Path) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(SledBackend::open(dir)?))
+/// Which backend holds the store.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The embedded default: a sled database in this directory.
+    Sled(PathBuf),
+    /// A shared PostgreSQL database.
+    Postgres(postgres::Location),
+}
+
+/// Opens the store. What the bytes mean is for the planes above: the
+/// control plane's typed store and the pipeline's records each wrap the
+/// same backend.
+pub fn open(at: &Location) -> Result<Arc<dyn Backend>> {
+    Ok(match at {
+        Location::Sled(dir) => Arc::new(SledBackend::open(dir)?),
+        Location::Postgres(pg) => Arc::new(postgres::PgBackend::open(pg)?),
+    })
+}
+
+/// The embedded store in `dir` (tests and tools that work on a directory).
+pub fn open_dir(dir: &Path) -> Result<Arc<dyn Backend>> {
+    open(&Location::Sled(dir.to_path_buf()))
 }

@@ -94,9 +94,12 @@ impl Backend for SledBackend {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tree = self.tree(tree)?;
-        let end = match before {
-            Some(b) => Bound::Excluded(b.to_vec()),
-            None => prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        // `before` past the prefix starts at the prefix's end, not at keys
+        // outside it.
+        let end = match (before, prefix_end(prefix)) {
+            (Some(b), Some(end)) => Bound::Excluded(b.min(&end[..]).to_vec()),
+            (Some(b), None) => Bound::Excluded(b.to_vec()),
+            (None, end) => end.map_or(Bound::Unbounded, Bound::Excluded),
         };
         let mut out = Vec::new();
         for item in tree.range((Bound::Included(prefix.to_vec()), end)).rev() {

@@ -39,13 +39,15 @@ impl Gateway {
         g
     }
 
-    /// Starts (or restarts) a demo gateway on `dir`.
+    /// Starts (or restarts) a demo gateway on `dir`, over the store the
+    /// suite runs on ([`store_section`]).
     pub fn start_in(dir: &Path, extra: &str) -> Self {
         Self::start_with(
             dir,
             &format!(
-                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n",
-                dir.display()
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n{extra}\n{}",
+                dir.display(),
+                store_section(dir),
             ),
         )
     }
@@ -79,9 +81,12 @@ impl Gateway {
             let line = lines
                 .next()
                 .unwrap_or_else(|| {
+                    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
                     panic!(
-                        "govshare exited before listening; see {}/server.log",
-                        dir.display()
+                        "govshare exited before listening; {}/server.log ends:\n{}",
+                        dir.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     )
                 })
                 .unwrap();
@@ -214,6 +219,139 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+        // The gateway that made the temp dir ends its database with it.
+        if self._tmp.is_some() {
+            postgres::drop_database_of(&self.dir);
+        }
+    }
+}
+
+/// Whether this suite runs over PostgreSQL: the pull-path, policy and
+/// auditors suites run as themselves over sled, and again included by
+/// `tests/over_postgres.rs`, where this module's path starts there.
+pub fn over_postgres() -> bool {
+    module_path!().starts_with("over_postgres")
+}
+
+/// The `[store]` section of a demo gateway's config: nothing over sled;
+/// over PostgreSQL, a database of its own for `dir` (the same one when a
+/// test restarts a gateway on `dir`).
+pub fn store_section(dir: &Path) -> String {
+    if !over_postgres() {
+        return String::new();
+    }
+    format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        postgres::database_for(dir)
+    )
+}
+
+/// The store of the demo gateway on `dir` (open it only while that gateway
+/// is stopped: a running one holds it).
+pub fn store_of(dir: &Path) -> govshare::store::Location {
+    if over_postgres() {
+        govshare::store::Location::Postgres(govshare::store::postgres::Location {
+            url: postgres::database_for(dir),
+            pool_size: 2,
+            ca: None,
+        })
+    } else {
+        govshare::store::Location::Sled(dir.join("store"))
+    }
+}
+
+/// Databases for tests, on the server `TEST_DATABASE_URL` names.
+pub mod postgres {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// The variable that names a PostgreSQL server where tests may create
+    /// databases (`.ci/run` starts the machine's PostgreSQL and sets it).
+    pub const VARIABLE: &str = "TEST_DATABASE_URL";
+
+    /// The server's URL. A missing server fails the test: it is never
+    /// skipped.
+    pub fn server() -> String {
+        std::env::var(VARIABLE).unwrap_or_else(|_| {
+            panic!(
+                "{VARIABLE} is not set: these tests need a PostgreSQL server where they may create databases. \
+                 Start one (`pg_ctlcluster 15 main start`) and set {VARIABLE}=postgres://user:password@127.0.0.1:5432/postgres \
+                 for a role with CREATEDB — .ci/run does both (docs/development.md)"
+            )
+        })
+    }
+
+    fn psql(sql: &str) -> Result<(), String> {
+        let out = Command::new("psql")
+            .arg(server())
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .output()
+            .map_err(|e| format!("running psql: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `server()` with its database replaced by `name`.
+    pub fn url_of(name: &str) -> String {
+        let server = server();
+        let (base, query) = match server.split_once('?') {
+            Some((b, q)) => (b.to_string(), format!("?{q}")),
+            None => (server.clone(), String::new()),
+        };
+        let authority_end = base
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|s| base[s..].find('/').map(|j| s + j))
+            .unwrap_or(base.len());
+        format!("{}/{name}{query}", &base[..authority_end])
+    }
+
+    /// A new, empty database; returns its name.
+    pub fn create_database() -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "govshare_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rand_suffix()
+        );
+        psql(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+        name
+    }
+
+    fn rand_suffix() -> u32 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    }
+
+    /// The database of the gateway on `dir`, made on first use.
+    pub fn database_for(dir: &Path) -> String {
+        let marker = dir.join("test-database");
+        let name = match std::fs::read_to_string(&marker) {
+            Ok(name) => name.trim().to_string(),
+            Err(_) => {
+                let name = create_database();
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(&marker, &name).unwrap();
+                name
+            }
+        };
+        url_of(&name)
+    }
+
+    /// Drops the database made for `dir`, if one was.
+    pub fn drop_database_of(dir: &Path) {
+        if let Ok(name) = std::fs::read_to_string(dir.join("test-database")) {
+            let _ = psql(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                name.trim()
+            ));
+        }
     }
 }
 

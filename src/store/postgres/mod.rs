@@ -1,0 +1,738 @@
+//! The shared backend: PostgreSQL (15 or later), for gateway nodes that
+//! must not keep what they need on their own disk.
+//!
+//! Every tree is a key range of one table (`migrations/0001_store.sql`), so
+//! the planes above see exactly the contract the embedded store meets. What
+//! PostgreSQL adds is in the guarantees: every write commits with
+//! `synchronous_commit` on (checked at open), a read-modify-write
+//! (`update_counter`, `upsert_indexed`) holds its rows `FOR UPDATE` inside
+//! one transaction, so two processes racing on one quota or one record
+//! never lose an update, and an indexed upsert moves its index entries and
+//! its records in one commit.
+//!
+//! The [`Backend`] contract is synchronous (sled answers from memory). Its
+//! calls here run on the backend's own I/O runtime; a caller on the
+//! gateway's runtime waits inside `block_in_place`, so the runtime's other
+//! tasks move to another thread instead of stalling behind the database.
+//! Every call has a deadline: a database that does not answer is an error
+//! (the pull fails closed), never a hang.
+
+pub mod migrate;
+
+use super::{Backend, IndexedUpdate};
+use anyhow::{Context, Result, anyhow, bail};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest one store call may take, connection wait included.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The advisory lock a serving process holds for as long as it runs
+/// ("govsnode" in ASCII). The audit log still lives in one node's data
+/// directory, so one process at a time may serve a database — as sled
+/// allows one process per directory.
+const SERVING_LOCK: i64 = i64::from_be_bytes(*b"govsnode");
+
+/// Where a PostgreSQL store is, how a node trusts it, and how many
+/// connections it keeps.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub url: String,
+    pub pool_size: usize,
+    /// PEM roots the database server's certificate must chain to (`None`:
+    /// the system's roots).
+    pub ca: Option<std::path::PathBuf>,
+}
+
+pub struct PgBackend {
+    pool: Pool,
+    io: Io,
+    serving: Arc<Serving>,
+}
+
+/// The session that holds [`SERVING_LOCK`]. PostgreSQL releases the lock
+/// when the session ends (a restart, a network cut); the next call takes
+/// it again before it touches anything, or fails if another process took
+/// it meanwhile.
+struct Serving {
+    config: tokio_postgres::Config,
+    tls: Tls,
+    session: tokio::sync::RwLock<tokio_postgres::Client>,
+}
+
+impl Serving {
+    async fn take(config: &tokio_postgres::Config, tls: &Tls) -> Result<tokio_postgres::Client> {
+        let client = connect(config, tls).await?;
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVING_LOCK])
+            .await?
+            .get(0);
+        if !held {
+            bail!(
+                "another govshare process is serving this database; this version runs one process per database, as one per sled directory (stop it first)"
+            );
+        }
+        Ok(client)
+    }
+
+    /// Ok while this process holds the lock; retakes it after a lost session.
+    async fn ensure(&self) -> Result<()> {
+        if !self.session.read().await.is_closed() {
+            return Ok(());
+        }
+        let mut session = self.session.write().await;
+        if session.is_closed() {
+            *session = Self::take(&self.config, &self.tls).await?;
+            tracing::info!("PostgreSQL is back: this process serves the database again");
+        }
+        Ok(())
+    }
+}
+
+impl PgBackend {
+    /// Connects, brings the schema up to date (under the migration lock),
+    /// checks that commits are durable, and takes the serving lock.
+    pub fn open(at: &Location) -> Result<Self> {
+        let config = session_config(&at.url)?;
+        let tls = tls(at.ca.as_deref())?;
+        let io = Io::start()?;
+        let (pool, serving) = io.run({
+            let size = at.pool_size;
+            async move {
+                // The serving lock first: a second process changes nothing,
+                // not even the schema.
+                let session = Serving::take(&config, &tls).await?;
+                let mut client = connect(&config, &tls).await?;
+                check_server(&client).await?;
+                migrate::migrate(&mut client).await?;
+                let manager = Manager::from_config(
+                    config.clone(),
+                    tls.clone(),
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                let pool = Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(CALL_DEADLINE))
+                    .create_timeout(Some(CALL_DEADLINE))
+                    .recycle_timeout(Some(CALL_DEADLINE))
+                    .runtime(deadpool_postgres::Runtime::Tokio1)
+                    .build()
+                    .context("building the PostgreSQL pool")?;
+                let serving = Serving {
+                    config,
+                    tls,
+                    session: tokio::sync::RwLock::new(session),
+                };
+                Ok((pool, Arc::new(serving)))
+            }
+        })?;
+        Ok(Self { pool, io, serving })
+    }
+
+    /// Runs `f` with a pooled connection on the I/O runtime.
+    fn with<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send,
+    {
+        let (pool, serving) = (self.pool.clone(), self.serving.clone());
+        self.io.run(async move {
+            serving.ensure().await?;
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            f(client).await
+        })
+    }
+}
+
+/// `govshare db migrate`: brings the schema at `url` up to this binary's,
+/// ahead of a start. A database a gateway is serving is left alone: its
+/// nodes migrate at their own (re)start.
+pub async fn migrate_at(url: &str, ca: Option<&Path>) -> Result<migrate::Migrated> {
+    let (config, tls) = (session_config(url)?, tls(ca)?);
+    let _serving = Serving::take(&config, &tls).await.map_err(|e| {
+        anyhow!("{e:#}; `db migrate` runs only while no gateway serves the database")
+    })?;
+    let mut client = connect(&config, &tls).await?;
+    check_server(&client).await?;
+    migrate::migrate(&mut client).await
+}
+
+type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The connection settings for every session: `url` with keepalives short
+/// enough that a vanished server (a failover, a cut network) is noticed in
+/// seconds, and statement and lock timeouts under [`CALL_DEADLINE`], so a
+/// call given up on does not leave its statement running. A clear-text
+/// connection is refused unless the server is on this host.
+fn session_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .context("store.url is not a PostgreSQL connection URL")?;
+    let deadline_ms = CALL_DEADLINE.as_millis() - 1000;
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(10))
+        .connect_timeout(CALL_DEADLINE)
+        .options(format!(
+            "-c statement_timeout={deadline_ms} -c lock_timeout={deadline_ms} -c idle_session_timeout=0 -c idle_in_transaction_session_timeout={deadline_ms}"
+        ));
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+        use tokio_postgres::config::Host;
+        for host in config.get_hosts() {
+            let local = match host {
+                Host::Unix(_) => true,
+                Host::Tcp(name) => {
+                    name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+            };
+            if !local {
+                bail!(
+                    "store.url: sslmode=disable would send personal records in clear text to a database on another host; use TLS (the default; store.ca names the server's CA) or a database on this host"
+                );
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// TLS towards the database: its certificate must chain to `ca` (PEM), or
+/// to the system's roots.
+fn tls(ca: Option<&Path>) -> Result<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("store.ca: reading {}", path.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                roots
+                    .add(cert.with_context(|| format!("store.ca: {}", path.display()))?)
+                    .with_context(|| format!("store.ca: {}", path.display()))?;
+            }
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "store.ca: {} holds no certificate",
+                path.display()
+            );
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS towards PostgreSQL")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Connects one session (not pooled), driving it on the current runtime.
+async fn connect(config: &tokio_postgres::Config, tls: &Tls) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio::time::timeout(CALL_DEADLINE, config.connect(tls.clone()))
+        .await
+        .map_err(|_| anyhow!("PostgreSQL did not answer within {CALL_DEADLINE:?}"))?
+        .context("connecting to PostgreSQL (store.url)")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "a PostgreSQL session ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The server is one this store is built for (15 or later), and a commit
+/// it acknowledges survives its crash.
+async fn check_server(client: &tokio_postgres::Client) -> Result<()> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await?
+        .get(0);
+    let version: u32 = version.parse().unwrap_or(0);
+    if version < 150_000 {
+        bail!(
+            "PostgreSQL {}.{} is too old: the store needs 15 or later",
+            version / 10_000,
+            version % 10_000
+        );
+    }
+    for setting in ["synchronous_commit", "fsync"] {
+        let v: String = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await?
+            .get(0);
+        if v == "off" {
+            bail!(
+                "PostgreSQL has {setting} = off: a commit it acknowledges can be lost in a crash, and govshare acknowledges nothing that is not durable. Set {setting} = on"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The backend's own runtime, on its own threads, so the synchronous
+/// [`Backend`] calls work from anywhere: a gateway task, a CLI command, a
+/// test. Its threads stop when the backend is dropped.
+struct Io {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Io {
+    fn start() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-pg")
+            .enable_all()
+            .build()
+            .context("starting the PostgreSQL I/O runtime")?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The runtime lives (and is dropped) on this thread, never inside
+        // another runtime's task.
+        std::thread::Builder::new()
+            .name("store-pg".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                })
+            })
+            .context("starting the PostgreSQL I/O thread")?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `f` to completion (or its deadline) and returns its result. On
+    /// a thread of a multi-thread runtime (a gateway task) the future runs
+    /// right here inside `block_in_place`; elsewhere (a CLI, a test's
+    /// current-thread runtime) it runs on the I/O runtime's threads.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let f = async move {
+            tokio::time::timeout(CALL_DEADLINE, f)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow!(
+                        "PostgreSQL did not answer within {CALL_DEADLINE:?}"
+                    ))
+                })
+        };
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            Ok(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                self.handle.spawn(async move {
+                    let _ = tx.send(f.await);
+                });
+                rx.recv()
+                    .map_err(|_| anyhow!("the PostgreSQL I/O runtime has stopped"))?
+            }
+            Err(_) => self.handle.block_on(f),
+        }
+    }
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A key range in one tree: `lower` (inclusive or not), `upper` exclusive.
+struct Range {
+    lower: Vec<u8>,
+    lower_inclusive: bool,
+    upper: Option<Vec<u8>>,
+}
+
+impl Range {
+    fn sql(&self, descending: bool) -> String {
+        format!(
+            "SELECT key, value FROM kv WHERE tree = $1 AND key {} $2{} ORDER BY key{} LIMIT $4",
+            if self.lower_inclusive { ">=" } else { ">" },
+            if self.upper.is_some() {
+                " AND key < $3"
+            } else {
+                " AND $3::bytea IS NULL"
+            },
+            if descending { " DESC" } else { "" },
+        )
+    }
+
+    fn read(self, backend: &PgBackend, tree: &str, limit: usize, descending: bool) -> Result<Rows> {
+        let sql = self.sql(descending);
+        let tree = tree.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        backend.with(move |c| async move {
+            let stmt = c.prepare_cached(&sql).await?;
+            let rows = c
+                .query(&stmt, &[&tree, &self.lower, &self.upper, &limit])
+                .await
+                .with_context(|| format!("scanning {tree}"))?;
+            Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+}
+
+const UPSERT: &str = "INSERT INTO kv (tree, key, value) SELECT $1, k, v FROM unnest($2::bytea[], $3::bytea[]) AS w(k, v) \
+     ON CONFLICT (tree, key) DO UPDATE SET value = excluded.value";
+const DELETE: &str = "DELETE FROM kv WHERE tree = $1 AND key = ANY($2)";
+const PLACEHOLDERS: &str = "INSERT INTO kv (tree, key, value) SELECT $1, k, '\\x'::bytea FROM unnest($2::bytea[]) AS k \
+     ON CONFLICT (tree, key) DO NOTHING RETURNING key";
+const LOCK: &str =
+    "SELECT key, value FROM kv WHERE tree = $1 AND key = ANY($2) ORDER BY key FOR UPDATE";
+
+type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// One tree's puts and removes, the last write of a key winning (as in a
+/// sled batch).
+struct TreeWrites {
+    tree: String,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+    gone: Vec<Vec<u8>>,
+}
+
+impl TreeWrites {
+    fn new(tree: String, writes: Writes) -> Self {
+        // In key order, as every transaction here locks rows: no two wait
+        // on each other crosswise.
+        let mut last: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+        for (k, v) in writes {
+            last.insert(k, v);
+        }
+        let mut w = Self {
+            tree,
+            keys: Vec::new(),
+            values: Vec::new(),
+            gone: Vec::new(),
+        };
+        for (k, v) in last {
+            match v {
+                Some(v) => {
+                    w.keys.push(k);
+                    w.values.push(v);
+                }
+                None => w.gone.push(k),
+            }
+        }
+        w
+    }
+}
+
+type Step<'c> = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'c>>;
+
+/// Sends `BEGIN` (if `begin`), every tree's removes and puts, and `COMMIT`
+/// as one pipeline: one round trip. A statement that fails aborts the
+/// transaction, so the `COMMIT` after it rolls back, and its error is the
+/// result.
+async fn commit_writes(
+    c: &deadpool_postgres::Object,
+    trees: &[TreeWrites],
+    begin: bool,
+) -> Result<()> {
+    let (delete, upsert) = (
+        c.prepare_cached(DELETE).await?,
+        c.prepare_cached(UPSERT).await?,
+    );
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    if begin {
+        steps.push(Box::pin(async {
+            c.batch_execute("BEGIN")
+                .await
+                .context("starting a transaction")
+        }));
+    }
+    for w in trees {
+        if !w.gone.is_empty() {
+            let (stmt, tree, gone) = (&delete, &w.tree, &w.gone);
+            steps.push(Box::pin(async move {
+                c.execute(stmt, &[tree, gone])
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("removing from {tree}"))
+            }));
+        }
+        if !w.keys.is_empty() {
+            let (stmt, tree) = (&upsert, &w.tree);
+            steps.push(Box::pin(async move {
+                c.execute(stmt, &[tree, &w.keys, &w.values])
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("writing {tree}"))
+            }));
+        }
+    }
+    steps.push(Box::pin(async {
+        c.batch_execute("COMMIT").await.context("committing")
+    }));
+    futures_util::future::try_join_all(steps).await.map(drop)
+}
+
+impl Backend for PgBackend {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (tree, key) = (tree.to_string(), key.to_vec());
+        self.with(move |c| async move {
+            let stmt = c
+                .prepare_cached("SELECT value FROM kv WHERE tree = $1 AND key = $2")
+                .await?;
+            let row = c
+                .query_opt(&stmt, &[&tree, &key])
+                .await
+                .with_context(|| format!("reading {tree}"))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.apply_batch(tree, vec![(key.to_vec(), Some(value.to_vec()))])
+    }
+
+    fn remove(&self, tree: &str, key: &[u8]) -> Result<()> {
+        self.apply_batch(tree, vec![(key.to_vec(), None)])
+    }
+
+    fn scan(&self, tree: &str, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows> {
+        let range = match after {
+            Some(a) if a >= prefix => Range {
+                lower: a.to_vec(),
+                lower_inclusive: false,
+                upper: prefix_end(prefix),
+            },
+            _ => Range {
+                lower: prefix.to_vec(),
+                lower_inclusive: true,
+                upper: prefix_end(prefix),
+            },
+        };
+        range.read(self, tree, limit, false)
+    }
+
+    fn scan_rev(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows> {
+        let upper = match (before, prefix_end(prefix)) {
+            (Some(b), Some(end)) => Some(b.min(&end[..]).to_vec()),
+            (Some(b), None) => Some(b.to_vec()),
+            (None, end) => end,
+        };
+        Range {
+            lower: prefix.to_vec(),
+            lower_inclusive: true,
+            upper,
+        }
+        .read(self, tree, limit, true)
+    }
+
+    fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let w = TreeWrites::new(tree.to_string(), writes);
+        self.with(move |c| async move {
+            let conn = Open(Some(c));
+            commit_writes(conn.client(), std::slice::from_ref(&w), true).await?;
+            conn.committed();
+            Ok(())
+        })
+    }
+
+    fn upsert_indexed(
+        &self,
+        tree: &str,
+        index: &str,
+        keys: &[&[u8]],
+        update: &mut IndexedUpdate<'_>,
+    ) -> Result<()> {
+        // One transaction, two round trips: lock and read the old values,
+        // compute the writes here (the closure is the caller's), then write
+        // the index moves and the records and commit together.
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+        let (tx, mut stored) = Txn::lock(self, tree, wanted)?;
+        let (mut records, mut moves) = (Vec::new(), Vec::new());
+        for (n, key) in keys.iter().enumerate() {
+            let w = update(n, stored.get(*key).map(Vec::as_slice))?;
+            if let Some(o) = w.old_index {
+                moves.push((o, None));
+            }
+            moves.push((w.new_index, Some(Vec::new())));
+            records.push((key.to_vec(), Some(w.value.clone())));
+            // Later keys of the same call read what earlier ones wrote.
+            stored.insert(key.to_vec(), w.value);
+        }
+        tx.finish(vec![
+            TreeWrites::new(index.to_string(), moves),
+            TreeWrites::new(tree.to_string(), records),
+        ])
+    }
+
+    fn update_counter(
+        &self,
+        tree: &str,
+        key: &[u8],
+        f: &mut dyn FnMut(u64) -> u64,
+    ) -> Result<(u64, u64)> {
+        let (tx, mut stored) = Txn::lock(self, tree, vec![key.to_vec()])?;
+        let old = stored
+            .remove(key)
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes);
+        let new = f(old);
+        tx.finish(vec![TreeWrites::new(
+            tree.to_string(),
+            vec![(key.to_vec(), Some(new.to_le_bytes().to_vec()))],
+        )])?;
+        Ok((old, new))
+    }
+
+    /// Every write above has committed durably already.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn trees(&self) -> Result<Vec<String>> {
+        self.with(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT tree FROM kv GROUP BY tree ORDER BY tree COLLATE \"C\"",
+                    &[],
+                )
+                .await
+                .context("listing the trees")?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+    }
+}
+
+/// A transaction that spans the caller's computation: its rows are locked
+/// and read in one round trip, the caller computes, and its writes and
+/// commit go in a second.
+struct Txn<'a> {
+    backend: &'a PgBackend,
+    conn: Open,
+}
+
+/// A pooled connection inside a transaction. Dropped before its commit —
+/// an error, a deadline, a caller that gave up — it is taken out of the
+/// pool and closed, which rolls the transaction back; it never returns to
+/// the pool with a transaction open.
+struct Open(Option<deadpool_postgres::Object>);
+
+impl Open {
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.0.as_ref().expect("an open transaction's connection")
+    }
+
+    /// After COMMIT: the connection goes back to the pool.
+    fn committed(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_postgres::Object::take(conn));
+        }
+    }
+}
+
+impl<'a> Txn<'a> {
+    /// Begins, and reads `keys` of `tree` holding their rows until the
+    /// commit. A key with no row yet gets an empty placeholder first, so
+    /// two processes creating the same key also wait for each other. Rows
+    /// are locked in key order, so two transactions never wait on each
+    /// other's rows crosswise.
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        backend: &'a PgBackend,
+        tree: &str,
+        mut keys: Vec<Vec<u8>>,
+    ) -> Result<(Self, HashMap<Vec<u8>, Vec<u8>>)> {
+        keys.sort();
+        keys.dedup();
+        let tree = tree.to_string();
+        let (conn, rows) = backend.with(move |c| async move {
+            let conn = Open(Some(c));
+            let client = conn.client();
+            let (make, lock) = (
+                client.prepare_cached(PLACEHOLDERS).await?,
+                client.prepare_cached(LOCK).await?,
+            );
+            let (_, placeholders, rows) = tokio::try_join!(
+                async {
+                    client
+                        .batch_execute("BEGIN")
+                        .await
+                        .context("starting a transaction")
+                },
+                async {
+                    client
+                        .query(&make, &[&tree, &keys])
+                        .await
+                        .with_context(|| format!("locking {tree}"))
+                },
+                async {
+                    client
+                        .query(&lock, &[&tree, &keys])
+                        .await
+                        .with_context(|| format!("reading {tree}"))
+                },
+            )?;
+            let mut rows: HashMap<Vec<u8>, Vec<u8>> =
+                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+            // A placeholder this transaction made is not a stored value.
+            for r in placeholders {
+                rows.remove(&r.get::<_, Vec<u8>>(0));
+            }
+            Ok((conn, rows))
+        })?;
+        Ok((Self { backend, conn }, rows))
+    }
+
+    /// Writes every tree's puts and removes, and commits.
+    fn finish(self, trees: Vec<TreeWrites>) -> Result<()> {
+        let conn = self.conn;
+        self.backend.io.run(async move {
+            commit_writes(conn.client(), &trees, false).await?;
+            conn.committed();
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,608 @@
+//! The pull-path, policy and auditors suites again, over the PostgreSQL
+//! store: every test below is the sled suite's own, with each gateway on a
+//! database of its own (`common::store_section`). A missing PostgreSQL
+//! fails them; see `common::postgres`.
+
+// Each included suite keeps its own copy of the harness, exactly as when it
+// runs alone; the copies differ only in their module path, which is how the
+// harness knows it runs over PostgreSQL.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "auditors.rs"]
+mod auditors;
+#[path = "policy.rs"]
+mod policy;
+#[path = "pull_path.rs"]
+mod pull_path;
+
+mod common;
+
+use common::{Gateway, SEED, TEST_PERSONS, cli, ctx, postgres, residents};
+use govshare::proto::GetPersonRequest;
+use govshare::proto::population_service_client::PopulationServiceClient;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// A demo gateway's config over the database at `url`.
+fn over(dir: &Path, url: &str) -> String {
+    format!(
+        "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n",
+        dir.display()
+    )
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_lives_in_the_database_and_one_process_serves_it() {
+    let gw = Gateway::start("");
+    let url = postgres::database_for(&gw.dir);
+    assert!(
+        !gw.dir.join("store").exists(),
+        "a node over PostgreSQL keeps no store on its own disk"
+    );
+    let persons: i64 = psql(&url, "SELECT count(*) FROM kv WHERE tree = 'population'")
+        .parse()
+        .unwrap();
+    assert_eq!(persons as usize, TEST_PERSONS, "the demo records are rows");
+
+    // Nor may a migration run under it.
+    let (ok, said) = cli(&["db", "migrate", "--url", &url]);
+    assert!(
+        !ok && said.contains("only while no gateway serves"),
+        "{said}"
+    );
+
+    // A second process on the same database is refused, by name.
+    let other = tempfile::tempdir().unwrap();
+    let config = other.path().join("govshare.toml");
+    std::fs::write(&config, over(other.path(), &url)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("another govshare process is serving this database"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_database_on_another_host_is_never_reached_in_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("govshare.toml");
+    std::fs::write(
+        &config,
+        over(
+            dir.path(),
+            "postgres://govshare:secret@db.example.internal:5432/govshare?sslmode=disable",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("in clear text"), "{said}");
+    assert!(
+        !said.contains("secret"),
+        "the password is never echoed: {said}"
+    );
+}
+
+#[test]
+fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
+    let url = postgres::url_of(&postgres::create_database());
+    let (ok, said) = cli(&["db", "migrate", "--url", &url]);
+    assert!(ok, "{said}");
+    assert!(said.contains("from version 0 to 1"), "{said}");
+    let (ok, said) = cli(&["db", "migrate", "--url", &url]);
+    assert!(ok && said.contains("at version 1: nothing to do"), "{said}");
+    assert_eq!(psql(&url, "SELECT count(*) FROM schema_version"), "1");
+
+    // A later govshare migrated this database: this one must not touch it.
+    psql(
+        &url,
+        "INSERT INTO schema_version (version, name) VALUES (2, '0002_later.sql')",
+    );
+    let (ok, said) = cli(&["db", "migrate", "--url", &url]);
+    assert!(!ok);
+    assert!(
+        said.contains("schema is version 2, newer than this binary's version 1"),
+        "{said}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("govshare.toml");
+    std::fs::write(&config, over(dir.path(), &url)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("newer than this binary's version 1"),
+        "{said}"
+    );
+    assert!(!dir.path().join("pki").exists(), "nothing was made");
+}
+
+/// A PostgreSQL server of this test's own (initdb into a temp dir), so the
+/// test can stop it under a running gateway.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnServer {
+    fn bin(tool: &str) -> std::path::PathBuf {
+        let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's postgresql package (/usr/lib/postgresql)")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        versions.sort();
+        versions.pop().unwrap().join("bin").join(tool)
+    }
+
+    /// Runs a server tool, as the `postgres` user when this is root (a
+    /// server refuses to run as root).
+    fn run(&self, tool: &str, args: &[&str]) {
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(Self::bin(tool));
+            c
+        } else {
+            Command::new(Self::bin(tool))
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = Self { dir, port };
+        let data = s.data();
+        s.run(
+            "initdb",
+            &["-D", &data, "-U", "govshare", "-A", "trust", "--no-sync"],
+        );
+        s.up();
+        s
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn up(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn down(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://govshare@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.down());
+    }
+}
+
+async fn health_of(gw: &Gateway, service: &str) -> Option<i32> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    HealthClient::new(gw.channel("civil-affairs").await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_database_goes_away_fails_closed_and_recovers_by_itself() {
+    let pg = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(dir.path(), &over(dir.path(), &pg.url()));
+    let (person, _) = residents();
+    let token = gw.token("civil-affairs");
+    let mut client = PopulationServiceClient::new(gw.channel("civil-affairs").await);
+    let pull = |client: &mut PopulationServiceClient<_>| {
+        let r = common::req(
+            GetPersonRequest {
+                context: ctx("social-assistance"),
+                id_number: person.id_number.clone().unwrap(),
+            },
+            &token,
+        );
+        let mut client = client.clone();
+        async move { client.get_person(r).await }
+    };
+    pull(&mut client)
+        .await
+        .expect("served while the database answers");
+    const POPULATION: &str = "govshare.v1.PopulationService";
+    assert_eq!(health_of(&gw, POPULATION).await, Some(1), "SERVING");
+
+    pg.down();
+    let err = pull(&mut client).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("retry"), "{}", err.message());
+    let began = Instant::now();
+    while health_of(&gw, POPULATION).await != Some(2) {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "never NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = gw.ops_get("/readyz").await;
+    assert_eq!(status, 503);
+
+    pg.up();
+    let began = Instant::now();
+    loop {
+        match pull(&mut client).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                e.code() == Code::Unavailable && began.elapsed() < Duration::from_secs(30),
+                "no recovery: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let began = Instant::now();
+    while health_of(&gw, POPULATION).await != Some(1) {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "never SERVING again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every call was recorded, the refused ones too.
+    let refused = gw
+        .audit_entries()
+        .iter()
+        .filter(|(_, e)| e.reason_code == "STORE_UNAVAILABLE")
+        .count();
+    assert!(
+        refused >= 1,
+        "the refusal while the database was away is in the log"
+    );
+}
+
+/// The contract the planes rely on, asked of both backends alike: key
+/// order, prefixes, `after`/`before` bounds, batches, and a counter that
+/// loses no update under concurrent writers.
+fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend>) {
+    let put = |k: &[u8]| store.put("t", k, k).unwrap();
+    for k in [
+        &b"a\x00"[..],
+        b"a",
+        b"ab",
+        b"a\xff",
+        b"a\xff\xff",
+        b"b",
+        b"\xff",
+    ] {
+        put(k);
+    }
+    store.put("other", b"a1", b"x").unwrap();
+    let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.scan("t", b"a", None, 10).unwrap()),
+        vec![
+            b"a".to_vec(),
+            b"a\x00".to_vec(),
+            b"ab".to_vec(),
+            b"a\xff".to_vec(),
+            b"a\xff\xff".to_vec()
+        ]
+    );
+    assert_eq!(
+        keys(store.scan("t", b"a", Some(b"ab"), 2).unwrap()),
+        vec![b"a\xff".to_vec(), b"a\xff\xff".to_vec()]
+    );
+    assert_eq!(
+        keys(store.scan("t", b"\xff", None, 10).unwrap()),
+        vec![b"\xff".to_vec()]
+    );
+    assert_eq!(
+        keys(store.scan_rev("t", b"a", None, 2).unwrap()),
+        vec![b"a\xff\xff".to_vec(), b"a\xff".to_vec()]
+    );
+    assert_eq!(
+        keys(store.scan_rev("t", b"a", Some(b"b\x00"), 2).unwrap()),
+        vec![b"a\xff\xff".to_vec(), b"a\xff".to_vec()],
+        "a bound past the prefix never reaches past it"
+    );
+    assert_eq!(
+        keys(store.scan_rev("t", b"a", Some(b"ab"), 10).unwrap()),
+        vec![b"a\x00".to_vec(), b"a".to_vec()]
+    );
+    store
+        .apply_batch(
+            "t",
+            vec![(b"b".to_vec(), None), (b"c".to_vec(), Some(b"3".to_vec()))],
+        )
+        .unwrap();
+    assert_eq!(store.get("t", b"b").unwrap(), None);
+    assert_eq!(store.get("t", b"c").unwrap(), Some(b"3".to_vec()));
+    store.remove("t", b"c").unwrap();
+    assert_eq!(store.get("t", b"c").unwrap(), None);
+    assert!(store.trees().unwrap().contains(&"other".to_string()));
+
+    // 8 writers × 40 increments of one counter: every one counts.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    store.update_counter("q", b"day", &mut |n| n + 1).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(
+        store.update_counter("q", b"day", &mut |n| n).unwrap(),
+        (320, 320)
+    );
+
+    // An indexed upsert: later keys of one call read what earlier ones wrote.
+    let mut seen = Vec::new();
+    store
+        .upsert_indexed("r", "r.idx", &[b"k", b"k"], &mut |n, old| {
+            seen.push(old.map(<[u8]>::to_vec));
+            Ok(govshare::store::IndexedWrite {
+                value: vec![n as u8],
+                old_index: old.map(|o| [b"i", o].concat()),
+                new_index: [&b"i"[..], &[n as u8]].concat(),
+            })
+        })
+        .unwrap();
+    assert_eq!(seen, vec![None, Some(vec![0])]);
+    assert_eq!(store.get("r", b"k").unwrap(), Some(vec![1]));
+    assert_eq!(
+        keys(store.scan("r.idx", b"", None, 10).unwrap()),
+        vec![b"i\x01".to_vec()]
+    );
+}
+
+#[test]
+fn both_backends_meet_the_same_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    meets_the_backend_contract(govshare::store::open_dir(dir.path()).unwrap());
+    let url = postgres::url_of(&postgres::create_database());
+    meets_the_backend_contract(
+        govshare::store::open(&govshare::store::Location::Postgres(
+            govshare::store::postgres::Location {
+                url,
+                pool_size: 8,
+                ca: None,
+            },
+        ))
+        .unwrap(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_node_moves_up_to_postgres_and_keeps_its_grants_and_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sled_config = over(d, "").split("[store]").next().unwrap().to_string();
+    let mut gw = Gateway::start_with(d, &sled_config);
+    let (person, _) = residents();
+    let pull = async |gw: &Gateway| {
+        PopulationServiceClient::new(gw.channel("civil-affairs").await)
+            .get_person(common::req(
+                GetPersonRequest {
+                    context: ctx("social-assistance"),
+                    id_number: person.id_number.clone().unwrap(),
+                },
+                &gw.token("civil-affairs"),
+            ))
+            .await
+            .map(|r| r.into_inner())
+    };
+    let before = pull(&gw).await.unwrap();
+    let url = postgres::url_of(&postgres::create_database());
+    let config = d.join("govshare.toml");
+    let copy = |url: &str| {
+        cli(&[
+            "store",
+            "copy",
+            "--from",
+            d.to_str().unwrap(),
+            "--to",
+            url,
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let (ok, said) = copy(&url);
+    assert!(!ok && said.contains("must be stopped"), "{said}");
+
+    gw.stop();
+    let (ok, said) = copy(&url);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("rows in") && said.contains("recorded as audit entry"),
+        "{said}"
+    );
+    let (ok, said) = copy(&url);
+    assert!(!ok && said.contains("target store is not empty"), "{said}");
+
+    let gw = Gateway::start_with(d, &over(d, &url));
+    assert!(
+        !gw.said
+            .iter()
+            .any(|l| l.contains("loaded the demo district")),
+        "a moved store is not seeded again: {:?}",
+        gw.said
+    );
+    let after = pull(&gw)
+        .await
+        .expect("the same token and grant serve over PostgreSQL");
+    assert_eq!(
+        after.person, before.person,
+        "the same record, masked the same way"
+    );
+    let entries = gw.audit_entries();
+    let copy_entry = entries
+        .iter()
+        .position(|(_, e)| e.method == "govshare store copy")
+        .expect("the move is in the log");
+    assert!(
+        entries[copy_entry + 1..]
+            .iter()
+            .any(|(_, e)| e.method.ends_with("GetPerson"))
+    );
+    drop(gw);
+    let (ok, said) = cli(&["audit", "verify", "--data-dir", d.to_str().unwrap()]);
+    assert!(ok, "one log across the move: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restores_into_an_empty_database_and_never_over_a_used_one() {
+    use govshare::proto::ConfirmRestoreRequest;
+    let gw = Gateway::start("");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("gateway.snapshot");
+    let (addr, pki) = (gw.addr.to_string(), gw.pki(""));
+    let (ok, said) = cli(&[
+        "snapshot",
+        "save",
+        file.to_str().unwrap(),
+        "--addr",
+        &addr,
+        "--pki",
+        pki.to_str().unwrap(),
+    ]);
+    assert!(ok, "{said}");
+    let identity = tmp.path().join("backup.agekey");
+    std::fs::copy(gw.pki("backup.agekey"), &identity).unwrap();
+    let (person, _) = residents();
+    let pull = async |gw: &Gateway| {
+        PopulationServiceClient::new(gw.channel("civil-affairs").await)
+            .get_person(common::req(
+                GetPersonRequest {
+                    context: ctx("social-assistance"),
+                    id_number: person.id_number.clone().unwrap(),
+                },
+                &gw.token("civil-affairs"),
+            ))
+            .await
+            .map(|r| r.into_inner().person)
+    };
+    let before = pull(&gw).await.unwrap();
+    drop(gw);
+
+    let url = postgres::url_of(&postgres::create_database());
+    let restore = |dir: &Path| {
+        let config = tmp.path().join("restore.toml");
+        std::fs::write(&config, over(dir, &url)).unwrap();
+        cli(&[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--reason",
+            "drill over PostgreSQL",
+        ])
+    };
+    let node = tmp.path().join("restored");
+    let (ok, said) = restore(&node);
+    assert!(ok, "{said}");
+    assert!(
+        !node.join("store").exists(),
+        "the store went into the database"
+    );
+    let rows = psql(&url, "SELECT count(*) FROM kv");
+
+    // A second restore into the same, now used, database is refused and
+    // changes nothing there.
+    let (ok, said) = restore(&tmp.path().join("again"));
+    assert!(!ok && said.contains("store is not empty"), "{said}");
+    assert_eq!(psql(&url, "SELECT count(*) FROM kv"), rows);
+
+    let restored = Gateway::start_with(&node, &over(&node, &url));
+    let held = pull(&restored).await.unwrap_err();
+    assert_eq!(
+        held.code(),
+        Code::Unavailable,
+        "held until confirmed: {held:?}"
+    );
+    common::admin_client(&restored, "admin")
+        .await
+        .confirm_restore(common::req(
+            ConfirmRestoreRequest {
+                note: "drill".into(),
+            },
+            &restored.token("admin"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pull(&restored).await.unwrap(), before);
+}
