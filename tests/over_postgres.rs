@@ -187,27 +187,64 @@ impl OwnServer {
     }
 
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if unsafe { libc::geteuid() } == 0 {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
+        Self::start_with("")
+    }
+
+    /// …with TLS on, its certificate for 127.0.0.1 from a CA of its own;
+    /// returns the CA's PEM file too.
+    fn start_tls() -> (Self, std::path::PathBuf) {
+        let s = Self::init();
+        let pki = s.dir.path().join("pki");
+        let (ok, said) = cli(&["pki", "init", "--dir", pki.to_str().unwrap()]);
+        assert!(ok, "{said}");
+        let data = std::path::PathBuf::from(s.data());
+        for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+            std::fs::copy(pki.join(from), data.join(to)).unwrap();
         }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        s.own(&data);
+        s.up_with("-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        (s, pki.join("ca.pem"))
+    }
+
+    fn start_with(extra: &str) -> Self {
+        let s = Self::init();
+        s.up_with(extra);
+        s
+    }
+
+    /// A new cluster in a temp dir, not yet started.
+    fn init() -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let s = Self { dir, port };
+        s.own(s.dir.path());
         let data = s.data();
         s.run(
             "initdb",
             &["-D", &data, "-U", "govshare", "-A", "trust", "--no-sync"],
         );
-        s.up();
         s
+    }
+
+    /// Gives `path` to the `postgres` user when this is root.
+    fn own(&self, path: &Path) {
+        if unsafe { libc::geteuid() } == 0 {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()
+                .unwrap();
+        }
     }
 
     fn data(&self) -> String {
@@ -215,8 +252,12 @@ impl OwnServer {
     }
 
     fn up(&self) {
+        self.up_with("");
+    }
+
+    fn up_with(&self, extra: &str) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {extra}",
             self.port,
             self.dir.path().display()
         );
@@ -605,4 +646,50 @@ async fn a_snapshot_restores_into_an_empty_database_and_never_over_a_used_one() 
         .await
         .unwrap();
     assert_eq!(pull(&restored).await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_verified_tls() {
+    let (pg, ca) = OwnServer::start_tls();
+    let url = pg.url();
+    // The system's roots do not vouch for this server: refused, by name.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("govshare.toml");
+    std::fs::write(&config, over(dir.path(), &url)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unverified server was used");
+    assert!(said.contains("connecting to PostgreSQL"), "{said}");
+
+    // With its CA named, every session is TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{}ca = \"{}\"\n", over(dir.path(), &url), ca.display());
+    let gw = Gateway::start_with(dir.path(), &text);
+    let (person, _) = residents();
+    PopulationServiceClient::new(gw.channel("civil-affairs").await)
+        .get_person(common::req(
+            GetPersonRequest {
+                context: ctx("social-assistance"),
+                id_number: person.id_number.clone().unwrap(),
+            },
+            &gw.token("civil-affairs"),
+        ))
+        .await
+        .expect("served over a TLS session");
+    let sessions = psql(
+        &format!("{url}?sslmode=disable"),
+        "SELECT count(*) FILTER (WHERE ssl), count(*) FILTER (WHERE NOT ssl) \
+         FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE datname = 'postgres' AND pid <> pg_backend_pid()",
+    );
+    let (tls, clear) = sessions.split_once('|').unwrap();
+    assert!(
+        tls.parse::<u32>().unwrap() >= 2,
+        "serving lock and pool: {sessions}"
+    );
+    assert_eq!(clear, "0", "no session in clear text: {sessions}");
 }
