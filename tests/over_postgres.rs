@@ -33,6 +33,20 @@ fn over(dir: &Path, url: &str) -> String {
     )
 }
 
+/// Starts a gateway on `dir` with `config_text`, expecting a refusal;
+/// returns what it said.
+fn refused(dir: &Path, config_text: &str) -> String {
+    let config = dir.join("govshare.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .arg(url)
@@ -69,15 +83,7 @@ async fn the_store_lives_in_the_database_and_one_process_serves_it() {
 
     // A second process on the same database is refused, by name.
     let other = tempfile::tempdir().unwrap();
-    let config = other.path().join("govshare.toml");
-    std::fs::write(&config, over(other.path(), &url)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let said = refused(other.path(), &over(other.path(), &url));
     assert!(
         said.contains("another govshare process is serving this database"),
         "{said}"
@@ -87,22 +93,13 @@ async fn the_store_lives_in_the_database_and_one_process_serves_it() {
 #[test]
 fn a_database_on_another_host_is_never_reached_in_clear_text() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("govshare.toml");
-    std::fs::write(
-        &config,
-        over(
+    let said = refused(
+        dir.path(),
+        &over(
             dir.path(),
             "postgres://govshare:secret@db.example.internal:5432/govshare?sslmode=disable",
         ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
     assert!(said.contains("in clear text"), "{said}");
     assert!(
         !said.contains("secret"),
@@ -112,7 +109,8 @@ fn a_database_on_another_host_is_never_reached_in_clear_text() {
 
 #[test]
 fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
-    let url = postgres::url_of(&postgres::create_database());
+    let db = postgres::TestDatabase::new();
+    let url = db.url.clone();
     let (ok, said) = cli(&["db", "migrate", "--url", &url]);
     assert!(ok, "{said}");
     assert!(said.contains("from version 0 to 1"), "{said}");
@@ -132,15 +130,7 @@ fn the_schema_is_migrated_once_and_a_newer_one_is_refused() {
         "{said}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("govshare.toml");
-    std::fs::write(&config, over(dir.path(), &url)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let said = refused(dir.path(), &over(dir.path(), &url));
     assert!(
         said.contains("newer than this binary's version 1"),
         "{said}"
@@ -470,7 +460,8 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
 fn both_backends_meet_the_same_contract() {
     let dir = tempfile::tempdir().unwrap();
     meets_the_backend_contract(govshare::store::open_dir(dir.path()).unwrap());
-    let url = postgres::url_of(&postgres::create_database());
+    let db = postgres::TestDatabase::new();
+    let url = db.url.clone();
     meets_the_backend_contract(
         govshare::store::open(&govshare::store::Location::Postgres(
             govshare::store::postgres::Location {
@@ -503,7 +494,8 @@ async fn a_sled_node_moves_up_to_postgres_and_keeps_its_grants_and_its_log() {
             .map(|r| r.into_inner())
     };
     let before = pull(&gw).await.unwrap();
-    let url = postgres::url_of(&postgres::create_database());
+    let db = postgres::TestDatabase::new();
+    let url = db.url.clone();
     let config = d.join("govshare.toml");
     let copy = |url: &str| {
         cli(&[
@@ -595,7 +587,8 @@ async fn a_snapshot_restores_into_an_empty_database_and_never_over_a_used_one() 
     let before = pull(&gw).await.unwrap();
     drop(gw);
 
-    let url = postgres::url_of(&postgres::create_database());
+    let db = postgres::TestDatabase::new();
+    let url = db.url.clone();
     let restore = |dir: &Path| {
         let config = tmp.path().join("restore.toml");
         std::fs::write(&config, over(dir, &url)).unwrap();
@@ -654,15 +647,7 @@ async fn the_database_is_reached_over_verified_tls() {
     let url = pg.url();
     // The system's roots do not vouch for this server: refused, by name.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("govshare.toml");
-    std::fs::write(&config, over(dir.path(), &url)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "an unverified server was used");
+    let said = refused(dir.path(), &over(dir.path(), &url));
     assert!(said.contains("connecting to PostgreSQL"), "{said}");
 
     // With its CA named, every session is TLS.

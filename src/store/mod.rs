@@ -112,6 +112,29 @@ impl WriteGate {
     }
 }
 
+/// The smallest key above every key starting with `prefix` (`None`: no
+/// bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Where a descending scan under `prefix` starts (exclusive): `before`,
+/// but never past the prefix's end (`None`: unbounded).
+fn rev_upper(prefix: &[u8], before: Option<&[u8]>) -> Option<Vec<u8>> {
+    match (before, prefix_end(prefix)) {
+        (Some(b), Some(end)) => Some(b.min(&end[..]).to_vec()),
+        (Some(b), None) => Some(b.to_vec()),
+        (None, end) => end,
+    }
+}
+
 /// Which backend holds the store.
 #[derive(Debug, Clone)]
 pub enum Location {

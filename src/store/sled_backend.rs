@@ -1,6 +1,6 @@
 //! The embedded default backend: one sled database in the data directory.
 
-use super::{Backend, IndexedUpdate};
+use super::{Backend, IndexedUpdate, rev_upper};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -94,13 +94,7 @@ impl Backend for SledBackend {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let tree = self.tree(tree)?;
-        // `before` past the prefix starts at the prefix's end, not at keys
-        // outside it.
-        let end = match (before, prefix_end(prefix)) {
-            (Some(b), Some(end)) => Bound::Excluded(b.min(&end[..]).to_vec()),
-            (Some(b), None) => Bound::Excluded(b.to_vec()),
-            (None, end) => end.map_or(Bound::Unbounded, Bound::Excluded),
-        };
+        let end = rev_upper(prefix, before).map_or(Bound::Unbounded, Bound::Excluded);
         let mut out = Vec::new();
         for item in tree.range((Bound::Included(prefix.to_vec()), end)).rev() {
             let (k, v) = item?;
@@ -183,16 +177,4 @@ impl Backend for SledBackend {
         self.db.flush()?;
         Ok(())
     }
-}
-
-/// The smallest key above every key starting with `prefix` (`None`: no bound).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }

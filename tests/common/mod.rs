@@ -329,6 +329,29 @@ pub mod postgres {
             .map_or(0, |d| d.subsec_nanos())
     }
 
+    /// A database of a test's own, dropped with it.
+    pub struct TestDatabase {
+        pub name: String,
+        pub url: String,
+    }
+
+    impl TestDatabase {
+        pub fn new() -> Self {
+            let name = create_database();
+            let url = url_of(&name);
+            Self { name, url }
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let _ = psql(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+
     /// The database of the gateway on `dir`, made on first use.
     pub fn database_for(dir: &Path) -> String {
         let marker = dir.join("test-database");

@@ -19,7 +19,7 @@
 
 pub mod migrate;
 
-use super::{Backend, IndexedUpdate};
+use super::{Backend, IndexedUpdate, prefix_end, rev_upper};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
@@ -359,18 +359,6 @@ impl Io {
     }
 }
 
-/// The smallest key above every key starting with `prefix` (`None`: no bound).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A key range in one tree: `lower` (inclusive or not), `upper` exclusive.
@@ -550,11 +538,7 @@ impl Backend for PgBackend {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Rows> {
-        let upper = match (before, prefix_end(prefix)) {
-            (Some(b), Some(end)) => Some(b.min(&end[..]).to_vec()),
-            (Some(b), None) => Some(b.to_vec()),
-            (None, end) => end,
-        };
+        let upper = rev_upper(prefix, before);
         Range {
             lower: prefix.to_vec(),
             lower_inclusive: true,
