@@ -595,7 +595,18 @@ async fn over_postgres(
         )?;
         let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
         let sampler = Sampler::new(gw.pid);
+        let server_before = sampler.cpu_of_all("postgres");
         let rates = unary(report, o, &gw, &load, &sampler, ids, " (PostgreSQL)").await?;
+        let server = sampler.cpu_of_all("postgres") - server_before;
+        // The pulls of every concurrency, at their measured rates.
+        let pulls: f64 = rates.iter().map(|r| r * o.duration.as_secs_f64()).sum();
+        report.row(
+            "PostgreSQL server CPU per audited pull (all its processes)",
+            server * 1e6 / pulls.max(1.0),
+            "µs",
+            None,
+            "",
+        );
         drop(load);
         drop(gw.stop());
         anyhow::Ok(rates)

@@ -71,6 +71,29 @@ impl Sampler {
         Self::new(std::process::id())
     }
 
+    /// CPU seconds so far of every process named `comm` (PostgreSQL's
+    /// server processes, say), whoever started them.
+    pub fn cpu_of_all(&self, comm: &str) -> f64 {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        procs
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|s| ticks(&s))
+            .sum::<f64>()
+            / self.tick
+    }
+
     pub fn cpu(&self) -> Cpu {
         let base = format!("/proc/{}", self.pid);
         let total = std::fs::read_to_string(format!("{base}/stat"))
