@@ -33,10 +33,10 @@ fn over(dir: &Path, url: &str) -> String {
     )
 }
 
-/// Starts a gateway on `dir` with `config_text`, expecting a refusal;
-/// returns what it said.
-fn refused(dir: &Path, config_text: &str) -> String {
-    let config = dir.join("govshare.toml");
+/// Starts a gateway with `config_text` (written into `at`), expecting a
+/// refusal; returns what it said.
+fn refused(at: &Path, config_text: &str) -> String {
+    let config = at.join("refused.toml");
     std::fs::write(&config, config_text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
         .args(["serve", "--config"])
@@ -677,4 +677,50 @@ async fn the_database_is_reached_over_verified_tls() {
         "serving lock and pool: {sessions}"
     );
     assert_eq!(clear, "0", "no session in clear text: {sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_data_dir_and_one_log_per_store() {
+    let mut gw = Gateway::start("");
+    let url = postgres::database_for(&gw.dir);
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    // The same data dir over another database: its log has one writer.
+    let other = postgres::TestDatabase::new();
+    let said = refused(elsewhere.path(), &over(&gw.dir, &other.url));
+    assert!(said.contains("one process per data dir"), "{said}");
+    assert_eq!(
+        psql(
+            &other.url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'kv'"
+        ),
+        "0"
+    );
+
+    // The same database from a fresh data dir: a second log would split
+    // the store's history. Refused before anything is written.
+    gw.stop();
+    let fresh = elsewhere.path().join("fresh");
+    let said = refused(elsewhere.path(), &over(&fresh, &url));
+    assert!(
+        said.contains("recorded in the audit log whose key is"),
+        "{said}"
+    );
+    assert!(
+        !fresh.join("pki").exists(),
+        "no PKI, no demo identities made"
+    );
+
+    // Nor from a data dir with a log of its own (made over another database).
+    let other_node = elsewhere.path().join("other-node");
+    drop(Gateway::start_with(
+        &other_node,
+        &over(&other_node, &other.url),
+    ));
+    let said = refused(elsewhere.path(), &over(&other_node, &url));
+    assert!(said.contains("has another key"), "{said}");
+
+    // Its own data dir starts on it again, ready.
+    let gw = Gateway::start_in(&gw.dir.clone(), "");
+    assert_eq!(gw.ops_get("/readyz").await.0, 200);
 }

@@ -87,6 +87,64 @@ pub fn check_mode(cfg: &Config, store: &Store) -> Result<()> {
     }
 }
 
+/// The public key of the audit log that records this store's changes.
+const LOG_KEY: &str = "audit.log_key";
+
+/// The key part of a verifier key (`name+hash+key`): the same across the
+/// log's generations, whose names differ.
+fn key_part(verifier_key: &str) -> &str {
+    verifier_key.trim().rsplit('+').next().unwrap_or_default()
+}
+
+/// A store belongs to one audit log: the one in the data dir of the node
+/// that first served it. A shared database outlives data dirs, so a data
+/// dir with no log at all — whose first start would seed the store and
+/// begin a second log — is refused before it writes anything. A data dir
+/// with a log is checked once its log is open ([`bind_log`]).
+pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
+    let Some(recorded) = store.meta(LOG_KEY)? else {
+        return Ok(());
+    };
+    let no_log = crate::audit::segment::segments(&cfg.audit_dir())?.is_empty()
+        && !cfg
+            .pki_dir()
+            .join(crate::audit::checkpoint::KEY_FILE)
+            .exists();
+    if no_log {
+        anyhow::bail!(
+            "{}; {} holds no audit log. Start that data dir on this store: a second log would split the store's history",
+            belongs(&recorded),
+            cfg.data_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn belongs(recorded: &[u8]) -> String {
+    format!(
+        "this store's changes are recorded in the audit log whose key is {}, kept in the data dir of the gateway that first served it",
+        String::from_utf8_lossy(recorded)
+    )
+}
+
+/// Records which log this store belongs to on its first start, and
+/// refuses a store that belongs to another.
+pub fn bind_log(cfg: &Config, store: &Store, verifier_key: &str) -> Result<()> {
+    let ours = key_part(verifier_key);
+    match store.meta(LOG_KEY)? {
+        None => {
+            store.put_meta(LOG_KEY, ours.as_bytes())?;
+            store.sync()
+        }
+        Some(k) if k == ours.as_bytes() => Ok(()),
+        Some(k) => anyhow::bail!(
+            "{}; the log in {} has another key ({ours}). Start that data dir on this store: a second log would split the store's history",
+            belongs(&k),
+            cfg.data_dir.display()
+        ),
+    }
+}
+
 /// What production prints while no administrator exists.
 pub fn enrolment_hint(cfg: &Config, store: &Store) -> Result<Option<String>> {
     if cfg.demo || enrol::administrator_exists(store)? {

@@ -90,6 +90,22 @@ pub fn open_store(at: &crate::store::Location) -> Result<(Store, RecordStore)> {
     Ok((Store::new(backend.clone()), RecordStore::new(backend)))
 }
 
+/// Holds the data dir for this process: its audit log has one writer. (The
+/// sled store's own lock used to stand in for this; a shared database does
+/// not.) An advisory `flock` on the directory itself, released when the
+/// process ends, however it ends.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "another govshare process is serving from {}: one process per data dir",
+            dir.display()
+        );
+    }
+    Ok(handle)
+}
+
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     // First, so every component's metrics from the start are recorded.
@@ -113,8 +129,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             "the data dir could not be made private (mode 0700): other local users may read the store and its keys"
         );
     }
+    let _one_process = lock_data_dir(&cfg.data_dir)?;
     let (store, records) = open_store(&cfg.store_location())?;
     first_start::check_mode(&cfg, &store)?;
+    first_start::check_log(&cfg, &store)?;
     admin::remove_stale_snapshots(&cfg.snapshot_work_dir());
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
@@ -124,6 +142,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let steps = first_start::first_start(&cfg, &store, &records, &keys)?;
     let audit = cfg.open_audit()?;
     let audit_log = audit.log();
+    first_start::bind_log(&cfg, &store, audit_log.verifier_key())?;
     for s in &steps {
         println!("first start: {s}");
     }
