@@ -163,6 +163,47 @@ fn compose_runs_a_gateway_and_a_witness() {
 }
 
 #[test]
+fn compose_over_postgres_reaches_the_database_over_verified_tls() {
+    let doc = &yaml("docker-compose.postgres.yml")[0];
+    let strings = |v: &Yaml| -> Vec<String> {
+        v.as_vec()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    let pg = strings(&doc["services"]["postgres"]["command"]);
+    assert!(pg.iter().any(|c| c == "ssl=on"), "{pg:?}");
+    let gateway = &doc["services"]["gateway"];
+    let env = &gateway["environment"];
+    assert_eq!(env["GOVSHARE_STORE__BACKEND"].as_str(), Some("postgres"));
+    let ca = env["GOVSHARE_STORE__CA"].as_str().unwrap();
+    assert!(
+        strings(&gateway["volumes"])
+            .iter()
+            .any(|v| v.ends_with(&format!(":{ca}:ro"))),
+        "the database's CA is mounted where store.ca names it"
+    );
+    let start = strings(&gateway["entrypoint"]).join(" ");
+    assert!(
+        start.contains("@postgres:5432/govshare") && !start.contains("sslmode=disable"),
+        "{start}"
+    );
+    assert!(
+        !start.contains("POSTGRES_PASSWORD") && start.contains("/run/secrets/db-password"),
+        "the password comes from the secret: {start}"
+    );
+    assert_eq!(
+        gateway["depends_on"]["postgres"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    assert!(
+        doc["services"]["gateway"]["deploy"]["replicas"].is_badvalue(),
+        "one gateway per database until the cluster is built"
+    );
+}
+
+#[test]
 fn the_grafana_dashboard_uses_the_gateways_metrics() {
     let text = std::fs::read_to_string(deploy("grafana-dashboard.json")).unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).unwrap();

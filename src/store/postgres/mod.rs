@@ -10,12 +10,13 @@
 //! never lose an update, and an indexed upsert moves its index entries and
 //! its records in one commit.
 //!
-//! The [`Backend`] contract is synchronous (sled answers from memory). Its
-//! calls here run on the backend's own I/O runtime; a caller on the
-//! gateway's runtime waits inside `block_in_place`, so the runtime's other
-//! tasks move to another thread instead of stalling behind the database.
-//! Every call has a deadline: a database that does not answer is an error
-//! (the pull fails closed), never a hang.
+//! The [`Backend`] contract is synchronous (sled answers from memory). A
+//! caller on the gateway's runtime runs its query inside `block_in_place`,
+//! so the runtime's other tasks move to another thread instead of stalling
+//! behind the database; the connections themselves are driven by the
+//! backend's own I/O runtime, so the same calls also work from a CLI or a
+//! test. Every call has a deadline: a database that does not answer is an
+//! error (the pull fails closed), never a hang.
 
 pub mod migrate;
 
@@ -94,8 +95,8 @@ impl Serving {
 }
 
 impl PgBackend {
-    /// Connects, brings the schema up to date (under the migration lock),
-    /// checks that commits are durable, and takes the serving lock.
+    /// Takes the serving lock, checks the server (version, durable
+    /// commits), and brings the schema up to date under the migration lock.
     pub fn open(at: &Location) -> Result<Self> {
         let config = session_config(&at.url)?;
         let tls = tls(at.ca.as_deref())?;
