@@ -454,6 +454,21 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         keys(store.scan("r.idx", b"", None, 10).unwrap()),
         vec![b"i\x01".to_vec()]
     );
+    // A record that stays where it was keeps its one index entry.
+    store
+        .upsert_indexed("r", "r.idx", &[b"k"], &mut |_, old| {
+            Ok(govshare::store::IndexedWrite {
+                value: vec![2],
+                old_index: old.map(|_| b"i\x01".to_vec()),
+                new_index: b"i\x01".to_vec(),
+            })
+        })
+        .unwrap();
+    assert_eq!(store.get("r", b"k").unwrap(), Some(vec![2]));
+    assert_eq!(
+        keys(store.scan("r.idx", b"", None, 10).unwrap()),
+        vec![b"i\x01".to_vec()]
+    );
 }
 
 #[test]

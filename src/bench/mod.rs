@@ -320,9 +320,6 @@ pub async fn run(o: &Options) -> Result<Report> {
             "",
         );
     }
-    if let (Some(server), true) = (&o.postgres, o.wants(Phase::Unary)) {
-        over_postgres(&mut report, o, server, &ids, &sled_rates).await?;
-    }
 
     // Batches and streams: records per second and server CPU per record.
     if o.wants(Phase::Batch) {
@@ -448,6 +445,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     }
 
     // Import through the running gateway.
+    let mut sled_import = None;
     if o.wants(Phase::Import) {
         eprintln!("bench: import…");
         let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
@@ -458,6 +456,14 @@ pub async fn run(o: &Options) -> Result<Report> {
             None,
             "≥ 100000",
         );
+        sled_import = Some(rate);
+    }
+    if let Some(server) = &o.postgres {
+        let sled = Sled {
+            pulls: &sled_rates,
+            import: sled_import,
+        };
+        over_postgres(&mut report, o, server, &ids, &sled).await?;
     }
     if o.wants(Phase::Snapshot) {
         eprintln!("bench: snapshot save and restore…");
@@ -565,14 +571,23 @@ async fn unary(
     Ok(rates)
 }
 
-/// The unary comparison again on a gateway over PostgreSQL (a database of
-/// its own on `server`, dropped after), and its pulls/s against sled's.
+/// What the same run measured over sled, to compare with.
+struct Sled<'a> {
+    /// Audited pulls/s at each `--concurrency`.
+    pulls: &'a [f64],
+    /// Import persons/s, if measured.
+    import: Option<f64>,
+}
+
+/// The unary comparison (and the import) again on a gateway over
+/// PostgreSQL (a database of its own on `server`, dropped after), against
+/// sled's figures of the same run.
 async fn over_postgres(
     report: &mut Report,
     o: &Options,
     server: &str,
     ids: &std::sync::Arc<Vec<String>>,
-    sled_rates: &[f64],
+    sled: &Sled<'_>,
 ) -> Result<()> {
     let database = format!("govshare_bench_{}", std::process::id());
     let admin = |sql: String| async move {
@@ -600,13 +615,26 @@ async fn over_postgres(
         let server = sampler.cpu_of_all("postgres") - server_before;
         // The pulls of every concurrency, at their measured rates.
         let pulls: f64 = rates.iter().map(|r| r * o.duration.as_secs_f64()).sum();
-        report.row(
-            "PostgreSQL server CPU per audited pull (all its processes)",
-            server * 1e6 / pulls.max(1.0),
-            "µs",
-            None,
-            "",
-        );
+        if pulls > 0.0 {
+            report.row(
+                "PostgreSQL server CPU per audited pull (all its processes)",
+                server * 1e6 / pulls,
+                "µs",
+                None,
+                "",
+            );
+        }
+        if o.wants(Phase::Import) {
+            eprintln!("bench: import over PostgreSQL…");
+            let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
+            report.row(
+                "import persons/s over PostgreSQL vs over sled",
+                rate,
+                "records/s",
+                sled.import,
+                "≥ 100000",
+            );
+        }
         drop(load);
         drop(gw.stop());
         anyhow::Ok(rates)
@@ -614,7 +642,7 @@ async fn over_postgres(
     .await;
     admin(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await?;
     let concurrency = o.concurrency.iter();
-    for ((c, pg), sled) in concurrency.zip(measured?).zip(sled_rates) {
+    for ((c, pg), sled) in concurrency.zip(measured?).zip(sled.pulls) {
         report.row(
             format!("GetPerson over PostgreSQL vs over sled: throughput, {c} in flight"),
             pg,

@@ -573,10 +573,14 @@ impl Backend for PgBackend {
         let (mut records, mut moves) = (Vec::new(), Vec::new());
         for (n, key) in keys.iter().enumerate() {
             let w = update(n, stored.get(*key).map(Vec::as_slice))?;
-            if let Some(o) = w.old_index {
-                moves.push((o, None));
+            // A record that stays where it was keeps its index entry (one
+            // commit wrote both): no row to rewrite.
+            if w.old_index.as_ref() != Some(&w.new_index) {
+                if let Some(o) = w.old_index {
+                    moves.push((o, None));
+                }
+                moves.push((w.new_index, Some(Vec::new())));
             }
-            moves.push((w.new_index, Some(Vec::new())));
             records.push((key.to_vec(), Some(w.value.clone())));
             // Later keys of the same call read what earlier ones wrote.
             stored.insert(key.to_vec(), w.value);
