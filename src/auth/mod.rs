@@ -219,18 +219,20 @@ impl Authenticator {
     /// Signature checks are cached per token until it expires; binding,
     /// revocation and certificate and department status are checked on
     /// every call, against the current control-plane snapshot.
-    pub fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, Box<AuthFailure>> {
+    pub async fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, Box<AuthFailure>> {
         let mut seen = AuthFailure {
             peer: c.peer.addr.to_string(),
             ..Default::default()
         };
-        self.check(c, &mut seen)
-            .map_err(|code| Box::new(AuthFailure { code, ..seen }))
+        match self.check(c, &mut seen).await {
+            Ok(p) => Ok(p),
+            Err(code) => Err(Box::new(AuthFailure { code, ..seen })),
+        }
     }
 
     /// Runs every check in order, filling `seen` with the identity established
     /// so far (for the audit entry of a failure).
-    fn check(
+    async fn check(
         &self,
         c: &Credentials<'_>,
         seen: &mut AuthFailure,
@@ -241,7 +243,11 @@ impl Authenticator {
             .as_deref()
             .ok_or("NO_CLIENT_CERTIFICATE")?;
         seen.cert_thumbprint = cert.to_string();
-        let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
+        let snapshot = self
+            .directory
+            .fresh()
+            .await
+            .map_err(|_| "STORE_UNAVAILABLE")?;
         let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);
         let verified = self.verified_claims(&snapshot, c.bearer.ok_or("NO_BEARER_TOKEN")?)?;

@@ -191,7 +191,18 @@ impl Directory {
     /// The snapshot as of now: never older than the last control-plane
     /// write that completed before this call.
     pub fn current(&self) -> Result<Arc<Snapshot>> {
-        let epoch = self.store.epoch()?;
+        self.at(self.store.epoch()?)
+    }
+
+    /// [`Directory::current`] for a call on the async runtime: the epoch is
+    /// read without holding a runtime thread.
+    pub async fn fresh(&self) -> Result<Arc<Snapshot>> {
+        self.at(self.store.epoch_async().await?)
+    }
+
+    /// The snapshot of `epoch`, just read from the store: the one held, or
+    /// one loaded now.
+    fn at(&self, epoch: u64) -> Result<Arc<Snapshot>> {
         {
             let s = self.current.read().expect("snapshot lock");
             if s.epoch == epoch {

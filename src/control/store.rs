@@ -25,6 +25,12 @@ const CORRECTIONS: &str = "corrections";
 const EPOCH_KEY: &[u8] = b"policy.epoch";
 const RESTORE_HOLD: &[u8] = b"restore.hold";
 
+fn epoch_of(stored: Option<Vec<u8>>) -> u64 {
+    stored
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// The typed control plane every component shares.
 #[derive(Clone)]
 pub struct Store {
@@ -45,11 +51,13 @@ impl Store {
 
     /// The control plane's version: it moves on every write below.
     pub fn epoch(&self) -> Result<u64> {
-        Ok(self
-            .backend
-            .get(META, EPOCH_KEY)?
-            .and_then(|b| b.as_slice().try_into().ok())
-            .map_or(0, u64::from_le_bytes))
+        Ok(epoch_of(self.backend.get(META, EPOCH_KEY)?))
+    }
+
+    /// [`Store::epoch`] without holding the caller's thread (every call
+    /// reads it).
+    pub async fn epoch_async(&self) -> Result<u64> {
+        Ok(epoch_of(self.backend.get_async(META, EPOCH_KEY).await?))
     }
 
     fn bump_epoch(&self) -> Result<()> {

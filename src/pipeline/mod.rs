@@ -351,7 +351,7 @@ impl Pipeline {
             peer: &w.peer,
             bearer: w.bearer(),
         };
-        match self.auth.authenticate(&creds) {
+        match self.auth.authenticate(&creds).await {
             Ok(p) => {
                 crate::base::request_log::department(p.department());
                 Ok(p)
@@ -919,7 +919,10 @@ impl Admission {
     pub async fn get<R: Record>(&self, keys: Vec<String>) -> Result<Masked<R>, Status> {
         let reservation = self.reserve(keys.len() as u64, true).await?;
         let ctx = self.mask_context();
-        let fetched = if keys.len() <= INLINE_KEYS && !R::HAS_COUNTS {
+        let fetched = if keys.len() <= INLINE_KEYS
+            && !R::HAS_COUNTS
+            && self.pipeline.records.answers_from_memory()
+        {
             self.pipeline.fetch_masked::<R>(&ctx, keys)
         } else {
             self.pipeline

@@ -65,6 +65,12 @@ impl RecordStore {
         self.codes.read().expect("codes lock").get(code).cloned()
     }
 
+    /// Whether a small read may run on the async runtime (see
+    /// [`Backend::answers_from_memory`]).
+    pub(in crate::pipeline) fn answers_from_memory(&self) -> bool {
+        self.backend.answers_from_memory()
+    }
+
     pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
         let Some(bytes) = self.backend.get(R::COLLECTION, key.as_bytes())? else {
             return Ok(None);

@@ -9,6 +9,7 @@ pub mod postgres;
 mod sled_backend;
 
 use anyhow::Result;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,9 +26,25 @@ pub struct IndexedWrite {
 /// the record's position in the call and its old bytes, if any.
 pub type IndexedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<IndexedWrite> + 'a;
 
+/// A value being read without holding the caller's thread.
+pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
+
 /// A key-value store with ordered trees and one atomic multi-tree operation.
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// [`Backend::get`] for a caller on the async runtime's hot path (the
+    /// policy epoch on every call): a shared backend awaits its database
+    /// instead of holding a runtime thread; the embedded one answers from
+    /// memory at once.
+    fn get_async(&self, tree: &str, key: &[u8]) -> Reading {
+        Box::pin(std::future::ready(self.get(tree, key)))
+    }
+    /// Whether reads are answered from memory (the embedded store): then a
+    /// small read may run on the async runtime; otherwise it goes to the
+    /// blocking pool.
+    fn answers_from_memory(&self) -> bool {
+        true
+    }
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()>;
     fn remove(&self, tree: &str, key: &[u8]) -> Result<()>;
     /// Entries whose key starts with `prefix` and is strictly greater than

@@ -20,7 +20,7 @@
 
 pub mod migrate;
 
-use super::{Backend, IndexedUpdate, prefix_end, rev_upper};
+use super::{Backend, IndexedUpdate, Reading, prefix_end, rev_upper};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
@@ -495,17 +495,41 @@ async fn commit_writes(
 
 impl Backend for PgBackend {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.io.run(self.get_async(tree, key))
+    }
+
+    /// One query on a pooled connection, awaited where the caller is; its
+    /// connection is driven by the I/O runtime.
+    fn get_async(&self, tree: &str, key: &[u8]) -> Reading {
+        let (pool, serving) = (self.pool.clone(), self.serving.clone());
         let (tree, key) = (tree.to_string(), key.to_vec());
-        self.with(move |c| async move {
-            let stmt = c
-                .prepare_cached("SELECT value FROM kv WHERE tree = $1 AND key = $2")
-                .await?;
-            let row = c
-                .query_opt(&stmt, &[&tree, &key])
-                .await
-                .with_context(|| format!("reading {tree}"))?;
-            Ok(row.map(|r| r.get(0)))
+        Box::pin(async move {
+            tokio::time::timeout(CALL_DEADLINE, async move {
+                serving.ensure().await?;
+                let c = pool
+                    .get()
+                    .await
+                    .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+                let stmt = c
+                    .prepare_cached("SELECT value FROM kv WHERE tree = $1 AND key = $2")
+                    .await?;
+                let row = c
+                    .query_opt(&stmt, &[&tree, &key])
+                    .await
+                    .with_context(|| format!("reading {tree}"))?;
+                Ok(row.map(|r| r.get(0)))
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "PostgreSQL did not answer within {CALL_DEADLINE:?}"
+                ))
+            })
         })
+    }
+
+    fn answers_from_memory(&self) -> bool {
+        false
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
