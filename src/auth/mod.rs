@@ -243,11 +243,10 @@ impl Authenticator {
             .as_deref()
             .ok_or("NO_CLIENT_CERTIFICATE")?;
         seen.cert_thumbprint = cert.to_string();
-        let snapshot = self
-            .directory
-            .fresh()
-            .await
-            .map_err(|_| "STORE_UNAVAILABLE")?;
+        let snapshot = self.directory.fresh().await.map_err(|e| {
+            tracing::error!(error = format!("{e:#}"), "reading the control plane failed");
+            "STORE_UNAVAILABLE"
+        })?;
         let registered = certificate_standing(&snapshot, &seen.cert_thumbprint)?;
         seen.department.clone_from(&registered.department);
         let verified = self.verified_claims(&snapshot, c.bearer.ok_or("NO_BEARER_TOKEN")?)?;

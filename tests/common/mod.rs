@@ -240,8 +240,10 @@ pub fn store_section(dir: &Path) -> String {
     if !over_postgres() {
         return String::new();
     }
+    // A few connections each: many gateways of a parallel test run share
+    // one server's connection limit.
     format!(
-        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
         postgres::database_for(dir)
     )
 }

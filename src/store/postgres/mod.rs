@@ -498,12 +498,12 @@ impl Backend for PgBackend {
         self.io.run(self.get_async(tree, key))
     }
 
-    /// One query on a pooled connection, awaited where the caller is; its
-    /// connection is driven by the I/O runtime.
+    /// One query on a pooled connection, run on the I/O runtime (where
+    /// every connection of the pool lives) and awaited by the caller.
     fn get_async(&self, tree: &str, key: &[u8]) -> Reading {
         let (pool, serving) = (self.pool.clone(), self.serving.clone());
         let (tree, key) = (tree.to_string(), key.to_vec());
-        Box::pin(async move {
+        let query = self.io.handle.spawn(async move {
             tokio::time::timeout(CALL_DEADLINE, async move {
                 serving.ensure().await?;
                 let c = pool
@@ -525,6 +525,11 @@ impl Backend for PgBackend {
                     "PostgreSQL did not answer within {CALL_DEADLINE:?}"
                 ))
             })
+        });
+        Box::pin(async move {
+            query
+                .await
+                .map_err(|_| anyhow!("the PostgreSQL I/O runtime has stopped"))?
         })
     }
 
