@@ -47,6 +47,12 @@ fn refused(at: &Path, config_text: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Civil affairs' pull of the test district's first resident.
+async fn pull(gw: &Gateway) -> Result<govshare::proto::GetPersonResponse, tonic::Status> {
+    let id = residents().0.id_number.unwrap();
+    common::get_person(gw, "civil-affairs", "social-assistance", &id).await
+}
+
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .arg(url)
@@ -495,19 +501,6 @@ async fn a_sled_node_moves_up_to_postgres_and_keeps_its_grants_and_its_log() {
     let d = dir.path();
     let sled_config = over(d, "").split("[store]").next().unwrap().to_string();
     let mut gw = Gateway::start_with(d, &sled_config);
-    let (person, _) = residents();
-    let pull = async |gw: &Gateway| {
-        PopulationServiceClient::new(gw.channel("civil-affairs").await)
-            .get_person(common::req(
-                GetPersonRequest {
-                    context: ctx("social-assistance"),
-                    id_number: person.id_number.clone().unwrap(),
-                },
-                &gw.token("civil-affairs"),
-            ))
-            .await
-            .map(|r| r.into_inner())
-    };
     let before = pull(&gw).await.unwrap();
     let db = postgres::TestDatabase::new();
     let url = db.url.clone();
@@ -586,19 +579,6 @@ async fn a_snapshot_restores_into_an_empty_database_and_never_over_a_used_one() 
     assert!(ok, "{said}");
     let identity = tmp.path().join("backup.agekey");
     std::fs::copy(gw.pki("backup.agekey"), &identity).unwrap();
-    let (person, _) = residents();
-    let pull = async |gw: &Gateway| {
-        PopulationServiceClient::new(gw.channel("civil-affairs").await)
-            .get_person(common::req(
-                GetPersonRequest {
-                    context: ctx("social-assistance"),
-                    id_number: person.id_number.clone().unwrap(),
-                },
-                &gw.token("civil-affairs"),
-            ))
-            .await
-            .map(|r| r.into_inner().person)
-    };
     let before = pull(&gw).await.unwrap();
     drop(gw);
 
@@ -653,7 +633,7 @@ async fn a_snapshot_restores_into_an_empty_database_and_never_over_a_used_one() 
         ))
         .await
         .unwrap();
-    assert_eq!(pull(&restored).await.unwrap(), before);
+    assert_eq!(pull(&restored).await.unwrap().person, before.person);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,17 +649,7 @@ async fn the_database_is_reached_over_verified_tls() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{}ca = \"{}\"\n", over(dir.path(), &url), ca.display());
     let gw = Gateway::start_with(dir.path(), &text);
-    let (person, _) = residents();
-    PopulationServiceClient::new(gw.channel("civil-affairs").await)
-        .get_person(common::req(
-            GetPersonRequest {
-                context: ctx("social-assistance"),
-                id_number: person.id_number.clone().unwrap(),
-            },
-            &gw.token("civil-affairs"),
-        ))
-        .await
-        .expect("served over a TLS session");
+    pull(&gw).await.expect("served over a TLS session");
     let sessions = psql(
         &format!("{url}?sslmode=disable"),
         "SELECT count(*) FILTER (WHERE ssl), count(*) FILTER (WHERE NOT ssl) \
