@@ -276,8 +276,10 @@ fn new_generation(a: &NewGenerationArgs) -> Result<()> {
     let mut cfg = govshare::config::Config::load(a.config.as_deref())?;
     cfg.data_dir = a.data_dir.clone();
     govshare::gateway::restore::check_finished(&cfg.data_dir)?;
-    // The store's lock: a running gateway holds it, and a generation is
-    // started only on a stopped one.
+    // The data dir's lock and the store's: a running gateway holds them,
+    // and a generation is started only on a stopped one.
+    let _stopped = govshare::gateway::lock_data_dir(&cfg.data_dir)
+        .context("the gateway must be stopped to start a new generation")?;
     let _store = govshare::gateway::open_store(&cfg.store_location())
         .context("the gateway must be stopped to start a new generation")?;
     let audit = cfg.audit_dir();

@@ -57,6 +57,8 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
             cfg.data_dir.display()
         );
     }
+    let _stopped = govshare::gateway::lock_data_dir(&cfg.data_dir)
+        .context("the gateway is running, but its control socket did not answer")?;
     let (store, _records) = govshare::gateway::open_store(&cfg.store_location()).context(
         "opening the store (if the gateway is running, its control socket did not answer)",
     )?;

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use govshare::gateway::first_start;
 use govshare::proto;
 use std::path::PathBuf;
 
@@ -52,9 +53,18 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         "{} holds no sled store: --from names a gateway's data dir",
         cfg.data_dir.display()
     );
-    // sled's lock: a running gateway holds it.
+    // The gateway's own lock on its data dir (whatever its store), then
+    // sled's: a running gateway holds them.
+    let _stopped = govshare::gateway::lock_data_dir(&cfg.data_dir)
+        .context("the gateway must be stopped to copy its store")?;
     let source = govshare::store::open_dir(&store_dir)
         .context("the gateway must be stopped to copy its store")?;
+    let audit = cfg.open_audit()?;
+    // The store must be current and this log's; a store from before the
+    // binding is bound here, so the copy carries it.
+    let controls = govshare::control::store::Store::new(source.clone());
+    first_start::check_log(&cfg, &controls)?;
+    first_start::bind_log(&cfg, &controls, audit.log().verifier_key())?;
     let target = govshare::store::open(&govshare::store::Location::Postgres(
         govshare::store::postgres::Location {
             url: a.url.clone(),
@@ -62,10 +72,13 @@ pub async fn run(args: StoreArgs) -> Result<()> {
             ca: a.ca.clone(),
         },
     ))?;
-    let copied = tokio::task::spawn_blocking(move || {
-        govshare::store::copy::copy(source.as_ref(), target.as_ref())
-    })
-    .await??;
+    let copied = {
+        let source = source.clone();
+        tokio::task::spawn_blocking(move || {
+            govshare::store::copy::copy(source.as_ref(), target.as_ref())
+        })
+        .await??
+    };
     let summary = format!(
         "copied the sled store in {} to PostgreSQL: {} rows in {} trees, sha256 {}",
         store_dir.display(),
@@ -73,7 +86,6 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         copied.trees.len(),
         copied.digest
     );
-    let audit = cfg.open_audit()?;
     let receipt = audit
         .log()
         .append(proto::AuditEntry {
@@ -90,10 +102,12 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         })
         .await?;
     audit.close().await?;
+    // Recorded: from here on the sled store never serves again.
+    first_start::mark_moved(&controls, "PostgreSQL")?;
     super::say(&summary);
     super::say(format!("recorded as audit entry {}", receipt.index));
     super::say(format!(
-        "next: set [store] backend = \"postgres\" and url (or GOVSHARE_STORE__URL) in the config, start the gateway on {}; its sled store is no longer current",
+        "next: set [store] backend = \"postgres\" and url (or GOVSHARE_STORE__URL) in the config, start the gateway on {}; its sled store is marked as moved and will not serve again",
         cfg.data_dir.display()
     ));
     Ok(())

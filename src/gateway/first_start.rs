@@ -90,10 +90,25 @@ pub fn check_mode(cfg: &Config, store: &Store) -> Result<()> {
 /// The public key of the audit log that records this store's changes.
 const LOG_KEY: &str = "audit.log_key";
 
+/// Set in a store that `govshare store copy` moved elsewhere.
+const MOVED: &str = "store.moved";
+
+/// Marks a store as moved to `to`: it never serves again.
+pub fn mark_moved(store: &Store, to: &str) -> Result<()> {
+    store.put_meta(MOVED, to.as_bytes())?;
+    store.sync()
+}
+
 /// The key part of a verifier key (`name+hash+key`): the same across the
 /// log's generations, whose names differ.
 fn key_part(verifier_key: &str) -> &str {
-    verifier_key.trim().rsplit('+').next().unwrap_or_default()
+    // The key is base64, which may itself hold `+`: split off the first two
+    // fields only.
+    verifier_key
+        .trim()
+        .splitn(3, '+')
+        .nth(2)
+        .unwrap_or_default()
 }
 
 /// A store belongs to one audit log: the one in the data dir of the node
@@ -102,6 +117,12 @@ fn key_part(verifier_key: &str) -> &str {
 /// begin a second log — is refused before it writes anything. A data dir
 /// with a log is checked once its log is open ([`bind_log`]).
 pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
+    if let Some(to) = store.meta(MOVED)? {
+        anyhow::bail!(
+            "this store was copied to {} by `govshare store copy` and is no longer current: start with [store] backend = \"postgres\" and its url",
+            String::from_utf8_lossy(&to)
+        );
+    }
     let Some(recorded) = store.meta(LOG_KEY)? else {
         return Ok(());
     };
@@ -222,4 +243,16 @@ fn enroll(store: &Store, keys: &KeyRing, pki: &Pki, ident: &Identity) -> Result<
     )?;
     store.put_token(&token_info(&claims, &roles, BOOTSTRAP))?;
     pki.write_secret(&format!("{}.token", ident.id), &token)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_key_is_its_whole_base64_even_with_plus_signs() {
+        assert_eq!(
+            super::key_part("govshare.local/audit/2+0a1b2c3d+AQ+z/9+Yw==\n"),
+            "AQ+z/9+Yw=="
+        );
+        assert_eq!(super::key_part("no-key"), "");
+    }
 }

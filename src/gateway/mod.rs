@@ -94,7 +94,7 @@ pub fn open_store(at: &crate::store::Location) -> Result<(Store, RecordStore)> {
 /// sled store's own lock used to stand in for this; a shared database does
 /// not.) An advisory `flock` on the directory itself, released when the
 /// process ends, however it ends.
-fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let handle = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {

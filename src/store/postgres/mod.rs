@@ -415,6 +415,8 @@ struct TreeWrites {
     keys: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
     gone: Vec<Vec<u8>>,
+    /// Keys made with an empty value only if absent (index rows).
+    ensure: Vec<Vec<u8>>,
 }
 
 impl TreeWrites {
@@ -430,6 +432,7 @@ impl TreeWrites {
             keys: Vec::new(),
             values: Vec::new(),
             gone: Vec::new(),
+            ensure: Vec::new(),
         };
         for (k, v) in last {
             match v {
@@ -455,9 +458,10 @@ async fn commit_writes(
     trees: &[TreeWrites],
     begin: bool,
 ) -> Result<()> {
-    let (delete, upsert) = (
+    let (delete, upsert, ensure) = (
         c.prepare_cached(DELETE).await?,
         c.prepare_cached(UPSERT).await?,
+        c.prepare_cached(PLACEHOLDERS).await?,
     );
     let mut steps: Vec<Step<'_>> = Vec::new();
     if begin {
@@ -475,6 +479,15 @@ async fn commit_writes(
                     .await
                     .map(drop)
                     .with_context(|| format!("removing from {tree}"))
+            }));
+        }
+        if !w.ensure.is_empty() {
+            let (stmt, tree) = (&ensure, &w.tree);
+            steps.push(Box::pin(async move {
+                c.execute(stmt, &[tree, &w.ensure])
+                    .await
+                    .map(drop)
+                    .with_context(|| format!("writing {tree}"))
             }));
         }
         if !w.keys.is_empty() {
@@ -599,12 +612,15 @@ impl Backend for PgBackend {
         // the index moves and the records and commit together.
         let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
         let (tx, mut stored) = Txn::lock(self, tree, wanted)?;
-        let (mut records, mut moves) = (Vec::new(), Vec::new());
+        let (mut records, mut moves, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         for (n, key) in keys.iter().enumerate() {
             let w = update(n, stored.get(*key).map(Vec::as_slice))?;
-            // A record that stays where it was keeps its index entry (one
-            // commit wrote both): no row to rewrite.
-            if w.old_index.as_ref() != Some(&w.new_index) {
+            // A record that stays where it was keeps its index row: it is
+            // only made if missing (a store copied from a sled that crashed
+            // between its two batches), never rewritten.
+            if w.old_index.as_ref() == Some(&w.new_index) {
+                kept.push(w.new_index);
+            } else {
                 if let Some(o) = w.old_index {
                     moves.push((o, None));
                 }
@@ -614,10 +630,9 @@ impl Backend for PgBackend {
             // Later keys of the same call read what earlier ones wrote.
             stored.insert(key.to_vec(), w.value);
         }
-        tx.finish(vec![
-            TreeWrites::new(index.to_string(), moves),
-            TreeWrites::new(tree.to_string(), records),
-        ])
+        let mut index = TreeWrites::new(index.to_string(), moves);
+        index.ensure = kept;
+        tx.finish(vec![index, TreeWrites::new(tree.to_string(), records)])
     }
 
     fn update_counter(
