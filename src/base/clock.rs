@@ -50,6 +50,18 @@ pub fn from_timestamp(ts: &prost_types::Timestamp) -> SystemTime {
     UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32)
 }
 
+/// An entry's time as a person at this gateway reads it, in local time
+/// (`2026-12-06 12:50:00`); empty when there is none.
+pub fn local_display(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// `seconds` since the epoch as RFC 3339 UTC (`2026-12-06T04:50:00Z`): how
 /// messages name a time, so a person reads it and a program parses it.
 pub fn rfc3339(seconds: i64) -> String {

@@ -620,15 +620,7 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
         "RESIDENTS SEE IT FROM",
     ]);
     for e in entries {
-        let time = e
-            .time
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let time = govshare::base::clock::local_display(e.time.as_ref());
         t.row(vec![
             e.index.to_string(),
             time,

@@ -315,16 +315,7 @@ pub fn flagged(
 /// One row of a table of entries, linking to the entry.
 pub fn entry_row(e: &AuditEntry, lang: Lang) -> String {
     let p = e.principal.clone().unwrap_or_default();
-    let time = e
-        .time
-        .as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default();
+    let time = crate::base::clock::local_display(e.time.as_ref());
     let decision = if e.decision == crate::proto::AuditDecision::Deny as i32 {
         lang.t("deny")
     } else {
