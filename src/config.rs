@@ -712,18 +712,28 @@ impl Config {
             .collect()
     }
 
-    /// Opens the data dir's audit log with the configured options.
-    pub fn open_audit(&self) -> anyhow::Result<crate::audit::Runtime> {
-        crate::audit::Runtime::open(
-            &self.audit_dir(),
-            &self.pki_dir(),
-            &self.audit.origin,
-            self.audit_options(),
-        )
+    /// Opens the audit log of this data dir and `store`: fenced by the
+    /// store's policy epoch, and, over a shared store, the store's one log
+    /// with this dir keeping its replica.
+    pub fn open_audit(
+        &self,
+        store: &std::sync::Arc<dyn crate::store::Backend>,
+    ) -> anyhow::Result<crate::audit::Runtime> {
+        let opts = AuditOptions {
+            fence: Some(crate::audit::Fence {
+                backend: store.clone(),
+                row: crate::control::store::EPOCH_ROW,
+            }),
+            shared: store.shared_log(),
+            ..self.audit_options()
+        };
+        crate::audit::Runtime::open(&self.audit_dir(), &self.pki_dir(), &self.audit.origin, opts)
     }
 
     pub fn audit_options(&self) -> AuditOptions {
         AuditOptions {
+            fence: None,
+            shared: None,
             node: self.node_id.clone(),
             segment_bytes: self.audit.segment_bytes,
             max_batch: self.audit.max_batch,

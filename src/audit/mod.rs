@@ -17,6 +17,7 @@
 pub mod bounded;
 pub mod checkpoint;
 pub mod export;
+mod follower;
 pub mod generation;
 mod http;
 pub mod index;
@@ -33,6 +34,7 @@ pub mod witness;
 mod writer;
 
 use crate::proto::{AuditEntry, AuditReceipt, EntryKind};
+use crate::store::{Backend, FenceRow, SharedLog};
 use anyhow::{Context, Result};
 use checkpoint::{LogKey, LogVerifier};
 use index::{AuditIndex, Batch, Indexer, recovered};
@@ -85,7 +87,38 @@ impl Receipt {
 #[error("the audit log cannot be written: {0}")]
 pub struct AuditUnavailable(pub String);
 
-#[derive(Debug, Clone)]
+/// Why an entry judged under a policy epoch was not appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Unavailable(#[from] AuditUnavailable),
+    /// The policy epoch moved after the call was judged: nothing was
+    /// written; the caller judges again under the new policy.
+    #[error("the policy changed while the call was served")]
+    PolicyMoved,
+}
+
+/// The counter the writer checks against each entry's judgement before it
+/// makes a batch durable: the control plane's policy epoch, which every
+/// change that can take access away moves before it returns.
+#[derive(Clone)]
+pub struct Fence {
+    pub backend: Arc<dyn Backend>,
+    pub row: FenceRow,
+}
+
+impl Fence {
+    /// The counter's current value (0 before its first move).
+    fn read(&self) -> Result<u64> {
+        Ok(self
+            .backend
+            .get(self.row.tree, self.row.key)?
+            .and_then(|b| b.as_slice().try_into().ok())
+            .map_or(0, u64::from_le_bytes))
+    }
+}
+
+#[derive(Clone)]
 pub struct AuditOptions {
     /// Gateway node id written into every entry.
     pub node: String,
@@ -102,6 +135,11 @@ pub struct AuditOptions {
     /// How long a superseded partial tile stays published.
     pub publish_grace: Duration,
     pub witnesses: Vec<WitnessConfig>,
+    /// The policy counter entries that release data are checked against.
+    pub fence: Option<Fence>,
+    /// The store's shared log, when several nodes serve one store: then
+    /// the log's truth is there and this node's dir keeps a replica.
+    pub shared: Option<Arc<dyn SharedLog>>,
 }
 
 impl Default for AuditOptions {
@@ -115,13 +153,29 @@ impl Default for AuditOptions {
             publish_dir: None,
             publish_grace: Duration::from_secs(600),
             witnesses: Vec::new(),
+            fence: None,
+            shared: None,
         }
     }
 }
 
 struct Pending {
     entry: AuditEntry,
-    done: oneshot::Sender<Result<Receipt, AuditUnavailable>>,
+    /// The entry's kind (the entry itself may move into the sink).
+    kind: i32,
+    /// The policy epoch the call was judged under, for an entry that
+    /// releases data ([`Fence`]).
+    judged: Option<u64>,
+    done: Option<oneshot::Sender<Result<Receipt, AppendError>>>,
+}
+
+impl Pending {
+    /// Completes the caller's wait (once).
+    fn answer(&mut self, result: Result<Receipt, AppendError>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
 }
 
 /// The log's health, as the health service and `/readyz` report it.
@@ -158,13 +212,39 @@ impl AuditLog {
     /// Appends `entry` (its index, time and node are assigned by the writer)
     /// and waits until it is durable.
     pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditUnavailable> {
+        self.submit(entry, None).await.map_err(|e| match e {
+            AppendError::Unavailable(u) => u,
+            AppendError::PolicyMoved => {
+                unreachable!("an entry judged under no epoch is never fenced")
+            }
+        })
+    }
+
+    /// Appends the entry of a call judged under policy `epoch`, unless the
+    /// epoch has moved by the time the entry would be made durable
+    /// ([`AppendError::PolicyMoved`]: nothing was written).
+    pub async fn append_judged(
+        &self,
+        entry: AuditEntry,
+        epoch: u64,
+    ) -> Result<Receipt, AppendError> {
+        self.submit(entry, Some(epoch)).await
+    }
+
+    async fn submit(&self, entry: AuditEntry, judged: Option<u64>) -> Result<Receipt, AppendError> {
+        let stopped =
+            || AppendError::Unavailable(AuditUnavailable("the audit writer has stopped".into()));
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Pending { entry, done })
+            .send(Pending {
+                kind: entry.kind,
+                entry,
+                judged,
+                done: Some(done),
+            })
             .await
-            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
     }
 
     /// Entries durably committed so far; the index and checkpoints follow.
@@ -238,6 +318,8 @@ fn refuse(why: impl std::fmt::Display) -> anyhow::Error {
 pub struct Runtime {
     log: AuditLog,
     writer: std::thread::JoinHandle<()>,
+    /// The replica's copier, when the log is shared.
+    follower: Option<std::thread::JoinHandle<()>>,
     indexer: std::thread::JoinHandle<()>,
     signer: Signer,
     scrub: tokio::task::JoinHandle<()>,
@@ -319,16 +401,48 @@ impl Runtime {
         let (tx, rx) = mpsc::channel(opts.max_batch * 4);
         let (writable_tx, writable) = watch::channel(true);
         metrics::gauge!("govshare_audit_writable").set(1.0);
-        let committed = Arc::new(std::sync::atomic::AtomicU64::new(entries));
+        let mut size = entries;
+        let (sink, follower) = match &opts.shared {
+            None => (
+                writer::Sink::Local {
+                    segments,
+                    prev: last_leaf,
+                    indexer: batches_tx,
+                },
+                None,
+            ),
+            Some(log) => {
+                follower::reconcile(log.as_ref(), dir, entries, last_leaf).map_err(refuse)?;
+                size = size.max(log.head()?.size);
+                let (wake_tx, wake) = std::sync::mpsc::channel();
+                let follower = follower::Follower {
+                    log: log.clone(),
+                    segments,
+                    prev: last_leaf,
+                    indexer: batches_tx,
+                    wake,
+                };
+                let follower = std::thread::Builder::new()
+                    .name("audit-follower".into())
+                    .spawn(move || follower.run())?;
+                (
+                    writer::Sink::Shared {
+                        log: log.clone(),
+                        follower: wake_tx,
+                    },
+                    Some(follower),
+                )
+            }
+        };
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(size));
         let writer = writer::Writer {
             committed: committed.clone(),
-            segments,
+            sink,
+            fence: opts.fence.clone(),
             rx,
             writable: writable_tx,
             max_batch: opts.max_batch,
-            prev: last_leaf,
             node: opts.node.clone(),
-            indexer: batches_tx,
             runtime: tokio::runtime::Handle::current(),
         };
         let writer = std::thread::Builder::new()
@@ -354,6 +468,7 @@ impl Runtime {
             indexed: indexed.clone(),
             latest,
             witnesses: opts.witnesses.clone(),
+            shared: opts.shared.clone(),
             interval: opts.checkpoint_interval,
             publisher,
         })?;
@@ -382,6 +497,7 @@ impl Runtime {
                 key,
             },
             writer,
+            follower,
             indexer,
             signer,
             scrub,
@@ -401,6 +517,7 @@ impl Runtime {
         let Self {
             log,
             writer,
+            follower,
             indexer,
             signer,
             scrub,
@@ -410,6 +527,9 @@ impl Runtime {
         drop(log);
         tokio::task::spawn_blocking(move || {
             let _ = writer.join();
+            if let Some(f) = follower {
+                let _ = f.join();
+            }
             let _ = indexer.join();
         })
         .await?;

@@ -18,6 +18,7 @@ use super::checkpoint::{
 use super::index::AuditIndex;
 use super::merkle::{self, Hash};
 use super::publish::Publisher;
+use crate::store::SharedLog;
 use anyhow::{Context, Result, anyhow, bail};
 use data_encoding::BASE64;
 use std::path::PathBuf;
@@ -222,6 +223,59 @@ pub struct Setup {
     pub witnesses: Vec<WitnessConfig>,
     pub interval: Duration,
     pub publisher: Publisher,
+    /// The store's shared log, when several nodes serve it: then only the
+    /// node that leads asks the witnesses.
+    pub shared: Option<Arc<dyn SharedLog>>,
+}
+
+/// Who asks the witnesses. Every node signs checkpoints of its replica
+/// (under the one log key, of one log: any two are consistent), but a
+/// witness must see one growing sequence of checkpoints, so one node at a
+/// time asks it: the holder of the shared log's lead. A new leader asks
+/// only once its replica holds everything the log held when it took the
+/// lead, so it never shows a witness a tree smaller than the last leader
+/// did.
+struct Lead {
+    log: Option<Arc<dyn SharedLog>>,
+    /// The shared log's size when this node took the lead.
+    since: Option<u64>,
+}
+
+impl Lead {
+    /// Whether this node may show witnesses a checkpoint of `size` now.
+    async fn asks(&mut self, size: u64) -> bool {
+        let Some(log) = self.log.clone() else {
+            return true;
+        };
+        let held = tokio::task::spawn_blocking(move || {
+            let led = log.try_lead()?;
+            let head = if led { Some(log.head()?.size) } else { None };
+            anyhow::Ok(head)
+        })
+        .await;
+        match held {
+            Ok(Ok(Some(head))) => {
+                let since = *self.since.get_or_insert_with(|| {
+                    tracing::info!(
+                        size = head,
+                        "this node leads the shared audit log: it asks the witnesses"
+                    );
+                    head
+                });
+                size >= since
+            }
+            Ok(Ok(None)) => {
+                self.since = None;
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot tell whether this node leads the shared audit log; not asking witnesses");
+                self.since = None;
+                false
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl Signer {
@@ -238,6 +292,7 @@ impl Signer {
             witnesses,
             interval,
             mut publisher,
+            shared,
         } = setup;
         let witnesses = witnesses
             .into_iter()
@@ -271,6 +326,10 @@ impl Signer {
                 latest: latest_tx,
                 witnesses,
                 publisher: Arc::new(std::sync::Mutex::new(publisher)),
+                lead: Lead {
+                    log: shared,
+                    since: None,
+                },
             }
             .run(indexed, stop_rx, interval),
         );
@@ -315,6 +374,7 @@ struct Loop {
     latest: watch::Sender<Option<Arc<Signed>>>,
     witnesses: Vec<Witness>,
     publisher: Arc<std::sync::Mutex<Publisher>>,
+    lead: Lead,
 }
 
 impl Loop {
@@ -360,6 +420,9 @@ impl Loop {
         let Some(latest) = self.latest.borrow().clone() else {
             return;
         };
+        if self.witnesses.is_empty() || !self.lead.asks(latest.size).await {
+            return;
+        }
         for i in 0..self.witnesses.len() {
             let result = self.witnesses[i].cosign(&self.index, &latest).await;
             if let Err(e) = result {
@@ -425,7 +488,11 @@ impl Loop {
         if self.witnesses.is_empty() {
             cosignatures("", UNWITNESSED).increment(1);
         }
+        let asks = !self.witnesses.is_empty() && self.lead.asks(size).await;
         for i in 0..self.witnesses.len() {
+            if !asks {
+                break;
+            }
             match self.witnesses[i].cosign(&self.index, &signed).await {
                 Ok(lines) => {
                     signed.note = add_signature_lines(&signed.note, &lines)?;

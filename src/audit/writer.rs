@@ -1,19 +1,36 @@
 //! The single writer: group commit. Whatever has queued while the previous
-//! `fdatasync` ran is written and synced together, then every caller in the
-//! batch is completed at once.
+//! commit ran is written and made durable together, then every caller in
+//! the batch is completed at once.
+//!
+//! A batch goes to one of two sinks: this node's own segments, made durable
+//! with `fdatasync` (the embedded store), or the store's shared log, made
+//! durable by one PostgreSQL commit that also sequences it across nodes
+//! (several nodes; this node's replica then follows the shared log,
+//! [`super::follower`]).
+//!
+//! **The fence.** An entry that releases data carries the policy epoch its
+//! call was judged under. Right before the batch is made durable the writer
+//! reads the epoch — in the same transaction as the append, holding its
+//! row, on a shared store — and takes out every entry judged under another
+//! one: its caller is told the policy moved, judges again and releases
+//! nothing it was not just allowed. A change returns only after its epoch
+//! moved, so no data leaves after a revocation returned, on any node.
 //!
 //! While writes fail, the log is unwritable: every batch's callers get an
-//! error (no data leaves), and once a second the writer probes the disk
+//! error (no data leaves), and once a second the writer probes the sink
 //! without writing an entry, so the log becomes writable again — and health
-//! SERVING — by itself when space returns, not only when some pull happens
-//! to be tried.
+//! SERVING — by itself when space (or the database) returns, not only when
+//! some pull happens to be tried.
 
 use super::index::{Batch, Committed, IndexInfo, day_of};
 use super::merkle::Hash;
 use super::segment::{SegmentWriter, frame_into};
-use super::{AuditUnavailable, Pending, Receipt, leaf_hash};
+use super::{AppendError, AuditUnavailable, Fence, Pending, Receipt, leaf_hash};
 use crate::base::clock;
+use crate::store::{BuildRows, LogRow, SharedLog};
 use prost::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -25,16 +42,35 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(250);
 
+/// Where batches are made durable.
+pub(super) enum Sink {
+    /// This node's segments; the indexer follows the writer.
+    Local {
+        segments: SegmentWriter,
+        prev: Option<Hash>,
+        indexer: std::sync::mpsc::Sender<Batch>,
+    },
+    /// The store's shared log; the follower is woken after each commit.
+    Shared {
+        log: Arc<dyn SharedLog>,
+        follower: std::sync::mpsc::Sender<()>,
+    },
+}
+
 pub(super) struct Writer {
-    pub committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    pub segments: SegmentWriter,
+    pub committed: Arc<AtomicU64>,
+    pub sink: Sink,
+    pub fence: Option<Fence>,
     pub rx: mpsc::Receiver<Pending>,
     pub writable: watch::Sender<bool>,
     pub max_batch: usize,
-    pub prev: Option<Hash>,
     pub node: String,
-    pub indexer: std::sync::mpsc::Sender<Batch>,
     pub runtime: tokio::runtime::Handle,
+}
+
+/// Whether an entry was judged under another policy epoch than `epoch`.
+fn moved(judged: Option<u64>, epoch: u64) -> bool {
+    judged.is_some_and(|j| j != epoch)
 }
 
 impl Writer {
@@ -81,10 +117,10 @@ impl Writer {
 
     /// Under concurrent load (more than one entry was waiting), keeps
     /// gathering for up to [`LINGER`] while entries keep arriving: one
-    /// `fdatasync` then serves many calls, which costs each a little
-    /// latency but frees the CPU the extra syncs would take. A lone caller
-    /// never waits here. The writer polls rather than waiting on the
-    /// queue, so appenders do not pay a thread wake-up each.
+    /// commit then serves many calls, which costs each a little latency
+    /// but frees the CPU the extra syncs would take. A lone caller never
+    /// waits here. The writer polls rather than waiting on the queue, so
+    /// appenders do not pay a thread wake-up each.
     fn linger(&mut self, batch: &mut Vec<Pending>) {
         let until = Instant::now() + LINGER;
         while batch.len() < self.max_batch && Instant::now() < until {
@@ -98,7 +134,11 @@ impl Writer {
     }
 
     fn probe(&mut self) {
-        match self.segments.probe() {
+        let probed = match &mut self.sink {
+            Sink::Local { segments, .. } => segments.probe().map_err(anyhow::Error::from),
+            Sink::Shared { log, .. } => log.head().map(drop),
+        };
+        match probed {
             Ok(()) => {
                 tracing::info!("the audit log is writable again");
                 self.writable.send_replace(true);
@@ -109,13 +149,88 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
+        let started = Instant::now();
+        let fenced = self.fence.is_some() && batch.iter().any(|p| p.judged.is_some());
+        let done = match &mut self.sink {
+            Sink::Local { .. } => self.commit_local(batch, fenced),
+            Sink::Shared { .. } => self.commit_shared(batch, fenced),
+        };
+        match done {
+            Ok(Done { size, bytes }) => {
+                metrics::histogram!("govshare_audit_fsync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("govshare_audit_batch_entries").record(batch.len() as f64);
+                metrics::counter!("govshare_audit_log_bytes").increment(bytes);
+                metrics::gauge!("govshare_audit_log_entries").set(size as f64);
+                let mut kinds: Vec<(i32, u64)> = Vec::new();
+                for p in batch.iter() {
+                    match kinds.iter_mut().find(|(k, _)| *k == p.kind) {
+                        Some((_, n)) => *n += 1,
+                        None => kinds.push((p.kind, 1)),
+                    }
+                }
+                for (kind, n) in kinds {
+                    metrics::counter!("govshare_audit_entries_total", "kind" => super::kind_name(kind))
+                        .increment(n);
+                }
+                self.committed.fetch_max(size, Ordering::AcqRel);
+                if self
+                    .writable
+                    .send_if_modified(|w| !std::mem::replace(w, true))
+                {
+                    metrics::gauge!("govshare_audit_writable").set(1.0);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = batch.len(), "audit log write failed; failing closed");
+                self.writable
+                    .send_if_modified(|w| std::mem::replace(w, false));
+                metrics::gauge!("govshare_audit_writable").set(0.0);
+                let err = AuditUnavailable(format!("{e:#}"));
+                for mut p in batch.drain(..) {
+                    p.answer(Err(AppendError::Unavailable(err.clone())));
+                }
+            }
+        }
+        // What is left in the batch was written; its receipts went out.
+        batch.clear();
+    }
+
+    /// Tells every caller whose entry was judged under another epoch than
+    /// `epoch` that the policy moved, and keeps the rest.
+    fn take_out_moved(batch: &mut Vec<Pending>, epoch: u64) {
+        let mut kept = Vec::with_capacity(batch.len());
+        for mut p in batch.drain(..) {
+            if moved(p.judged, epoch) {
+                metrics::counter!("govshare_audit_policy_moved_total").increment(1);
+                p.answer(Err(AppendError::PolicyMoved));
+            } else {
+                kept.push(p);
+            }
+        }
+        *batch = kept;
+    }
+
+    /// Frames the batch into this node's segments and syncs them.
+    fn commit_local(&mut self, batch: &mut Vec<Pending>, fenced: bool) -> anyhow::Result<Done> {
+        if let (true, Some(f)) = (fenced, &self.fence) {
+            Self::take_out_moved(batch, f.read()?);
+        }
+        let Sink::Local {
+            segments,
+            prev,
+            indexer,
+        } = &mut self.sink
+        else {
+            unreachable!("commit_local runs on the local sink");
+        };
         let time = clock::to_timestamp(clock::now());
-        let start = self.segments.next_index();
+        let start = segments.next_index();
         let mut frames = Vec::new();
         let mut offsets = Vec::with_capacity(batch.len());
         let mut receipts = Vec::with_capacity(batch.len());
         let mut infos = Vec::with_capacity(batch.len());
-        let mut chain = self.prev;
+        let mut chain = *prev;
         for (i, p) in batch.iter_mut().enumerate() {
             let e = &mut p.entry;
             e.index = start + i as u64;
@@ -135,67 +250,150 @@ impl Writer {
             // The entry is encoded: what the index needs can move out of it.
             infos.push((leaf, IndexInfo::take(e)));
         }
-        let started = Instant::now();
-        match self.segments.append(&frames, &offsets, batch.len() as u64) {
-            Ok(placed) => {
-                metrics::histogram!("govshare_audit_fsync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("govshare_audit_batch_entries").record(batch.len() as f64);
-                metrics::counter!("govshare_audit_log_bytes").increment(frames.len() as u64);
-                metrics::gauge!("govshare_audit_log_entries")
-                    .set(self.segments.next_index() as f64);
-                let mut kinds: Vec<(i32, u64)> = Vec::new();
-                for p in batch.iter() {
-                    match kinds.iter_mut().find(|(k, _)| *k == p.entry.kind) {
-                        Some((_, n)) => *n += 1,
-                        None => kinds.push((p.entry.kind, 1)),
-                    }
-                }
-                for (kind, n) in kinds {
-                    metrics::counter!("govshare_audit_entries_total", "kind" => super::kind_name(kind))
-                        .increment(n);
-                }
-                self.prev = chain;
-                self.committed.store(
-                    self.segments.next_index(),
-                    std::sync::atomic::Ordering::Release,
-                );
-                let entries = infos
-                    .into_iter()
-                    .zip(placed.offsets)
-                    .enumerate()
-                    .map(|(i, ((leaf, info), offset))| Committed {
-                        index: start + i as u64,
-                        leaf,
-                        segment: placed.segment_first,
-                        offset,
-                        info,
-                    })
-                    .collect();
-                let _ = self.indexer.send(Batch {
-                    day: day_of(time.seconds),
-                    entries,
-                });
-                if self
-                    .writable
-                    .send_if_modified(|w| !std::mem::replace(w, true))
-                {
-                    metrics::gauge!("govshare_audit_writable").set(1.0);
-                }
-                for (p, r) in batch.drain(..).zip(receipts) {
-                    let _ = p.done.send(Ok(r));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "audit log write failed; failing closed");
-                self.writable
-                    .send_if_modified(|w| std::mem::replace(w, false));
-                metrics::gauge!("govshare_audit_writable").set(0.0);
-                let err = AuditUnavailable(e.to_string());
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(err.clone()));
-                }
-            }
+        if batch.is_empty() {
+            return Ok(Done {
+                size: start,
+                bytes: 0,
+            });
         }
+        let placed = segments.append(&frames, &offsets, batch.len() as u64)?;
+        *prev = chain;
+        let entries = infos
+            .into_iter()
+            .zip(placed.offsets)
+            .enumerate()
+            .map(|(i, ((leaf, info), offset))| Committed {
+                index: start + i as u64,
+                leaf,
+                segment: placed.segment_first,
+                offset,
+                info,
+            })
+            .collect();
+        let _ = indexer.send(Batch {
+            day: day_of(time.seconds),
+            entries,
+        });
+        for (p, r) in batch.iter_mut().zip(receipts) {
+            p.answer(Ok(r));
+        }
+        Ok(Done {
+            size: segments.next_index(),
+            bytes: frames.len() as u64,
+        })
+    }
+
+    /// Appends the batch to the shared log in one transaction that holds
+    /// the fence's row: sequenced, chained and durable across nodes.
+    fn commit_shared(&mut self, batch: &mut Vec<Pending>, fenced: bool) -> anyhow::Result<Done> {
+        let Sink::Shared { log, follower } = &mut self.sink else {
+            unreachable!("commit_shared runs on the shared sink");
+        };
+        let time = clock::to_timestamp(clock::now());
+        let entries: Vec<_> = batch
+            .iter_mut()
+            .map(|p| (std::mem::take(&mut p.entry), p.judged))
+            .collect();
+        let node = self.node.clone();
+        let build: BuildRows = Box::new(move |epoch, head| {
+            let mut chain = head.last;
+            let mut rows = Vec::with_capacity(entries.len());
+            for (mut e, judged) in entries {
+                if fenced && moved(judged, epoch) {
+                    continue;
+                }
+                e.index = head.size + rows.len() as u64;
+                e.time = Some(time);
+                e.node.clone_from(&node);
+                e.prev_leaf_hash = chain.map(|h| h.to_vec()).unwrap_or_default();
+                let bytes = e.encode_to_vec();
+                let leaf = leaf_hash(&bytes);
+                chain = Some(leaf);
+                rows.push(LogRow { bytes, leaf });
+            }
+            Ok(rows)
+        });
+        let fence = if fenced {
+            self.fence.as_ref().map(|f| f.row)
+        } else {
+            None
+        };
+        let appended = log.append(fence, build)?;
+        if fenced {
+            Self::take_out_moved(batch, appended.fence);
+        }
+        let mut bytes = 0;
+        for (i, (p, row)) in batch.iter_mut().zip(&appended.rows).enumerate() {
+            bytes += row.bytes.len() as u64;
+            p.answer(Ok(Receipt {
+                index: appended.from.size + i as u64,
+                leaf_hash: row.leaf,
+                time,
+            }));
+        }
+        let _ = follower.send(());
+        Ok(Done {
+            size: appended.from.size + appended.rows.len() as u64,
+            bytes,
+        })
+    }
+}
+
+/// What a commit made durable: the log's size after it, and its bytes.
+struct Done {
+    size: u64,
+    bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::audit::{AppendError, AuditOptions, Fence, Runtime};
+    use crate::proto::{AuditEntry, EntryKind};
+    use crate::store::FenceRow;
+
+    const ROW: FenceRow = FenceRow {
+        tree: "meta",
+        key: b"epoch",
+    };
+
+    /// On one node too: an entry judged under an epoch that has moved is
+    /// not written, and its caller is told; one judged under the current
+    /// epoch is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_judged_under_a_moved_epoch_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::store::open_dir(&dir.path().join("store")).unwrap();
+        let audit = Runtime::open(
+            &dir.path().join("audit"),
+            &dir.path().join("pki"),
+            "govshare.test/fence",
+            AuditOptions {
+                fence: Some(Fence {
+                    backend: backend.clone(),
+                    row: ROW,
+                }),
+                ..AuditOptions::default()
+            },
+        )
+        .unwrap();
+        let log = audit.log();
+        let pull = || AuditEntry {
+            kind: EntryKind::Pull.into(),
+            ..Default::default()
+        };
+        assert_eq!(log.append_judged(pull(), 0).await.unwrap().index, 0);
+        backend
+            .update_counter(ROW.tree, ROW.key, &mut |e| e + 1)
+            .unwrap();
+        assert!(matches!(
+            log.append_judged(pull(), 0).await,
+            Err(AppendError::PolicyMoved)
+        ));
+        assert_eq!(log.committed(), 1, "the moved entry was not written");
+        assert_eq!(log.append_judged(pull(), 1).await.unwrap().index, 1);
+        // Entries that release nothing are never fenced.
+        assert_eq!(log.append(pull()).await.unwrap().index, 2);
+        drop(log);
+        assert_eq!(audit.close().await.unwrap(), 3);
     }
 }

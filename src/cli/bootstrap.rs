@@ -64,7 +64,7 @@ async fn offline(cfg: &Config, a: &BootstrapArgs, name: &str, pem: &str) -> Resu
     )?;
     let keys = KeyRing::load_or_create(store.clone(), &cfg.issuer, &cfg.audience)?;
     let client_ca = ClientCa::load(&cfg.client_ca_path())?;
-    let audit = cfg.open_audit()?;
+    let audit = cfg.open_audit(store.backend())?;
     let log: AuditLog = audit.log();
     // The gateway is stopped: nothing else changes the store.
     let token = enrol::enrol_first_admin(

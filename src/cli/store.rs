@@ -59,7 +59,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         .context("the gateway must be stopped to copy its store")?;
     let source = govshare::store::open_dir(&store_dir)
         .context("the gateway must be stopped to copy its store")?;
-    let audit = cfg.open_audit()?;
+    let audit = cfg.open_audit(&source)?;
     // The store must be current and this log's; a store from before the
     // binding is bound here, so the copy carries it.
     let controls = govshare::control::store::Store::new(source.clone());

@@ -110,6 +110,12 @@ impl Snapshot {
         })
     }
 
+    /// The policy epoch this snapshot was loaded at: what a call judged on
+    /// it is fenced by (`audit::Fence`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// The restore this gateway awaits confirmation of, if any: until then
     /// it releases no data.
     pub fn restore_hold(&self) -> Option<&RestoreHold> {

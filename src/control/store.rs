@@ -23,6 +23,13 @@ const PURPOSES: &str = "purposes";
 const QUOTA: &str = "quota";
 const CORRECTIONS: &str = "corrections";
 const EPOCH_KEY: &[u8] = b"policy.epoch";
+
+/// Where the policy epoch is stored: the row the audit writer fences
+/// releases by (`audit::Fence`).
+pub const EPOCH_ROW: crate::store::FenceRow = crate::store::FenceRow {
+    tree: META,
+    key: EPOCH_KEY,
+};
 const RESTORE_HOLD: &[u8] = b"restore.hold";
 
 fn epoch_of(stored: Option<Vec<u8>>) -> u64 {

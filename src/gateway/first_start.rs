@@ -111,11 +111,15 @@ fn key_part(verifier_key: &str) -> &str {
         .unwrap_or_default()
 }
 
-/// A store belongs to one audit log: the one in the data dir of the node
-/// that first served it. A shared database outlives data dirs, so a data
-/// dir with no log at all — whose first start would seed the store and
-/// begin a second log — is refused before it writes anything. A data dir
-/// with a log is checked once its log is open ([`bind_log`]).
+/// A store belongs to one audit log: the one whose key the node that first
+/// served it made. A shared database outlives data dirs, so a data dir with
+/// no log key at all — whose first start would seed the store and begin a
+/// second log — is refused before it writes anything, and so, over a shared
+/// store, is one whose key (`audit-log.pub`, as its last start wrote it)
+/// is another log's. (A
+/// node joining a cluster brings the cluster's PKI files, the log key with
+/// them.) The key itself is checked again once the log is open
+/// ([`bind_log`]).
 pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
     if let Some(to) = store.meta(MOVED)? {
         anyhow::bail!(
@@ -138,6 +142,15 @@ pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
             cfg.data_dir.display()
         );
     }
+    // Over a shared store, before the log is opened: opening it moves a
+    // replica's log into an empty shared log.
+    let shared = store.backend().shared_log().is_some();
+    if let (true, Ok(ours)) = (
+        shared,
+        std::fs::read_to_string(cfg.pki_dir().join("audit-log.pub")),
+    ) {
+        refuse_another_key(cfg, &recorded, key_part(&ours))?;
+    }
     Ok(())
 }
 
@@ -157,13 +170,19 @@ pub fn bind_log(cfg: &Config, store: &Store, verifier_key: &str) -> Result<()> {
             store.put_meta(LOG_KEY, ours.as_bytes())?;
             store.sync()
         }
-        Some(k) if k == ours.as_bytes() => Ok(()),
-        Some(k) => anyhow::bail!(
-            "{}; the log in {} has another key ({ours}). Start that data dir on this store: a second log would split the store's history",
-            belongs(&k),
-            cfg.data_dir.display()
-        ),
+        Some(k) => refuse_another_key(cfg, &k, ours),
     }
+}
+
+fn refuse_another_key(cfg: &Config, recorded: &[u8], ours: &str) -> Result<()> {
+    if recorded == ours.as_bytes() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{}; the log in {} has another key ({ours}). Start that data dir on this store: a second log would split the store's history",
+        belongs(recorded),
+        cfg.data_dir.display()
+    )
 }
 
 /// What production prints while no administrator exists.

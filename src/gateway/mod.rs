@@ -140,7 +140,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         &cfg.audience,
     )?);
     let steps = first_start::first_start(&cfg, &store, &records, &keys)?;
-    let audit = cfg.open_audit()?;
+    let audit = cfg.open_audit(store.backend())?;
     let audit_log = audit.log();
     first_start::bind_log(&cfg, &store, audit_log.verifier_key())?;
     for s in &steps {

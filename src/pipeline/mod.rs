@@ -34,7 +34,7 @@ pub use publish::{Publisher, Upsert};
 pub use records::RecordStore;
 
 use crate::audit::bounded::{self, cap};
-use crate::audit::{AuditLog, Receipt};
+use crate::audit::{AppendError, AuditLog, Receipt};
 use crate::auth::{AuthFailure, Authenticator, Credentials, Peer, Principal};
 use crate::base::clock;
 use crate::control::authz::{self, Decision, Denial};
@@ -743,6 +743,23 @@ impl Admission {
         }
     }
 
+    /// The policy moved between this call's judgement and its audit write —
+    /// a revocation, a suspension, a catalog change, on this node or any
+    /// other — so nothing was written and nothing is released. The call is
+    /// judged again under the new policy: a refusal is answered (and
+    /// audited) as such; a call still allowed is asked to call again,
+    /// because what it fetched was masked under the old grants.
+    async fn policy_moved(&mut self) -> Status {
+        if let Err(refused) = self.rejudge().await {
+            return refused;
+        }
+        let d = Denial::new(
+            "POLICY_CHANGED",
+            "the grants or credentials this call was judged under changed while it was served; nothing was released, call again",
+        );
+        self.refuse(Code::Aborted, d).await
+    }
+
     /// The grants' `max_records_per_call`, if any.
     pub fn record_limit(&self) -> Option<RecordLimit> {
         self.decision()
@@ -1013,7 +1030,7 @@ impl Admission {
     }
 
     /// Step 5: audit what leaves, durably; only then release it.
-    pub async fn release<R>(&self, m: Masked<R>) -> Result<Released<R>, Status> {
+    pub async fn release<R>(&mut self, m: Masked<R>) -> Result<Released<R>, Status> {
         let refused = m.records.is_empty() && !m.out_of_scope.is_empty();
         let mut e = self.entry(if refused {
             AuditDecision::Deny
@@ -1037,7 +1054,13 @@ impl Admission {
             })
             .collect();
         let reason = e.reason_code.clone();
-        let receipt = self.pipeline.record(e).await?;
+        let epoch = self.principal.snapshot().epoch();
+        let receipt = match self.pipeline.audit.append_judged(e, epoch).await {
+            Ok(r) => r,
+            Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
+            Err(AppendError::PolicyMoved) => return Err(self.policy_moved().await),
+        };
+        crate::base::request_log::receipt(receipt.index);
         if let Some(r) = m.reservation {
             r.settle(m.records.len() as u64);
         }

@@ -221,7 +221,7 @@ impl DataApi {
             Operation::Get,
             keys_query(&keys),
         );
-        let adm = self.pipeline.admit(&req, r.context(), spec).await?;
+        let mut adm = self.pipeline.admit(&req, r.context(), spec).await?;
         let keys = parse_keys::<Q::Record>(&adm, &keys).await?;
         let masked = adm.get::<Q::Record>(keys).await?;
         let (mut records, _, receipt) = adm.release(masked).await?.into_parts();
@@ -249,7 +249,7 @@ impl DataApi {
             Operation::BatchGet,
             keys_query(keys),
         );
-        let adm = self.pipeline.admit(&req, r.context(), spec).await?;
+        let mut adm = self.pipeline.admit(&req, r.context(), spec).await?;
         if keys.len() > MAX_BATCH_KEYS {
             let msg = format!(
                 "a batch names at most {MAX_BATCH_KEYS} keys; this one names {}",

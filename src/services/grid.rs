@@ -45,7 +45,7 @@ data_service! {
             Operation::Get,
             query,
         );
-        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if !(r.lon.is_finite()
             && r.lat.is_finite()
             && (-180.0..=180.0).contains(&r.lon)
@@ -121,7 +121,7 @@ data_service! {
             Operation::List,
             query,
         );
-        let adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
+        let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if !r.root_code.is_empty() {
             if let Err(e) = RegionCode::parse(&r.root_code) {
                 let d = Denial::new("INVALID_ARGUMENT", format!("root_code: {e}"));

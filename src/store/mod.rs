@@ -93,6 +93,66 @@ pub trait Backend: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
     /// The names of the trees that hold anything, for a snapshot's copy.
     fn trees(&self) -> Result<Vec<String>>;
+    /// The log every node of a shared store appends to; `None` for the
+    /// embedded store, whose node keeps its log in its own data dir.
+    fn shared_log(&self) -> Option<Arc<dyn SharedLog>> {
+        None
+    }
+}
+
+/// Where a shared log stands: how many entries it holds, and the leaf hash
+/// of the last (what the next entry chains to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogHead {
+    pub size: u64,
+    pub last: Option<[u8; 32]>,
+}
+
+/// One entry to append: its bytes and its leaf hash (the head's new
+/// `last`). The store gives bytes no meaning beyond that.
+pub struct LogRow {
+    pub bytes: Vec<u8>,
+    pub leaf: [u8; 32],
+}
+
+/// A counter whose row an append holds shared while it commits: a change
+/// that moves the counter waits for appends in flight, and an append that
+/// commits after the change sees the new value (the fence,
+/// `docs/design.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct FenceRow {
+    pub tree: &'static str,
+    pub key: &'static [u8],
+}
+
+/// Builds an append's rows from the fence counter's value and the head,
+/// inside the append's transaction. No rows: nothing is appended.
+pub type BuildRows = Box<dyn FnOnce(u64, LogHead) -> Result<Vec<LogRow>> + Send>;
+
+/// What an append committed: the head it started from, the fence value it
+/// saw, and the rows (moved back to the caller).
+pub struct Appended {
+    pub from: LogHead,
+    pub fence: u64,
+    pub rows: Vec<LogRow>,
+}
+
+/// An append-only sequence of entries that every node of a shared store
+/// appends to and reads back in index order.
+pub trait SharedLog: Send + Sync {
+    /// The head as committed now.
+    fn head(&self) -> Result<LogHead>;
+    /// In one durable transaction: reads `fence` (held shared until the
+    /// commit), locks the head, lets `build` make the rows, inserts them at
+    /// the next indexes and commits.
+    fn append(&self, fence: Option<FenceRow>, build: BuildRows) -> Result<Appended>;
+    /// Up to `limit` entries from index `from` on, in index order; the
+    /// first is at `from` and there are no gaps.
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
+    /// Whether this process leads (signs checkpoints and asks witnesses):
+    /// at most one process holds the lead at a time; it passes to another
+    /// when the holder's session ends.
+    fn try_lead(&self) -> Result<bool>;
 }
 
 /// Writes that must agree with the audit log — a change and its `ADMIN`

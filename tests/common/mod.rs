@@ -195,6 +195,20 @@ impl Gateway {
         )
     }
 
+    /// The database URL of the gateway's config, if its store is PostgreSQL.
+    pub fn database_url(&self) -> Option<String> {
+        let config = std::fs::read_to_string(self.dir.join("govshare.toml")).ok()?;
+        let store = config.split("[store]").nth(1)?;
+        if !store.contains("backend = \"postgres\"") {
+            return None;
+        }
+        store.lines().find_map(|l| {
+            l.strip_prefix("url = \"")
+                .and_then(|u| u.strip_suffix('"'))
+                .map(str::to_string)
+        })
+    }
+
     /// SIGKILL: the process dies wherever it is.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -203,10 +217,15 @@ impl Gateway {
         }
     }
 
-    /// Every audit entry on disk, in order (a torn tail is ignored).
+    /// Every audit entry of the gateway's log, in order: on disk (a torn
+    /// tail is ignored), or over PostgreSQL the shared log's (which the
+    /// node's replica follows).
     pub fn audit_entries(&self) -> Vec<(Vec<u8>, AuditEntry)> {
-        govshare::audit::segment::read_all(&self.dir.join("audit"))
-            .unwrap()
+        let stored = match self.database_url() {
+            Some(url) => postgres::log_entries(&url),
+            None => govshare::audit::segment::read_all(&self.dir.join("audit")).unwrap(),
+        };
+        stored
             .into_iter()
             .map(|b| {
                 let e = AuditEntry::decode(b.as_slice()).unwrap();
@@ -367,6 +386,31 @@ pub mod postgres {
             }
         };
         url_of(&name)
+    }
+
+    /// Every entry of the shared audit log in the database at `url`, in
+    /// index order.
+    pub fn log_entries(url: &str) -> Vec<Vec<u8>> {
+        let out = Command::new("psql")
+            .arg(url)
+            .args([
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                "SELECT encode(entry, 'hex') FROM audit_entries ORDER BY idx",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|h| data_encoding::HEXLOWER.decode(h.trim().as_bytes()).unwrap())
+            .collect()
     }
 
     /// Drops the database made for `dir`, if one was.

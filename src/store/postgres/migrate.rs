@@ -8,11 +8,18 @@ use anyhow::{Context, Result, bail};
 use tokio_postgres::Client;
 
 /// `(version, file name, SQL)`, in version order.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_store.sql",
-    include_str!("../../../migrations/0001_store.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_store.sql",
+        include_str!("../../../migrations/0001_store.sql"),
+    ),
+    (
+        2,
+        "0002_audit_log.sql",
+        include_str!("../../../migrations/0002_audit_log.sql"),
+    ),
+];
 
 /// The advisory lock every migrating node takes (an arbitrary constant,
 /// "govsmigr" in ASCII).

@@ -18,6 +18,7 @@
 //! test. Every call has a deadline: a database that does not answer is an
 //! error (the pull fails closed), never a hang.
 
+mod log;
 pub mod migrate;
 
 use super::{Backend, IndexedUpdate, Reading, prefix_end, rev_upper};
@@ -32,12 +33,6 @@ use std::time::Duration;
 /// Longest one store call may take, connection wait included.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The advisory lock a serving process holds for as long as it runs
-/// ("govsnode" in ASCII). The audit log still lives in one node's data
-/// directory, so one process at a time may serve a database — as sled
-/// allows one process per directory.
-const SERVING_LOCK: i64 = i64::from_be_bytes(*b"govsnode");
-
 /// Where a PostgreSQL store is, how a node trusts it, and how many
 /// connections it keeps.
 #[derive(Debug, Clone)]
@@ -51,89 +46,44 @@ pub struct Location {
 
 pub struct PgBackend {
     pool: Pool,
-    io: Io,
-    serving: Arc<Serving>,
-}
-
-/// The session that holds [`SERVING_LOCK`]. PostgreSQL releases the lock
-/// when the session ends (a restart, a network cut); the next call takes
-/// it again before it touches anything, or fails if another process took
-/// it meanwhile.
-struct Serving {
-    config: tokio_postgres::Config,
-    tls: Tls,
-    session: tokio::sync::RwLock<tokio_postgres::Client>,
-}
-
-impl Serving {
-    async fn take(config: &tokio_postgres::Config, tls: &Tls) -> Result<tokio_postgres::Client> {
-        let client = connect(config, tls).await?;
-        let held: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVING_LOCK])
-            .await?
-            .get(0);
-        if !held {
-            bail!(
-                "another govshare process is serving this database; this version runs one process per database, as one per sled directory (stop it first)"
-            );
-        }
-        Ok(client)
-    }
-
-    /// Ok while this process holds the lock; retakes it after a lost session.
-    async fn ensure(&self) -> Result<()> {
-        if !self.session.read().await.is_closed() {
-            return Ok(());
-        }
-        let mut session = self.session.write().await;
-        if session.is_closed() {
-            *session = Self::take(&self.config, &self.tls).await?;
-            tracing::info!("PostgreSQL is back: this process serves the database again");
-        }
-        Ok(())
-    }
+    io: Arc<Io>,
+    log: Arc<log::PgLog>,
 }
 
 impl PgBackend {
-    /// Takes the serving lock, checks the server (version, durable
-    /// commits), and brings the schema up to date under the migration lock.
+    /// Checks the server (version, durable commits) and brings the schema
+    /// up to date under the migration lock. Any number of nodes may open
+    /// one database: the audit log is in it too ([`log`]).
     pub fn open(at: &Location) -> Result<Self> {
         let config = session_config(&at.url)?;
         let tls = tls(at.ca.as_deref())?;
-        let io = Io::start()?;
-        let (pool, serving) = io.run({
+        let io = Arc::new(Io::start()?);
+        let pool = io.run({
             let size = at.pool_size;
+            let (config, tls) = (config.clone(), tls.clone());
             async move {
-                // The serving lock first: a second process changes nothing,
-                // not even the schema.
-                let session = Serving::take(&config, &tls).await?;
                 let mut client = connect(&config, &tls).await?;
                 check_server(&client).await?;
                 migrate::migrate(&mut client).await?;
                 let manager = Manager::from_config(
-                    config.clone(),
-                    tls.clone(),
+                    config,
+                    tls,
                     ManagerConfig {
                         recycling_method: RecyclingMethod::Fast,
                     },
                 );
-                let pool = Pool::builder(manager)
+                Pool::builder(manager)
                     .max_size(size)
                     .wait_timeout(Some(CALL_DEADLINE))
                     .create_timeout(Some(CALL_DEADLINE))
                     .recycle_timeout(Some(CALL_DEADLINE))
                     .runtime(deadpool_postgres::Runtime::Tokio1)
                     .build()
-                    .context("building the PostgreSQL pool")?;
-                let serving = Serving {
-                    config,
-                    tls,
-                    session: tokio::sync::RwLock::new(session),
-                };
-                Ok((pool, Arc::new(serving)))
+                    .context("building the PostgreSQL pool")
             }
         })?;
-        Ok(Self { pool, io, serving })
+        let log = Arc::new(log::PgLog::new(pool.clone(), io.clone(), config, tls));
+        Ok(Self { pool, io, log })
     }
 
     /// Runs `f` with a pooled connection on the I/O runtime.
@@ -143,9 +93,8 @@ impl PgBackend {
         F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send,
     {
-        let (pool, serving) = (self.pool.clone(), self.serving.clone());
+        let pool = self.pool.clone();
         self.io.run(async move {
-            serving.ensure().await?;
             let client = pool
                 .get()
                 .await
@@ -156,13 +105,9 @@ impl PgBackend {
 }
 
 /// `govshare db migrate`: brings the schema at `url` up to this binary's,
-/// ahead of a start. A database a gateway is serving is left alone: its
-/// nodes migrate at their own (re)start.
+/// ahead of a start (nodes also migrate at start, under the same lock).
 pub async fn migrate_at(url: &str, ca: Option<&Path>) -> Result<migrate::Migrated> {
     let (config, tls) = (session_config(url)?, tls(ca)?);
-    let _serving = Serving::take(&config, &tls).await.map_err(|e| {
-        anyhow!("{e:#}; `db migrate` runs only while no gateway serves the database")
-    })?;
     let mut client = connect(&config, &tls).await?;
     check_server(&client).await?;
     migrate::migrate(&mut client).await
@@ -514,11 +459,10 @@ impl Backend for PgBackend {
     /// One query on a pooled connection, run on the I/O runtime (where
     /// every connection of the pool lives) and awaited by the caller.
     fn get_async(&self, tree: &str, key: &[u8]) -> Reading {
-        let (pool, serving) = (self.pool.clone(), self.serving.clone());
+        let pool = self.pool.clone();
         let (tree, key) = (tree.to_string(), key.to_vec());
         let query = self.io.handle.spawn(async move {
             tokio::time::timeout(CALL_DEADLINE, async move {
-                serving.ensure().await?;
                 let c = pool
                     .get()
                     .await
@@ -670,6 +614,10 @@ impl Backend for PgBackend {
                 .context("listing the trees")?;
             Ok(rows.into_iter().map(|r| r.get(0)).collect())
         })
+    }
+
+    fn shared_log(&self) -> Option<Arc<dyn super::SharedLog>> {
+        Some(self.log.clone())
     }
 }
 

@@ -1,0 +1,206 @@
+//! A node's replica of the shared log. When several nodes serve one store
+//! the log's truth is the store's ([`crate::store::SharedLog`]); each node
+//! copies it, in index order, into segments of its own dir, and indexes it
+//! there as if it had written it: its queries, proofs, tiles and
+//! checkpoints then cover every node's entries, and an export or an offline
+//! `audit verify` of any node's dir checks them all.
+//!
+//! The replica trusts nothing it copies: each entry must carry the index it
+//! is stored at and chain to the entry before it (`prev_leaf_hash`), so a
+//! row rewritten or removed in the database stops the replica (loudly, with
+//! the index) instead of entering it; what the replica already holds is
+//! checked against its own checkpoints at every start.
+
+use super::index::{Batch, recovered};
+use super::leaf_hash;
+use super::merkle::Hash;
+use super::segment::{SegmentWriter, frame_into};
+use crate::proto::AuditEntry;
+use crate::store::SharedLog;
+use anyhow::{Result, bail};
+use prost::Message;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+/// How often the replica looks for other nodes' entries; this node's own
+/// appends wake it at once.
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+
+/// Most entries copied per read.
+const PAGE: usize = 1024;
+
+pub(super) struct Follower {
+    pub log: Arc<dyn SharedLog>,
+    pub segments: SegmentWriter,
+    pub prev: Option<Hash>,
+    pub indexer: Sender<Batch>,
+    /// A message per commit of this node's writer; closed when it stops.
+    pub wake: Receiver<()>,
+}
+
+impl Follower {
+    pub(super) fn run(mut self) {
+        let mut failing = false;
+        loop {
+            let stopping = match self.wake.recv_timeout(FOLLOW_EVERY) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            while self.wake.try_recv().is_ok() {}
+            match self.catch_up() {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("the audit replica follows the shared log again");
+                    }
+                    metrics::gauge!("govshare_audit_replica_healthy").set(1.0);
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!(error = %format!("{e:#}"), "the audit replica cannot follow the shared log; queries and checkpoints lag, retrying");
+                    }
+                    metrics::gauge!("govshare_audit_replica_healthy").set(0.0);
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Copies every entry the shared log has beyond the replica.
+    fn catch_up(&mut self) -> Result<()> {
+        loop {
+            let from = self.segments.next_index();
+            let rows = self.log.read(from, PAGE)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut frames = Vec::new();
+            let mut offsets = Vec::with_capacity(rows.len());
+            let mut chain = self.prev;
+            for (i, bytes) in rows.iter().enumerate() {
+                let at = from + i as u64;
+                let e = AuditEntry::decode(bytes.as_slice())
+                    .map_err(|e| anyhow::anyhow!("shared audit entry {at} does not decode: {e}"))?;
+                if e.index != at {
+                    bail!(
+                        "the shared log's row {at} holds entry {}: rows were moved",
+                        e.index
+                    );
+                }
+                let prev = chain.map(|h| h.to_vec()).unwrap_or_default();
+                if e.prev_leaf_hash != prev {
+                    bail!(
+                        "shared audit entry {at} does not chain to entry {}: the shared log was altered",
+                        at.wrapping_sub(1)
+                    );
+                }
+                chain = Some(leaf_hash(bytes));
+                offsets.push(frames.len() as u64);
+                frame_into(&mut frames, bytes);
+            }
+            let placed = self.segments.append(&frames, &offsets, rows.len() as u64)?;
+            self.prev = chain;
+            let mut batch = Batch {
+                day: String::new(),
+                entries: Vec::with_capacity(rows.len()),
+            };
+            for (i, bytes) in rows.iter().enumerate() {
+                let (c, day) = recovered(
+                    from + i as u64,
+                    placed.segment_first,
+                    placed.offsets[i],
+                    bytes,
+                )?;
+                if day != batch.day && !batch.entries.is_empty() {
+                    let _ = self.indexer.send(std::mem::replace(
+                        &mut batch,
+                        Batch {
+                            day: String::new(),
+                            entries: Vec::new(),
+                        },
+                    ));
+                }
+                batch.day = day;
+                batch.entries.push(c);
+            }
+            let _ = self.indexer.send(batch);
+            if rows.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// At start, before the replica follows: a replica must be a prefix of the
+/// shared log. A shared log that is still empty (a store just moved up from
+/// one node, `govshare store copy`) takes this node's whole log as its
+/// beginning, chain and all.
+pub(super) fn reconcile(
+    log: &dyn SharedLog,
+    dir: &std::path::Path,
+    entries: u64,
+    last: Option<Hash>,
+) -> Result<()> {
+    let head = log.head()?;
+    if entries <= head.size {
+        if entries == 0 {
+            return Ok(());
+        }
+        let row = log.read(entries - 1, 1)?;
+        if row.first().map(|b| leaf_hash(b)) != last {
+            bail!(
+                "this data dir's log ({entries} entries) is not a prefix of the database's shared log ({} entries): it belongs to another log",
+                head.size
+            );
+        }
+        return Ok(());
+    }
+    if head.size > 0 {
+        bail!(
+            "this data dir's log holds {entries} entries, more than the database's shared log ({}): start it on the database it was copied to",
+            head.size
+        );
+    }
+    let mut page = Vec::new();
+    let mut next = 0u64;
+    let upload = |page: &mut Vec<Vec<u8>>, next: &mut u64| -> Result<()> {
+        let rows: Vec<_> = std::mem::take(page)
+            .into_iter()
+            .map(|bytes| crate::store::LogRow {
+                leaf: leaf_hash(&bytes),
+                bytes,
+            })
+            .collect();
+        let (start, n) = (*next, rows.len() as u64);
+        log.append(
+            None,
+            Box::new(move |_, head| {
+                if head.size != start {
+                    bail!(
+                        "another node appended to the shared log while this one moved its log in"
+                    );
+                }
+                Ok(rows)
+            }),
+        )?;
+        *next += n;
+        Ok(())
+    };
+    super::segment::walk_from(dir, 0, |i, _, _, bytes| {
+        if i >= entries {
+            return Ok(());
+        }
+        page.push(bytes.to_vec());
+        if page.len() >= PAGE {
+            upload(&mut page, &mut next)?;
+        }
+        Ok(())
+    })?;
+    if !page.is_empty() {
+        upload(&mut page, &mut next)?;
+    }
+    tracing::info!(entries, "moved this node's audit log into the shared log");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The cluster's one audit log in PostgreSQL (`migrations/0002_audit_log.sql`).
+//!
+//! An append is one transaction on a connection of its own: the fence
+//! counter's row `FOR SHARE` (a change that moves it holds it `FOR UPDATE`
+//! while it commits, so it waits for appends in flight, and an append that
+//! commits after the change sees it), then the head row `FOR UPDATE` —
+//! always in this order, so appends and changes never wait on each other
+//! crosswise — then the entries at the next indexes, the new head, and a
+//! `COMMIT` that returns only once durable (`synchronous_commit` is checked
+//! at open). The head lock serializes appends, so indexes are dense and
+//! commit in index order: a reader never sees an entry before the ones
+//! below it.
+//!
+//! The lead (who signs checkpoints and asks witnesses) is a session-level
+//! advisory lock on a connection of its own: PostgreSQL releases it when
+//! that session ends, however the holder died, and the next node to ask
+//! takes it.
+
+use super::{Io, Open, Tls, connect};
+use crate::store::{Appended, BuildRows, FenceRow, LogHead, SharedLog};
+use anyhow::{Context, Result, anyhow, bail};
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+
+/// The advisory lock of the lead ("govslead" in ASCII).
+const LEAD_LOCK: i64 = i64::from_be_bytes(*b"govslead");
+
+const FENCE: &str = "SELECT value FROM kv WHERE tree = $1 AND key = $2 FOR SHARE";
+const HEAD: &str = "SELECT size, last_leaf FROM audit_head FOR UPDATE";
+const INSERT: &str = "INSERT INTO audit_entries (idx, entry) \
+     SELECT $1 + o - 1, e FROM unnest($2::bytea[]) WITH ORDINALITY AS t(e, o)";
+const MOVE_HEAD: &str = "UPDATE audit_head SET size = $1, last_leaf = $2";
+
+pub struct PgLog {
+    pool: Pool,
+    io: Arc<Io>,
+    config: tokio_postgres::Config,
+    tls: Tls,
+    /// The session holding [`LEAD_LOCK`], while this process leads.
+    lead: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+}
+
+impl PgLog {
+    pub(super) fn new(pool: Pool, io: Arc<Io>, config: tokio_postgres::Config, tls: Tls) -> Self {
+        Self {
+            pool,
+            io,
+            config,
+            tls,
+            lead: Arc::default(),
+        }
+    }
+}
+
+fn head_of(row: &tokio_postgres::Row) -> Result<LogHead> {
+    let size: i64 = row.get(0);
+    let last: Option<Vec<u8>> = row.get(1);
+    let last = match last {
+        Some(l) => Some(
+            l.try_into()
+                .map_err(|_| anyhow!("audit_head.last_leaf is not a 32-byte hash"))?,
+        ),
+        None => None,
+    };
+    Ok(LogHead {
+        size: u64::try_from(size).context("audit_head.size is negative")?,
+        last,
+    })
+}
+
+fn counter_of(value: Option<Vec<u8>>) -> u64 {
+    value
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+impl SharedLog for PgLog {
+    fn head(&self) -> Result<LogHead> {
+        let pool = self.pool.clone();
+        self.io.run(async move {
+            let c = pool
+                .get()
+                .await
+                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            let row = c
+                .query_one("SELECT size, last_leaf FROM audit_head", &[])
+                .await
+                .context("reading the audit log's head")?;
+            head_of(&row)
+        })
+    }
+
+    fn append(&self, fence: Option<FenceRow>, build: BuildRows) -> Result<Appended> {
+        let pool = self.pool.clone();
+        self.io.run(async move {
+            let conn = Open(Some(
+                pool.get()
+                    .await
+                    .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?,
+            ));
+            let c = conn.client();
+            let (fence_stmt, head_stmt, insert, move_head) = tokio::try_join!(
+                c.prepare_cached(FENCE),
+                c.prepare_cached(HEAD),
+                c.prepare_cached(INSERT),
+                c.prepare_cached(MOVE_HEAD),
+            )?;
+            // Lock and read in one round trip: BEGIN, the fence, the head.
+            let (_, fenced, head) = tokio::try_join!(
+                async { c.batch_execute("BEGIN").await.context("starting an append") },
+                async {
+                    match fence {
+                        Some(f) => c
+                            .query_opt(&fence_stmt, &[&f.tree, &f.key])
+                            .await
+                            .map(|r| counter_of(r.map(|r| r.get(0))))
+                            .context("reading the policy epoch"),
+                        None => Ok(0),
+                    }
+                },
+                async {
+                    c.query_one(&head_stmt, &[])
+                        .await
+                        .context("locking the audit log's head")
+                },
+            )?;
+            let from = head_of(&head)?;
+            let rows = build(fenced, from)?;
+            if rows.is_empty() {
+                c.batch_execute("ROLLBACK").await.context("rolling back")?;
+                conn.committed();
+                return Ok(Appended {
+                    from,
+                    fence: fenced,
+                    rows,
+                });
+            }
+            let size = i64::try_from(from.size + rows.len() as u64).context("log size")?;
+            let start = from.size as i64;
+            let last = rows.last().map(|r| r.leaf.to_vec());
+            let bytes: Vec<&[u8]> = rows.iter().map(|r| r.bytes.as_slice()).collect();
+            // Writes and COMMIT in a second round trip; COMMIT returns once
+            // the entries are durable.
+            tokio::try_join!(
+                async {
+                    c.execute(&insert, &[&start, &bytes])
+                        .await
+                        .context("inserting audit entries")
+                },
+                async {
+                    c.execute(&move_head, &[&size, &last])
+                        .await
+                        .context("moving the audit log's head")
+                },
+                async {
+                    c.batch_execute("COMMIT")
+                        .await
+                        .context("committing the append")
+                },
+            )?;
+            drop(bytes);
+            conn.committed();
+            Ok(Appended {
+                from,
+                fence: fenced,
+                rows,
+            })
+        })
+    }
+
+    fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let pool = self.pool.clone();
+        self.io.run(async move {
+            let c = pool
+                .get()
+                .await
+                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            let stmt = c
+                .prepare_cached(
+                    "SELECT idx, entry FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                )
+                .await?;
+            let rows = c
+                .query(&stmt, &[&(from as i64), &(limit as i64)])
+                .await
+                .context("reading audit entries")?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (i, r) in rows.into_iter().enumerate() {
+                let idx: i64 = r.get(0);
+                if idx as u64 != from + i as u64 {
+                    bail!(
+                        "the shared audit log has no entry {} (the next is {idx})",
+                        from + i as u64
+                    );
+                }
+                out.push(r.get(1));
+            }
+            Ok(out)
+        })
+    }
+
+    fn try_lead(&self) -> Result<bool> {
+        let (config, tls, lead) = (self.config.clone(), self.tls.clone(), self.lead.clone());
+        self.io.run(async move {
+            // The lock's session lives as long as this process leads.
+            let mut held = lead.lock().await;
+            if held.as_ref().is_some_and(|c| !c.is_closed()) {
+                return Ok(true);
+            }
+            *held = None;
+            let client = connect(&config, &tls).await?;
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])
+                .await
+                .context("asking for the lead")?
+                .get(0);
+            if got {
+                *held = Some(client);
+            }
+            Ok(got)
+        })
+    }
+}

@@ -1,0 +1,570 @@
+//! Three gateway nodes over one PostgreSQL: one store, one audit log, and
+//! a change made on any node in force on every node for the next response
+//! (`docs/design.md`, "Several nodes"). Every node is a real `govshare
+//! serve` process on its own data dir (holding only its TLS files, keys and
+//! log replica) and ephemeral loopback ports; the database is one of the
+//! test's own on the server `TEST_DATABASE_URL` names.
+
+mod common;
+
+use common::{
+    Gateway, SEED, TEST_PERSONS, Witness, admin_client, cli, ctx, district, postgres,
+    register_purposes, req,
+};
+use govshare::proto::population_service_client::PopulationServiceClient;
+use govshare::proto::*;
+use prost::Message;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// Three nodes over one database, node 1 started first (it seeds the demo),
+/// the others on copies of its PKI files (so they share its identities and
+/// log key) and empty replicas.
+struct Cluster {
+    nodes: Vec<Gateway>,
+    db: postgres::TestDatabase,
+    root: tempfile::TempDir,
+    extra: String,
+}
+
+fn node_config(dir: &Path, url: &str, n: usize, extra: &str) -> String {
+    format!(
+        "demo = true\nnode_id = \"node-{n}\"\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {TEST_PERSONS}\ndemo_seed = {SEED}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n{extra}",
+        dir.display()
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+impl Cluster {
+    fn start(extra: &str) -> Self {
+        let db = postgres::TestDatabase::new();
+        let root = tempfile::tempdir().unwrap();
+        let mut c = Self {
+            nodes: Vec::new(),
+            db,
+            root,
+            extra: extra.to_string(),
+        };
+        for n in 1..=3 {
+            if n > 1 {
+                copy_dir(&c.dir(1).join("pki"), &c.dir(n).join("pki"));
+            }
+            let node = c.start_node(n);
+            c.nodes.push(node);
+        }
+        c
+    }
+
+    fn dir(&self, n: usize) -> PathBuf {
+        self.root.path().join(format!("node-{n}"))
+    }
+
+    fn start_node(&self, n: usize) -> Gateway {
+        let dir = self.dir(n);
+        Gateway::start_with(&dir, &node_config(&dir, &self.db.url, n, &self.extra))
+    }
+
+    fn node(&self, n: usize) -> &Gateway {
+        &self.nodes[n - 1]
+    }
+
+    /// Every entry of the shared log, in index order.
+    fn shared_entries(&self) -> Vec<AuditEntry> {
+        postgres::log_entries(&self.db.url)
+            .iter()
+            .map(|b| AuditEntry::decode(b.as_slice()).unwrap())
+            .collect()
+    }
+}
+
+fn person_id(i: usize) -> String {
+    district().persons[i].id_number.clone().unwrap()
+}
+
+async fn pull_as(
+    gw: &Gateway,
+    identity: &str,
+    purpose: &str,
+    id: &str,
+) -> Result<GetPersonResponse, tonic::Status> {
+    common::get_person(gw, identity, purpose, id).await
+}
+
+/// Civil affairs' population grants, by id.
+async fn grants_of(gw: &Gateway, department: &str) -> Vec<String> {
+    admin_client(gw, "admin")
+        .await
+        .list_grants(req(
+            ListGrantsRequest {
+                department: department.into(),
+                dataset: "population".into(),
+                include_revoked: false,
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants
+        .into_iter()
+        .map(|g| g.id)
+        .collect()
+}
+
+async fn revoke(gw: &Gateway, grant: &str) {
+    admin_client(gw, "admin")
+        .await
+        .revoke_grant(req(
+            RevokeGrantRequest {
+                id: grant.into(),
+                reason: "cluster test".into(),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+}
+
+/// `audit verify` of a stopped node's replica.
+fn verify_replica(dir: &Path) -> String {
+    let (ok, out) = cli(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_one_node_is_in_force_on_the_others_and_every_replica_holds_one_log() {
+    let mut c = Cluster::start("");
+    let id = person_id(0);
+    for n in 1..=3 {
+        let got = pull_as(c.node(n), "civil-affairs", "social-assistance", &id).await;
+        assert!(got.is_ok(), "node {n}: {got:?}");
+    }
+    // One log: indexes are dense across nodes, and every node wrote some.
+    let shared = c.shared_entries();
+    for (i, e) in shared.iter().enumerate() {
+        assert_eq!(e.index, i as u64);
+    }
+    for n in 1..=3 {
+        assert!(
+            shared.iter().any(|e| e.node == format!("node-{n}")),
+            "node-{n} appended to the shared log"
+        );
+    }
+
+    // Revoked on node 1: refused on nodes 2 and 3 on the very next call.
+    for g in grants_of(c.node(1), "civil-affairs").await {
+        revoke(c.node(1), &g).await;
+    }
+    for n in [2, 3, 1] {
+        let err = pull_as(c.node(n), "civil-affairs", "social-assistance", &id)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "node {n}: {err:?}");
+    }
+
+    // Each replica holds every node's entries and verifies offline.
+    let size = c.shared_entries().len();
+    for g in &mut c.nodes {
+        assert!(g.stop());
+    }
+    for n in 1..=3 {
+        verify_replica(&c.dir(n));
+        let held = govshare::audit::segment::read_all(&c.dir(n).join("audit"))
+            .unwrap()
+            .len();
+        assert!(held >= size, "node {n}'s replica holds {held} of {size}");
+        let nodes: std::collections::BTreeSet<String> =
+            govshare::audit::segment::read_all(&c.dir(n).join("audit"))
+                .unwrap()
+                .iter()
+                .map(|b| AuditEntry::decode(b.as_slice()).unwrap().node)
+                .collect();
+        assert_eq!(nodes.len(), 3, "node {n}'s replica: {nodes:?}");
+    }
+}
+
+/// The fence: a pull on node 2 judged before a revocation on node 1 and
+/// still waiting for its audit write when the revocation returns comes
+/// back denied, its data never released. The test holds the call in
+/// between with a lock on its daily-quota row, taken from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_held_between_its_decision_and_its_audit_write_is_fenced_by_a_revoke_elsewhere() {
+    let c = Cluster::start("");
+    register_purposes(c.node(1), &["fence-test"]).await;
+    let grant = admin_client(c.node(1), "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "market-regulation".into(),
+                    dataset: "population".into(),
+                    operations: vec![Operation::Get as i32],
+                    fields: vec![FieldGrant {
+                        field: "name".into(),
+                        view: FieldView::Clear as i32,
+                    }],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["fence-test".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 1000,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &c.node(1).token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap();
+    let id = person_id(1);
+    pull_as(c.node(2), "market-regulation", "fence-test", &id)
+        .await
+        .expect("allowed before the revocation");
+
+    // Hold node 2's next call after its decision, at its quota reservation.
+    let (db, conn) = tokio_postgres::connect(&c.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("BEGIN; SELECT key FROM kv WHERE tree = 'quota' FOR UPDATE")
+        .await
+        .unwrap();
+    let held = {
+        let (channel, token) = (
+            c.node(2).channel("market-regulation").await,
+            c.node(2).token("market-regulation"),
+        );
+        let id = id.clone();
+        tokio::spawn(async move {
+            PopulationServiceClient::new(channel)
+                .get_person(req(
+                    GetPersonRequest {
+                        context: ctx("fence-test"),
+                        id_number: id,
+                    },
+                    &token,
+                ))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!held.is_finished(), "the call waits at its reservation");
+    revoke(c.node(1), &grant.id).await;
+    // The revocation has returned; now let the held call go on.
+    db.batch_execute("ROLLBACK").await.unwrap();
+    let err = held.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // On the record: the held call's refusal, and no release after the
+    // revocation's own entry.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let entries = c.shared_entries();
+    let revoked_at = entries
+        .iter()
+        .position(|e| e.method.ends_with("RevokeGrant"))
+        .expect("the revocation is on the record");
+    let after: Vec<&AuditEntry> = entries[revoked_at..]
+        .iter()
+        .filter(|e| e.kind == EntryKind::Pull as i32)
+        .collect();
+    assert!(!after.is_empty(), "the held call is on the record");
+    for e in after {
+        assert_eq!(e.decision, AuditDecision::Deny as i32, "{e:?}");
+        assert_eq!(e.record_count, 0, "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_quota_holds_across_three_nodes_under_a_three_by_sixteen_race() {
+    let c = Cluster::start("");
+    register_purposes(c.node(1), &["quota-race"]).await;
+    admin_client(c.node(1), "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "market-regulation".into(),
+                    dataset: "population".into(),
+                    operations: vec![Operation::Get as i32, Operation::BatchGet as i32],
+                    fields: vec![FieldGrant {
+                        field: "name".into(),
+                        view: FieldView::Clear as i32,
+                    }],
+                    regions: vec!["310115".into()],
+                    purposes: vec!["quota-race".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 60,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &c.node(1).token("admin"),
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..200).map(person_id).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=3 {
+        let channel = c.node(n).channel("market-regulation").await;
+        let token = c.node(n).token("market-regulation");
+        for t in 0..16 {
+            let (channel, token, ids) = (channel.clone(), token.clone(), ids.clone());
+            set.spawn(async move {
+                let mut client = PopulationServiceClient::new(channel);
+                let mut got = 0usize;
+                for k in 0..4 {
+                    let start = ((n * 16 + t) * 4 + k) * 2 % 190;
+                    match client
+                        .batch_get_persons(req(
+                            BatchGetPersonsRequest {
+                                context: ctx("quota-race"),
+                                id_numbers: ids[start..start + 2].to_vec(),
+                            },
+                            &token,
+                        ))
+                        .await
+                    {
+                        Ok(r) => got += r.into_inner().persons.len(),
+                        Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+                    }
+                }
+                got
+            });
+        }
+    }
+    let total: usize = set.join_all().await.into_iter().sum();
+    assert_eq!(
+        total, 60,
+        "released across three nodes against a limit of 60"
+    );
+}
+
+/// kill -9 of one node while all three serve pulls: every receipt any node
+/// gave is in the shared log with the leaf hash it named, the killed node's
+/// replica catches up when it starts again, and every replica verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_under_load_loses_no_acknowledged_entry() {
+    let mut c = Cluster::start("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=3 {
+        let channel = c.node(n).channel("civil-affairs").await;
+        let token = c.node(n).token("civil-affairs");
+        for t in 0..4 {
+            let (channel, token, stop) = (channel.clone(), token.clone(), stop.clone());
+            set.spawn(async move {
+                let mut client = PopulationServiceClient::new(channel);
+                let mut receipts = Vec::new();
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 400 {
+                    i += 4;
+                    match client
+                        .get_person(req(
+                            GetPersonRequest {
+                                context: ctx("social-assistance"),
+                                id_number: person_id(i % 1000),
+                            },
+                            &token,
+                        ))
+                        .await
+                    {
+                        Ok(r) => receipts.push(r.into_inner().receipt.unwrap()),
+                        // The killed node's calls fail; none was acknowledged.
+                        Err(_) if n == 2 => break,
+                        Err(e) => panic!("node {n}: {e:?}"),
+                    }
+                }
+                receipts
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.nodes[1].kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let receipts: Vec<AuditReceipt> = set.join_all().await.into_iter().flatten().collect();
+    assert!(receipts.len() > 100, "{} pulls", receipts.len());
+
+    let shared = c.shared_entries();
+    for r in &receipts {
+        let e = shared
+            .get(r.leaf_index as usize)
+            .unwrap_or_else(|| panic!("acknowledged entry {} is missing", r.leaf_index));
+        assert_eq!(
+            govshare::audit::leaf_hash(&e.encode_to_vec()).to_vec(),
+            r.leaf_hash,
+            "entry {} is the one acknowledged",
+            r.leaf_index
+        );
+    }
+
+    // The killed node starts again and its replica catches up: a graceful
+    // stop copies everything the shared log holds.
+    c.nodes[1] = c.start_node(2);
+    assert!(c.nodes[1].stop());
+    let held = govshare::audit::segment::read_all(&c.dir(2).join("audit"))
+        .unwrap()
+        .len();
+    assert!(
+        held >= shared.len(),
+        "the replica holds {held} of {}",
+        shared.len()
+    );
+    for g in &mut c.nodes {
+        g.stop();
+    }
+    for n in 1..=3 {
+        verify_replica(&c.dir(n));
+    }
+}
+
+/// One node at a time asks the witness: an export from the leader verifies
+/// offline with the witness's cosignature and covers every node's pulls;
+/// when the leader dies, another node takes the lead and its checkpoints
+/// are cosigned in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witnessed_log_covers_every_node_and_the_lead_moves_when_its_holder_dies() {
+    let wdir = tempfile::tempdir().unwrap();
+    // The witness is set up with the log's verifier key, which the first
+    // start makes: the cluster starts once without it, then with it.
+    let mut c = Cluster::start("");
+    for g in &mut c.nodes {
+        assert!(g.stop());
+    }
+    let witness = Witness::start(wdir.path(), &c.dir(1).join("pki/audit-log.pub"));
+    c.extra = witness.config();
+    c.nodes = (1..=3).map(|n| c.start_node(n)).collect();
+    let leader = |c: &Cluster| -> Option<usize> {
+        (1..=3).find(|n| {
+            std::fs::read_to_string(c.dir(*n).join("server.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("leads the shared audit log"))
+                .count()
+                > 0
+        })
+    };
+    let id = person_id(2);
+    for n in 1..=3 {
+        pull_as(c.node(n), "civil-affairs", "social-assistance", &id)
+            .await
+            .unwrap();
+    }
+    let wit = format!("witness.test/w1={}", witness.key);
+    let export_verifies = |c: &Cluster, n: usize| -> String {
+        let out_file = c.root.path().join(format!("export-{n}.jsonl"));
+        let (ok, out) = cli(&[
+            "audit",
+            "--addr",
+            &c.node(n).addr.to_string(),
+            "--pki",
+            c.dir(n).join("pki").to_str().unwrap(),
+            "export",
+            "--out",
+            out_file.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        let (ok, out) = cli(&[
+            "audit",
+            "verify",
+            "--export",
+            out_file.to_str().unwrap(),
+            "--public-key",
+            c.dir(n).join("pki/audit-log.pub").to_str().unwrap(),
+            "--witness",
+            &wit,
+            "--min-witnesses",
+            "1",
+        ]);
+        assert!(ok, "node {n}: {out}");
+        std::fs::read_to_string(out_file).unwrap()
+    };
+    // Wait for a cosigned checkpoint over all three pulls.
+    let first = wait_for(|| leader(&c)).await;
+    let size = c.shared_entries().len();
+    let text = wait_for_export(&c, first, size, &export_verifies).await;
+    for n in 1..=3 {
+        assert!(
+            text.contains(&format!("\"node\":\"node-{n}\"")),
+            "the export holds node-{n}'s entries"
+        );
+    }
+
+    // The leader dies; another node takes the lead and is cosigned.
+    c.nodes[first - 1].kill();
+    let others: Vec<usize> = (1..=3).filter(|n| *n != first).collect();
+    for n in &others {
+        pull_as(c.node(*n), "civil-affairs", "social-assistance", &id)
+            .await
+            .unwrap();
+    }
+    let next = wait_for(|| {
+        others.iter().copied().find(|n| {
+            std::fs::read_to_string(c.dir(*n).join("server.log"))
+                .unwrap_or_default()
+                .contains("leads the shared audit log")
+        })
+    })
+    .await;
+    let size = c.shared_entries().len();
+    wait_for_export(&c, next, size, &export_verifies).await;
+}
+
+async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Exports from node `n` until its newest cosigned checkpoint covers `size`
+/// entries.
+async fn wait_for_export(
+    c: &Cluster,
+    n: usize,
+    size: usize,
+    export: &impl Fn(&Cluster, usize) -> String,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let path = c.dir(n).join("audit/checkpoints.log");
+        let notes = govshare::audit::checkpoint::read_notes(&path)
+            .unwrap()
+            .unwrap_or_default();
+        let covered = notes.iter().rev().any(|note| {
+            note.contains("— witness.test/w1")
+                && note
+                    .lines()
+                    .nth(1)
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s >= size)
+        });
+        if covered {
+            return export(c, n);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {n}: no cosigned checkpoint of {size} entries"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
