@@ -25,6 +25,9 @@ fn the_kubernetes_files_parse_and_probe_the_ops_port() {
     let mut kinds = Vec::new();
     for e in std::fs::read_dir(deploy("k8s")).unwrap() {
         let p = e.unwrap().path();
+        if p.is_dir() {
+            continue;
+        }
         let name = format!("k8s/{}", p.file_name().unwrap().to_string_lossy());
         for doc in yaml(&name) {
             assert_eq!(
@@ -174,32 +177,91 @@ fn compose_over_postgres_reaches_the_database_over_verified_tls() {
     };
     let pg = strings(&doc["services"]["postgres"]["command"]);
     assert!(pg.iter().any(|c| c == "ssl=on"), "{pg:?}");
-    let gateway = &doc["services"]["gateway"];
-    let env = &gateway["environment"];
-    assert_eq!(env["GOVSHARE_STORE__BACKEND"].as_str(), Some("postgres"));
-    let ca = env["GOVSHARE_STORE__CA"].as_str().unwrap();
+    // Three nodes, each its own node id and data dir, one log key.
+    let mut ids = std::collections::BTreeSet::new();
+    for n in 1..=3 {
+        let gateway = &doc["services"][format!("gateway-{n}").as_str()];
+        let env = &gateway["environment"];
+        assert_eq!(env["GOVSHARE_STORE__BACKEND"].as_str(), Some("postgres"));
+        ids.insert(env["GOVSHARE_NODE_ID"].as_str().unwrap().to_string());
+        let volumes = strings(&gateway["volumes"]);
+        let ca = env["GOVSHARE_STORE__CA"].as_str().unwrap();
+        assert!(
+            volumes.iter().any(|v| v.ends_with(&format!(":{ca}:ro"))),
+            "the database's CA is mounted where store.ca names it"
+        );
+        assert!(volumes.contains(&format!("./data-{n}:/var/lib/govshare")));
+        assert!(
+            volumes.contains(&"./cluster-pki:/var/lib/govshare/pki".to_string()),
+            "the log key is shared"
+        );
+        let start = strings(&gateway["entrypoint"]).join(" ");
+        assert!(
+            start.contains("@postgres:5432/govshare") && !start.contains("sslmode=disable"),
+            "{start}"
+        );
+        assert!(
+            !start.contains("POSTGRES_PASSWORD") && start.contains("/run/secrets/db-password"),
+            "the password comes from the secret: {start}"
+        );
+        assert_eq!(
+            gateway["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+        if n > 1 {
+            assert_eq!(
+                gateway["depends_on"]["gateway-1"]["condition"].as_str(),
+                Some("service_healthy"),
+                "joins once the first node made the log key"
+            );
+        }
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+#[test]
+fn the_cluster_deployment_runs_replicas_over_postgres_with_one_log_key() {
+    let docs = yaml("k8s/cluster/deployment.yaml");
+    let cm = docs.iter().find(|d| kind(d) == "ConfigMap").unwrap();
+    let toml = cm["data"]["govshare.toml"].as_str().unwrap();
+    assert!(toml.contains("backend = \"postgres\""), "{toml}");
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), toml).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
+        .args(["config", "check"])
+        .arg(f.path())
+        .env(
+            "GOVSHARE_STORE__URL",
+            "postgres://u:p@db.example:5432/govshare",
+        )
+        .output()
+        .unwrap();
     assert!(
-        strings(&gateway["volumes"])
-            .iter()
-            .any(|v| v.ends_with(&format!(":{ca}:ro"))),
-        "the database's CA is mounted where store.ca names it"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let start = strings(&gateway["entrypoint"]).join(" ");
-    assert!(
-        start.contains("@postgres:5432/govshare") && !start.contains("sslmode=disable"),
-        "{start}"
-    );
-    assert!(
-        !start.contains("POSTGRES_PASSWORD") && start.contains("/run/secrets/db-password"),
-        "the password comes from the secret: {start}"
-    );
+    let d = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
+    assert!(d["spec"]["replicas"].as_i64().unwrap() >= 2);
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
     assert_eq!(
-        gateway["depends_on"]["postgres"]["condition"].as_str(),
-        Some("service_healthy")
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
     );
+    let mounts = c["volumeMounts"].as_vec().unwrap();
     assert!(
-        doc["services"]["gateway"]["deploy"]["replicas"].is_badvalue(),
-        "one gateway per database until the cluster is built"
+        mounts
+            .iter()
+            .any(|m| m["mountPath"].as_str() == Some("/var/lib/govshare/pki/audit-log.key")),
+        "every replica has the one log key"
+    );
+    let env = c["env"].as_vec().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"].as_str() == Some("GOVSHARE_STORE__URL")
+                && !e["valueFrom"]["secretKeyRef"].is_badvalue()),
+        "the database URL comes from a Secret"
     );
 }
 

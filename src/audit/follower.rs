@@ -24,19 +24,32 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 /// How often the replica looks for other nodes' entries; this node's own
-/// appends wake it at once.
+/// appends wake it at once (and are handed over, not read back).
 const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 
 /// Most entries copied per read.
 const PAGE: usize = 1024;
+
+/// Most of this node's own entries held for the replica: past it they are
+/// read back from the database like any other node's.
+const OWN_HELD: usize = 64 * 1024;
+
+/// Entries this node's writer just committed, from index `start` on: the
+/// replica takes them as they are instead of reading them back.
+pub(super) struct Own {
+    pub start: u64,
+    pub rows: Vec<Vec<u8>>,
+}
 
 pub(super) struct Follower {
     pub log: Arc<dyn SharedLog>,
     pub segments: SegmentWriter,
     pub prev: Option<Hash>,
     pub indexer: Sender<Batch>,
-    /// A message per commit of this node's writer; closed when it stops.
-    pub wake: Receiver<()>,
+    /// Each commit of this node's writer; closed when it stops.
+    pub wake: Receiver<Own>,
+    /// This node's committed entries not yet in the replica, by index.
+    pub own: std::collections::BTreeMap<u64, Vec<u8>>,
 }
 
 impl Follower {
@@ -44,10 +57,16 @@ impl Follower {
         let mut failing = false;
         loop {
             let stopping = match self.wake.recv_timeout(FOLLOW_EVERY) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => false,
+                Ok(own) => {
+                    self.hold(own);
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
-            while self.wake.try_recv().is_ok() {}
+            while let Ok(own) = self.wake.try_recv() {
+                self.hold(own);
+            }
             match self.catch_up() {
                 Ok(()) => {
                     if std::mem::take(&mut failing) {
@@ -68,14 +87,43 @@ impl Follower {
         }
     }
 
-    /// Copies every entry the shared log has beyond the replica.
+    fn hold(&mut self, own: Own) {
+        let next = self.segments.next_index();
+        for (i, row) in own.rows.into_iter().enumerate() {
+            let at = own.start + i as u64;
+            if at >= next && self.own.len() < OWN_HELD {
+                self.own.insert(at, row);
+            }
+        }
+    }
+
+    /// Copies every entry the shared log has beyond the replica: this
+    /// node's own from memory, the others' read from the database (up to
+    /// the next one of its own).
     fn catch_up(&mut self) -> Result<()> {
         loop {
             let from = self.segments.next_index();
-            let rows = self.log.read(from, PAGE)?;
+            while self.own.first_key_value().is_some_and(|(i, _)| *i < from) {
+                self.own.pop_first();
+            }
+            let rows = match self.own.first_key_value().map(|(i, _)| *i) {
+                Some(i) if i == from => {
+                    let mut run = Vec::new();
+                    while let Some(row) = self.own.remove(&(from + run.len() as u64)) {
+                        run.push(row);
+                        if run.len() == PAGE {
+                            break;
+                        }
+                    }
+                    run
+                }
+                Some(i) => self.log.read(from, PAGE.min((i - from) as usize))?,
+                None => self.log.read(from, PAGE)?,
+            };
             if rows.is_empty() {
                 return Ok(());
             }
+            let full = rows.len() == PAGE || self.own.contains_key(&(from + rows.len() as u64));
             let mut frames = Vec::new();
             let mut offsets = Vec::with_capacity(rows.len());
             let mut chain = self.prev;
@@ -126,7 +174,7 @@ impl Follower {
                 batch.entries.push(c);
             }
             let _ = self.indexer.send(batch);
-            if rows.len() < PAGE {
+            if !full && self.own.is_empty() {
                 return Ok(());
             }
         }

@@ -421,6 +421,7 @@ impl Runtime {
                     prev: last_leaf,
                     indexer: batches_tx,
                     wake,
+                    own: Default::default(),
                 };
                 let follower = std::thread::Builder::new()
                     .name("audit-follower".into())

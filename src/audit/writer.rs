@@ -50,10 +50,10 @@ pub(super) enum Sink {
         prev: Option<Hash>,
         indexer: std::sync::mpsc::Sender<Batch>,
     },
-    /// The store's shared log; the follower is woken after each commit.
+    /// The store's shared log; the follower gets each commit's entries.
     Shared {
         log: Arc<dyn SharedLog>,
-        follower: std::sync::mpsc::Sender<()>,
+        follower: std::sync::mpsc::Sender<super::follower::Own>,
     },
 }
 
@@ -331,11 +331,13 @@ impl Writer {
                 time,
             }));
         }
-        let _ = follower.send(());
-        Ok(Done {
-            size: appended.from.size + appended.rows.len() as u64,
-            bytes,
-        })
+        let size = appended.from.size + appended.rows.len() as u64;
+        // This node's own entries need not be read back from the database.
+        let _ = follower.send(super::follower::Own {
+            start: appended.from.size,
+            rows: appended.rows.into_iter().map(|r| r.bytes).collect(),
+        });
+        Ok(Done { size, bytes })
     }
 }
 

@@ -179,14 +179,16 @@ impl Gateway {
         persons: usize,
         dir: Option<tempfile::TempDir>,
     ) -> Result<(Self, Duration)> {
-        Self::start_on(binary, persons, dir, "")
+        Self::start_on(binary, persons, dir, "", "")
     }
 
-    /// …with `store` (a `[store]` section; empty: the embedded store).
+    /// …with `top` (top-level settings) and `store` (a `[store]` section;
+    /// empty: the embedded store).
     fn start_on(
         binary: &Path,
         persons: usize,
         dir: Option<tempfile::TempDir>,
+        top: &str,
         store: &str,
     ) -> Result<(Self, Duration)> {
         let dir = match dir {
@@ -198,7 +200,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {persons}\n[grpc]\nmax_in_flight = 4096\n{store}",
+                "demo = true\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\ndemo_persons = {persons}\n{top}[grpc]\nmax_in_flight = 4096\n{store}",
                 data.display()
             ),
         )?;
@@ -606,6 +608,7 @@ async fn over_postgres(
             &o.binary,
             o.persons,
             None,
+            "",
             &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
         )?;
         let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
@@ -623,6 +626,9 @@ async fn over_postgres(
                 None,
                 "",
             );
+        }
+        if o.wants(Phase::Unary) {
+            nodes_together(report, o, &gw, &load, &url, ids).await?;
         }
         if o.wants(Phase::Import) {
             eprintln!("bench: import over PostgreSQL…");
@@ -650,6 +656,81 @@ async fn over_postgres(
             Some(*sled),
             if *c == 128 { "ratio ≥ 0.5" } else { "" },
         );
+    }
+    Ok(())
+}
+
+/// Audited pulls/s of one, two and three nodes over the same database, 128
+/// calls in flight in all, split evenly across the nodes. Nodes 2 and 3
+/// join with node 1's PKI files (its identities and log key), as a cluster
+/// does.
+async fn nodes_together(
+    report: &mut Report,
+    o: &Options,
+    first: &Gateway,
+    load: &Load,
+    url: &str,
+    ids: &std::sync::Arc<Vec<String>>,
+) -> Result<()> {
+    const IN_FLIGHT: usize = 128;
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n");
+    let mut others = Vec::new();
+    for n in 2..=3 {
+        let dir = tempfile::tempdir()?;
+        let pki = dir.path().join("data").join("pki");
+        std::fs::create_dir_all(&pki)?;
+        for e in std::fs::read_dir(&first.pki)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                std::fs::copy(e.path(), pki.join(e.file_name()))?;
+            }
+        }
+        let (gw, _) = Gateway::start_on(
+            &o.binary,
+            o.persons,
+            Some(dir),
+            &format!("node_id = \"node-{n}\"\n"),
+            &store,
+        )?;
+        let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
+        others.push((gw, load));
+    }
+    let mut one = 0.0;
+    for n in 1..=3 {
+        eprintln!("bench: {n} node(s) over one PostgreSQL…");
+        let per = IN_FLIGHT / n;
+        let loads: Vec<(&Load, Sampler)> = std::iter::once((load, Sampler::new(first.pid)))
+            .chain(others.iter().map(|(g, l)| (l, Sampler::new(g.pid))))
+            .take(n)
+            .collect();
+        let runs = loads.iter().map(|(l, sampler)| {
+            l.run(per, o.duration, sampler, load::Call::GetPerson(ids.clone()))
+        });
+        let total: f64 = futures_util::future::try_join_all(runs)
+            .await?
+            .iter()
+            .map(Stats::calls_per_sec)
+            .sum();
+        if n == 1 {
+            one = total;
+        }
+        report.row(
+            format!(
+                "GetPerson over PostgreSQL: {n} node(s) together vs one, {IN_FLIGHT} in flight"
+            ),
+            total,
+            "calls/s",
+            (n > 1).then_some(one),
+            if n == 3 {
+                "ratio ≥ 2 (cores allowing)"
+            } else {
+                ""
+            },
+        );
+    }
+    for (gw, load) in others {
+        drop(load);
+        drop(gw.stop());
     }
     Ok(())
 }
@@ -706,7 +787,7 @@ fn unary_rows(
         if c == 128 { "ratio ≤ 2" } else { "" },
     );
     report.row(
-        format!("audit entries per fdatasync, {c} in flight{label}"),
+        format!("audit entries per durable commit (fdatasync or COMMIT), {c} in flight{label}"),
         per_fsync,
         "entries",
         None,
