@@ -668,8 +668,8 @@ async fn the_database_is_reached_over_verified_tls() {
     );
     let (tls, clear) = sessions.split_once('|').unwrap();
     assert!(
-        tls.parse::<u32>().unwrap() >= 2,
-        "serving lock and pool: {sessions}"
+        tls.parse::<u32>().unwrap() >= 1,
+        "the pool's sessions: {sessions}"
     );
     assert_eq!(clear, "0", "no session in clear text: {sessions}");
 }
