@@ -540,6 +540,22 @@ async fn a_sled_node_moves_up_to_postgres_and_keeps_its_grants_and_its_log() {
     let said = refused(d, &sled_config);
     assert!(said.contains("no longer current"), "{said}");
 
+    // Until the moved node's log is in the database, no other node may
+    // begin it (even with the cluster's PKI files): the copied log could
+    // never join a log another node started.
+    let other = tempfile::tempdir().unwrap();
+    let joiner = other.path().join("node-2");
+    std::fs::create_dir_all(joiner.join("pki")).unwrap();
+    for e in std::fs::read_dir(d.join("pki")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), joiner.join("pki").join(e.file_name())).unwrap();
+        }
+    }
+    let said = refused(other.path(), &over(&joiner, &url));
+    assert!(said.contains("is not in the database yet"), "{said}");
+    assert_eq!(psql(&url, "SELECT size FROM audit_head"), "0");
+
     let gw = Gateway::start_with(d, &over(d, &url));
     assert!(
         !gw.said
@@ -565,9 +581,23 @@ async fn a_sled_node_moves_up_to_postgres_and_keeps_its_grants_and_its_log() {
             .iter()
             .any(|(_, e)| e.method.ends_with("GetPerson"))
     );
-    drop(gw);
+    let mut gw = gw;
+    assert!(gw.stop());
     let (ok, said) = cli(&["audit", "verify", "--data-dir", d.to_str().unwrap()]);
     assert!(ok, "one log across the move: {said}");
+
+    // A first start that died while moving the node's log into the shared
+    // log (after two entries): the next start moves the rest.
+    let held = govshare::audit::segment::read_all(&d.join("audit")).unwrap();
+    psql(&url, "DELETE FROM audit_entries WHERE idx >= 2");
+    psql(
+        &url,
+        "UPDATE audit_head SET size = 2, last_leaf = \
+         (SELECT sha256('\\x00'::bytea || entry) FROM audit_entries WHERE idx = 1)",
+    );
+    let gw = Gateway::start_with(d, &over(d, &url));
+    let shared: Vec<Vec<u8>> = gw.audit_entries().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(shared, held, "the shared log is the node's whole log again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

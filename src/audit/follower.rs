@@ -184,7 +184,8 @@ impl Follower {
 /// At start, before the replica follows: a replica must be a prefix of the
 /// shared log. A shared log that is still empty (a store just moved up from
 /// one node, `govshare store copy`) takes this node's whole log as its
-/// beginning, chain and all.
+/// beginning, chain and all, a chunk per transaction; a move cut short
+/// resumes.
 pub(super) fn reconcile(
     log: &dyn SharedLog,
     dir: &std::path::Path,
@@ -205,14 +206,25 @@ pub(super) fn reconcile(
         }
         return Ok(());
     }
+    // A move that stopped part way (a crash) resumes where it stopped, if
+    // what the shared log holds is this log's beginning.
     if head.size > 0 {
-        bail!(
-            "this data dir's log holds {entries} entries, more than the database's shared log ({}): start it on the database it was copied to",
-            head.size
-        );
+        let mut ours = None;
+        super::segment::walk_from(dir, head.size - 1, |i, _, _, bytes| {
+            if i == head.size - 1 {
+                ours = Some(leaf_hash(bytes));
+            }
+            Ok(())
+        })?;
+        if ours != head.last {
+            bail!(
+                "this data dir's log holds {entries} entries and the database's shared log {}, which are not this log's first: start this data dir on the database it was copied to",
+                head.size
+            );
+        }
     }
     let mut page = Vec::new();
-    let mut next = 0u64;
+    let mut next = head.size;
     let upload = |page: &mut Vec<Vec<u8>>, next: &mut u64| -> Result<()> {
         let rows: Vec<_> = std::mem::take(page)
             .into_iter()
@@ -236,8 +248,8 @@ pub(super) fn reconcile(
         *next += n;
         Ok(())
     };
-    super::segment::walk_from(dir, 0, |i, _, _, bytes| {
-        if i >= entries {
+    super::segment::walk_from(dir, head.size, |i, _, _, bytes| {
+        if i < head.size || i >= entries {
             return Ok(());
         }
         page.push(bytes.to_vec());

@@ -93,9 +93,10 @@ pub enum AppendError {
     #[error(transparent)]
     Unavailable(#[from] AuditUnavailable),
     /// The policy epoch moved after the call was judged: nothing was
-    /// written; the caller judges again under the new policy.
+    /// written; the caller judges again under the new policy. The entry
+    /// comes back, to append again if the call is still allowed as it was.
     #[error("the policy changed while the call was served")]
-    PolicyMoved,
+    PolicyMoved(Box<AuditEntry>),
 }
 
 /// The counter the writer checks against each entry's judgement before it
@@ -214,7 +215,7 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditUnavailable> {
         self.submit(entry, None).await.map_err(|e| match e {
             AppendError::Unavailable(u) => u,
-            AppendError::PolicyMoved => {
+            AppendError::PolicyMoved(_) => {
                 unreachable!("an entry judged under no epoch is never fenced")
             }
         })
@@ -414,7 +415,9 @@ impl Runtime {
             Some(log) => {
                 follower::reconcile(log.as_ref(), dir, entries, last_leaf).map_err(refuse)?;
                 size = size.max(log.head()?.size);
-                let (wake_tx, wake) = std::sync::mpsc::channel();
+                // Bounded: a commit whose hand-over finds it full is read
+                // back from the database instead.
+                let (wake_tx, wake) = std::sync::mpsc::sync_channel(64);
                 let follower = follower::Follower {
                     log: log.clone(),
                     segments,

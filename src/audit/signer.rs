@@ -84,7 +84,7 @@ impl Witness {
     }
 
     /// Asks for a cosignature; returns the verified cosignature lines.
-    async fn cosign(&mut self, index: &AuditIndex, signed: &Signed) -> Result<String> {
+    async fn cosign(&mut self, index: &AuditIndex, signed: &Signed, held: u64) -> Result<String> {
         for _ in 0..2 {
             let old = self.size.unwrap_or(0).min(signed.size);
             let proof = if old == 0 || old == signed.size {
@@ -124,7 +124,6 @@ impl Witness {
                         .trim()
                         .parse()
                         .map_err(|_| anyhow!("409 without a size: {}", text.trim()))?;
-                    let held = index.size();
                     if seen > held {
                         return Err(Behind::Shorter {
                             witness: self.config.name.clone(),
@@ -237,8 +236,9 @@ pub struct Setup {
 /// did.
 struct Lead {
     log: Option<Arc<dyn SharedLog>>,
-    /// The shared log's size when this node took the lead.
-    since: Option<u64>,
+    /// The term of the lead this node holds, and the shared log's size
+    /// when it took it.
+    since: Option<(u64, u64)>,
 }
 
 impl Lead {
@@ -248,21 +248,24 @@ impl Lead {
             return true;
         };
         let held = tokio::task::spawn_blocking(move || {
-            let led = log.try_lead()?;
-            let head = if led { Some(log.head()?.size) } else { None };
-            anyhow::Ok(head)
+            let Some(term) = log.try_lead()? else {
+                return anyhow::Ok(None);
+            };
+            Ok(Some((term, log.head()?.size)))
         })
         .await;
         match held {
-            Ok(Ok(Some(head))) => {
-                let since = *self.since.get_or_insert_with(|| {
+            Ok(Ok(Some((term, head)))) => {
+                // A new term: another node may have led (and shown the
+                // witnesses a larger tree) meanwhile.
+                if self.since.is_none_or(|(t, _)| t != term) {
                     tracing::info!(
                         size = head,
                         "this node leads the shared audit log: it asks the witnesses"
                     );
-                    head
-                });
-                size >= since
+                    self.since = Some((term, head));
+                }
+                size >= self.since.map_or(u64::MAX, |(_, s)| s)
             }
             Ok(Ok(None)) => {
                 self.since = None;
@@ -274,6 +277,20 @@ impl Lead {
                 false
             }
             Err(_) => false,
+        }
+    }
+
+    /// How many entries the log holds: over a shared store, the database's
+    /// (a replica may lag it; a witness that has seen more than the
+    /// replica but no more than the database is not ahead of the log).
+    async fn log_size(&self, replica: u64) -> u64 {
+        let Some(log) = self.log.clone() else {
+            return replica;
+        };
+        match tokio::task::spawn_blocking(move || log.head()).await {
+            Ok(Ok(head)) => head.size.max(replica),
+            // Unknown: never call the log behind on a guess.
+            _ => u64::MAX,
         }
     }
 }
@@ -423,8 +440,9 @@ impl Loop {
         if self.witnesses.is_empty() || !self.lead.asks(latest.size).await {
             return;
         }
+        let held = self.lead.log_size(self.index.size()).await;
         for i in 0..self.witnesses.len() {
-            let result = self.witnesses[i].cosign(&self.index, &latest).await;
+            let result = self.witnesses[i].cosign(&self.index, &latest, held).await;
             if let Err(e) = result {
                 self.witness_failed(i, &e);
             }
@@ -489,11 +507,16 @@ impl Loop {
             cosignatures("", UNWITNESSED).increment(1);
         }
         let asks = !self.witnesses.is_empty() && self.lead.asks(size).await;
+        let held = if asks {
+            self.lead.log_size(self.index.size()).await
+        } else {
+            0
+        };
         for i in 0..self.witnesses.len() {
             if !asks {
                 break;
             }
-            match self.witnesses[i].cosign(&self.index, &signed).await {
+            match self.witnesses[i].cosign(&self.index, &signed, held).await {
                 Ok(lines) => {
                     signed.note = add_signature_lines(&signed.note, &lines)?;
                     cosignatures(&self.witnesses[i].config.name, "ok").increment(1);

@@ -53,7 +53,7 @@ pub(super) enum Sink {
     /// The store's shared log; the follower gets each commit's entries.
     Shared {
         log: Arc<dyn SharedLog>,
-        follower: std::sync::mpsc::Sender<super::follower::Own>,
+        follower: std::sync::mpsc::SyncSender<super::follower::Own>,
     },
 }
 
@@ -182,11 +182,13 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, entries = batch.len(), "audit log write failed; failing closed");
+                tracing::error!(error = %format!("{e:#}"), entries = batch.len(), "audit log write failed; failing closed");
                 self.writable
                     .send_if_modified(|w| std::mem::replace(w, false));
                 metrics::gauge!("govshare_audit_writable").set(0.0);
-                let err = AuditUnavailable(format!("{e:#}"));
+                // Callers learn that, not why: the database's and the
+                // disk's errors (paths, roles) stay in the gateway's log.
+                let err = AuditUnavailable("its storage failed (see the gateway's log)".into());
                 for mut p in batch.drain(..) {
                     p.answer(Err(AppendError::Unavailable(err.clone())));
                 }
@@ -203,7 +205,8 @@ impl Writer {
         for mut p in batch.drain(..) {
             if moved(p.judged, epoch) {
                 metrics::counter!("govshare_audit_policy_moved_total").increment(1);
-                p.answer(Err(AppendError::PolicyMoved));
+                let entry = std::mem::take(&mut p.entry);
+                p.answer(Err(AppendError::PolicyMoved(Box::new(entry))));
             } else {
                 kept.push(p);
             }
@@ -213,6 +216,14 @@ impl Writer {
 
     /// Frames the batch into this node's segments and syncs them.
     fn commit_local(&mut self, batch: &mut Vec<Pending>, fenced: bool) -> anyhow::Result<Done> {
+        // From the fence's read until the batch is synced and answered, no
+        // move of the fence completes: a change that returned has either
+        // taken these entries out or waited for them.
+        let lock = match (fenced, &self.fence) {
+            (true, Some(f)) => f.backend.fence_lock(),
+            _ => None,
+        };
+        let _held = lock.as_ref().map(|l| l.read().expect("fence lock"));
         if let (true, Some(f)) = (fenced, &self.fence) {
             Self::take_out_moved(batch, f.read()?);
         }
@@ -290,18 +301,25 @@ impl Writer {
             unreachable!("commit_shared runs on the shared sink");
         };
         let time = clock::to_timestamp(clock::now());
-        let entries: Vec<_> = batch
-            .iter_mut()
-            .map(|p| (std::mem::take(&mut p.entry), p.judged))
-            .collect();
+        // The entries go into the append's transaction; those taken out by
+        // the fence stay behind, to go back to their callers.
+        let entries: Arc<std::sync::Mutex<Vec<Slot>>> = Arc::new(std::sync::Mutex::new(
+            batch
+                .iter_mut()
+                .map(|p| (Some(std::mem::take(&mut p.entry)), p.judged))
+                .collect(),
+        ));
         let node = self.node.clone();
+        let building = entries.clone();
         let build: BuildRows = Box::new(move |epoch, head| {
+            let mut entries = building.lock().expect("batch lock");
             let mut chain = head.last;
             let mut rows = Vec::with_capacity(entries.len());
-            for (mut e, judged) in entries {
-                if fenced && moved(judged, epoch) {
+            for (slot, judged) in entries.iter_mut() {
+                if fenced && moved(*judged, epoch) {
                     continue;
                 }
+                let Some(mut e) = slot.take() else { continue };
                 e.index = head.size + rows.len() as u64;
                 e.time = Some(time);
                 e.node.clone_from(&node);
@@ -320,7 +338,18 @@ impl Writer {
         };
         let appended = log.append(fence, build)?;
         if fenced {
-            Self::take_out_moved(batch, appended.fence);
+            let mut back = entries.lock().expect("batch lock");
+            let mut kept = Vec::with_capacity(batch.len());
+            for (mut p, (slot, _)) in batch.drain(..).zip(back.iter_mut()) {
+                if moved(p.judged, appended.fence) {
+                    metrics::counter!("govshare_audit_policy_moved_total").increment(1);
+                    let entry = slot.take().unwrap_or_default();
+                    p.answer(Err(AppendError::PolicyMoved(Box::new(entry))));
+                } else {
+                    kept.push(p);
+                }
+            }
+            *batch = kept;
         }
         let mut bytes = 0;
         for (i, (p, row)) in batch.iter_mut().zip(&appended.rows).enumerate() {
@@ -333,13 +362,17 @@ impl Writer {
         }
         let size = appended.from.size + appended.rows.len() as u64;
         // This node's own entries need not be read back from the database.
-        let _ = follower.send(super::follower::Own {
+        let _ = follower.try_send(super::follower::Own {
             start: appended.from.size,
             rows: appended.rows.into_iter().map(|r| r.bytes).collect(),
         });
         Ok(Done { size, bytes })
     }
 }
+
+/// A batch entry on its way into a shared append (taken when written), and
+/// the epoch its call was judged under.
+type Slot = (Option<crate::proto::AuditEntry>, Option<u64>);
 
 /// What a commit made durable: the log's size after it, and its bytes.
 struct Done {
@@ -389,7 +422,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             log.append_judged(pull(), 0).await,
-            Err(AppendError::PolicyMoved)
+            Err(AppendError::PolicyMoved(_))
         ));
         assert_eq!(log.committed(), 1, "the moved entry was not written");
         assert_eq!(log.append_judged(pull(), 1).await.unwrap().index, 1);

@@ -72,6 +72,7 @@ pub async fn run(args: StoreArgs) -> Result<()> {
             ca: a.ca.clone(),
         },
     ))?;
+    let moving_to = govshare::control::store::Store::new(target.clone());
     let copied = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || {
@@ -102,6 +103,8 @@ pub async fn run(args: StoreArgs) -> Result<()> {
         })
         .await?;
     audit.close().await?;
+    // No node may begin the database's log before this node's log is in it.
+    first_start::mark_log_moving(&moving_to, receipt.index + 1)?;
     // Recorded: from here on the sled store never serves again.
     first_start::mark_moved(&controls, "PostgreSQL")?;
     super::say(&summary);

@@ -81,7 +81,7 @@ pub fn whole_jurisdiction(regions: &[String], jurisdiction: &[String]) -> Vec<St
 
 /// A grant with its field views judged by the catalog in force and its
 /// regions resolved against the grantee's jurisdiction.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct CompiledGrant {
     pub grant: Grant,
     pub dataset: Dataset,
@@ -291,6 +291,22 @@ pub struct Decision {
     candidates: Vec<Arc<CompiledGrant>>,
     /// Merged plans by the set of covering candidates (bit i: candidate i).
     merged: Mutex<HashMap<u64, Arc<FieldPlan>>>,
+}
+
+impl Decision {
+    /// Whether `other` releases exactly what this decision does: the same
+    /// grants, compiled the same (regions, field plans, what the catalog
+    /// withdrew, delays). A call judged again after an unrelated policy
+    /// change, under an equal decision, may release what it already masked.
+    pub fn releases_as(&self, other: &Decision) -> bool {
+        self.dataset == other.dataset
+            && self.candidates.len() == other.candidates.len()
+            && self
+                .candidates
+                .iter()
+                .zip(&other.candidates)
+                .all(|(a, b)| a == b)
+    }
 }
 
 /// Judges a department's grants for `dataset` against one request.

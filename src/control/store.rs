@@ -72,10 +72,13 @@ impl Store {
         Ok(epoch_of(self.backend.get_async(META, EPOCH_KEY).await?))
     }
 
-    fn bump_epoch(&self) -> Result<()> {
+    /// Applies a control-plane write and moves the epoch, in one step
+    /// (the audit writer's fence waits on it, and no node can hold the
+    /// change under the old epoch).
+    fn change(&self, tree: &str, key: &[u8], value: Option<Vec<u8>>) -> Result<()> {
         self.backend
-            .update_counter(META, EPOCH_KEY, &mut |e| e.wrapping_add(1))
-            .map(|_| ())
+            .write_moving_fence(tree, vec![(key.to_vec(), value)], EPOCH_ROW)
+            .map(drop)
     }
 
     // ---- departments and credentials -----------------------------------
@@ -223,8 +226,7 @@ impl Store {
     }
 
     pub fn remove_signing_key(&self, kid: &str) -> Result<()> {
-        self.backend.remove(SIGNING_KEYS, kid.as_bytes())?;
-        self.bump_epoch()
+        self.change(SIGNING_KEYS, kid.as_bytes(), None)
     }
 
     // ---- a restore awaiting confirmation ----------------------------------
@@ -240,8 +242,7 @@ impl Store {
     }
 
     pub fn clear_restore_hold(&self) -> Result<()> {
-        self.backend.remove(META, RESTORE_HOLD)?;
-        self.bump_epoch()
+        self.change(META, RESTORE_HOLD, None)
     }
 
     // ---- gateway metadata ----------------------------------------------
@@ -267,8 +268,7 @@ impl Store {
 
     /// Writes one control-plane object and moves the policy epoch.
     fn put_msg<M: Message>(&self, tree: &str, key: &[u8], m: &M) -> Result<()> {
-        self.backend.put(tree, key, &m.encode_to_vec())?;
-        self.bump_epoch()
+        self.change(tree, key, Some(m.encode_to_vec()))
     }
 
     fn scan_msgs<M: Message + Default>(&self, tree: &str, prefix: &[u8]) -> Result<Vec<M>> {

@@ -94,6 +94,43 @@ const LOG_KEY: &str = "audit.log_key";
 const MOVED: &str = "store.moved";
 
 /// Marks a store as moved to `to`: it never serves again.
+/// The size of the log `store copy` copied a store with: until the shared
+/// log holds that many entries, only the node that holds them may start
+/// (it moves them in at its first start).
+const LOG_MOVING: &str = "audit.moving";
+
+pub fn mark_log_moving(store: &Store, entries: u64) -> Result<()> {
+    store.put_meta(LOG_MOVING, &entries.to_le_bytes())?;
+    store.sync()
+}
+
+/// Over a shared store copied from one node: refuses any other node (one
+/// whose replica does not hold the copied log) until that node's log is in
+/// the database — a node that appended first would begin another log, and
+/// the copied one could never join it.
+fn check_log_moved(cfg: &Config, store: &Store) -> Result<()> {
+    let Some(log) = store.backend().shared_log() else {
+        return Ok(());
+    };
+    let Some(want) = store
+        .meta(LOG_MOVING)?
+        .and_then(|b| b.as_slice().try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return Ok(());
+    };
+    if log.head()?.size >= want {
+        return Ok(());
+    }
+    let (here, _) = crate::audit::segment::walk(&cfg.audit_dir(), |_, _, _, _| Ok(()))?;
+    if here < want {
+        anyhow::bail!(
+            "this store was copied from a node whose audit log ({want} entries) is not in the database yet: start that node (its data dir) on this database first, then this one"
+        );
+    }
+    Ok(())
+}
+
 pub fn mark_moved(store: &Store, to: &str) -> Result<()> {
     store.put_meta(MOVED, to.as_bytes())?;
     store.sync()
@@ -127,6 +164,7 @@ pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
             String::from_utf8_lossy(&to)
         );
     }
+    check_log_moved(cfg, store)?;
     let Some(recorded) = store.meta(LOG_KEY)? else {
         return Ok(());
     };

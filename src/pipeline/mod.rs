@@ -744,20 +744,29 @@ impl Admission {
     }
 
     /// The policy moved between this call's judgement and its audit write —
-    /// a revocation, a suspension, a catalog change, on this node or any
-    /// other — so nothing was written and nothing is released. The call is
-    /// judged again under the new policy: a refusal is answered (and
-    /// audited) as such; a call still allowed is asked to call again,
-    /// because what it fetched was masked under the old grants.
-    async fn policy_moved(&mut self) -> Status {
-        if let Err(refused) = self.rejudge().await {
-            return refused;
+    /// a revocation, a suspension, a catalog change, or any other change,
+    /// on this node or another — so nothing was written and nothing
+    /// released. The call is judged again under the new policy: a refusal
+    /// is answered (and audited) as such; a call allowed exactly as before
+    /// (an unrelated change) may release what it masked, under the new
+    /// epoch (returned); a call allowed otherwise is asked to call again,
+    /// because what it fetched was masked under the old grants. A call
+    /// judged again a third time is asked to call again too.
+    async fn policy_moved(&mut self, judged: u32) -> Result<u64, Status> {
+        let before = self.decision.clone();
+        self.rejudge().await?;
+        let same = match (&before, &self.decision) {
+            (Some(a), Some(b)) => a.releases_as(b),
+            _ => false,
+        };
+        if same && judged < 3 {
+            return Ok(self.principal.snapshot().epoch());
         }
         let d = Denial::new(
             "POLICY_CHANGED",
             "the grants or credentials this call was judged under changed while it was served; nothing was released, call again",
         );
-        self.refuse(Code::Aborted, d).await
+        Err(self.refuse(Code::Aborted, d).await)
     }
 
     /// The grants' `max_records_per_call`, if any.
@@ -1054,11 +1063,18 @@ impl Admission {
             })
             .collect();
         let reason = e.reason_code.clone();
-        let epoch = self.principal.snapshot().epoch();
-        let receipt = match self.pipeline.audit.append_judged(e, epoch).await {
-            Ok(r) => r,
-            Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
-            Err(AppendError::PolicyMoved) => return Err(self.policy_moved().await),
+        let mut epoch = self.principal.snapshot().epoch();
+        let mut judged = 0;
+        let receipt = loop {
+            match self.pipeline.audit.append_judged(e, epoch).await {
+                Ok(r) => break r,
+                Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
+                Err(AppendError::PolicyMoved(back)) => {
+                    judged += 1;
+                    epoch = self.policy_moved(judged).await?;
+                    e = *back;
+                }
+            }
         };
         crate::base::request_log::receipt(receipt.index);
         if let Some(r) = m.reservation {

@@ -704,6 +704,14 @@ impl crate::store::Backend for FailingBackend {
     ) -> anyhow::Result<(u64, u64)> {
         anyhow::bail!("the disk went away")
     }
+    fn write_moving_fence(
+        &self,
+        _: &str,
+        _: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        _: crate::store::FenceRow,
+    ) -> anyhow::Result<u64> {
+        anyhow::bail!("the disk went away")
+    }
     fn scan_rev(
         &self,
         _: &str,

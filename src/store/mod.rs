@@ -93,6 +93,24 @@ pub trait Backend: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
     /// The names of the trees that hold anything, for a snapshot's copy.
     fn trees(&self) -> Result<Vec<String>>;
+    /// Applies `writes` to `tree` and moves the fence counter `fence` on by
+    /// one, as one atomic step that waits for appends in flight under the
+    /// fence and is seen by every append after it ([`FenceRow`]). Returns
+    /// the counter's new value. A change and its move never come apart: a
+    /// node never holds a change under the old value.
+    fn write_moving_fence(
+        &self,
+        tree: &str,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        fence: FenceRow,
+    ) -> Result<u64>;
+    /// What an append on this node holds, shared, from its read of the
+    /// fence until its entries are durable, so no move completes in
+    /// between; `None` where the append's own transaction holds the fence
+    /// (a shared store).
+    fn fence_lock(&self) -> Option<Arc<std::sync::RwLock<()>>> {
+        None
+    }
     /// The log every node of a shared store appends to; `None` for the
     /// embedded store, whose node keeps its log in its own data dir.
     fn shared_log(&self) -> Option<Arc<dyn SharedLog>> {
@@ -115,9 +133,9 @@ pub struct LogRow {
     pub leaf: [u8; 32],
 }
 
-/// A counter whose row an append holds shared while it commits: a change
-/// that moves the counter waits for appends in flight, and an append that
-/// commits after the change sees the new value (the fence,
+/// A counter that appends are fenced by: a change that moves it
+/// ([`Backend::write_moving_fence`]) waits for the appends in flight, and
+/// an append made durable after the change sees the new value (the fence,
 /// `docs/design.md`).
 #[derive(Debug, Clone, Copy)]
 pub struct FenceRow {
@@ -149,10 +167,12 @@ pub trait SharedLog: Send + Sync {
     /// Up to `limit` entries from index `from` on, in index order; the
     /// first is at `from` and there are no gaps.
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
-    /// Whether this process leads (signs checkpoints and asks witnesses):
-    /// at most one process holds the lead at a time; it passes to another
-    /// when the holder's session ends.
-    fn try_lead(&self) -> Result<bool>;
+    /// Whether this process leads (asks the witnesses): at most one process
+    /// holds the lead at a time; it passes to another when the holder's
+    /// session ends. `Some(term)` while leading, the term counting this
+    /// process's takings of the lead (a new term: it may have led
+    /// elsewhere meanwhile).
+    fn try_lead(&self) -> Result<Option<u64>>;
 }
 
 /// Writes that must agree with the audit log — a change and its `ADMIN`

@@ -5,11 +5,14 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub struct SledBackend {
     db: sled::Db,
     indexed_writes: Mutex<()>,
+    /// Held shared by the audit writer from its fence read until its batch
+    /// is synced; a fence move takes it whole.
+    fence: Arc<std::sync::RwLock<()>>,
 }
 
 impl SledBackend {
@@ -22,6 +25,7 @@ impl SledBackend {
         Ok(Self {
             db,
             indexed_writes: Mutex::new(()),
+            fence: Arc::default(),
         })
     }
 
@@ -153,6 +157,22 @@ impl Backend for SledBackend {
             .apply_batch(record_batch)
             .context("writing the records")?;
         Ok(())
+    }
+
+    fn write_moving_fence(
+        &self,
+        tree: &str,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        fence: super::FenceRow,
+    ) -> Result<u64> {
+        let _whole = self.fence.write().expect("fence lock");
+        self.apply_batch(tree, writes)?;
+        let (_, moved) = self.update_counter(fence.tree, fence.key, &mut |e| e.wrapping_add(1))?;
+        Ok(moved)
+    }
+
+    fn fence_lock(&self) -> Option<Arc<std::sync::RwLock<()>>> {
+        Some(self.fence.clone())
     }
 
     fn update_counter(

@@ -1,13 +1,17 @@
 //! The cluster's one audit log in PostgreSQL (`migrations/0002_audit_log.sql`).
 //!
-//! An append is one transaction on a connection of its own: the fence
-//! counter's row `FOR SHARE` (a change that moves it holds it `FOR UPDATE`
-//! while it commits, so it waits for appends in flight, and an append that
-//! commits after the change sees it), then the head row `FOR UPDATE` —
-//! always in this order, so appends and changes never wait on each other
-//! crosswise — then the entries at the next indexes, the new head, and a
-//! `COMMIT` that returns only once durable (`synchronous_commit` is checked
-//! at open). The head lock serializes appends, so indexes are dense and
+//! An append is one transaction on a pooled connection: the fence's
+//! advisory lock, shared, then the fence counter read, then the head row
+//! `FOR UPDATE` — always in this order, so appends and changes never wait
+//! on each other crosswise — then the entries at the next indexes, the new
+//! head, and a `COMMIT` that returns only once durable
+//! (`synchronous_commit` is checked at open). A change that moves the
+//! counter takes the same lock exclusively for its transaction
+//! (`PgBackend::write_moving_fence`): it waits for the appends in flight,
+//! and an append that asks after it queues behind it, so it reads the new
+//! value. (Unlike a row's `FOR SHARE`, which lets new sharers in ahead of a
+//! waiting `FOR UPDATE`, the lock manager's queue cannot starve the
+//! change under load.) The head lock serializes appends, so indexes are dense and
 //! commit in index order: a reader never sees an entry before the ones
 //! below it.
 //!
@@ -25,7 +29,10 @@ use std::sync::Arc;
 /// The advisory lock of the lead ("govslead" in ASCII).
 const LEAD_LOCK: i64 = i64::from_be_bytes(*b"govslead");
 
-const FENCE: &str = "SELECT value FROM kv WHERE tree = $1 AND key = $2 FOR SHARE";
+/// The fence's transaction-level advisory lock ("govsfenc" in ASCII).
+pub(super) const FENCE_LOCK: i64 = i64::from_be_bytes(*b"govsfenc");
+
+const FENCE: &str = "SELECT value FROM kv WHERE tree = $1 AND key = $2";
 const HEAD: &str = "SELECT size, last_leaf FROM audit_head FOR UPDATE";
 const INSERT: &str = "INSERT INTO audit_entries (idx, entry) \
      SELECT $1 + o - 1, e FROM unnest($2::bytea[]) WITH ORDINALITY AS t(e, o)";
@@ -37,7 +44,7 @@ pub struct PgLog {
     config: tokio_postgres::Config,
     tls: Tls,
     /// The session holding [`LEAD_LOCK`], while this process leads.
-    lead: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    lead: Arc<tokio::sync::Mutex<Option<(tokio_postgres::Client, u64)>>>,
 }
 
 impl PgLog {
@@ -68,7 +75,7 @@ fn head_of(row: &tokio_postgres::Row) -> Result<LogHead> {
     })
 }
 
-fn counter_of(value: Option<Vec<u8>>) -> u64 {
+pub(super) fn counter_of(value: Option<Vec<u8>>) -> u64 {
     value
         .and_then(|b| b.as_slice().try_into().ok())
         .map_or(0, u64::from_le_bytes)
@@ -105,9 +112,21 @@ impl SharedLog for PgLog {
                 c.prepare_cached(INSERT),
                 c.prepare_cached(MOVE_HEAD),
             )?;
-            // Lock and read in one round trip: BEGIN, the fence, the head.
-            let (_, fenced, head) = tokio::try_join!(
+            // Lock and read in one round trip: BEGIN, the fence's lock and
+            // counter, the head. The server runs them in order, so the
+            // counter is read once the lock is held.
+            let (_, _, fenced, head) = tokio::try_join!(
                 async { c.batch_execute("BEGIN").await.context("starting an append") },
+                async {
+                    match fence {
+                        Some(_) => c
+                            .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&FENCE_LOCK])
+                            .await
+                            .map(drop)
+                            .context("taking the policy fence"),
+                        None => Ok(()),
+                    }
+                },
                 async {
                     match fence {
                         Some(f) => c
@@ -199,25 +218,38 @@ impl SharedLog for PgLog {
         })
     }
 
-    fn try_lead(&self) -> Result<bool> {
+    fn try_lead(&self) -> Result<Option<u64>> {
         let (config, tls, lead) = (self.config.clone(), self.tls.clone(), self.lead.clone());
         self.io.run(async move {
-            // The lock's session lives as long as this process leads.
+            // The lock's session lives as long as this process leads; it
+            // must answer now, or the lead may already be another's.
             let mut held = lead.lock().await;
-            if held.as_ref().is_some_and(|c| !c.is_closed()) {
-                return Ok(true);
+            if let Some((client, term)) = held.as_ref() {
+                if client.simple_query("SELECT 1").await.is_ok() {
+                    return Ok(Some(*term));
+                }
             }
+            let term = held.as_ref().map_or(0, |(_, t)| t + 1);
             *held = None;
             let client = connect(&config, &tls).await?;
+            // The server notices a vanished holder in seconds, not the
+            // system's two hours, and frees the lead.
+            client
+                .batch_execute(
+                    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3",
+                )
+                .await
+                .context("setting the lead session's keepalives")?;
             let got: bool = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])
                 .await
                 .context("asking for the lead")?
                 .get(0);
             if got {
-                *held = Some(client);
+                *held = Some((client, term));
+                return Ok(Some(term));
             }
-            Ok(got)
+            Ok(None)
         })
     }
 }

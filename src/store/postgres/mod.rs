@@ -616,6 +616,57 @@ impl Backend for PgBackend {
         })
     }
 
+    /// One transaction: the fence's advisory lock, exclusive (it queues
+    /// behind the appends holding it shared, and every append after it
+    /// queues behind it: no starvation either way), the counter read and
+    /// moved, the writes, `COMMIT` — which releases the lock.
+    fn write_moving_fence(
+        &self,
+        tree: &str,
+        writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        fence: super::FenceRow,
+    ) -> Result<u64> {
+        let tree = tree.to_string();
+        self.with(move |c| async move {
+            let conn = Open(Some(c));
+            let client = conn.client();
+            let (_, _, row) = tokio::try_join!(
+                async {
+                    client
+                        .batch_execute("BEGIN")
+                        .await
+                        .context("starting a change")
+                },
+                async {
+                    client
+                        .execute("SELECT pg_advisory_xact_lock($1)", &[&log::FENCE_LOCK])
+                        .await
+                        .context("taking the policy fence")
+                },
+                async {
+                    client
+                        .query_opt(
+                            "SELECT value FROM kv WHERE tree = $1 AND key = $2",
+                            &[&fence.tree, &fence.key],
+                        )
+                        .await
+                        .context("reading the policy epoch")
+                },
+            )?;
+            let moved = log::counter_of(row.map(|r| r.get(0))).wrapping_add(1);
+            let trees = vec![
+                TreeWrites::new(tree, writes),
+                TreeWrites::new(
+                    fence.tree.to_string(),
+                    vec![(fence.key.to_vec(), Some(moved.to_le_bytes().to_vec()))],
+                ),
+            ];
+            commit_writes(client, &trees, false).await?;
+            conn.committed();
+            Ok(moved)
+        })
+    }
+
     fn shared_log(&self) -> Option<Arc<dyn super::SharedLog>> {
         Some(self.log.clone())
     }
