@@ -121,6 +121,45 @@ async fn grants_of(gw: &Gateway, department: &str) -> Vec<String> {
         .collect()
 }
 
+/// Grants market regulation the population's names in the test district
+/// for `operations` under `purpose`, at most `per_day` records a day
+/// (made on node 1).
+async fn grant_names_to_market_regulation(
+    c: &Cluster,
+    operations: &[Operation],
+    purpose: &str,
+    per_day: u64,
+) -> Grant {
+    admin_client(c.node(1), "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "market-regulation".into(),
+                    dataset: "population".into(),
+                    operations: operations.iter().map(|o| *o as i32).collect(),
+                    fields: vec![FieldGrant {
+                        field: "name".into(),
+                        view: FieldView::Clear as i32,
+                    }],
+                    regions: vec!["310115".into()],
+                    purposes: vec![purpose.into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: per_day,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &c.node(1).token("admin"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grant
+        .unwrap()
+}
+
 async fn revoke(gw: &Gateway, grant: &str) {
     admin_client(gw, "admin")
         .await
@@ -202,34 +241,7 @@ async fn a_revoke_on_one_node_is_in_force_on_the_others_and_every_replica_holds_
 async fn a_pull_held_between_its_decision_and_its_audit_write_is_fenced_by_a_revoke_elsewhere() {
     let c = Cluster::start("");
     register_purposes(c.node(1), &["fence-test"]).await;
-    let grant = admin_client(c.node(1), "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "market-regulation".into(),
-                    dataset: "population".into(),
-                    operations: vec![Operation::Get as i32],
-                    fields: vec![FieldGrant {
-                        field: "name".into(),
-                        view: FieldView::Clear as i32,
-                    }],
-                    regions: vec!["310115".into()],
-                    purposes: vec!["fence-test".into()],
-                    limits: Some(GrantLimits {
-                        max_records_per_day: 1000,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            &c.node(1).token("admin"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .grant
-        .unwrap();
+    let grant = grant_names_to_market_regulation(&c, &[Operation::Get], "fence-test", 1000).await;
     let id = person_id(1);
     pull_as(c.node(2), "market-regulation", "fence-test", &id)
         .await
@@ -292,31 +304,8 @@ async fn a_pull_held_between_its_decision_and_its_audit_write_is_fenced_by_a_rev
 async fn the_daily_quota_holds_across_three_nodes_under_a_three_by_sixteen_race() {
     let c = Cluster::start("");
     register_purposes(c.node(1), &["quota-race"]).await;
-    admin_client(c.node(1), "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "market-regulation".into(),
-                    dataset: "population".into(),
-                    operations: vec![Operation::Get as i32, Operation::BatchGet as i32],
-                    fields: vec![FieldGrant {
-                        field: "name".into(),
-                        view: FieldView::Clear as i32,
-                    }],
-                    regions: vec!["310115".into()],
-                    purposes: vec!["quota-race".into()],
-                    limits: Some(GrantLimits {
-                        max_records_per_day: 60,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            &c.node(1).token("admin"),
-        ))
-        .await
-        .unwrap();
+    grant_names_to_market_regulation(&c, &[Operation::Get, Operation::BatchGet], "quota-race", 60)
+        .await;
     let ids: Vec<String> = (0..200).map(person_id).collect();
     let mut set = tokio::task::JoinSet::new();
     for n in 1..=3 {

@@ -53,19 +53,7 @@ async fn pull(gw: &Gateway) -> Result<govshare::proto::GetPersonResponse, tonic:
     common::get_person(gw, "civil-affairs", "social-assistance", &id).await
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use postgres::query as psql;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_and_the_audit_log_live_in_the_database() {

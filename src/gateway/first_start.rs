@@ -93,12 +93,13 @@ const LOG_KEY: &str = "audit.log_key";
 /// Set in a store that `govshare store copy` moved elsewhere.
 const MOVED: &str = "store.moved";
 
-/// Marks a store as moved to `to`: it never serves again.
 /// The size of the log `store copy` copied a store with: until the shared
 /// log holds that many entries, only the node that holds them may start
 /// (it moves them in at its first start).
 const LOG_MOVING: &str = "audit.moving";
 
+/// Records that the log of `entries` entries copied with this store must
+/// be in the shared log before any other node starts on it.
 pub fn mark_log_moving(store: &Store, entries: u64) -> Result<()> {
     store.put_meta(LOG_MOVING, &entries.to_le_bytes())?;
     store.sync()
@@ -131,6 +132,7 @@ fn check_log_moved(cfg: &Config, store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Marks a store as moved to `to`: it never serves again.
 pub fn mark_moved(store: &Store, to: &str) -> Result<()> {
     store.put_meta(MOVED, to.as_bytes())?;
     store.sync()
@@ -153,10 +155,9 @@ fn key_part(verifier_key: &str) -> &str {
 /// no log key at all — whose first start would seed the store and begin a
 /// second log — is refused before it writes anything, and so, over a shared
 /// store, is one whose key (`audit-log.pub`, as its last start wrote it)
-/// is another log's. (A
-/// node joining a cluster brings the cluster's PKI files, the log key with
-/// them.) The key itself is checked again once the log is open
-/// ([`bind_log`]).
+/// is another log's. (A node joining a cluster brings the cluster's PKI
+/// files, the log key with them.) The key itself is checked again once the
+/// log is open ([`bind_log`]).
 pub fn check_log(cfg: &Config, store: &Store) -> Result<()> {
     if let Some(to) = store.meta(MOVED)? {
         anyhow::bail!(

@@ -388,17 +388,12 @@ pub mod postgres {
         url_of(&name)
     }
 
-    /// Every entry of the shared audit log in the database at `url`, in
-    /// index order.
-    pub fn log_entries(url: &str) -> Vec<Vec<u8>> {
+    /// One query's rows (`psql -tA`: `|` between columns) in the database
+    /// at `url`; a failing query fails the test.
+    pub fn query(url: &str, sql: &str) -> String {
         let out = Command::new("psql")
             .arg(url)
-            .args([
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-tAc",
-                "SELECT encode(entry, 'hex') FROM audit_entries ORDER BY idx",
-            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
             .output()
             .unwrap();
         assert!(
@@ -406,11 +401,20 @@ pub mod postgres {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|h| data_encoding::HEXLOWER.decode(h.trim().as_bytes()).unwrap())
-            .collect()
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Every entry of the shared audit log in the database at `url`, in
+    /// index order.
+    pub fn log_entries(url: &str) -> Vec<Vec<u8>> {
+        query(
+            url,
+            "SELECT encode(entry, 'hex') FROM audit_entries ORDER BY idx",
+        )
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|h| data_encoding::HEXLOWER.decode(h.trim().as_bytes()).unwrap())
+        .collect()
     }
 
     /// Drops the database made for `dir`, if one was.

@@ -20,7 +20,7 @@
 //! that session ends, however the holder died, and the next node to ask
 //! takes it.
 
-use super::{Io, Open, Tls, connect};
+use super::{Io, Open, Tls, connect, pooled};
 use crate::store::{Appended, BuildRows, FenceRow, LogHead, SharedLog};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::Pool;
@@ -85,10 +85,7 @@ impl SharedLog for PgLog {
     fn head(&self) -> Result<LogHead> {
         let pool = self.pool.clone();
         self.io.run(async move {
-            let c = pool
-                .get()
-                .await
-                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            let c = pooled(&pool).await?;
             let row = c
                 .query_one("SELECT size, last_leaf FROM audit_head", &[])
                 .await
@@ -100,11 +97,7 @@ impl SharedLog for PgLog {
     fn append(&self, fence: Option<FenceRow>, build: BuildRows) -> Result<Appended> {
         let pool = self.pool.clone();
         self.io.run(async move {
-            let conn = Open(Some(
-                pool.get()
-                    .await
-                    .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?,
-            ));
+            let conn = Open(Some(pooled(&pool).await?));
             let c = conn.client();
             let (fence_stmt, head_stmt, insert, move_head) = tokio::try_join!(
                 c.prepare_cached(FENCE),
@@ -190,10 +183,7 @@ impl SharedLog for PgLog {
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
         let pool = self.pool.clone();
         self.io.run(async move {
-            let c = pool
-                .get()
-                .await
-                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            let c = pooled(&pool).await?;
             let stmt = c
                 .prepare_cached(
                     "SELECT idx, entry FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",

@@ -95,10 +95,7 @@ impl PgBackend {
     {
         let pool = self.pool.clone();
         self.io.run(async move {
-            let client = pool
-                .get()
-                .await
-                .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+            let client = pooled(&pool).await?;
             f(client).await
         })
     }
@@ -114,6 +111,13 @@ pub async fn migrate_at(url: &str, ca: Option<&Path>) -> Result<migrate::Migrate
 }
 
 type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+
+/// A connection from the pool, or why there is none.
+async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object> {
+    pool.get()
+        .await
+        .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))
+}
 
 /// The connection settings for every session: `url` with keepalives short
 /// enough that a vanished server (a failover, a cut network) is noticed in
@@ -463,10 +467,7 @@ impl Backend for PgBackend {
         let (tree, key) = (tree.to_string(), key.to_vec());
         let query = self.io.handle.spawn(async move {
             tokio::time::timeout(CALL_DEADLINE, async move {
-                let c = pool
-                    .get()
-                    .await
-                    .map_err(|e| anyhow!("no PostgreSQL connection: {e}"))?;
+                let c = pooled(&pool).await?;
                 let stmt = c
                     .prepare_cached("SELECT value FROM kv WHERE tree = $1 AND key = $2")
                     .await?;
