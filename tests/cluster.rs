@@ -160,6 +160,33 @@ async fn grant_names_to_market_regulation(
         .unwrap()
 }
 
+/// A population client of node `n` as `identity`, and its token.
+type Caller = (PopulationServiceClient<tonic::transport::Channel>, String);
+
+/// Runs `per_node` tasks against every node at once, each with a client of
+/// its node as `identity`: `work(node, task, caller)`.
+async fn on_every_node<T, Fut>(
+    c: &Cluster,
+    identity: &str,
+    per_node: usize,
+    work: impl Fn(usize, usize, Caller) -> Fut,
+) -> tokio::task::JoinSet<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=3 {
+        let channel = c.node(n).channel(identity).await;
+        let token = c.node(n).token(identity);
+        for t in 0..per_node {
+            let caller = (PopulationServiceClient::new(channel.clone()), token.clone());
+            set.spawn(work(n, t, caller));
+        }
+    }
+    set
+}
+
 async fn revoke(gw: &Gateway, grant: &str) {
     admin_client(gw, "admin")
         .await
@@ -307,35 +334,30 @@ async fn the_daily_quota_holds_across_three_nodes_under_a_three_by_sixteen_race(
     grant_names_to_market_regulation(&c, &[Operation::Get, Operation::BatchGet], "quota-race", 60)
         .await;
     let ids: Vec<String> = (0..200).map(person_id).collect();
-    let mut set = tokio::task::JoinSet::new();
-    for n in 1..=3 {
-        let channel = c.node(n).channel("market-regulation").await;
-        let token = c.node(n).token("market-regulation");
-        for t in 0..16 {
-            let (channel, token, ids) = (channel.clone(), token.clone(), ids.clone());
-            set.spawn(async move {
-                let mut client = PopulationServiceClient::new(channel);
-                let mut got = 0usize;
-                for k in 0..4 {
-                    let start = ((n * 16 + t) * 4 + k) * 2 % 190;
-                    match client
-                        .batch_get_persons(req(
-                            BatchGetPersonsRequest {
-                                context: ctx("quota-race"),
-                                id_numbers: ids[start..start + 2].to_vec(),
-                            },
-                            &token,
-                        ))
-                        .await
-                    {
-                        Ok(r) => got += r.into_inner().persons.len(),
-                        Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
-                    }
+    let set = on_every_node(&c, "market-regulation", 16, |n, t, (mut client, token)| {
+        let ids = ids.clone();
+        async move {
+            let mut got = 0usize;
+            for k in 0..4 {
+                let start = ((n * 16 + t) * 4 + k) * 2 % 190;
+                match client
+                    .batch_get_persons(req(
+                        BatchGetPersonsRequest {
+                            context: ctx("quota-race"),
+                            id_numbers: ids[start..start + 2].to_vec(),
+                        },
+                        &token,
+                    ))
+                    .await
+                {
+                    Ok(r) => got += r.into_inner().persons.len(),
+                    Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
                 }
-                got
-            });
+            }
+            got
         }
-    }
+    })
+    .await;
     let total: usize = set.join_all().await.into_iter().sum();
     assert_eq!(
         total, 60,
@@ -350,34 +372,29 @@ async fn the_daily_quota_holds_across_three_nodes_under_a_three_by_sixteen_race(
 async fn a_revocation_under_load_from_every_node_is_not_starved() {
     let c = Cluster::start("");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut set = tokio::task::JoinSet::new();
-    for n in 1..=3 {
-        let channel = c.node(n).channel("civil-affairs").await;
-        let token = c.node(n).token("civil-affairs");
-        for t in 0..8 {
-            let (channel, token, stop) = (channel.clone(), token.clone(), stop.clone());
-            set.spawn(async move {
-                let mut client = PopulationServiceClient::new(channel);
-                let mut served = 0usize;
-                let mut i = t;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    i += 8;
-                    client
-                        .get_person(req(
-                            GetPersonRequest {
-                                context: ctx("social-assistance"),
-                                id_number: person_id(i % 1000),
-                            },
-                            &token,
-                        ))
-                        .await
-                        .unwrap_or_else(|e| panic!("node {n}: {e:?}"));
-                    served += 1;
-                }
-                served
-            });
+    let set = on_every_node(&c, "civil-affairs", 8, |n, t, (mut client, token)| {
+        let stop = stop.clone();
+        async move {
+            let mut served = 0usize;
+            let mut i = t;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 8;
+                client
+                    .get_person(req(
+                        GetPersonRequest {
+                            context: ctx("social-assistance"),
+                            id_number: person_id(i % 1000),
+                        },
+                        &token,
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("node {n}: {e:?}"));
+                served += 1;
+            }
+            served
         }
-    }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let grants = grants_of(c.node(1), "street-office").await;
     assert!(!grants.is_empty());
@@ -405,38 +422,33 @@ async fn a_revocation_under_load_from_every_node_is_not_starved() {
 async fn killing_a_node_under_load_loses_no_acknowledged_entry() {
     let mut c = Cluster::start("");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut set = tokio::task::JoinSet::new();
-    for n in 1..=3 {
-        let channel = c.node(n).channel("civil-affairs").await;
-        let token = c.node(n).token("civil-affairs");
-        for t in 0..4 {
-            let (channel, token, stop) = (channel.clone(), token.clone(), stop.clone());
-            set.spawn(async move {
-                let mut client = PopulationServiceClient::new(channel);
-                let mut receipts = Vec::new();
-                let mut i = t;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 400 {
-                    i += 4;
-                    match client
-                        .get_person(req(
-                            GetPersonRequest {
-                                context: ctx("social-assistance"),
-                                id_number: person_id(i % 1000),
-                            },
-                            &token,
-                        ))
-                        .await
-                    {
-                        Ok(r) => receipts.push(r.into_inner().receipt.unwrap()),
-                        // The killed node's calls fail; none was acknowledged.
-                        Err(_) if n == 2 => break,
-                        Err(e) => panic!("node {n}: {e:?}"),
-                    }
+    let set = on_every_node(&c, "civil-affairs", 4, |n, t, (mut client, token)| {
+        let stop = stop.clone();
+        async move {
+            let mut receipts = Vec::new();
+            let mut i = t;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 400 {
+                i += 4;
+                match client
+                    .get_person(req(
+                        GetPersonRequest {
+                            context: ctx("social-assistance"),
+                            id_number: person_id(i % 1000),
+                        },
+                        &token,
+                    ))
+                    .await
+                {
+                    Ok(r) => receipts.push(r.into_inner().receipt.unwrap()),
+                    // The killed node's calls fail; none was acknowledged.
+                    Err(_) if n == 2 => break,
+                    Err(e) => panic!("node {n}: {e:?}"),
                 }
-                receipts
-            });
+            }
+            receipts
         }
-    }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.nodes[1].kill();
     tokio::time::sleep(Duration::from_millis(1000)).await;
