@@ -269,6 +269,10 @@ impl Writer {
         }
         let placed = segments.append(&frames, &offsets, batch.len() as u64)?;
         *prev = chain;
+        // Counted before any caller hears of it: whoever holds a receipt
+        // finds the log at least that long.
+        self.committed
+            .fetch_max(segments.next_index(), Ordering::AcqRel);
         let entries = infos
             .into_iter()
             .zip(placed.offsets)
@@ -351,6 +355,9 @@ impl Writer {
             }
             *batch = kept;
         }
+        let size = appended.from.size + appended.rows.len() as u64;
+        // Counted before any caller hears of it (as on the local sink).
+        self.committed.fetch_max(size, Ordering::AcqRel);
         let mut bytes = 0;
         for (i, (p, row)) in batch.iter_mut().zip(&appended.rows).enumerate() {
             bytes += row.bytes.len() as u64;
@@ -360,7 +367,6 @@ impl Writer {
                 time,
             }));
         }
-        let size = appended.from.size + appended.rows.len() as u64;
         // This node's own entries need not be read back from the database.
         let _ = follower.try_send(super::follower::Own {
             start: appended.from.size,

@@ -266,6 +266,36 @@ impl Pipeline {
         Ok(r)
     }
 
+    /// Appends the entry of a call that answers with personal data other
+    /// than records — the log's entries, a resident's history, corrections
+    /// — fenced as a release is: the entry carries the epoch `p` was judged
+    /// under, and if the policy moved before it was written (a revocation
+    /// on any node), the caller is judged again. Credentials that no longer
+    /// stand, or a gateway that holds, are refused (and recorded); a caller
+    /// that still stands is appended under the new epoch (what it reads
+    /// depends on its standing and role, just checked again).
+    pub async fn record_reader(&self, p: &Principal, entry: AuditEntry) -> Result<Receipt, Status> {
+        let mut p = p.clone();
+        let mut e = entry;
+        for _ in 0..3 {
+            match self.audit.append_judged(e, p.snapshot().epoch()).await {
+                Ok(r) => {
+                    crate::base::request_log::receipt(r.index);
+                    return Ok(r);
+                }
+                Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
+                Err(AppendError::PolicyMoved(back)) => {
+                    e = *back;
+                    let kind = EntryKind::try_from(e.kind).unwrap_or(EntryKind::AuditRead);
+                    p = self.rejudge_reader(&p, &e.method, kind).await?;
+                }
+            }
+        }
+        Err(Status::aborted(
+            "the policy kept changing while this call was served; nothing was released, call again",
+        ))
+    }
+
     /// Runs store work on the blocking pool, a bounded number at a time.
     async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
@@ -1238,5 +1268,93 @@ impl<R> Masked<R> {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod reader_fence_tests {
+    use super::*;
+    use crate::audit::{AuditOptions, Fence, Runtime};
+    use crate::control::keys::KeyRing;
+    use crate::control::roles::RoleDepartments;
+    use crate::control::store::{EPOCH_ROW, Store};
+    use crate::datasets::catalog::Catalog;
+    use crate::datasets::mask::Masker;
+    use crate::proto::{Purpose, PurposeStatus};
+
+    /// A read of the log (or a resident's history, or corrections) whose
+    /// caller's standing changed between its decision and its audit write
+    /// is judged again before anything is released: here the policy moved
+    /// and the caller no longer stands, so the read is refused and only the
+    /// refusal is on the record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_whose_caller_fell_while_it_was_served_releases_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::store::open_dir(&dir.path().join("store")).unwrap();
+        let store = Store::new(backend.clone());
+        let directory = Arc::new(
+            Directory::new(
+                store.clone(),
+                Arc::new(Catalog::with_overrides(&[]).unwrap()),
+                RoleDepartments {
+                    admin: vec!["gateway-admin".into()],
+                    auditor: vec!["audit-office".into()],
+                    resident_portal: Vec::new(),
+                },
+            )
+            .unwrap(),
+        );
+        let audit = Runtime::open(
+            &dir.path().join("audit"),
+            &dir.path().join("pki"),
+            "govshare.test/readers",
+            AuditOptions {
+                fence: Some(Fence {
+                    backend,
+                    row: EPOCH_ROW,
+                }),
+                ..AuditOptions::default()
+            },
+        )
+        .unwrap();
+        let log = audit.log();
+        let keys = Arc::new(KeyRing::load_or_create(store.clone(), "t", "t").unwrap());
+        let pipeline = Pipeline::new(
+            RecordStore::new(store.backend().clone()),
+            directory.clone(),
+            Authenticator::new(directory.clone(), keys),
+            log.clone(),
+            Masker::new([9; 32]),
+        )
+        .unwrap();
+        let auditor = Principal::for_test(
+            "audit-office",
+            &[Role::Auditor],
+            directory.current().unwrap(),
+        );
+        let read = || decided_entry(&auditor, "/read", EntryKind::AuditRead, None);
+
+        // Judged under the epoch in force: recorded, the read goes on.
+        let before = log.committed();
+        pipeline.record_reader(&auditor, read()).await.unwrap();
+        assert_eq!(log.committed(), before + 1);
+
+        // The policy moves (any control-plane change) before the next
+        // read's entry is written; judged again, this caller does not
+        // stand (its token is not a registered one).
+        store
+            .put_purpose(&Purpose {
+                code: "moved".into(),
+                status: PurposeStatus::Active.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let err = pipeline.record_reader(&auditor, read()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert_eq!(
+            log.committed(),
+            before + 2,
+            "only the refusal was recorded, not the read"
+        );
     }
 }

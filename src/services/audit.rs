@@ -130,7 +130,10 @@ impl AuditApi {
     ) -> Result<(), Status> {
         let mut e = crate::pipeline::decided_entry(p, method, EntryKind::AuditRead, denied);
         e.message = cap(&what);
-        self.pipeline.record(e).await.map(|_| ())
+        match denied {
+            Some(_) => self.pipeline.record(e).await.map(drop),
+            None => self.pipeline.record_reader(p, e).await.map(drop),
+        }
     }
 
     /// Streams entries by index, newest first, in pages.

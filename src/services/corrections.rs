@@ -82,7 +82,11 @@ impl CorrectionApi {
         let mut e = decided_entry(p, method, EntryKind::Correction, refused);
         e.dataset = cap(dataset);
         e.message = crate::base::text::cap_message(message);
-        Ok(self.pipeline.record(e).await?.to_proto())
+        let receipt = match refused {
+            Some(_) => self.pipeline.record(e).await?,
+            None => self.pipeline.record_reader(p, e).await?,
+        };
+        Ok(receipt.to_proto())
     }
 
     /// Refuses (audited) with `status`.

@@ -47,7 +47,11 @@ impl ResidentApi {
             ..Default::default()
         });
         e.message = crate::base::text::cap_message(message);
-        Ok(self.pipeline.record(e).await?.to_proto())
+        let receipt = match refused {
+            Some(_) => self.pipeline.record(e).await?,
+            None => self.pipeline.record_reader(p, e).await?,
+        };
+        Ok(receipt.to_proto())
     }
 }
 
