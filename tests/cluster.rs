@@ -160,6 +160,17 @@ async fn grant_names_to_market_regulation(
         .unwrap()
 }
 
+/// Civil affairs' pull of the `i`-th resident (of the first thousand).
+fn social_assistance_pull(i: usize, token: &str) -> tonic::Request<GetPersonRequest> {
+    req(
+        GetPersonRequest {
+            context: ctx("social-assistance"),
+            id_number: person_id(i % 1000),
+        },
+        token,
+    )
+}
+
 /// A population client of node `n` as `identity`, and its token.
 type Caller = (PopulationServiceClient<tonic::transport::Channel>, String);
 
@@ -380,13 +391,7 @@ async fn a_revocation_under_load_from_every_node_is_not_starved() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 8;
                 client
-                    .get_person(req(
-                        GetPersonRequest {
-                            context: ctx("social-assistance"),
-                            id_number: person_id(i % 1000),
-                        },
-                        &token,
-                    ))
+                    .get_person(social_assistance_pull(i, &token))
                     .await
                     .unwrap_or_else(|e| panic!("node {n}: {e:?}"));
                 served += 1;
@@ -429,16 +434,7 @@ async fn killing_a_node_under_load_loses_no_acknowledged_entry() {
             let mut i = t;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && receipts.len() < 400 {
                 i += 4;
-                match client
-                    .get_person(req(
-                        GetPersonRequest {
-                            context: ctx("social-assistance"),
-                            id_number: person_id(i % 1000),
-                        },
-                        &token,
-                    ))
-                    .await
-                {
+                match client.get_person(social_assistance_pull(i, &token)).await {
                     Ok(r) => receipts.push(r.into_inner().receipt.unwrap()),
                     // The killed node's calls fail; none was acknowledged.
                     Err(_) if n == 2 => break,

@@ -120,11 +120,17 @@ fn the_kubernetes_files_parse_and_probe_the_ops_port() {
     // The ConfigMap's config is one govshare accepts.
     let cm = yaml("k8s/configmap.yaml");
     let toml = cm[0]["data"]["govshare.toml"].as_str().unwrap();
+    config_check_accepts(toml, &[]);
+}
+
+/// `govshare config check` accepts `toml` (with `env` set).
+fn config_check_accepts(toml: &str, env: &[(&str, &str)]) {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), toml).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
         .args(["config", "check"])
         .arg(f.path())
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -225,21 +231,12 @@ fn the_cluster_deployment_runs_replicas_over_postgres_with_one_log_key() {
     let cm = docs.iter().find(|d| kind(d) == "ConfigMap").unwrap();
     let toml = cm["data"]["govshare.toml"].as_str().unwrap();
     assert!(toml.contains("backend = \"postgres\""), "{toml}");
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_govshare"))
-        .args(["config", "check"])
-        .arg(f.path())
-        .env(
+    config_check_accepts(
+        toml,
+        &[(
             "GOVSHARE_STORE__URL",
             "postgres://u:p@db.example:5432/govshare",
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        )],
     );
     let d = docs.iter().find(|d| kind(d) == "Deployment").unwrap();
     assert!(d["spec"]["replicas"].as_i64().unwrap() >= 2);

@@ -11,7 +11,7 @@
 //! the index) instead of entering it; what the replica already holds is
 //! checked against its own checkpoints at every start.
 
-use super::index::{Batch, recovered};
+use super::index::{Batch, Committed, IndexInfo, day_of};
 use super::leaf_hash;
 use super::merkle::Hash;
 use super::segment::{SegmentWriter, frame_into};
@@ -124,8 +124,10 @@ impl Follower {
                 return Ok(());
             }
             let full = rows.len() == PAGE || self.own.contains_key(&(from + rows.len() as u64));
+            // Each entry is decoded and hashed once: checked, then indexed.
             let mut frames = Vec::new();
             let mut offsets = Vec::with_capacity(rows.len());
+            let mut checked = Vec::with_capacity(rows.len());
             let mut chain = self.prev;
             for (i, bytes) in rows.iter().enumerate() {
                 let at = from + i as u64;
@@ -144,9 +146,11 @@ impl Follower {
                         at.wrapping_sub(1)
                     );
                 }
-                chain = Some(leaf_hash(bytes));
+                let leaf = leaf_hash(bytes);
+                chain = Some(leaf);
                 offsets.push(frames.len() as u64);
                 frame_into(&mut frames, bytes);
+                checked.push((leaf, e));
             }
             let placed = self.segments.append(&frames, &offsets, rows.len() as u64)?;
             self.prev = chain;
@@ -154,13 +158,9 @@ impl Follower {
                 day: String::new(),
                 entries: Vec::with_capacity(rows.len()),
             };
-            for (i, bytes) in rows.iter().enumerate() {
-                let (c, day) = recovered(
-                    from + i as u64,
-                    placed.segment_first,
-                    placed.offsets[i],
-                    bytes,
-                )?;
+            for (i, ((leaf, mut e), offset)) in checked.into_iter().zip(placed.offsets).enumerate()
+            {
+                let day = day_of(e.time.map_or(0, |t| t.seconds));
                 if day != batch.day && !batch.entries.is_empty() {
                     let _ = self.indexer.send(std::mem::replace(
                         &mut batch,
@@ -171,7 +171,13 @@ impl Follower {
                     ));
                 }
                 batch.day = day;
-                batch.entries.push(c);
+                batch.entries.push(Committed {
+                    index: from + i as u64,
+                    leaf,
+                    segment: placed.segment_first,
+                    offset,
+                    info: IndexInfo::take(&mut e),
+                });
             }
             let _ = self.indexer.send(batch);
             if !full && self.own.is_empty() {
