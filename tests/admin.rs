@@ -1070,8 +1070,14 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
 async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspended() {
     use govshare::proto::publish_service_client::PublishServiceClient;
     let gw = Gateway::start("");
-    let persons: Vec<Person> = district().persons.into_iter().take(1000).collect();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Person>(1000);
+    let chunk = govshare::services::publish::CHUNK;
+    let persons: Vec<Person> = district()
+        .persons
+        .into_iter()
+        .cycle()
+        .take(2 * chunk)
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Person>(chunk);
     let mut p = PublishServiceClient::new(gw.channel("public-security").await);
     let token = gw.token("public-security");
     let call = tokio::spawn(async move {
@@ -1086,10 +1092,10 @@ async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspend
             })
             .count()
     };
-    for r in &persons[..500] {
+    for r in &persons[..chunk] {
         tx.send(r.clone()).await.unwrap();
     }
-    // The first chunk (500 records) is committed while the stream is open.
+    // The first chunk is committed while the stream is open.
     for _ in 0..100 {
         if published(&gw) == 1 {
             break;
@@ -1108,7 +1114,7 @@ async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspend
     ))
     .await
     .unwrap();
-    for r in &persons[500..] {
+    for r in &persons[chunk..] {
         if tx.send(r.clone()).await.is_err() {
             break;
         }

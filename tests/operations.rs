@@ -336,6 +336,7 @@ async fn a_fast_ten_thousand_record_publish_stream_completes_with_its_summary() 
     let gw = Gateway::start("");
     let d = district();
     let records: Vec<Person> = d.persons.iter().cycle().take(10_000).cloned().collect();
+    let chunk = govshare::services::publish::CHUNK;
     let mut p = PublishServiceClient::new(gw.channel("public-security").await);
     let summary = p
         .upsert_persons(req(
@@ -348,9 +349,50 @@ async fn a_fast_ten_thousand_record_publish_stream_completes_with_its_summary() 
     assert_eq!((summary.accepted, summary.rejected), (10_000, 0));
     assert_eq!(
         summary.receipts.len(),
-        20,
-        "one audited chunk per 500 records"
+        10_000usize.div_ceil(chunk),
+        "one audited chunk per {chunk} records"
     );
+}
+
+/// Chunks commit in stream order though the next is read while one
+/// commits: a person sent in the first chunk and again in the second ends
+/// as the second says, whatever the two commits' timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sent_in_two_chunks_of_one_stream_ends_as_the_later_one_says() {
+    let gw = Gateway::start("");
+    let chunk = govshare::services::publish::CHUNK;
+    let d = district();
+    let mut first = d.persons[0].clone();
+    first.name = Some("先".into());
+    let mut later = first.clone();
+    later.name = Some("后".into());
+    let mut records = vec![first];
+    records.extend(d.persons.iter().skip(1).cycle().take(chunk).cloned());
+    records.push(later);
+    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
+    let summary = p
+        .upsert_persons(req(
+            tokio_stream::iter(records),
+            &gw.token("public-security"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.receipts.len(), 2, "two chunks");
+    let person = PopulationServiceClient::new(gw.channel("public-security").await)
+        .get_person(req(
+            GetPersonRequest {
+                context: ctx("public-security"),
+                id_number: d.persons[0].id_number.clone().unwrap(),
+            },
+            &gw.token("public-security"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .person
+        .unwrap();
+    assert_eq!(person.name.as_deref(), Some("后"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

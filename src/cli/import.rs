@@ -11,7 +11,7 @@
 use super::Connect;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use govshare::proto::json::{Named, from_value};
+use govshare::proto::json::{Named, from_str, from_value};
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::{LegalEntity, Person, PublishSummary, UpsertGridsRequest};
 use std::io::{BufRead, IsTerminal, Write};
@@ -108,10 +108,7 @@ fn reader<T: Named + Default + Send + 'static>(
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let parsed = serde_json::from_str::<serde_json::Value>(&line)
-                        .map_err(|e| format!("not JSON: {e}"))
-                        .and_then(from_value::<T>);
-                    let p = parsed.map_or_else(Parsed::Bad, Parsed::Record);
+                    let p = from_str::<T>(&line).map_or_else(Parsed::Bad, Parsed::Record);
                     if !send(n as u64 + 1, p) {
                         break;
                     }

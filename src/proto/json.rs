@@ -101,6 +101,25 @@ pub fn from_value<M: Named + Default>(v: serde_json::Value) -> Result<M, String>
     dm.transcode_to::<M>().map_err(|e| e.to_string())
 }
 
+/// [`from_value`] straight from one JSON text: no `serde_json::Value` in
+/// between (an import parses millions of lines). A line that is not JSON
+/// at all says so.
+pub fn from_str<M: Named + Default>(text: &str) -> Result<M, String> {
+    let desc = POOL
+        .get_message_by_name(M::NAME)
+        .expect("a message of this build");
+    let mut de = serde_json::Deserializer::from_str(text);
+    let dm = DynamicMessage::deserialize(desc, &mut de)
+        .and_then(|dm| de.end().map(|()| dm))
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("not JSON: {e}")
+            }
+            _ => e.to_string(),
+        })?;
+    dm.transcode_to::<M>().map_err(|e| e.to_string())
+}
+
 /// A copy of `m` with its field `name` set from `text`, as a person would
 /// write the value: a string as is, a number or `true`/`false` parsed, an
 /// enum by its value name (`RESIDENCE_STATUS_…` or just its last part).
