@@ -404,6 +404,18 @@ pub mod postgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// What PostgreSQL said refusing `sql` in the database at `url`; a
+    /// query that succeeds fails the test.
+    pub fn refused_query(url: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(url)
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql} was allowed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Every entry of the shared audit log in the database at `url`, in
     /// index order.
     pub fn log_entries(url: &str) -> Vec<Vec<u8>> {

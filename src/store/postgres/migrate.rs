@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_audit_log.sql",
         include_str!("../../../migrations/0002_audit_log.sql"),
     ),
+    (
+        3,
+        "0003_append_only_log.sql",
+        include_str!("../../../migrations/0003_append_only_log.sql"),
+    ),
 ];
 
 /// The advisory lock every migrating node takes (an arbitrary constant,
