@@ -894,40 +894,52 @@ async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
     );
 }
 
-/// At most one ListPersons page of `department` was released after the
-/// entry of the admin call to a method ending in `change`: the page that
-/// was already judged when the change was recorded (a stream produces its
-/// pages one at a time; each is judged before it is fetched).
-fn assert_released_before(gw: &Gateway, department: &str, change: &str) {
+/// No ListPersons page of `department` was released once `change` had
+/// returned (`returned`): every page entry made after that moment is a
+/// refusal. Pages judged and recorded before — between the change's own
+/// entry and its taking effect, which under load may be several — are
+/// allowed; an entry's time is its append's, and an append under the old
+/// policy finishes before the change can (the fence).
+fn assert_released_before(
+    gw: &Gateway,
+    department: &str,
+    change: &str,
+    returned: std::time::SystemTime,
+) {
     let entries: Vec<AuditEntry> = gw.audit_entries().into_iter().map(|(_, e)| e).collect();
-    let at = entries
-        .iter()
-        .find(|e| e.method.ends_with(change))
-        .unwrap_or_else(|| panic!("no {change} entry"))
-        .index;
+    assert!(
+        entries.iter().any(|e| e.method.ends_with(change)),
+        "no {change} entry"
+    );
+    let returned = prost_types::Timestamp::from(returned);
     let late: Vec<u64> = entries
         .iter()
         .filter(|e| {
-            e.index > at
+            let t = e.time.as_ref().unwrap();
+            (t.seconds, t.nanos) > (returned.seconds, returned.nanos)
                 && e.method.ends_with("/ListPersons")
                 && e.decision == AuditDecision::Allow as i32
                 && e.principal.as_ref().unwrap().department == department
         })
         .map(|e| e.index)
         .collect();
-    assert!(late.len() <= 1, "pages released after {change}: {late:?}");
+    assert!(
+        late.is_empty(),
+        "pages released after {change} returned: {late:?}"
+    );
 }
 
 /// Opens a 20-record-page ListPersons as `identity` over a connection
 /// with the smallest HTTP/2 windows (so the gateway cannot run far ahead
 /// of the reader), reads one page, runs `change`, and reads on. Returns
-/// the pages read after the change and the status the stream ended with.
+/// the pages read after the change, the status the stream ended with, and
+/// when the change returned.
 async fn stream_across<F>(
     gw: &Gateway,
     identity: &str,
     purpose: &str,
     change: F,
-) -> (usize, tonic::Status)
+) -> (usize, tonic::Status, std::time::SystemTime)
 where
     F: std::future::Future<Output = ()>,
 {
@@ -959,12 +971,13 @@ where
         .into_inner();
     assert!(s.message().await.unwrap().is_some(), "a first page");
     change.await;
+    let returned = std::time::SystemTime::now();
     let mut after = 0;
     loop {
         match s.message().await {
             Ok(Some(_)) => after += 1,
             Ok(None) => panic!("the stream ended normally after {after} more pages"),
-            Err(status) => return (after, status),
+            Err(status) => return (after, status, returned),
         }
     }
 }
@@ -978,7 +991,7 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
 
     // Pages released before the change may still be on their way (the
     // client's flow-control window holds several); none is released after.
-    let (_, status) = stream_across(&gw, "public-security", "public-security", async {
+    let (_, status, returned) = stream_across(&gw, "public-security", "public-security", async {
         a.revoke_grant(req(
             RevokeGrantRequest {
                 id: "demo-public-security-population".into(),
@@ -990,7 +1003,7 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
         .unwrap();
     })
     .await;
-    assert_released_before(&gw, "public-security", "/RevokeGrant");
+    assert_released_before(&gw, "public-security", "/RevokeGrant", returned);
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(
         status.message().starts_with(
@@ -1000,7 +1013,7 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
         status.message()
     );
 
-    let (_, status) = stream_across(&gw, "street-office", "grid-event-handling", async {
+    let (_, status, returned) = stream_across(&gw, "street-office", "grid-event-handling", async {
         a.suspend_department(req(
             SuspendDepartmentRequest {
                 id: "street-office".into(),
@@ -1013,7 +1026,7 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
         .unwrap();
     })
     .await;
-    assert_released_before(&gw, "street-office", "/SuspendDepartment");
+    assert_released_before(&gw, "street-office", "/SuspendDepartment", returned);
     assert_eq!(
         (status.code(), status.message()),
         (
@@ -1042,7 +1055,7 @@ async fn a_stream_is_cut_off_at_its_next_page_by_revocation_suspension_and_expir
     )
     .await
     .unwrap();
-    let (_, status) = stream_across(&gw, "grid-centre", "flood-response", async {
+    let (_, status, _) = stream_across(&gw, "grid-centre", "flood-response", async {
         tokio::time::sleep(Duration::from_millis(2500)).await;
     })
     .await;

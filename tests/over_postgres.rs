@@ -479,6 +479,21 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         (320, 320)
     );
 
+    // 8 writers race to put different values at one absent key: one wins,
+    // and every writer is told the winner.
+    let told: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..8u8)
+            .map(|n| {
+                let store = &store;
+                s.spawn(move || store.put_if_absent("m", b"log", &[n]).unwrap())
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let stored = store.get("m", b"log").unwrap().unwrap();
+    assert!(told.iter().all(|t| *t == stored), "{told:?} vs {stored:?}");
+    assert_eq!(store.put_if_absent("m", b"log", b"late").unwrap(), stored);
+
     // An indexed upsert: later keys of one call read what earlier ones wrote.
     let mut seen = Vec::new();
     store

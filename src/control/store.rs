@@ -255,6 +255,12 @@ impl Store {
         self.backend.put(META, key.as_bytes(), value)
     }
 
+    /// Records `value` at `key` unless something is recorded there; returns
+    /// what is recorded now. Of processes racing, one value wins.
+    pub fn claim_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+        self.backend.put_if_absent(META, key.as_bytes(), value)
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.backend.sync()
     }

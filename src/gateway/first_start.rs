@@ -204,13 +204,11 @@ fn belongs(recorded: &[u8]) -> String {
 /// refuses a store that belongs to another.
 pub fn bind_log(cfg: &Config, store: &Store, verifier_key: &str) -> Result<()> {
     let ours = key_part(verifier_key);
-    match store.meta(LOG_KEY)? {
-        None => {
-            store.put_meta(LOG_KEY, ours.as_bytes())?;
-            store.sync()
-        }
-        Some(k) => refuse_another_key(cfg, &k, ours),
-    }
+    // A claim, not a read then a write: two first starts racing on one
+    // empty shared store must not both believe the store's log is theirs.
+    let recorded = store.claim_meta(LOG_KEY, ours.as_bytes())?;
+    store.sync()?;
+    refuse_another_key(cfg, &recorded, ours)
 }
 
 fn refuse_another_key(cfg: &Config, recorded: &[u8], ours: &str) -> Result<()> {

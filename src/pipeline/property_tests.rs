@@ -721,6 +721,9 @@ impl crate::store::Backend for FailingBackend {
     ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(Vec::new())
     }
+    fn put_if_absent(&self, _: &str, _: &[u8], _: &[u8]) -> anyhow::Result<Vec<u8>> {
+        anyhow::bail!("the disk went away")
+    }
     fn apply_batch(&self, _: &str, _: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> anyhow::Result<()> {
         anyhow::bail!("the disk went away")
     }

@@ -87,6 +87,11 @@ pub trait Backend: Send + Sync + 'static {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Writes `value` at `key` unless a value is there already; returns the
+    /// value stored now (`value` when this call wrote it). Atomic across
+    /// processes: of several callers racing on one key, exactly one value
+    /// wins and every caller learns which.
+    fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>>;
     /// Applies puts (`Some`) and removes (`None`) to one tree atomically.
     fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()>;
     /// Makes every write so far durable.

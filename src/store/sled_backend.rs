@@ -110,6 +110,18 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+        Ok(
+            match self
+                .tree(tree)?
+                .compare_and_swap(key, None::<&[u8]>, Some(value))?
+            {
+                Ok(()) => value.to_vec(),
+                Err(held) => held.current.map_or_else(Vec::new, |v| v.to_vec()),
+            },
+        )
+    }
+
     fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         let mut batch = sled::Batch::default();
         for (k, v) in writes {

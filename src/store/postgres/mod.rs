@@ -537,6 +537,23 @@ impl Backend for PgBackend {
         .read(self, tree, limit, true)
     }
 
+    /// One statement: a conflicting row is locked and kept (`SET value =
+    /// kv.value`), and either way the row's value now comes back.
+    fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+        let (tree, key, value) = (tree.to_string(), key.to_vec(), value.to_vec());
+        self.with(move |c| async move {
+            let row = c
+                .query_one(
+                    "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tree, key) DO UPDATE SET value = kv.value RETURNING value",
+                    &[&tree, &key, &value],
+                )
+                .await
+                .with_context(|| format!("writing {tree}"))?;
+            Ok(row.get(0))
+        })
+    }
+
     fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         let w = TreeWrites::new(tree.to_string(), writes);
         self.with(move |c| async move {
