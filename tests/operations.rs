@@ -337,21 +337,26 @@ async fn a_fast_ten_thousand_record_publish_stream_completes_with_its_summary() 
     let d = district();
     let records: Vec<Person> = d.persons.iter().cycle().take(10_000).cloned().collect();
     let chunk = govshare::services::publish::CHUNK;
-    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
-    let summary = p
-        .upsert_persons(req(
-            tokio_stream::iter(records),
-            &gw.token("public-security"),
-        ))
+    let summary = publish(&gw, records)
         .await
-        .expect("no reset: too_many_data_frames must not kill a fast stream")
-        .into_inner();
+        .expect("no reset: too_many_data_frames must not kill a fast stream");
     assert_eq!((summary.accepted, summary.rejected), (10_000, 0));
     assert_eq!(
         summary.receipts.len(),
         10_000usize.div_ceil(chunk),
         "one audited chunk per {chunk} records"
     );
+}
+
+/// One UpsertPersons stream of `records` as the population's source.
+async fn publish(gw: &Gateway, records: Vec<Person>) -> Result<PublishSummary, tonic::Status> {
+    PublishServiceClient::new(gw.channel("public-security").await)
+        .upsert_persons(req(
+            tokio_stream::iter(records),
+            &gw.token("public-security"),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Chunks commit in stream order though the next is read while one
@@ -369,15 +374,7 @@ async fn a_person_sent_in_two_chunks_of_one_stream_ends_as_the_later_one_says() 
     let mut records = vec![first];
     records.extend(d.persons.iter().skip(1).cycle().take(chunk).cloned());
     records.push(later);
-    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
-    let summary = p
-        .upsert_persons(req(
-            tokio_stream::iter(records),
-            &gw.token("public-security"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = publish(&gw, records).await.unwrap();
     assert_eq!(summary.receipts.len(), 2, "two chunks");
     let person = PopulationServiceClient::new(gw.channel("public-security").await)
         .get_person(req(
@@ -667,12 +664,7 @@ async fn rejected_records_are_listed_in_bounded_bytes() {
             ..district().persons[0].clone()
         })
         .collect();
-    let mut p = PublishServiceClient::new(gw.channel("public-security").await);
-    let summary = p
-        .upsert_persons(req(tokio_stream::iter(bad), &gw.token("public-security")))
-        .await
-        .unwrap()
-        .into_inner();
+    let summary = publish(&gw, bad).await.unwrap();
     assert_eq!(summary.rejected, 20);
     for r in &summary.rejections {
         assert!(

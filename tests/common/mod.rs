@@ -391,11 +391,7 @@ pub mod postgres {
     /// One query's rows (`psql -tA`: `|` between columns) in the database
     /// at `url`; a failing query fails the test.
     pub fn query(url: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .arg(url)
-            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()
-            .unwrap();
+        let out = run_psql(url, sql);
         assert!(
             out.status.success(),
             "{}",
@@ -407,13 +403,17 @@ pub mod postgres {
     /// What PostgreSQL said refusing `sql` in the database at `url`; a
     /// query that succeeds fails the test.
     pub fn refused_query(url: &str, sql: &str) -> String {
-        let out = Command::new("psql")
+        let out = run_psql(url, sql);
+        assert!(!out.status.success(), "{sql} was allowed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn run_psql(url: &str, sql: &str) -> std::process::Output {
+        Command::new("psql")
             .arg(url)
             .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
             .output()
-            .unwrap();
-        assert!(!out.status.success(), "{sql} was allowed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+            .unwrap()
     }
 
     /// Every entry of the shared audit log in the database at `url`, in
