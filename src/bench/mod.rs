@@ -595,9 +595,9 @@ async fn over_postgres(
     let admin = |sql: String| async move {
         let (client, conn) = tokio_postgres::connect(server, tokio_postgres::NoTls)
             .await
-            .context("--postgres: connecting")?;
+            .context("--store postgres: connecting")?;
         tokio::spawn(conn);
-        client.batch_execute(&sql).await.context("--postgres")
+        client.batch_execute(&sql).await.context("--store postgres")
     };
     admin(format!("DROP DATABASE IF EXISTS {database}")).await?;
     admin(format!("CREATE DATABASE {database}")).await?;

@@ -28,17 +28,45 @@ pub struct BenchArgs {
     /// Run only these measurements (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<govshare::bench::Phase>,
-    /// A PostgreSQL server (a URL whose role may create databases): the
-    /// unary comparison also runs on a gateway over the PostgreSQL store,
-    /// side by side with sled.
-    #[arg(long)]
-    postgres: Option<String>,
+    /// `postgres`: the unary comparison and the import also run on a
+    /// gateway over PostgreSQL, side by side with sled, then one, two and
+    /// three nodes over the same database.
+    #[arg(long, value_enum, default_value_t = StoreArg::Sled)]
+    store: StoreArg,
+    /// The PostgreSQL server for `--store postgres`: a URL whose role may
+    /// create databases (the bench makes one of its own and drops it).
+    /// Default: GOVSHARE_STORE__URL, else TEST_DATABASE_URL (the tests').
+    #[arg(long, env = "GOVSHARE_STORE__URL")]
+    store_url: Option<String>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+/// The stores `govshare bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreArg {
+    /// The embedded store alone.
+    Sled,
+    /// sled, and PostgreSQL beside it.
+    Postgres,
+}
+
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let postgres = match a.store {
+        StoreArg::Sled => None,
+        StoreArg::Postgres => Some(
+            a.store_url
+                .or_else(|| std::env::var("TEST_DATABASE_URL").ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--store postgres needs a server whose role may create databases: \
+                         --store-url postgres://user:password@host:5432/postgres \
+                         (or GOVSHARE_STORE__URL, or TEST_DATABASE_URL)"
+                    )
+                })?,
+        ),
+    };
     let options = govshare::bench::Options {
         binary: std::env::current_exe()?,
         persons: a.persons,
@@ -48,7 +76,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         log_entries: a.log_entries,
         start_persons: a.start_persons,
         only: a.only,
-        postgres: a.postgres,
+        postgres,
     };
     let report = govshare::bench::run(&options).await?;
     super::say(report.table());
