@@ -330,8 +330,35 @@ pub mod postgres {
         format!("{}/{name}{query}", &base[..authority_end])
     }
 
+    /// Drops the databases earlier test processes made and left (a
+    /// gateway started on a test's own dir, a test killed midway): their
+    /// names carry their process id, and a process that is gone needs none.
+    /// Once per test process, so leftovers stay bounded by one run's.
+    fn sweep_leftovers() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let Ok(out) = Command::new("psql")
+                .arg(server())
+                .args([
+                    "-tAc",
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'govshare\\_test\\_%'",
+                ])
+                .output()
+            else {
+                return;
+            };
+            for name in String::from_utf8_lossy(&out.stdout).lines() {
+                let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+        });
+    }
+
     /// A new, empty database; returns its name.
     pub fn create_database() -> String {
+        sweep_leftovers();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let name = format!(
             "govshare_test_{}_{}_{}",
