@@ -4,8 +4,8 @@
 -- that would change or remove an acknowledged entry — a mistaken script,
 -- an injected query, a node of a buggy build — is refused by the database
 -- itself, with a message that says so. The owner of these tables can still
--- drop the triggers; that is what each replica's hash chain and the
--- witnesses' cosigned checkpoints catch (docs/threat-model.md).
+-- disable the triggers; that is for saved checkpoints, the witnesses and
+-- any freshly built replica to catch (docs/threat-model.md).
 CREATE FUNCTION govshare_refuse_rewrite() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -898,8 +898,10 @@ async fn under_a_32_way_load_no_call_sent_after_a_revocation_returns_data() {
 /// returned (`returned`): every page entry made after that moment is a
 /// refusal. Pages judged and recorded before — between the change's own
 /// entry and its taking effect, which under load may be several — are
-/// allowed; an entry's time is its append's, and an append under the old
-/// policy finishes before the change can (the fence).
+/// allowed. An entry's time is taken as its batch is appended, so this
+/// catches a page judged after the change; a page judged before and
+/// appended after is the fence's case, tested head-on in
+/// `cluster::a_pull_held_between_its_decision_and_its_audit_write_is_fenced_by_a_revoke_elsewhere`.
 fn assert_released_before(
     gw: &Gateway,
     department: &str,
@@ -1132,8 +1134,14 @@ async fn a_publish_stream_stops_at_its_next_chunk_once_its_department_is_suspend
             break;
         }
     }
+    // The stream stays open: the refusal comes when the chunk's commit is
+    // refused, not when the publisher sends more or ends the stream.
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the refusal, while the stream is still open")
+        .unwrap()
+        .unwrap_err();
     drop(tx);
-    let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     assert_eq!(
         published(&gw),

@@ -205,10 +205,20 @@ impl Gateway {
             ),
         )?;
         let started = Instant::now();
-        let mut child = Command::new(binary)
+        let mut serve = Command::new(binary);
+        serve
             .args(["serve", "--config"])
             .arg(&config)
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        // The bench's gateway runs on its own config alone: an operator's
+        // GOVSHARE_… overrides (GOVSHARE_STORE__URL for `--store-url`, say)
+        // would otherwise reach it and change what is measured.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("GOVSHARE_") {
+                serve.env_remove(name);
+            }
+        }
+        let mut child = serve
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -11,7 +11,9 @@ use crate::datasets::{Checked, Record, Reference};
 use crate::pipeline::{Pipeline, Publisher, Upsert};
 use crate::proto::publish_service_server::PublishService;
 use crate::proto::upsert_grids_request::Item;
-use crate::proto::{LegalEntity, Person, PublishSummary, RecordOutcome, UpsertGridsRequest};
+use crate::proto::{
+    AuditReceipt, LegalEntity, Person, PublishSummary, RecordOutcome, UpsertGridsRequest,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -126,19 +128,23 @@ struct Judging<'a, T, J> {
     summary: PublishSummary,
     listed: Listed,
     position: u64,
+    /// The chunk being filled. Kept here, not in [`Self::next_chunk`]'s
+    /// frame, so that the call may be dropped midway (a commit finished
+    /// first) and resumed without losing a record.
+    open: Chunk,
 }
 
 impl<T, J: Fn(&References<'_>, T) -> Judged> Judging<'_, T, J> {
-    /// Reads and judges up to [`CHUNK`] records; `true` with the chunk when
-    /// the stream has ended. A broken stream's error comes with the records
-    /// of the chunk it broke in (never written).
+    /// Reads and judges records until the open chunk holds [`CHUNK`]; the
+    /// chunk, and `true` when the stream has ended. A broken stream's error
+    /// comes with the records of the chunk it broke in (never written).
+    /// Cancel-safe: dropped midway, it keeps what it read for the next call.
     async fn next_chunk(&mut self) -> Result<(Chunk, bool), (Chunk, Status)> {
-        let mut chunk = Chunk::default();
-        while chunk.len() < CHUNK {
+        while self.open.len() < CHUNK {
             let item = match self.stream.message().await {
                 Ok(Some(item)) => item,
-                Ok(None) => return Ok((chunk, true)),
-                Err(status) => return Err((chunk, status)),
+                Ok(None) => return Ok((std::mem::take(&mut self.open), true)),
+                Err(status) => return Err((std::mem::take(&mut self.open), status)),
             };
             let position = self.position;
             self.position += 1;
@@ -153,18 +159,37 @@ impl<T, J: Fn(&References<'_>, T) -> Judged> Judging<'_, T, J> {
                         self.refs.accepted.insert(key);
                     }
                     self.summary.accepted += 1;
-                    chunk.records.push(upsert);
+                    self.open.records.push(upsert);
                 }
                 Err((key, reason)) => {
                     self.summary.rejected += 1;
                     self.listed
                         .add(&mut self.summary.rejections, position, &key, reason);
-                    chunk.rejected.push(cap(&key));
+                    self.open.rejected.push(cap(&key));
                 }
             }
         }
-        Ok((chunk, false))
+        Ok((std::mem::take(&mut self.open), false))
     }
+}
+
+/// A chunk's commit, running on a task of its own: once begun it finishes
+/// (its records written after its entry) even if the caller goes away
+/// meanwhile, so the log never lists a chunk that was dropped halfway.
+type Committing = tokio::task::JoinHandle<Result<AuditReceipt, Status>>;
+
+fn begin(publisher: &Arc<Publisher>, chunk: Chunk) -> Committing {
+    let publisher = publisher.clone();
+    tokio::spawn(async move { publisher.commit(chunk.records, chunk.rejected).await })
+}
+
+fn finished(
+    done: Result<Result<AuditReceipt, Status>, tokio::task::JoinError>,
+) -> Result<AuditReceipt, Status> {
+    done.map_err(|e| {
+        tracing::error!(error = %e, "a publish chunk's commit task failed");
+        Status::unavailable("the chunk could not be committed (the log says which chunk)")
+    })?
 }
 
 /// Reads the stream, judges each record, and commits chunks in stream
@@ -172,12 +197,15 @@ impl<T, J: Fn(&References<'_>, T) -> Judged> Judging<'_, T, J> {
 /// commits (its audit entry's fsync, then its store write and sync), so a
 /// long import waits on the disk and on the client at once rather than in
 /// turn; at most one chunk is committing, so entries and writes stay in
-/// the stream's order and a key sent twice ends as its later record.
+/// the stream's order and a key sent twice ends as its later record. A
+/// commit that fails — the publisher suspended or revoked meanwhile, the
+/// log not writable — ends the stream at once, without reading on.
 async fn publish<T>(
     publisher: Publisher,
     stream: Streaming<T>,
     judge: impl Fn(&References<'_>, T) -> Judged,
 ) -> Result<Response<PublishSummary>, Status> {
+    let publisher = Arc::new(publisher);
     let mut judging = Judging {
         stream,
         judge,
@@ -188,19 +216,24 @@ async fn publish<T>(
         summary: PublishSummary::default(),
         listed: Listed::default(),
         position: 0,
+        open: Chunk::default(),
     };
     let mut receipts = Vec::new();
-    let mut judged: Option<Chunk> = None;
+    let mut committing: Option<Committing> = None;
     loop {
-        let commit = async {
-            match judged.take() {
-                Some(c) => publisher.commit(c.records, c.rejected).await.map(Some),
-                None => Ok(None),
-            }
+        let read = match committing.as_mut() {
+            Some(running) => tokio::select! {
+                done = running => {
+                    committing = None;
+                    receipts.push(finished(done)?);
+                    continue;
+                }
+                read = judging.next_chunk() => read,
+            },
+            None => judging.next_chunk().await,
         };
-        let (committed, read) = tokio::join!(commit, judging.next_chunk());
-        if let Some(receipt) = committed? {
-            receipts.push(receipt);
+        if let Some(running) = committing.take() {
+            receipts.push(finished(running.await)?);
         }
         match read {
             Err((open, status)) => {
@@ -209,11 +242,11 @@ async fn publish<T>(
                     .await;
                 return Err(client_stream_error(status));
             }
-            Ok((chunk, false)) => judged = Some(chunk),
+            Ok((chunk, false)) => committing = Some(begin(&publisher, chunk)),
             Ok((chunk, true)) => {
                 // The last chunk; an empty stream still gets its receipt.
                 if chunk.len() > 0 || judging.position == 0 {
-                    receipts.push(publisher.commit(chunk.records, chunk.rejected).await?);
+                    receipts.push(finished(begin(&publisher, chunk).await)?);
                 }
                 let mut summary = judging.summary;
                 summary.receipts = receipts;
