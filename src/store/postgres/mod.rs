@@ -737,8 +737,7 @@ enum Hold {
     /// it: every indexed upsert of the tree queues behind it. For chunks
     /// of records — one source department publishes a dataset, so the
     /// tree's writers are few — it spares each row a placeholder insert
-    /// and a row lock (a heap write each): about half of PostgreSQL's work
-    /// per imported record.
+    /// and a row lock (a heap write and a WAL record each).
     Tree,
 }
 
@@ -748,8 +747,8 @@ const TREE_LOCK_CLASS: i32 = i32::from_be_bytes(*b"govt");
 
 impl<'a> Txn<'a> {
     /// Begins, and reads `keys` of `tree`, held as `hold` says until the
-    /// commit. Rows are locked in key order, so two transactions never
-    /// wait on each other's rows crosswise.
+    /// commit. Rows held one by one are locked in key order, so two
+    /// transactions never wait on each other's rows crosswise.
     #[allow(clippy::type_complexity)]
     fn lock(
         backend: &'a PgBackend,
