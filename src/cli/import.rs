@@ -11,8 +11,8 @@
 use super::Connect;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use govshare::proto::json::{Named, from_str, from_value};
-use govshare::proto::publish_service_client::PublishServiceClient;
+use govshare::proto::codec::PreEncoded;
+use govshare::proto::json::{Named, encoded_from_str, encoded_from_value};
 use govshare::proto::{LegalEntity, Person, PublishSummary, UpsertGridsRequest};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -60,9 +60,9 @@ pub struct ImportArgs {
     pub rejects: Option<PathBuf>,
 }
 
-/// What one input line became.
-enum Parsed<T> {
-    Record(T),
+/// What one input line became: a record's wire bytes, or why not.
+enum Parsed {
+    Record(Vec<u8>),
     Bad(String),
 }
 
@@ -82,11 +82,12 @@ fn csv_row_to_json(headers: &csv::StringRecord, row: &csv::StringRecord) -> serd
     serde_json::Value::Object(obj)
 }
 
-/// Reads records (with their line numbers) on a blocking thread.
-fn reader<T: Named + Default + Send + 'static>(
+/// Reads records (with their line numbers) on a blocking thread, each
+/// parsed straight into the wire bytes of a `T`.
+fn reader<T: Named>(
     file: PathBuf,
     format: FormatArg,
-    tx: tokio::sync::mpsc::Sender<(u64, Parsed<T>)>,
+    tx: tokio::sync::mpsc::Sender<(u64, Parsed)>,
     bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<Result<()>> {
     std::thread::spawn(move || {
@@ -98,7 +99,7 @@ fn reader<T: Named + Default + Send + 'static>(
                     .with_context(|| format!("opening {}", file.display()))?,
             ))
         };
-        let send = |line: u64, p: Parsed<T>| tx.blocking_send((line, p)).is_ok();
+        let send = |line: u64, p: Parsed| tx.blocking_send((line, p)).is_ok();
         match format {
             FormatArg::Jsonl => {
                 for (n, line) in input.lines().enumerate() {
@@ -108,7 +109,7 @@ fn reader<T: Named + Default + Send + 'static>(
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let p = from_str::<T>(&line).map_or_else(Parsed::Bad, Parsed::Record);
+                    let p = encoded_from_str::<T>(&line).map_or_else(Parsed::Bad, Parsed::Record);
                     if !send(n as u64 + 1, p) {
                         break;
                     }
@@ -128,7 +129,7 @@ fn reader<T: Named + Default + Send + 'static>(
                             let v = csv_row_to_json(&headers, &row);
                             (
                                 line,
-                                from_value::<T>(v).map_or_else(Parsed::Bad, Parsed::Record),
+                                encoded_from_value::<T>(v).map_or_else(Parsed::Bad, Parsed::Record),
                             )
                         }
                         Err(e) => (
@@ -215,45 +216,19 @@ pub async fn run(args: ImportArgs) -> Result<()> {
                 _ => FormatArg::Jsonl,
             });
     match args.dataset {
-        DatasetArg::Population => {
-            import::<Person>(&args, format, |mut c, s| {
-                Box::pin(async move { c.upsert_persons(s).await })
-            })
-            .await
-        }
-        DatasetArg::LegalEntity => {
-            import::<LegalEntity>(&args, format, |mut c, s| {
-                Box::pin(async move { c.upsert_entities(s).await })
-            })
-            .await
-        }
-        DatasetArg::Grid => {
-            import::<UpsertGridsRequest>(&args, format, |mut c, s| {
-                Box::pin(async move { c.upsert_grids(s).await })
-            })
-            .await
-        }
+        DatasetArg::Population => import::<Person>(&args, format, "UpsertPersons").await,
+        DatasetArg::LegalEntity => import::<LegalEntity>(&args, format, "UpsertEntities").await,
+        DatasetArg::Grid => import::<UpsertGridsRequest>(&args, format, "UpsertGrids").await,
     }
 }
 
-type Channel = tonic::transport::Channel;
-type Call<T> = fn(
-    PublishServiceClient<Channel>,
-    tonic::Request<tokio_stream::wrappers::ReceiverStream<T>>,
-) -> std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<tonic::Response<PublishSummary>, tonic::Status>>
-            + Send,
-    >,
->;
-
-async fn import<T: Named + Default + Send + 'static>(
-    args: &ImportArgs,
-    format: FormatArg,
-    call: Call<T>,
-) -> Result<()> {
+/// Streams the file's records to PublishService's `method`, as wire bytes
+/// made by the reader: the command parses each line once and never
+/// re-encodes it.
+async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) -> Result<()> {
     let client = args.connect.client(args.dataset.source_identity()).await?;
-    let publish = PublishServiceClient::new(client.channel.clone());
+    let path: tonic::codegen::http::uri::PathAndQuery =
+        format!("/govshare.v1.PublishService/{method}").parse()?;
     let total_bytes = (args.file.as_os_str() != "-")
         .then(|| std::fs::metadata(&args.file).ok().map(|m| m.len()))
         .flatten();
@@ -265,11 +240,20 @@ async fn import<T: Named + Default + Send + 'static>(
     let mut done = false;
     while !done {
         // One stream of up to PER_STREAM records; line numbers by position.
-        let (stx, srx) = tokio::sync::mpsc::channel::<T>(1024);
-        let running = tokio::spawn(call(
-            publish.clone(),
+        let (stx, srx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+        let mut publish = tonic::client::Grpc::new(client.channel.clone());
+        let (request, path) = (
             client.request(tokio_stream::wrappers::ReceiverStream::new(srx)),
-        ));
+            path.clone(),
+        );
+        let running = tokio::spawn(async move {
+            publish.ready().await.map_err(|e| {
+                tonic::Status::unavailable(format!("the gateway is not reachable: {e}"))
+            })?;
+            publish
+                .client_streaming(request, path, PreEncoded::<PublishSummary>::default())
+                .await
+        });
         let mut lines = Vec::with_capacity(PER_STREAM);
         while lines.len() < PER_STREAM {
             let Some((line, parsed)) = rx.recv().await else {

@@ -80,3 +80,45 @@ impl<U: prost::Message + Default> Decoder for StrictDecoder<U> {
         self.0.buffer_settings()
     }
 }
+
+/// A client codec whose requests are encoded already (`govshare import`
+/// parses JSON straight into wire bytes through the descriptors): they go
+/// out as they are; replies decode as `U`.
+#[derive(Debug)]
+pub struct PreEncoded<U>(std::marker::PhantomData<U>);
+
+impl<U> Default for PreEncoded<U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<U: prost::Message + Default + Send + 'static> Codec for PreEncoded<U> {
+    type Encode = Vec<u8>;
+    type Decode = U;
+    type Encoder = Verbatim;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Verbatim {
+        Verbatim
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<U> {
+        ProstCodec::<U, U>::default().decoder()
+    }
+}
+
+/// Writes an encoded message as it is.
+#[derive(Debug)]
+pub struct Verbatim;
+
+impl Encoder for Verbatim {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}

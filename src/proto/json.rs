@@ -91,25 +91,21 @@ pub fn present_fields<M: Named>(m: &M) -> Vec<String> {
         .collect()
 }
 
-/// Parses a message from proto3 JSON (field names as in the proto or in
-/// lowerCamelCase), refusing unknown fields.
-pub fn from_value<M: Named + Default>(v: serde_json::Value) -> Result<M, String> {
-    let desc = POOL
-        .get_message_by_name(M::NAME)
-        .expect("a message of this build");
-    let dm = DynamicMessage::deserialize(desc, v).map_err(|e| e.to_string())?;
-    dm.transcode_to::<M>().map_err(|e| e.to_string())
+/// The wire bytes of an `M` parsed from proto3 JSON (field names as in the
+/// proto or in lowerCamelCase), refusing unknown fields. Bytes, not an `M`:
+/// what reads JSON to send it on (`govshare import`) would only encode the
+/// message again.
+pub fn encoded_from_value<M: Named>(v: serde_json::Value) -> Result<Vec<u8>, String> {
+    let dm = DynamicMessage::deserialize(descriptor::<M>(), v).map_err(|e| e.to_string())?;
+    Ok(dm.encode_to_vec())
 }
 
-/// [`from_value`] straight from one JSON text: no `serde_json::Value` in
-/// between (an import parses millions of lines). A line that is not JSON
-/// at all says so.
-pub fn from_str<M: Named + Default>(text: &str) -> Result<M, String> {
-    let desc = POOL
-        .get_message_by_name(M::NAME)
-        .expect("a message of this build");
+/// [`encoded_from_value`] straight from one JSON text: no
+/// `serde_json::Value` in between (an import parses millions of lines). A
+/// line that is not JSON at all says so.
+pub fn encoded_from_str<M: Named>(text: &str) -> Result<Vec<u8>, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let dm = DynamicMessage::deserialize(desc, &mut de)
+    let dm = DynamicMessage::deserialize(descriptor::<M>(), &mut de)
         .and_then(|dm| de.end().map(|()| dm))
         .map_err(|e| match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
@@ -117,7 +113,12 @@ pub fn from_str<M: Named + Default>(text: &str) -> Result<M, String> {
             }
             _ => e.to_string(),
         })?;
-    dm.transcode_to::<M>().map_err(|e| e.to_string())
+    Ok(dm.encode_to_vec())
+}
+
+fn descriptor<M: Named>() -> prost_reflect::MessageDescriptor {
+    POOL.get_message_by_name(M::NAME)
+        .expect("a message of this build")
 }
 
 /// A copy of `m` with its field `name` set from `text`, as a person would
