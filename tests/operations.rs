@@ -376,17 +376,10 @@ async fn a_person_sent_in_two_chunks_of_one_stream_ends_as_the_later_one_says() 
     records.push(later);
     let summary = publish(&gw, records).await.unwrap();
     assert_eq!(summary.receipts.len(), 2, "two chunks");
-    let person = PopulationServiceClient::new(gw.channel("public-security").await)
-        .get_person(req(
-            GetPersonRequest {
-                context: ctx("public-security"),
-                id_number: d.persons[0].id_number.clone().unwrap(),
-            },
-            &gw.token("public-security"),
-        ))
+    let id = d.persons[0].id_number.clone().unwrap();
+    let person = common::get_person(&gw, "public-security", "public-security", &id)
         .await
         .unwrap()
-        .into_inner()
         .person
         .unwrap();
     assert_eq!(person.name.as_deref(), Some("后"));
