@@ -342,18 +342,15 @@ impl Writer {
         };
         let appended = log.append(fence, build)?;
         if fenced {
+            // The entries the append left behind go back to their calls,
+            // which the fence then answers as on the local sink.
             let mut back = entries.lock().expect("batch lock");
-            let mut kept = Vec::with_capacity(batch.len());
-            for (mut p, (slot, _)) in batch.drain(..).zip(back.iter_mut()) {
-                if moved(p.judged, appended.fence) {
-                    metrics::counter!("govshare_audit_policy_moved_total").increment(1);
-                    let entry = slot.take().unwrap_or_default();
-                    p.answer(Err(AppendError::PolicyMoved(Box::new(entry))));
-                } else {
-                    kept.push(p);
+            for (p, (slot, _)) in batch.iter_mut().zip(back.iter_mut()) {
+                if let Some(e) = slot.take() {
+                    p.entry = e;
                 }
             }
-            *batch = kept;
+            Self::take_out_moved(batch, appended.fence);
         }
         let size = appended.from.size + appended.rows.len() as u64;
         // Counted before any caller hears of it (as on the local sink).
