@@ -376,6 +376,33 @@ async fn the_daily_quota_holds_across_three_nodes_under_a_three_by_sixteen_race(
     );
 }
 
+/// A grant made on node 1 is honoured on nodes 2 and 3 by the very next
+/// call. A pull is judged under the control plane its node holds, which may
+/// predate the grant by the moment its announcement takes; a refusal there
+/// stands only once judged again under the control plane as committed now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_made_on_one_node_is_honoured_on_the_others_at_once() {
+    let c = Cluster::start("");
+    register_purposes(c.node(1), &["licensing"]).await;
+    let id = person_id(0);
+    for n in 1..=3 {
+        let err = pull_as(c.node(n), "market-regulation", "licensing", &id)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "node {n}: {err:?}");
+    }
+    grant_names_to_market_regulation(&c, &[Operation::Get], "licensing", 100).await;
+    for n in [2, 3] {
+        let got = pull_as(c.node(n), "market-regulation", "licensing", &id)
+            .await
+            .unwrap_or_else(|e| panic!("node {n}: {e:?}"));
+        assert!(
+            got.person.unwrap().name.is_some(),
+            "node {n}: the granted name"
+        );
+    }
+}
+
 /// A revocation made while every node is busy returns and bites: appends in
 /// flight hold the fence only until their commit, and the change waiting
 /// for them is not starved by the appends that keep coming.

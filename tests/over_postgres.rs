@@ -806,3 +806,47 @@ async fn one_process_per_data_dir_and_one_log_per_store() {
     let gw = Gateway::start_in(&gw.dir.clone(), "");
     assert_eq!(gw.ops_get("/readyz").await.0, 200);
 }
+
+/// A move of the policy fence on one node reaches the others without their
+/// asking (LISTEN/NOTIFY), so an idle node holds the new control plane
+/// within moments; the mover and every fenced append know the value at
+/// once. What a node has not heard is still caught by the fence itself
+/// (`cluster::a_pull_held_between_its_decision_and_its_audit_write_is_fenced_by_a_revoke_elsewhere`).
+#[test]
+fn a_move_of_the_fence_is_announced_to_every_node() {
+    let db = postgres::TestDatabase::new();
+    let open = || {
+        govshare::store::open(&govshare::store::Location::Postgres(
+            govshare::store::postgres::Location {
+                url: db.url.clone(),
+                pool_size: 2,
+                ca: None,
+            },
+        ))
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let fence = govshare::store::FenceRow {
+        tree: "meta",
+        key: b"fence",
+    };
+    // The listeners take a moment to start; a move is announced only to
+    // those listening, so move until B has heard one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let heard = loop {
+        let moved = a.write_moving_fence("t", vec![], fence).unwrap();
+        assert_eq!(a.fence_seen(), Some(moved), "the mover knows its move");
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(seen) = b.fence_seen() {
+            break (moved, seen);
+        }
+        assert!(Instant::now() < deadline, "node B never heard a move");
+    };
+    assert_eq!(heard.0, heard.1, "node B heard the value committed");
+    let moved = a.write_moving_fence("t", vec![], fence).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.fence_seen() != Some(moved) {
+        assert!(Instant::now() < deadline, "node B did not hear {moved}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

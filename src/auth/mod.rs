@@ -198,6 +198,21 @@ pub struct Authenticator {
 /// Verified tokens kept at most; past it, expired ones are purged first.
 const CACHE_LIMIT: usize = 100_000;
 
+/// The control plane a call is authenticated under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Under {
+    /// As committed now: the policy epoch is read for the call.
+    Committed,
+    /// As this node holds it ([`Directory::held`]), so a call over a
+    /// shared store costs no round trip here. Only for a call whose
+    /// release is fenced by the policy epoch in its audit write (a data
+    /// pull): a revocation this node has not heard of yet is caught there,
+    /// and the call judged again. A refusal is checked again under the
+    /// control plane as committed now, so a certificate or token issued on
+    /// another node a moment ago is not refused.
+    Held,
+}
+
 impl Authenticator {
     pub fn new(directory: Arc<Directory>, keys: Arc<KeyRing>) -> Self {
         Self {
@@ -218,23 +233,51 @@ impl Authenticator {
 
     /// Signature checks are cached per token until it expires; binding,
     /// revocation and certificate and department status are checked on
-    /// every call, against the current control-plane snapshot.
-    pub async fn authenticate(&self, c: &Credentials<'_>) -> Result<Principal, Box<AuthFailure>> {
+    /// every call, under the control plane `under` says.
+    pub async fn authenticate(
+        &self,
+        c: &Credentials<'_>,
+        under: Under,
+    ) -> Result<Principal, Box<AuthFailure>> {
+        let held = match under {
+            Under::Committed => return self.authenticate_under(c, self.directory.fresh().await),
+            Under::Held => match self.directory.held().await {
+                Ok(held) => held,
+                unreadable => return self.authenticate_under(c, unreadable),
+            },
+        };
+        match self.authenticate_under(c, Ok(held.clone())) {
+            Err(refused) if refused.code != "STORE_UNAVAILABLE" => {
+                match self.directory.fresh().await {
+                    Ok(now) if Arc::ptr_eq(&now, &held) => Err(refused),
+                    now => self.authenticate_under(c, now),
+                }
+            }
+            judged => judged,
+        }
+    }
+
+    fn authenticate_under(
+        &self,
+        c: &Credentials<'_>,
+        snapshot: anyhow::Result<Arc<Snapshot>>,
+    ) -> Result<Principal, Box<AuthFailure>> {
         let mut seen = AuthFailure {
             peer: c.peer.addr.to_string(),
             ..Default::default()
         };
-        match self.check(c, &mut seen).await {
+        match self.check(c, snapshot, &mut seen) {
             Ok(p) => Ok(p),
             Err(code) => Err(Box::new(AuthFailure { code, ..seen })),
         }
     }
 
-    /// Runs every check in order, filling `seen` with the identity established
-    /// so far (for the audit entry of a failure).
-    async fn check(
+    /// Runs every check in order under `snapshot`, filling `seen` with the
+    /// identity established so far (for the audit entry of a failure).
+    fn check(
         &self,
         c: &Credentials<'_>,
+        snapshot: anyhow::Result<Arc<Snapshot>>,
         seen: &mut AuthFailure,
     ) -> Result<Principal, &'static str> {
         let cert = c
@@ -243,7 +286,7 @@ impl Authenticator {
             .as_deref()
             .ok_or("NO_CLIENT_CERTIFICATE")?;
         seen.cert_thumbprint = cert.to_string();
-        let snapshot = self.directory.fresh().await.map_err(|e| {
+        let snapshot = snapshot.map_err(|e| {
             tracing::error!(error = format!("{e:#}"), "reading the control plane failed");
             "STORE_UNAVAILABLE"
         })?;
@@ -286,11 +329,15 @@ impl Authenticator {
     /// department active. A stream asks before every page, so a revocation
     /// or suspension cuts it off at the next page, not only at the next
     /// call. Returns the principal with the snapshot it was judged on.
-    pub fn restand(&self, p: &Principal) -> Result<Principal, &'static str> {
+    pub async fn restand(&self, p: &Principal) -> Result<Principal, &'static str> {
         if p.expires_at <= clock::unix_seconds(clock::now()) {
             return Err("TOKEN_EXPIRED");
         }
-        let snapshot = self.directory.current().map_err(|_| "STORE_UNAVAILABLE")?;
+        let snapshot = self
+            .directory
+            .fresh()
+            .await
+            .map_err(|_| "STORE_UNAVAILABLE")?;
         if Arc::ptr_eq(&snapshot, &p.snapshot) {
             return Ok(p.clone());
         }

@@ -4,11 +4,16 @@
 //! Authenticating and authorizing from the store on every call cost a
 //! handful of store reads per pull. Instead each node keeps a [`Snapshot`]
 //! — certificates, departments, revoked tokens, the token-verifying keys,
-//! grants compiled against the catalog, purposes — and checks the store's policy epoch on every call:
-//! one small read. Every control-plane write moves the epoch, so a
+//! grants compiled against the catalog, purposes — tagged with the policy
+//! epoch it was loaded at. Every control-plane write moves the epoch, so a
 //! revocation, suspension or grant change made on any node is seen by the
-//! very next request on every node. Expiry needs no invalidation: validity
-//! times are checked against the clock on each call.
+//! very next request on every node: most calls read the epoch (one small
+//! read, from memory on the embedded store); a data pull over a shared
+//! store judges under the snapshot held while nothing says the epoch moved
+//! ([`Directory::held`]), because its audit write reads the epoch anyway
+//! and refuses a release judged under an older one. Expiry needs no
+//! invalidation: validity times are checked against the clock on each
+//! call.
 
 use crate::control::authz::CompiledGrant;
 use crate::control::roles::RoleDepartments;
@@ -206,6 +211,23 @@ impl Directory {
         self.at(self.store.epoch_async().await?)
     }
 
+    /// The snapshot this node holds, when nothing says the policy has
+    /// moved since ([`Store::epoch_seen`]): no round trip to a shared
+    /// store. Only for a call whose release is fenced by the epoch in its
+    /// audit write, which catches a move this node had not heard of yet
+    /// and has the call judged again, and whose refusals are checked again
+    /// under [`Directory::fresh`] (a grant made elsewhere a moment ago must
+    /// not be refused). Elsewhere, [`Directory::fresh`].
+    pub async fn held(&self) -> Result<Arc<Snapshot>> {
+        if let Some(seen) = self.store.epoch_seen() {
+            let s = self.current.read().expect("snapshot lock").clone();
+            if s.epoch == seen {
+                return Ok(s);
+            }
+        }
+        self.fresh().await
+    }
+
     /// The snapshot of `epoch`, just read from the store: the one held, or
     /// one loaded now.
     fn at(&self, epoch: u64) -> Result<Arc<Snapshot>> {
@@ -239,5 +261,154 @@ impl Directory {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Backend, FenceRow, IndexedUpdate};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// The embedded store, counting reads of the policy epoch, with the
+    /// epoch "seen" (as a shared store's announcements would tell it) set
+    /// by the test.
+    struct Counting {
+        inner: Arc<dyn Backend>,
+        epoch_reads: AtomicUsize,
+        seen: AtomicU64,
+    }
+
+    impl Counting {
+        fn count(&self, tree: &str, key: &[u8]) {
+            let row = crate::control::store::EPOCH_ROW;
+            if tree == row.tree && key == row.key {
+                self.epoch_reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Backend for Counting {
+        fn get(&self, tree: &str, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+            self.count(tree, key);
+            self.inner.get(tree, key)
+        }
+        fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+            self.inner.put(tree, key, value)
+        }
+        fn remove(&self, tree: &str, key: &[u8]) -> anyhow::Result<()> {
+            self.inner.remove(tree, key)
+        }
+        fn scan(&self, t: &str, p: &[u8], a: Option<&[u8]>, l: usize) -> anyhow::Result<Rows> {
+            self.inner.scan(t, p, a, l)
+        }
+        fn upsert_indexed(
+            &self,
+            tree: &str,
+            index: &str,
+            keys: &[&[u8]],
+            update: &mut IndexedUpdate<'_>,
+        ) -> anyhow::Result<()> {
+            self.inner.upsert_indexed(tree, index, keys, update)
+        }
+        fn update_counter(
+            &self,
+            tree: &str,
+            key: &[u8],
+            f: &mut dyn FnMut(u64) -> u64,
+        ) -> anyhow::Result<(u64, u64)> {
+            self.inner.update_counter(tree, key, f)
+        }
+        fn scan_rev(&self, t: &str, p: &[u8], b: Option<&[u8]>, l: usize) -> anyhow::Result<Rows> {
+            self.inner.scan_rev(t, p, b, l)
+        }
+        fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> anyhow::Result<Vec<u8>> {
+            self.inner.put_if_absent(tree, key, value)
+        }
+        fn apply_batch(
+            &self,
+            tree: &str,
+            writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        ) -> anyhow::Result<()> {
+            self.inner.apply_batch(tree, writes)
+        }
+        fn sync(&self) -> anyhow::Result<()> {
+            self.inner.sync()
+        }
+        fn trees(&self) -> anyhow::Result<Vec<String>> {
+            self.inner.trees()
+        }
+        fn write_moving_fence(
+            &self,
+            tree: &str,
+            writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+            fence: FenceRow,
+        ) -> anyhow::Result<u64> {
+            self.inner.write_moving_fence(tree, writes, fence)
+        }
+        fn fence_seen(&self) -> Option<u64> {
+            Some(self.seen.load(Ordering::SeqCst)).filter(|s| *s != u64::MAX)
+        }
+    }
+
+    /// Over a shared store, a data pull's snapshot costs no read of the
+    /// epoch while the node has heard of no move; a move heard of (or no
+    /// value known at all) makes the next call read the epoch and reload.
+    #[tokio::test]
+    async fn a_held_snapshot_is_served_without_a_read_until_a_move_is_heard_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Counting {
+            inner: crate::store::open_dir(dir.path()).unwrap(),
+            epoch_reads: AtomicUsize::new(0),
+            seen: AtomicU64::new(u64::MAX),
+        });
+        let store = Store::new(backend.clone());
+        let directory = Directory::new(
+            store.clone(),
+            Arc::new(Catalog::with_overrides(&[]).unwrap()),
+            RoleDepartments {
+                admin: Vec::new(),
+                auditor: Vec::new(),
+                resident_portal: Vec::new(),
+            },
+        )
+        .unwrap();
+        let reads = || backend.epoch_reads.load(Ordering::SeqCst);
+
+        // Nothing heard: the epoch is read, as for every other call.
+        let before = reads();
+        directory.held().await.unwrap();
+        assert_eq!(reads(), before + 1);
+
+        // Heard of the epoch held: no read, the same snapshot.
+        let epoch = store.epoch().unwrap();
+        backend.seen.store(epoch, Ordering::SeqCst);
+        let before = reads();
+        let (a, b) = (
+            directory.held().await.unwrap(),
+            directory.held().await.unwrap(),
+        );
+        assert_eq!(reads(), before, "a held snapshot read the epoch");
+        assert!(Arc::ptr_eq(&a, &b));
+
+        // A move heard of: read and reloaded, the change in it.
+        store
+            .put_department(&crate::proto::Department {
+                id: "new-office".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        backend.seen.store(store.epoch().unwrap(), Ordering::SeqCst);
+        let before = reads();
+        let now = directory.held().await.unwrap();
+        assert_eq!(reads(), before + 1);
+        assert!(now.epoch() > a.epoch());
+        assert!(now.department_ids().any(|d| d == "new-office"));
+        // And [`Directory::fresh`] always reads.
+        let before = reads();
+        directory.fresh().await.unwrap();
+        assert_eq!(reads(), before + 1);
     }
 }

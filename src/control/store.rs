@@ -72,6 +72,13 @@ impl Store {
         Ok(epoch_of(self.backend.get_async(META, EPOCH_KEY).await?))
     }
 
+    /// The epoch as this process last saw it committed, without asking
+    /// the store; `None` where asking costs nothing, or nothing is known
+    /// ([`Backend::fence_seen`]: a hint, never proof).
+    pub fn epoch_seen(&self) -> Option<u64> {
+        self.backend.fence_seen()
+    }
+
     /// Applies a control-plane write and moves the epoch, in one step
     /// (the audit writer's fence waits on it, and no node can hold the
     /// change under the old epoch).

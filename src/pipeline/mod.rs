@@ -35,7 +35,7 @@ pub use records::RecordStore;
 
 use crate::audit::bounded::{self, cap};
 use crate::audit::{AppendError, AuditLog, Receipt};
-use crate::auth::{AuthFailure, Authenticator, Credentials, Peer, Principal};
+use crate::auth::{AuthFailure, Authenticator, Credentials, Peer, Principal, Under};
 use crate::base::clock;
 use crate::control::authz::{self, Decision, Denial};
 use crate::control::directory::Directory;
@@ -319,7 +319,8 @@ impl Pipeline {
         req: &Request<T>,
         method: &'static str,
     ) -> Result<Principal, Status> {
-        self.authenticate_wire(&Wire::of_tonic(req), method).await
+        self.authenticate_wire(&Wire::of_tonic(req), method, Under::Committed)
+            .await
     }
 
     /// Authenticates a call that answers with personal data other than
@@ -347,7 +348,7 @@ impl Pipeline {
         method: &str,
         kind: EntryKind,
     ) -> Result<Principal, Status> {
-        let now = match self.auth.restand(p) {
+        let now = match self.auth.restand(p).await {
             Ok(now) => now,
             Err(code) => {
                 let status = auth_status(code);
@@ -376,12 +377,17 @@ impl Pipeline {
         Err(Status::unavailable(d.message))
     }
 
-    async fn authenticate_wire(&self, w: &Wire, method: &str) -> Result<Principal, Status> {
+    async fn authenticate_wire(
+        &self,
+        w: &Wire,
+        method: &str,
+        under: Under,
+    ) -> Result<Principal, Status> {
         let creds = Credentials {
             peer: &w.peer,
             bearer: w.bearer(),
         };
-        match self.auth.authenticate(&creds).await {
+        match self.auth.authenticate(&creds, under).await {
             Ok(p) => {
                 crate::base::request_log::department(p.department());
                 Ok(p)
@@ -431,7 +437,7 @@ impl Pipeline {
         reason: &'static str,
         message: &str,
     ) -> Result<(), Status> {
-        let principal = self.authenticate_wire(w, method).await?;
+        let principal = self.authenticate_wire(w, method, Under::Committed).await?;
         let service = method.split('/').nth(1).unwrap_or_default();
         let kind = match service {
             "govshare.v1.PublishService" => EntryKind::Publish,
@@ -449,14 +455,19 @@ impl Pipeline {
     }
 
     /// Steps 1–2 for a data pull: authenticate, check the context and role,
-    /// judge the department's grants.
+    /// judge the department's grants — under the control plane this node
+    /// holds ([`Under::Held`]): a pull is released only through
+    /// [`Admission::release`], whose audit write is fenced by the policy
+    /// epoch.
     pub async fn admit<T>(
         self: &Arc<Self>,
         req: &Request<T>,
         context: Option<&PullContext>,
         spec: PullSpec,
     ) -> Result<Admission, Status> {
-        let principal = self.authenticate(req, spec.method).await?;
+        let principal = self
+            .authenticate_wire(&Wire::of_tonic(req), spec.method, Under::Held)
+            .await?;
         self.admit_principal(principal, context.cloned().unwrap_or_default(), spec)
             .await
     }
@@ -481,24 +492,16 @@ impl Pipeline {
             spec,
             decision: None,
         };
-        if let Some(d) = self.hold(adm.principal.snapshot()) {
-            return Err(adm.refuse(Code::Unavailable, d).await);
-        }
         if let Err(msg) = check_context(&adm.context) {
             return Err(adm
                 .refuse(Code::InvalidArgument, Denial::new("BAD_CONTEXT", msg))
                 .await);
         }
-        if !adm.principal.has_role(Role::Puller) {
-            let d = Denial::new(
-                "ROLE_NOT_GRANTED",
-                "pulling data needs the 'puller' role on your token",
-            );
-            return Err(adm.refuse(Code::PermissionDenied, d).await);
-        }
-        match adm.judge() {
-            Ok(d) => adm.decision = Some(Arc::new(d)),
-            Err(d) => return Err(adm.refuse(Code::PermissionDenied, d).await),
+        if adm.stand().is_err() {
+            // Judged under the snapshot this node held, which may predate a
+            // grant made on another node a moment ago: a refusal stands
+            // only under the control plane as committed now.
+            adm.rejudge().await?;
         }
         let taken =
             self.limits
@@ -750,26 +753,48 @@ impl Admission {
         )
     }
 
-    /// Re-authenticates and re-authorizes a call in progress (a stream's
-    /// next page); a refusal is audited like any other.
-    async fn rejudge(&mut self) -> Result<(), Status> {
-        match self.pipeline.auth.restand(&self.principal) {
-            Ok(p) => self.principal = p,
+    /// Whether the principal may pull under its snapshot: the gateway not
+    /// held, the `puller` role, a grant that allows the call (kept as the
+    /// decision).
+    fn stand(&mut self) -> Result<(), (Code, Denial)> {
+        if let Some(d) = self.pipeline.hold(self.principal.snapshot()) {
+            return Err((Code::Unavailable, d));
+        }
+        if !self.principal.has_role(Role::Puller) {
+            let d = Denial::new(
+                "ROLE_NOT_GRANTED",
+                "pulling data needs the 'puller' role on your token",
+            );
+            return Err((Code::PermissionDenied, d));
+        }
+        let d = self.judge().map_err(|d| (Code::PermissionDenied, d))?;
+        self.decision = Some(Arc::new(d));
+        Ok(())
+    }
+
+    /// Takes the principal's credentials again under the control plane as
+    /// committed now; a refusal is audited like any other.
+    async fn restand(&mut self) -> Result<(), Status> {
+        match self.pipeline.auth.restand(&self.principal).await {
+            Ok(p) => {
+                self.principal = p;
+                Ok(())
+            }
             Err(code) => {
                 let status = auth_status(code);
                 let d = Denial::new(code, status.message());
-                return Err(self.refuse(status.code(), d).await);
+                Err(self.refuse(status.code(), d).await)
             }
         }
-        if let Some(d) = self.pipeline.hold(self.principal.snapshot()) {
-            return Err(self.refuse(Code::Unavailable, d).await);
-        }
-        match self.judge() {
-            Ok(d) => {
-                self.decision = Some(Arc::new(d));
-                Ok(())
-            }
-            Err(d) => Err(self.refuse(Code::PermissionDenied, d).await),
+    }
+
+    /// Re-authenticates and re-authorizes a call in progress (a stream's
+    /// next page); a refusal is audited like any other.
+    async fn rejudge(&mut self) -> Result<(), Status> {
+        self.restand().await?;
+        match self.stand() {
+            Ok(()) => Ok(()),
+            Err((code, d)) => Err(self.refuse(code, d).await),
         }
     }
 

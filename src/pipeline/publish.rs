@@ -166,7 +166,7 @@ impl Publisher {
         // A stream can outlive its credentials: each chunk is judged anew
         // (revoked token or certificate, suspended department, expiry), as
         // each page of a pull stream is.
-        let now = match self.pipeline.auth.restand(&self.principal) {
+        let now = match self.pipeline.auth.restand(&self.principal).await {
             Ok(now) => now,
             Err(code) => {
                 let status = super::auth_status(code);

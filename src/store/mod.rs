@@ -116,6 +116,17 @@ pub trait Backend: Send + Sync + 'static {
     fn fence_lock(&self) -> Option<Arc<std::sync::RwLock<()>>> {
         None
     }
+    /// The fence counter's value as this process last saw it committed —
+    /// by its own moves and appends, and by other nodes' moves announced to
+    /// it — without asking the store; `None` when the process knows no
+    /// value it trusts, or where asking costs nothing (the embedded store
+    /// answers from memory). Only a hint: it can lag a move made elsewhere
+    /// by the time the announcement takes, so whatever is judged by it must
+    /// be released through an append fenced by the counter itself, which
+    /// reads the committed value in its own transaction.
+    fn fence_seen(&self) -> Option<u64> {
+        None
+    }
     /// The log every node of a shared store appends to; `None` for the
     /// embedded store, whose node keeps its log in its own data dir.
     fn shared_log(&self) -> Option<Arc<dyn SharedLog>> {

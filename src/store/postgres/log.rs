@@ -20,7 +20,7 @@
 //! that session ends, however the holder died, and the next node to ask
 //! takes it.
 
-use super::{Io, Open, Tls, connect, pooled};
+use super::{Io, Open, Tls, announce, connect, pooled};
 use crate::store::{Appended, BuildRows, FenceRow, LogHead, SharedLog};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::Pool;
@@ -45,16 +45,25 @@ pub struct PgLog {
     tls: Tls,
     /// The session holding [`LEAD_LOCK`], while this process leads.
     lead: Arc<tokio::sync::Mutex<Option<(tokio_postgres::Client, u64)>>>,
+    /// Where each fenced append notes the counter it read.
+    seen: Arc<announce::Seen>,
 }
 
 impl PgLog {
-    pub(super) fn new(pool: Pool, io: Arc<Io>, config: tokio_postgres::Config, tls: Tls) -> Self {
+    pub(super) fn new(
+        pool: Pool,
+        io: Arc<Io>,
+        config: tokio_postgres::Config,
+        tls: Tls,
+        seen: Arc<announce::Seen>,
+    ) -> Self {
         Self {
             pool,
             io,
             config,
             tls,
             lead: Arc::default(),
+            seen,
         }
     }
 }
@@ -95,7 +104,7 @@ impl SharedLog for PgLog {
     }
 
     fn append(&self, fence: Option<FenceRow>, build: BuildRows) -> Result<Appended> {
-        let pool = self.pool.clone();
+        let (pool, seen) = (self.pool.clone(), self.seen.clone());
         self.io.run(async move {
             let conn = Open(Some(pooled(&pool).await?));
             let c = conn.client();
@@ -136,6 +145,9 @@ impl SharedLog for PgLog {
                         .context("locking the audit log's head")
                 },
             )?;
+            if fence.is_some() {
+                seen.saw(fenced);
+            }
             let from = head_of(&head)?;
             let rows = build(fenced, from)?;
             if rows.is_empty() {

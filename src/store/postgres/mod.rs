@@ -18,6 +18,7 @@
 //! test. Every call has a deadline: a database that does not answer is an
 //! error (the pull fails closed), never a hang.
 
+mod announce;
 mod log;
 pub mod migrate;
 
@@ -48,6 +49,7 @@ pub struct PgBackend {
     pool: Pool,
     io: Arc<Io>,
     log: Arc<log::PgLog>,
+    seen: Arc<announce::Seen>,
 }
 
 impl PgBackend {
@@ -82,8 +84,21 @@ impl PgBackend {
                     .context("building the PostgreSQL pool")
             }
         })?;
-        let log = Arc::new(log::PgLog::new(pool.clone(), io.clone(), config, tls));
-        Ok(Self { pool, io, log })
+        let seen = Arc::new(announce::Seen::default());
+        announce::listen(&io.handle, config.clone(), tls.clone(), seen.clone());
+        let log = Arc::new(log::PgLog::new(
+            pool.clone(),
+            io.clone(),
+            config,
+            tls,
+            seen.clone(),
+        ));
+        Ok(Self {
+            pool,
+            io,
+            log,
+            seen,
+        })
     }
 
     /// Runs `f` with a pooled connection on the I/O runtime.
@@ -647,7 +662,7 @@ impl Backend for PgBackend {
         fence: super::FenceRow,
     ) -> Result<u64> {
         let tree = tree.to_string();
-        self.with(move |c| async move {
+        let moved = self.with(move |c| async move {
             let conn = Open(Some(c));
             let client = conn.client();
             let (_, _, row) = tokio::try_join!(
@@ -681,10 +696,30 @@ impl Backend for PgBackend {
                     vec![(fence.key.to_vec(), Some(moved.to_le_bytes().to_vec()))],
                 ),
             ];
-            commit_writes(client, &trees, false).await?;
+            // Announced to every node's listener when (and only if) the
+            // move commits.
+            let announced = moved.to_string();
+            tokio::try_join!(
+                async {
+                    client
+                        .execute(
+                            "SELECT pg_notify($1, $2)",
+                            &[&announce::CHANNEL, &announced],
+                        )
+                        .await
+                        .context("announcing the policy epoch")
+                },
+                commit_writes(client, &trees, false),
+            )?;
             conn.committed();
             Ok(moved)
-        })
+        })?;
+        self.seen.saw(moved);
+        Ok(moved)
+    }
+
+    fn fence_seen(&self) -> Option<u64> {
+        self.seen.get()
     }
 
     fn shared_log(&self) -> Option<Arc<dyn super::SharedLog>> {
