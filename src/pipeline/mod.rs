@@ -1000,11 +1000,8 @@ impl Admission {
     pub async fn get<R: Record>(&self, keys: Vec<String>) -> Result<Masked<R>, Status> {
         let reservation = self.reserve(keys.len() as u64, true).await?;
         let ctx = self.mask_context();
-        let fetched = if keys.len() <= INLINE_KEYS
-            && !R::HAS_COUNTS
-            && self.pipeline.records.answers_from_memory()
-        {
-            self.pipeline.fetch_masked::<R>(&ctx, keys)
+        let fetched = if keys.len() <= INLINE_KEYS && !R::HAS_COUNTS {
+            self.pipeline.fetch_masked_inline::<R>(&ctx, keys).await
         } else {
             self.pipeline
                 .blocking(move |p| p.fetch_masked::<R>(&ctx, keys))
@@ -1164,9 +1161,35 @@ impl Pipeline {
         ctx: &MaskContext,
         keys: Vec<String>,
     ) -> anyhow::Result<Masked<R>> {
-        let mut out = Masked::new();
+        let fetched = keys
+            .into_iter()
+            .map(|key| Ok((self.records.get::<R>(&key)?, key)))
+            .collect::<anyhow::Result<_>>()?;
+        self.mask_fetched(ctx, fetched)
+    }
+
+    /// [`Pipeline::fetch_masked`] of a few keys on the caller's task ([`RecordStore::get_async`]).
+    async fn fetch_masked_inline<R: Record>(
+        &self,
+        ctx: &MaskContext,
+        keys: Vec<String>,
+    ) -> anyhow::Result<Masked<R>> {
+        let mut fetched = Vec::with_capacity(keys.len());
         for key in keys {
-            let visible = match self.records.get::<R>(&key)? {
+            fetched.push((self.records.get_async::<R>(&key).await?, key));
+        }
+        self.mask_fetched(ctx, fetched)
+    }
+
+    /// Masks each record fetched for its key (`None`: not stored).
+    fn mask_fetched<R: Record>(
+        &self,
+        ctx: &MaskContext,
+        fetched: Vec<(Option<R>, String)>,
+    ) -> anyhow::Result<Masked<R>> {
+        let mut out = Masked::new();
+        for (record, key) in fetched {
+            let visible = match record {
                 Some(r) => {
                     let visible = self.mask_into(ctx, r, &mut out)?;
                     if !visible {

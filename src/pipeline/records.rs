@@ -22,6 +22,12 @@ pub struct RecordStore {
     codes: Arc<RwLock<HashMap<String, String>>>,
 }
 
+fn decoded<R: Record>(stored: Option<Vec<u8>>) -> Result<Option<R>> {
+    stored
+        .map(|bytes| R::decode(bytes.as_slice()).context("decoding a stored record"))
+        .transpose()
+}
+
 fn index_tree<R: Record>() -> String {
     format!("{}.by_grid", R::COLLECTION)
 }
@@ -65,19 +71,22 @@ impl RecordStore {
         self.codes.read().expect("codes lock").get(code).cloned()
     }
 
-    /// Whether a small read may run on the async runtime (see
-    /// [`Backend::answers_from_memory`]).
-    pub(in crate::pipeline) fn answers_from_memory(&self) -> bool {
-        self.backend.answers_from_memory()
+    pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
+        decoded(self.backend.get(R::COLLECTION, key.as_bytes())?)
     }
 
-    pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
-        let Some(bytes) = self.backend.get(R::COLLECTION, key.as_bytes())? else {
-            return Ok(None);
-        };
-        Ok(Some(
-            R::decode(bytes.as_slice()).context("decoding a stored record")?,
-        ))
+    /// [`RecordStore::get`] on the caller's task: the embedded store
+    /// answers from memory at once; a shared one is awaited, holding no
+    /// thread (no hop through the blocking pool for a single record).
+    pub(in crate::pipeline) async fn get_async<R: Record>(&self, key: &str) -> Result<Option<R>> {
+        if self.backend.answers_from_memory() {
+            return self.get(key);
+        }
+        decoded(
+            self.backend
+                .get_async(R::COLLECTION, key.as_bytes())
+                .await?,
+        )
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
