@@ -850,3 +850,71 @@ fn a_move_of_the_fence_is_announced_to_every_node() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Two first starts racing on one empty database, each with a dev PKI of
+/// its own: one wins the store, and the other is refused before it writes
+/// anything to it — none of its certificates, tokens or token-signing keys
+/// are in the store, so nothing there answers to a CA the cluster does not
+/// use.
+#[test]
+fn of_two_first_starts_racing_on_one_database_the_loser_writes_nothing() {
+    let db = postgres::TestDatabase::new();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes: Vec<std::process::Child> = dirs
+        .iter()
+        .map(|d| {
+            let config = d.path().join("node.toml");
+            std::fs::write(&config, over(&d.path().join("data"), &db.url)).unwrap();
+            Command::new(env!("CARGO_BIN_EXE_govshare"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .stdout(std::fs::File::create(d.path().join("stdout")).unwrap())
+                .stderr(std::fs::File::create(d.path().join("stderr")).unwrap())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let loser = loop {
+        if let Some(n) = (0..2).find(|n| nodes[*n].try_wait().unwrap().is_some()) {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "neither start was refused");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let winner = 1 - loser;
+    let said = || std::fs::read_to_string(dirs[winner].path().join("stdout")).unwrap();
+    while !said().contains("govshare listening") {
+        assert!(
+            Instant::now() < deadline,
+            "the winner never served: {}",
+            said()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nodes[winner].kill().unwrap();
+    nodes[winner].wait().unwrap();
+    let said = std::fs::read_to_string(dirs[loser].path().join("stderr")).unwrap();
+    assert!(said.contains("another key"), "{said}");
+
+    let identities = std::fs::read_dir(dirs[winner].path().join("data/pki"))
+        .unwrap()
+        .filter(|f| {
+            f.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "token")
+        })
+        .count();
+    assert!(identities > 0);
+    let count = |tree: &str| {
+        psql(
+            &db.url,
+            &format!("SELECT count(*) FROM kv WHERE tree = '{tree}'"),
+        )
+    };
+    assert_eq!(count("certificates"), identities.to_string());
+    assert_eq!(count("tokens"), identities.to_string());
+    assert_eq!(count("signing_keys"), "1");
+}

@@ -21,15 +21,11 @@ use crate::pipeline::RecordStore;
 use crate::proto::{Department, DepartmentStatus, Purpose, PurposeStatus, RegisteredCertificate};
 use anyhow::Result;
 
-/// Runs whatever part of the first start has not happened yet; returns a
-/// line per step taken (empty when there was nothing to do). Production
-/// creates nothing.
-pub fn first_start(
-    cfg: &Config,
-    store: &Store,
-    records: &RecordStore,
-    keys: &KeyRing,
-) -> Result<Vec<String>> {
+/// Makes the demo's dev PKI and backup identity, if not made yet: the
+/// files a first start needs before it opens its audit log (whose key is
+/// kept beside them). Returns a line per step taken. Production makes
+/// nothing.
+pub fn make_pki(cfg: &Config) -> Result<Vec<String>> {
     let mut done = Vec::new();
     if !cfg.demo {
         return Ok(done);
@@ -46,6 +42,25 @@ pub fn first_start(
             crate::config::BACKUP_RECIPIENT
         ));
     }
+    Ok(done)
+}
+
+/// Seeds whatever part of the demo's store has not been seeded yet —
+/// residents, identities, purposes, grants. Only after [`bind_log`]: of two
+/// first starts racing on one empty shared store, the one whose claim
+/// lost must not have written its identities (issued by its own dev CA)
+/// into the store first. Returns a line per step taken. Production seeds
+/// nothing.
+pub fn seed(
+    cfg: &Config,
+    store: &Store,
+    records: &RecordStore,
+    keys: &KeyRing,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    if !cfg.demo {
+        return Ok(done);
+    }
     if cfg.demo_persons > 0 && !seed::district_loaded(store)? {
         done.push(seed::load_demo(
             store,
@@ -54,7 +69,7 @@ pub fn first_start(
             cfg.demo_persons,
         )?);
     }
-    if let Some(step) = seed_identities(store, keys, &pki)? {
+    if let Some(step) = seed_identities(store, keys, &Pki::at(&cfg.pki_dir()))? {
         done.push(step);
     }
     store.sync()?;

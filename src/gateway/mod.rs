@@ -134,15 +134,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     first_start::check_mode(&cfg, &store)?;
     first_start::check_log(&cfg, &store)?;
     admin::remove_stale_snapshots(&cfg.snapshot_work_dir());
+    let mut steps = first_start::make_pki(&cfg)?;
+    let audit = cfg.open_audit(store.backend())?;
+    let audit_log = audit.log();
+    // Claimed before this start writes anything to the store.
+    first_start::bind_log(&cfg, &store, audit_log.verifier_key())?;
     let keys = Arc::new(KeyRing::load_or_create(
         store.clone(),
         &cfg.issuer,
         &cfg.audience,
     )?);
-    let steps = first_start::first_start(&cfg, &store, &records, &keys)?;
-    let audit = cfg.open_audit(store.backend())?;
-    let audit_log = audit.log();
-    first_start::bind_log(&cfg, &store, audit_log.verifier_key())?;
+    steps.extend(first_start::seed(&cfg, &store, &records, &keys)?);
     for s in &steps {
         println!("first start: {s}");
     }
