@@ -830,20 +830,19 @@ fn a_move_of_the_fence_is_announced_to_every_node() {
         tree: "meta",
         key: b"fence",
     };
-    // The listeners take a moment to start; a move is announced only to
-    // those listening, so move until B has heard one.
+    // The listeners take a moment to start, and a node trusts no value
+    // before its own is live: move until both know the move.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let heard = loop {
+    loop {
         let moved = a.write_moving_fence("t", vec![], fence).unwrap();
-        assert_eq!(a.fence_seen(), Some(moved), "the mover knows its move");
         std::thread::sleep(Duration::from_millis(100));
-        if let Some(seen) = b.fence_seen() {
-            break (moved, seen);
+        if a.fence_seen() == Some(moved) && b.fence_seen() == Some(moved) {
+            break;
         }
-        assert!(Instant::now() < deadline, "node B never heard a move");
-    };
-    assert_eq!(heard.0, heard.1, "node B heard the value committed");
+        assert!(Instant::now() < deadline, "the nodes never knew a move");
+    }
     let moved = a.write_moving_fence("t", vec![], fence).unwrap();
+    assert_eq!(a.fence_seen(), Some(moved), "the mover knows its move");
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.fence_seen() != Some(moved) {
         assert!(Instant::now() < deadline, "node B did not hear {moved}");
@@ -917,4 +916,84 @@ fn of_two_first_starts_racing_on_one_database_the_loser_writes_nothing() {
     assert_eq!(count("certificates"), identities.to_string());
     assert_eq!(count("tokens"), identities.to_string());
     assert_eq!(count("signing_keys"), "1");
+}
+
+/// The fence's order inside the database: an append reads the counter only
+/// once it holds the fence shared, and a change reads it only once it holds
+/// it whole. Here a change (made by hand, as an operator's session would)
+/// holds the fence, moves the counter and commits while an append and a
+/// second change wait: both must see its value. An append that read the
+/// counter before its lock would release entries judged under a policy
+/// revoked a moment before — the hole this test closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fence_counter_is_read_only_once_the_fence_is_held() {
+    let db = postgres::TestDatabase::new();
+    let store = govshare::store::open(&govshare::store::Location::Postgres(
+        govshare::store::postgres::Location {
+            url: db.url.clone(),
+            pool_size: 4,
+            ca: None,
+        },
+    ))
+    .unwrap();
+    let fence = govshare::store::FenceRow {
+        tree: "meta",
+        key: b"fence",
+    };
+    let before = store.write_moving_fence("t", vec![], fence).unwrap();
+    let log = store.shared_log().unwrap();
+    // Warm the pool's statements, as a running node's are.
+    log.append(Some(fence), Box::new(|_, _| Ok(Vec::new())))
+        .unwrap();
+
+    let (by_hand, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let fence_lock = i64::from_be_bytes(*b"govsfenc");
+    by_hand
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({fence_lock})"
+        ))
+        .await
+        .unwrap();
+
+    let appended = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            log.append(
+                Some(fence),
+                Box::new(|_, head| {
+                    Ok(vec![govshare::store::LogRow {
+                        bytes: b"entry".to_vec(),
+                        leaf: [head.size as u8; 32],
+                    }])
+                }),
+            )
+            .map(|a| a.fence)
+        })
+    };
+    let changed = {
+        let store = store.clone();
+        std::thread::spawn(move || store.write_moving_fence("t", vec![], fence))
+    };
+    // Both are waiting on the fence by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved = before + 10;
+    by_hand
+        .execute(
+            "UPDATE kv SET value = $1 WHERE tree = 'meta' AND key = 'fence'::bytea",
+            &[&moved.to_le_bytes().to_vec()],
+        )
+        .await
+        .unwrap();
+    by_hand.batch_execute("COMMIT").await.unwrap();
+
+    let appended = appended.join().unwrap().unwrap();
+    let changed = changed.join().unwrap().unwrap();
+    assert!(
+        appended == moved || appended == moved + 1,
+        "the append saw {appended}, not the {moved} committed while it waited"
+    );
+    assert_eq!(changed, moved + 1, "the change moved on from what it found");
 }

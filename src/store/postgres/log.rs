@@ -32,7 +32,9 @@ const LEAD_LOCK: i64 = i64::from_be_bytes(*b"govslead");
 /// The fence's transaction-level advisory lock ("govsfenc" in ASCII).
 pub(super) const FENCE_LOCK: i64 = i64::from_be_bytes(*b"govsfenc");
 
-const FENCE: &str = "SELECT value FROM kv WHERE tree = $1 AND key = $2";
+pub(super) const LOCK_SHARED: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+pub(super) const LOCK_WHOLE: &str = "SELECT pg_advisory_xact_lock($1)";
+pub(super) const FENCE: &str = "SELECT value FROM kv WHERE tree = $1 AND key = $2";
 const HEAD: &str = "SELECT size, last_leaf FROM audit_head FOR UPDATE";
 const INSERT: &str = "INSERT INTO audit_entries (idx, entry) \
      SELECT $1 + o - 1, e FROM unnest($2::bytea[]) WITH ORDINALITY AS t(e, o)";
@@ -108,21 +110,26 @@ impl SharedLog for PgLog {
         self.io.run(async move {
             let conn = Open(Some(pooled(&pool).await?));
             let c = conn.client();
-            let (fence_stmt, head_stmt, insert, move_head) = tokio::try_join!(
+            let (lock_stmt, fence_stmt, head_stmt, insert, move_head) = tokio::try_join!(
+                c.prepare_cached(LOCK_SHARED),
                 c.prepare_cached(FENCE),
                 c.prepare_cached(HEAD),
                 c.prepare_cached(INSERT),
                 c.prepare_cached(MOVE_HEAD),
             )?;
             // Lock and read in one round trip: BEGIN, the fence's lock and
-            // counter, the head. The server runs them in order, so the
-            // counter is read once the lock is held.
+            // counter, the head. Every statement is prepared, so each is
+            // sent on `try_join!`'s first poll, which polls in order: the
+            // server gets them, and runs them, in this order, and the
+            // counter is read (in a snapshot of its own) once the lock is
+            // held. (A statement prepared on the spot is sent a round trip
+            // later, after the read: the counter was read before the lock.)
             let (_, _, fenced, head) = tokio::try_join!(
                 async { c.batch_execute("BEGIN").await.context("starting an append") },
                 async {
                     match fence {
                         Some(_) => c
-                            .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&FENCE_LOCK])
+                            .execute(&lock_stmt, &[&FENCE_LOCK])
                             .await
                             .map(drop)
                             .context("taking the policy fence"),

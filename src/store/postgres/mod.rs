@@ -472,6 +472,9 @@ async fn commit_writes(
     futures_util::future::try_join_all(steps).await.map(drop)
 }
 
+/// Tells every node's listener the fence counter's new value, at commit.
+const ANNOUNCE: &str = "SELECT pg_notify($1, $2)";
+
 impl Backend for PgBackend {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.io.run(self.get_async(tree, key))
@@ -665,6 +668,13 @@ impl Backend for PgBackend {
         let moved = self.with(move |c| async move {
             let conn = Open(Some(c));
             let client = conn.client();
+            let (lock, read, announce) = tokio::try_join!(
+                client.prepare_cached(log::LOCK_WHOLE),
+                client.prepare_cached(log::FENCE),
+                client.prepare_cached(ANNOUNCE),
+            )?;
+            // Prepared, so sent in this order on the first poll (see
+            // `PgLog::append`): the counter is read once the fence is held.
             let (_, _, row) = tokio::try_join!(
                 async {
                     client
@@ -674,16 +684,13 @@ impl Backend for PgBackend {
                 },
                 async {
                     client
-                        .execute("SELECT pg_advisory_xact_lock($1)", &[&log::FENCE_LOCK])
+                        .execute(&lock, &[&log::FENCE_LOCK])
                         .await
                         .context("taking the policy fence")
                 },
                 async {
                     client
-                        .query_opt(
-                            "SELECT value FROM kv WHERE tree = $1 AND key = $2",
-                            &[&fence.tree, &fence.key],
-                        )
+                        .query_opt(&read, &[&fence.tree, &fence.key])
                         .await
                         .context("reading the policy epoch")
                 },
@@ -697,15 +704,13 @@ impl Backend for PgBackend {
                 ),
             ];
             // Announced to every node's listener when (and only if) the
-            // move commits.
+            // move commits: prepared, so it is sent ahead of the writes and
+            // the `COMMIT`, inside the transaction.
             let announced = moved.to_string();
             tokio::try_join!(
                 async {
                     client
-                        .execute(
-                            "SELECT pg_notify($1, $2)",
-                            &[&announce::CHANNEL, &announced],
-                        )
+                        .execute(&announce, &[&announce::CHANNEL, &announced])
                         .await
                         .context("announcing the policy epoch")
                 },
