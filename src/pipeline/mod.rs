@@ -455,28 +455,34 @@ impl Pipeline {
     }
 
     /// Steps 1–2 for a data pull: authenticate, check the context and role,
-    /// judge the department's grants — under the control plane this node
-    /// holds ([`Under::Held`]): a pull is released only through
+    /// judge the department's grants. A pull is judged under the control
+    /// plane this node holds ([`Under::Held`]): it is released only through
     /// [`Admission::release`], whose audit write is fenced by the policy
-    /// epoch.
+    /// epoch. A correction's filing is recorded without the fence, so it is
+    /// judged under the control plane as committed now.
     pub async fn admit<T>(
         self: &Arc<Self>,
         req: &Request<T>,
         context: Option<&PullContext>,
         spec: PullSpec,
     ) -> Result<Admission, Status> {
+        let under = match spec.kind {
+            EntryKind::Pull => Under::Held,
+            _ => Under::Committed,
+        };
         let principal = self
-            .authenticate_wire(&Wire::of_tonic(req), spec.method, Under::Held)
+            .authenticate_wire(&Wire::of_tonic(req), spec.method, under)
             .await?;
-        self.admit_principal(principal, context.cloned().unwrap_or_default(), spec)
+        self.admit_principal(principal, under, context.cloned().unwrap_or_default(), spec)
             .await
     }
 
-    /// Step 2 for an authenticated caller (only [`Self::authenticate`]
+    /// Step 2 for a caller authenticated under `under` (only the auth layer
     /// yields a [`Principal`]).
     pub(crate) async fn admit_principal(
         self: &Arc<Self>,
         principal: Principal,
+        under: Under,
         context: PullContext,
         mut spec: PullSpec,
     ) -> Result<Admission, Status> {
@@ -488,6 +494,7 @@ impl Pipeline {
         let mut adm = Admission {
             pipeline: self.clone(),
             principal,
+            under,
             context,
             spec,
             decision: None,
@@ -563,6 +570,15 @@ fn auth_status(code: &'static str) -> Status {
     } else {
         Status::unauthenticated(format!("authentication failed: {code}"))
     }
+}
+
+/// The answer to a call whose grants or credentials changed while it was
+/// served, in a way that changes what it may receive.
+fn policy_changed() -> Denial {
+    Denial::new(
+        "POLICY_CHANGED",
+        "the grants or credentials this call was judged under changed while it was served; nothing was released, call again",
+    )
 }
 
 fn store_down() -> Denial {
@@ -682,6 +698,9 @@ fn recorded_query(q: &AuditQuery, max_keys: usize) -> AuditQuery {
 pub struct Admission {
     pipeline: Arc<Pipeline>,
     principal: Principal,
+    /// The control plane the principal and decision were judged under: the
+    /// snapshot this node held, until judged again as committed now.
+    under: Under,
     context: PullContext,
     spec: PullSpec,
     decision: Option<Arc<Decision>>,
@@ -741,10 +760,15 @@ impl Admission {
 
     /// Judges the department's grants against the principal's snapshot.
     fn judge(&self) -> Result<Decision, Denial> {
-        let snapshot = self.principal.snapshot();
+        self.judge_as(&self.principal)
+    }
+
+    /// Judges the call as `p` (the caller under another snapshot).
+    fn judge_as(&self, p: &Principal) -> Result<Decision, Denial> {
+        let snapshot = p.snapshot();
         authz::decide(
-            snapshot.grants_of(self.principal.department()),
-            self.principal.department(),
+            snapshot.grants_of(p.department()),
+            p.department(),
             self.spec.dataset,
             self.spec.operation,
             &self.context.purpose,
@@ -775,6 +799,7 @@ impl Admission {
     /// Takes the principal's credentials again under the control plane as
     /// committed now; a refusal is audited like any other.
     async fn restand(&mut self) -> Result<(), Status> {
+        self.under = Under::Committed;
         match self.pipeline.auth.restand(&self.principal).await {
             Ok(p) => {
                 self.principal = p;
@@ -788,8 +813,41 @@ impl Admission {
         }
     }
 
-    /// Re-authenticates and re-authorizes a call in progress (a stream's
-    /// next page); a refusal is audited like any other.
+    /// For a refusal reached under the snapshot this node held, what the
+    /// control plane as committed now says instead, if anything: the
+    /// caller's credentials no longer stand, or the gateway holds (that
+    /// refusal is recorded instead — not one that names grants the caller
+    /// no longer has); its grants now refuse the call; or they changed
+    /// otherwise (the call is asked to come again, as when the policy moves
+    /// under a release: a region or limit widened elsewhere a moment ago
+    /// is not refused on this node's older word). `None`: the refusal
+    /// stands.
+    async fn overtaken(&self) -> Option<(Code, Denial)> {
+        if self.under != Under::Held {
+            return None;
+        }
+        let now = match self.pipeline.auth.restand(&self.principal).await {
+            Ok(now) if Arc::ptr_eq(now.snapshot(), self.principal.snapshot()) => return None,
+            Ok(now) => now,
+            Err(code) => {
+                let status = auth_status(code);
+                return Some((status.code(), Denial::new(code, status.message())));
+            }
+        };
+        if let Some(d) = self.pipeline.hold(now.snapshot()) {
+            return Some((Code::Unavailable, d));
+        }
+        match (self.judge_as(&now), self.decision.as_deref()) {
+            (Err(d), _) => Some((Code::PermissionDenied, d)),
+            (Ok(a), Some(b)) if a.releases_as(b) => None,
+            (Ok(_), _) => Some((Code::Aborted, policy_changed())),
+        }
+    }
+
+    /// Re-authenticates and re-authorizes a call under the control plane as
+    /// committed now (a refusal under the snapshot held, the policy moved
+    /// under a release, a stream's next page); a refusal is audited like
+    /// any other.
     async fn rejudge(&mut self) -> Result<(), Status> {
         self.restand().await?;
         match self.stand() {
@@ -817,11 +875,7 @@ impl Admission {
         if same && judged < 3 {
             return Ok(self.principal.snapshot().epoch());
         }
-        let d = Denial::new(
-            "POLICY_CHANGED",
-            "the grants or credentials this call was judged under changed while it was served; nothing was released, call again",
-        );
-        Err(self.refuse(Code::Aborted, d).await)
+        Err(self.refuse(Code::Aborted, policy_changed()).await)
     }
 
     /// The grants' `max_records_per_call`, if any.
@@ -886,6 +940,7 @@ impl Admission {
     /// Audits a refusal and returns the status to answer with (UNAVAILABLE
     /// instead if even the refusal cannot be recorded).
     pub async fn refuse(&self, code: Code, denial: Denial) -> Status {
+        let (code, denial) = self.overtaken().await.unwrap_or((code, denial));
         self.count_pull("deny", denial.code);
         let mut e = self.entry(AuditDecision::Deny);
         e.reason_code = denial.code.into();

@@ -7,7 +7,7 @@
 
 use super::{Pipeline, PullSpec};
 use crate::audit::{AuditOptions, Runtime};
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Principal, Under};
 use crate::control::directory::Directory;
 use crate::control::keys::KeyRing;
 use crate::control::roles::Role;
@@ -513,6 +513,7 @@ fn run_case(case: Case) {
         let admitted = pipeline
             .admit_principal(
                 principal,
+                Under::Committed,
                 PullContext {
                     purpose: PURPOSES[req.purpose].into(),
                     case_id: "PROP-1".into(),
@@ -789,6 +790,7 @@ fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
         let adm = pipeline
             .admit_principal(
                 Principal::for_test("store-fails", &[Role::Puller], directory.current().unwrap()),
+                Under::Committed,
                 PullContext {
                     purpose: PURPOSES[0].into(),
                     case_id: "C".into(),

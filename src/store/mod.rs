@@ -40,8 +40,9 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(std::future::ready(self.get(tree, key)))
     }
     /// Whether reads are answered from memory (the embedded store): then a
-    /// small read may run on the async runtime; otherwise it goes to the
-    /// blocking pool.
+    /// small read may run on the async runtime as it is; otherwise it is
+    /// awaited through [`Backend::get_async`], or goes to the blocking
+    /// pool.
     fn answers_from_memory(&self) -> bool {
         true
     }

@@ -16,7 +16,7 @@
 use super::{CALL_DEADLINE, Tls};
 use anyhow::{Context, Result, anyhow};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The channel the fence counter's moves are announced on.
@@ -25,33 +25,43 @@ pub(super) const CHANNEL: &str = "govshare_fence";
 /// How long a listener whose session ended waits before it reconnects.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// The fence counter's last value seen committed, or none known.
-pub(super) struct Seen(AtomicU64);
-
-/// No value known (a fresh start, a listener that lost its session).
-const UNKNOWN: u64 = u64::MAX;
-
-impl Default for Seen {
-    fn default() -> Self {
-        Self(AtomicU64::new(UNKNOWN))
-    }
+/// The highest fence counter value seen committed while this node's
+/// listener had a session, or none known. Stored as the value plus one,
+/// so 0 (the least, for `fetch_max`) is "none known".
+#[derive(Default)]
+pub(super) struct Seen {
+    value: AtomicU64,
+    /// Whether the listener's session is live: only then can a value be
+    /// trusted to be followed by the announcements of later moves.
+    listening: AtomicBool,
 }
 
 impl Seen {
     pub(super) fn get(&self) -> Option<u64> {
-        Some(self.0.load(Ordering::Acquire)).filter(|v| *v != UNKNOWN)
+        self.value.load(Ordering::Acquire).checked_sub(1)
     }
 
-    /// Notes `value` as read or written committed just now. Two notes can
-    /// land out of order (an append's read overtaken by a move's
-    /// announcement); the next append's read puts it right, and a wrong
-    /// value only ever costs a round trip or a judgement made again.
+    /// Notes `value` as read or written committed just now, while the
+    /// listener's session is live. The counter only moves on, so a note
+    /// that lands late (an append's read overtaken by an announcement)
+    /// never takes the hint back.
     pub(super) fn saw(&self, value: u64) {
-        self.0.store(value, Ordering::Release);
+        if self.listening.load(Ordering::Acquire) {
+            self.value
+                .fetch_max(value.saturating_add(1), Ordering::AcqRel);
+        }
     }
 
-    fn forget(&self) {
-        self.0.store(UNKNOWN, Ordering::Release);
+    /// The session is live from here on; nothing from before it counts.
+    fn listening(&self) {
+        self.value.store(0, Ordering::Release);
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// The session ended: announcements may be missed from here on.
+    fn deaf(&self) {
+        self.listening.store(false, Ordering::Release);
+        self.value.store(0, Ordering::Release);
     }
 }
 
@@ -69,7 +79,7 @@ pub(super) fn listen(
             if let Err(e) = session(&config, &tls, &seen).await {
                 tracing::warn!(error = format!("{e:#}"), "listening for policy changes");
             }
-            seen.forget();
+            seen.deaf();
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     });
@@ -102,7 +112,7 @@ async fn session(config: &tokio_postgres::Config, tls: &Tls, seen: &Arc<Seen>) -
         .context("LISTEN")?;
     // What was announced before the LISTEN took effect is lost: start
     // from nothing known, not from a value that may predate a move.
-    seen.forget();
+    seen.listening();
     driver
         .await
         .context("the listening session's task")?
