@@ -517,7 +517,7 @@ async fn killing_a_node_under_load_loses_no_acknowledged_entry() {
 /// when the leader dies, another node takes the lead and its checkpoints
 /// are cosigned in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_witnessed_log_covers_every_node_and_the_lead_moves_when_its_holder_dies() {
+async fn the_witnessed_log_covers_every_node_and_the_lead_moves_when_its_holder_dies_or_hangs() {
     let wdir = tempfile::tempdir().unwrap();
     // The witness is set up with the log's verifier key, which the first
     // start makes: the cluster starts once without it, then with it.
@@ -602,6 +602,34 @@ async fn the_witnessed_log_covers_every_node_and_the_lead_moves_when_its_holder_
     .await;
     let size = c.shared_entries().len();
     wait_for_export(&c, next, size, &export_verifies).await;
+
+    // The next leader hangs (a frozen process keeps its database session
+    // open: the kernel still answers for it). Past the lead's lease the
+    // last node ends that session, takes the lead and is cosigned.
+    c.nodes[next - 1].signal("STOP");
+    let last = others.iter().copied().find(|n| *n != next).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while !std::fs::read_to_string(c.dir(last).join("server.log"))
+        .unwrap_or_default()
+        .contains("leads the shared audit log")
+    {
+        assert!(Instant::now() < deadline, "node {last} never took the lead");
+        // The log keeps growing, as under load: each new checkpoint asks
+        // for the lead.
+        pull_as(c.node(last), "civil-affairs", "social-assistance", &id)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let size = c.shared_entries().len();
+    wait_for_export(&c, last, size, &export_verifies).await;
+    // Woken, the old leader serves again, and is not the leader.
+    c.nodes[next - 1].signal("CONT");
+    pull_as(c.node(next), "civil-affairs", "social-assistance", &id)
+        .await
+        .unwrap();
+    let size = c.shared_entries().len();
+    wait_for_export(&c, last, size, &export_verifies).await;
 }
 
 async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {

@@ -209,6 +209,17 @@ impl Gateway {
         })
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process: a hang, and its end.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running gateway").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// SIGKILL: the process dies wherever it is.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -29,6 +29,21 @@ use std::sync::Arc;
 /// The advisory lock of the lead ("govslead" in ASCII).
 const LEAD_LOCK: i64 = i64::from_be_bytes(*b"govslead");
 
+/// How long the lead's session may sit unused before another node takes
+/// the lead from it. A leader uses its session each time it signs a
+/// checkpoint (every `audit.checkpoint_interval`, 1 s by default, while
+/// the log grows); a frozen or wedged process keeps the session open — its
+/// kernel still answers keepalives — and would keep the lead forever.
+const LEAD_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The session holding the lead, if it has been idle past the lease
+/// (`$2`, seconds): its process holds the lock but has stopped leading.
+const STUCK_LEADER: &str = "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+       AND l.classid::bigint = ($1::bigint >> 32) AND l.objid::bigint = ($1::bigint & 4294967295) \
+       AND a.state = 'idle' AND a.state_change < now() - make_interval(secs => $2)";
+
 /// The fence's transaction-level advisory lock ("govsfenc" in ASCII).
 pub(super) const FENCE_LOCK: i64 = i64::from_be_bytes(*b"govsfenc");
 
@@ -90,6 +105,15 @@ pub(super) fn counter_of(value: Option<Vec<u8>>) -> u64 {
     value
         .and_then(|b| b.as_slice().try_into().ok())
         .map_or(0, u64::from_le_bytes)
+}
+
+/// Takes the lead on `client`'s session if no session holds it.
+async fn take_lead(client: &tokio_postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])
+        .await
+        .context("asking for the lead")?
+        .get(0))
 }
 
 impl SharedLog for PgLog {
@@ -249,14 +273,39 @@ impl SharedLog for PgLog {
                 )
                 .await
                 .context("setting the lead session's keepalives")?;
-            let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])
-                .await
-                .context("asking for the lead")?
-                .get(0);
-            if got {
+            if take_lead(&client).await? {
                 *held = Some((client, term));
                 return Ok(Some(term));
+            }
+            // Held by a session idle past the lease: its process no longer
+            // leads. Ending that session frees the lead (the database's
+            // role may end its own sessions); the stuck process finds its
+            // session gone when it next asks, and follows.
+            let lease = LEAD_LEASE.as_secs_f64();
+            let stuck = client
+                .query_opt(STUCK_LEADER, &[&LEAD_LOCK, &lease])
+                .await
+                .context("looking for a stuck leader")?;
+            if let Some(row) = stuck {
+                let pid: i32 = row.get(0);
+                tracing::warn!(
+                    pid,
+                    lease_secs = lease,
+                    "the audit log's leader has not used its database session past its lease; ending that session to take the lead"
+                );
+                client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .context("ending a stuck leader's session")?;
+                // Its locks go when its backend has exited: ask again
+                // until then, within the call's deadline.
+                for _ in 0..50 {
+                    if take_lead(&client).await? {
+                        *held = Some((client, term));
+                        return Ok(Some(term));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
             Ok(None)
         })
