@@ -421,6 +421,24 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         put(k);
     }
     store.put("other", b"a1", b"x").unwrap();
+    // Many point reads at once, across trees, present and absent: each
+    // gets its own answer (a shared store gathers them into statements).
+    std::thread::scope(|s| {
+        for n in 0..32u8 {
+            let store = &store;
+            s.spawn(move || {
+                for _ in 0..20 {
+                    assert_eq!(store.get("t", b"ab").unwrap().as_deref(), Some(&b"ab"[..]));
+                    assert_eq!(
+                        store.get("other", b"a1").unwrap().as_deref(),
+                        Some(&b"x"[..])
+                    );
+                    assert_eq!(store.get("other", b"ab").unwrap(), None);
+                    assert_eq!(store.get("t", &[b'z', n]).unwrap(), None);
+                }
+            });
+        }
+    });
     let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(
         keys(store.scan("t", b"a", None, 10).unwrap()),

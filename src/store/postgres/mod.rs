@@ -21,6 +21,7 @@
 mod announce;
 mod log;
 pub mod migrate;
+mod reads;
 
 use super::{Backend, IndexedUpdate, Reading, prefix_end, rev_upper};
 use anyhow::{Context, Result, anyhow, bail};
@@ -50,6 +51,7 @@ pub struct PgBackend {
     io: Arc<Io>,
     log: Arc<log::PgLog>,
     seen: Arc<announce::Seen>,
+    reads: reads::Reads,
 }
 
 impl PgBackend {
@@ -93,11 +95,13 @@ impl PgBackend {
             tls,
             seen.clone(),
         ));
+        let reads = reads::Reads::start(&io.handle, pool.clone());
         Ok(Self {
             pool,
             io,
             log,
             seen,
+            reads,
         })
     }
 
@@ -480,35 +484,13 @@ impl Backend for PgBackend {
         self.io.run(self.get_async(tree, key))
     }
 
-    /// One query on a pooled connection, run on the I/O runtime (where
-    /// every connection of the pool lives) and awaited by the caller.
+    /// Gathered with the other point reads asked for now ([`reads`]),
+    /// on the I/O runtime (where every connection of the pool lives), and
+    /// awaited by the caller.
     fn get_async(&self, tree: &str, key: &[u8]) -> Reading {
-        let pool = self.pool.clone();
+        let reads = self.reads.clone();
         let (tree, key) = (tree.to_string(), key.to_vec());
-        let query = self.io.handle.spawn(async move {
-            tokio::time::timeout(CALL_DEADLINE, async move {
-                let c = pooled(&pool).await?;
-                let stmt = c
-                    .prepare_cached("SELECT value FROM kv WHERE tree = $1 AND key = $2")
-                    .await?;
-                let row = c
-                    .query_opt(&stmt, &[&tree, &key])
-                    .await
-                    .with_context(|| format!("reading {tree}"))?;
-                Ok(row.map(|r| r.get(0)))
-            })
-            .await
-            .unwrap_or_else(|_| {
-                Err(anyhow!(
-                    "PostgreSQL did not answer within {CALL_DEADLINE:?}"
-                ))
-            })
-        });
-        Box::pin(async move {
-            query
-                .await
-                .map_err(|_| anyhow!("the PostgreSQL I/O runtime has stopped"))?
-        })
+        Box::pin(async move { reads.get(tree, key).await })
     }
 
     fn answers_from_memory(&self) -> bool {

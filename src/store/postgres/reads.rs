@@ -1,0 +1,124 @@
+//! Point reads, gathered: every read this node asks for while others are
+//! on their way goes out with them, as one statement per tree.
+//!
+//! Under load most of a pull's cost to the database is not the index probe
+//! but the statement around it — a round trip, a bind, an execute, a
+//! result — so 128 pulls in flight made 128 statements. Here a read waits
+//! for nothing: it joins whatever is queued when a batch leaves, and at
+//! most [`IN_FLIGHT`] batches are out at once, so the reads that arrive
+//! meanwhile form the next. A lone read is one statement, as before.
+//!
+//! Each batch is one statement, so its reads see one snapshot taken after
+//! every one of them was asked for: a write committed before a read was
+//! asked for is always seen.
+
+use super::{CALL_DEADLINE, READ, pooled};
+use anyhow::{Context, Result, anyhow};
+use deadpool_postgres::Pool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Batches out at once (each holds a pooled connection while it runs).
+const IN_FLIGHT: usize = 4;
+
+/// Reads in one batch, at most.
+const MAX_READS: usize = 512;
+
+/// Reads waiting to leave, at most; an asker past it waits to queue.
+const QUEUE: usize = 4096;
+
+struct Read {
+    tree: String,
+    key: Vec<u8>,
+    answer: oneshot::Sender<Result<Option<Vec<u8>>>>,
+}
+
+/// Where this node's point reads queue.
+#[derive(Clone)]
+pub(super) struct Reads(mpsc::Sender<Read>);
+
+impl Reads {
+    /// Starts the gatherer on `io`; it stops when every handle is dropped.
+    pub(super) fn start(io: &tokio::runtime::Handle, pool: Pool) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Read>(QUEUE);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        io.spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_READS {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    answer(&pool, batch).await;
+                    drop(slot);
+                });
+            }
+        });
+        Self(tx)
+    }
+
+    /// The value at `key` of `tree`, read with whatever else is asked now.
+    pub(super) async fn get(&self, tree: String, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        let (answer, answered) = oneshot::channel();
+        let stopped = || anyhow!("the PostgreSQL I/O runtime has stopped");
+        self.0
+            .send(Read { tree, key, answer })
+            .await
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// Reads a batch, one statement per tree, and answers every read in it.
+async fn answer(pool: &Pool, batch: Vec<Read>) {
+    let mut by_tree: HashMap<String, Vec<Read>> = HashMap::new();
+    for r in batch {
+        by_tree.entry(r.tree.clone()).or_default().push(r);
+    }
+    let read = tokio::time::timeout(CALL_DEADLINE, async {
+        let c = pooled(pool).await?;
+        let stmt = c.prepare_cached(READ).await?;
+        let mut found = HashMap::new();
+        for (tree, reads) in &by_tree {
+            let keys: Vec<&[u8]> = reads.iter().map(|r| r.key.as_slice()).collect();
+            let rows = c
+                .query(&stmt, &[tree, &keys])
+                .await
+                .with_context(|| format!("reading {tree}"))?;
+            let values: HashMap<Vec<u8>, Vec<u8>> =
+                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+            found.insert(tree.clone(), values);
+        }
+        anyhow::Ok(found)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(anyhow!(
+            "PostgreSQL did not answer within {CALL_DEADLINE:?}"
+        ))
+    });
+    match read {
+        Ok(mut found) => {
+            for (tree, reads) in by_tree {
+                let values = found.remove(&tree).unwrap_or_default();
+                for r in reads {
+                    let _ = r.answer.send(Ok(values.get(&r.key).cloned()));
+                }
+            }
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            for r in by_tree.into_values().flatten() {
+                let _ = r.answer.send(Err(anyhow!("{why}")));
+            }
+        }
+    }
+}
