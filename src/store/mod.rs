@@ -160,6 +160,16 @@ pub struct FenceRow {
     pub key: &'static [u8],
 }
 
+/// The fence counter's next value after `current`: one more in its high
+/// half, fresh random bits in its low half. So it only moves forward, and
+/// a store put back to an earlier state (a point-in-time recovery, a
+/// failover that lost the last commits) that moves it again gives a value
+/// no node has seen: a node holding the lost timeline's control plane
+/// under the old value cannot take it for the new one.
+pub fn next_fence(current: u64) -> u64 {
+    (((current >> 32) + 1) << 32) | u64::from(rand::random::<u32>())
+}
+
 /// Builds an append's rows from the fence counter's value and the head,
 /// inside the append's transaction. No rows: nothing is appended.
 pub type BuildRows = Box<dyn FnOnce(u64, LogHead) -> Result<Vec<LogRow>> + Send>;

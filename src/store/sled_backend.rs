@@ -179,7 +179,7 @@ impl Backend for SledBackend {
     ) -> Result<u64> {
         let _whole = self.fence.write().expect("fence lock");
         self.apply_batch(tree, writes)?;
-        let (_, moved) = self.update_counter(fence.tree, fence.key, &mut |e| e.wrapping_add(1))?;
+        let (_, moved) = self.update_counter(fence.tree, fence.key, &mut super::next_fence)?;
         Ok(moved)
     }
 

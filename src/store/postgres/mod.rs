@@ -677,7 +677,7 @@ impl Backend for PgBackend {
                         .context("reading the policy epoch")
                 },
             )?;
-            let moved = log::counter_of(row.map(|r| r.get(0))).wrapping_add(1);
+            let moved = super::next_fence(log::counter_of(row.map(|r| r.get(0))));
             let trees = vec![
                 TreeWrites::new(tree, writes),
                 TreeWrites::new(
