@@ -236,6 +236,9 @@ pub struct Setup {
 /// did.
 struct Lead {
     log: Option<Arc<dyn SharedLog>>,
+    /// How long the leader may go without asking before another node
+    /// takes the lead: longer than its longest round.
+    lease: Duration,
     /// The term of the lead this node holds, and the shared log's size
     /// when it took it.
     since: Option<(u64, u64)>,
@@ -247,8 +250,9 @@ impl Lead {
         let Some(log) = self.log.clone() else {
             return true;
         };
+        let lease = self.lease;
         let held = tokio::task::spawn_blocking(move || {
-            let Some(term) = log.try_lead()? else {
+            let Some(term) = log.try_lead(lease)? else {
                 return anyhow::Ok(None);
             };
             Ok(Some((term, log.head()?.size)))
@@ -315,6 +319,7 @@ impl Signer {
             .into_iter()
             .map(Witness::new)
             .collect::<Result<Vec<_>>>()?;
+        let witness_count = witnesses.len();
         // Every series exists from the first scrape, at 0.
         for w in &witnesses {
             for result in ["ok", "error"] {
@@ -345,6 +350,7 @@ impl Signer {
                 publisher: Arc::new(std::sync::Mutex::new(publisher)),
                 lead: Lead {
                     log: shared,
+                    lease: longest_checkpoint_delay(interval, witness_count),
                     since: None,
                 },
             }
@@ -444,16 +450,32 @@ impl Loop {
         for i in 0..self.witnesses.len() {
             let result = self.witnesses[i].cosign(&self.index, &latest, held).await;
             if let Err(e) = result {
-                self.witness_failed(i, &e);
+                self.witness_failed(i, &e).await;
             }
         }
     }
 
     /// A witness gave no cosignature: counted and logged; when it has seen
     /// the log larger than it is, the log stops releasing data, durably.
-    fn witness_failed(&mut self, i: usize, e: &anyhow::Error) {
+    async fn witness_failed(&mut self, i: usize, e: &anyhow::Error) {
         let name = self.witnesses[i].config.name.clone();
         match e.downcast_ref::<Behind>() {
+            // Over a shared log another node may have led meanwhile — this
+            // one lost the lead in the middle of a round, or hung — and
+            // shown the witness the log as it grew since this round read
+            // its size: only a witness that has seen more than the log holds
+            // now says the log is behind.
+            Some(Behind::Shorter { seen, .. })
+                if self.lead.log.is_some()
+                    && self.lead.log_size(self.index.size()).await >= *seen =>
+            {
+                tracing::warn!(
+                    witness = %name,
+                    seen,
+                    "the witness has seen a larger checkpoint of this log from another node: this node no longer leads"
+                );
+                self.lead.since = None;
+            }
             Some(b) => {
                 let why = b.to_string();
                 tracing::error!(witness = %name, "{}", super::generation::behind_message(&why));
@@ -521,7 +543,7 @@ impl Loop {
                     signed.note = add_signature_lines(&signed.note, &lines)?;
                     cosignatures(&self.witnesses[i].config.name, "ok").increment(1);
                 }
-                Err(e) => self.witness_failed(i, &e),
+                Err(e) => self.witness_failed(i, &e).await,
             }
         }
         let (path, note) = (self.path.clone(), signed.note.clone());

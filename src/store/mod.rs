@@ -99,8 +99,8 @@ pub trait Backend: Send + Sync + 'static {
     fn sync(&self) -> Result<()>;
     /// The names of the trees that hold anything, for a snapshot's copy.
     fn trees(&self) -> Result<Vec<String>>;
-    /// Applies `writes` to `tree` and moves the fence counter `fence` on by
-    /// one, as one atomic step that waits for appends in flight under the
+    /// Applies `writes` to `tree` and moves the fence counter `fence` on
+    /// ([`next_fence`]), as one atomic step that waits for appends in flight under the
     /// fence and is seen by every append after it ([`FenceRow`]). Returns
     /// the counter's new value. A change and its move never come apart: a
     /// node never holds a change under the old value.
@@ -196,10 +196,13 @@ pub trait SharedLog: Send + Sync {
     fn read(&self, from: u64, limit: usize) -> Result<Vec<Vec<u8>>>;
     /// Whether this process leads (asks the witnesses): at most one process
     /// holds the lead at a time; it passes to another when the holder's
-    /// session ends. `Some(term)` while leading, the term counting this
-    /// process's takings of the lead (a new term: it may have led
-    /// elsewhere meanwhile).
-    fn try_lead(&self) -> Result<Option<u64>>;
+    /// session ends, or when the holder has not asked for `lease` (it hangs:
+    /// the one asking ends its session). A leader asks at the start of
+    /// every round, so `lease` must outlast the longest round.
+    /// `Some(term)` while leading, the term counting this process's
+    /// takings of the lead (a new term: it may have led elsewhere
+    /// meanwhile).
+    fn try_lead(&self, lease: std::time::Duration) -> Result<Option<u64>>;
 }
 
 /// Writes that must agree with the audit log — a change and its `ADMIN`

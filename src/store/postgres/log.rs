@@ -18,7 +18,8 @@
 //! The lead (who signs checkpoints and asks witnesses) is a session-level
 //! advisory lock on a connection of its own: PostgreSQL releases it when
 //! that session ends, however the holder died, and the next node to ask
-//! takes it.
+//! takes it. A holder that hangs keeps its session open, so a node that
+//! finds the lead held by a session unused past the lease ends it.
 
 use super::{Io, Open, Tls, announce, connect, pooled};
 use crate::store::{Appended, BuildRows, FenceRow, LogHead, SharedLog};
@@ -29,16 +30,12 @@ use std::sync::Arc;
 /// The advisory lock of the lead ("govslead" in ASCII).
 const LEAD_LOCK: i64 = i64::from_be_bytes(*b"govslead");
 
-/// How long the lead's session may sit unused before another node takes
-/// the lead from it. A leader uses its session each time it signs a
-/// checkpoint (every `audit.checkpoint_interval`, 1 s by default, while
-/// the log grows); a frozen or wedged process keeps the session open — its
-/// kernel still answers keepalives — and would keep the lead forever.
-const LEAD_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The session holding the lead, if it has been idle past the lease
-/// (`$2`, seconds): its process holds the lock but has stopped leading.
-const STUCK_LEADER: &str = "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+/// Ends the session holding the lead if it has sat idle past the lease
+/// (`$2`, seconds), in one statement (a holder that wakes between a look
+/// and a kill is not killed): its process holds the lock but has stopped
+/// leading. A frozen or wedged process keeps its session open — its kernel
+/// still answers keepalives — and would keep the lead forever.
+const END_STUCK_LEADER: &str = "SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
        AND l.classid::bigint = ($1::bigint >> 32) AND l.objid::bigint = ($1::bigint & 4294967295) \
@@ -251,7 +248,7 @@ impl SharedLog for PgLog {
         })
     }
 
-    fn try_lead(&self) -> Result<Option<u64>> {
+    fn try_lead(&self, lease: std::time::Duration) -> Result<Option<u64>> {
         let (config, tls, lead) = (self.config.clone(), self.tls.clone(), self.lead.clone());
         self.io.run(async move {
             // The lock's session lives as long as this process leads; it
@@ -281,22 +278,16 @@ impl SharedLog for PgLog {
             // leads. Ending that session frees the lead (the database's
             // role may end its own sessions); the stuck process finds its
             // session gone when it next asks, and follows.
-            let lease = LEAD_LEASE.as_secs_f64();
-            let stuck = client
-                .query_opt(STUCK_LEADER, &[&LEAD_LOCK, &lease])
+            let lease = lease.as_secs_f64();
+            let ended = client
+                .query(END_STUCK_LEADER, &[&LEAD_LOCK, &lease])
                 .await
-                .context("looking for a stuck leader")?;
-            if let Some(row) = stuck {
-                let pid: i32 = row.get(0);
+                .context("ending a stuck leader's session")?;
+            if !ended.is_empty() {
                 tracing::warn!(
-                    pid,
                     lease_secs = lease,
-                    "the audit log's leader has not used its database session past its lease; ending that session to take the lead"
+                    "the audit log's leader had not used its database session past its lease; ended that session to take the lead"
                 );
-                client
-                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                    .await
-                    .context("ending a stuck leader's session")?;
                 // Its locks go when its backend has exited: ask again
                 // until then, within the call's deadline.
                 for _ in 0..50 {

@@ -8,9 +8,11 @@
 //! most [`IN_FLIGHT`] batches are out at once, so the reads that arrive
 //! meanwhile form the next. A lone read is one statement, as before.
 //!
-//! Each batch is one statement, so its reads see one snapshot taken after
-//! every one of them was asked for: a write committed before a read was
-//! asked for is always seen.
+//! Each statement starts after every read in it was asked for, so a write
+//! committed before a read was asked for is always seen. A read has the
+//! store's deadline from the moment it is asked for, queueing included; one
+//! whose caller has gone is not sent; a failing statement fails only the
+//! reads of its tree.
 
 use super::{CALL_DEADLINE, READ, pooled};
 use anyhow::{Context, Result, anyhow};
@@ -55,6 +57,10 @@ impl Reads {
                         Err(_) => break,
                     }
                 }
+                batch.retain(|r| !r.answer.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let pool = pool.clone();
                 tokio::spawn(async move {
                     answer(&pool, batch).await;
@@ -69,35 +75,33 @@ impl Reads {
     pub(super) async fn get(&self, tree: String, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let (answer, answered) = oneshot::channel();
         let stopped = || anyhow!("the PostgreSQL I/O runtime has stopped");
-        self.0
-            .send(Read { tree, key, answer })
-            .await
-            .map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
+        tokio::time::timeout(CALL_DEADLINE, async {
+            self.0
+                .send(Read { tree, key, answer })
+                .await
+                .map_err(|_| stopped())?;
+            answered.await.map_err(|_| stopped())?
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow!(
+                "PostgreSQL did not answer within {CALL_DEADLINE:?}"
+            ))
+        })
     }
 }
 
-/// Reads a batch, one statement per tree, and answers every read in it.
+/// Reads a batch, one statement per tree (pipelined on one connection),
+/// and answers every read in it.
 async fn answer(pool: &Pool, batch: Vec<Read>) {
     let mut by_tree: HashMap<String, Vec<Read>> = HashMap::new();
     for r in batch {
         by_tree.entry(r.tree.clone()).or_default().push(r);
     }
-    let read = tokio::time::timeout(CALL_DEADLINE, async {
+    let conn = tokio::time::timeout(CALL_DEADLINE, async {
         let c = pooled(pool).await?;
         let stmt = c.prepare_cached(READ).await?;
-        let mut found = HashMap::new();
-        for (tree, reads) in &by_tree {
-            let keys: Vec<&[u8]> = reads.iter().map(|r| r.key.as_slice()).collect();
-            let rows = c
-                .query(&stmt, &[tree, &keys])
-                .await
-                .with_context(|| format!("reading {tree}"))?;
-            let values: HashMap<Vec<u8>, Vec<u8>> =
-                rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
-            found.insert(tree.clone(), values);
-        }
-        anyhow::Ok(found)
+        anyhow::Ok((c, stmt))
     })
     .await
     .unwrap_or_else(|_| {
@@ -105,20 +109,41 @@ async fn answer(pool: &Pool, batch: Vec<Read>) {
             "PostgreSQL did not answer within {CALL_DEADLINE:?}"
         ))
     });
-    match read {
-        Ok(mut found) => {
-            for (tree, reads) in by_tree {
-                let values = found.remove(&tree).unwrap_or_default();
-                for r in reads {
-                    let _ = r.answer.send(Ok(values.get(&r.key).cloned()));
-                }
-            }
-        }
+    let (c, stmt) = match conn {
+        Ok(c) => c,
         Err(e) => {
             let why = format!("{e:#}");
             for r in by_tree.into_values().flatten() {
                 let _ = r.answer.send(Err(anyhow!("{why}")));
             }
+            return;
         }
-    }
+    };
+    let trees = by_tree.into_iter().map(|(tree, reads)| {
+        let (c, stmt) = (&c, &stmt);
+        async move {
+            let keys: Vec<&[u8]> = reads.iter().map(|r| r.key.as_slice()).collect();
+            let rows = tokio::time::timeout(CALL_DEADLINE, c.query(stmt, &[&tree, &keys]))
+                .await
+                .map_err(|_| anyhow!("PostgreSQL did not answer within {CALL_DEADLINE:?}"))
+                .and_then(|r| r.with_context(|| format!("reading {tree}")));
+            drop(keys);
+            match rows {
+                Ok(rows) => {
+                    let values: HashMap<Vec<u8>, Vec<u8>> =
+                        rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+                    for r in reads {
+                        let _ = r.answer.send(Ok(values.get(&r.key).cloned()));
+                    }
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    for r in reads {
+                        let _ = r.answer.send(Err(anyhow!("{why}")));
+                    }
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(trees).await;
 }
