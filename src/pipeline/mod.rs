@@ -837,10 +837,13 @@ impl Admission {
         if let Some(d) = self.pipeline.hold(now.snapshot()) {
             return Some((Code::Unavailable, d));
         }
-        match (self.judge_as(&now), self.decision.as_deref()) {
-            (Err(d), _) => Some((Code::PermissionDenied, d)),
-            (Ok(a), Some(b)) if a.releases_as(b) => None,
-            (Ok(_), _) => Some((Code::Aborted, policy_changed())),
+        // Refused before its grants were judged (a bad context): only its
+        // standing, checked above, could change that.
+        let before = self.decision.as_deref()?;
+        match self.judge_as(&now) {
+            Err(d) => Some((Code::PermissionDenied, d)),
+            Ok(a) if a.releases_as(before) => None,
+            Ok(_) => Some((Code::Aborted, policy_changed())),
         }
     }
 
