@@ -572,6 +572,13 @@ fn auth_status(code: &'static str) -> Status {
     }
 }
 
+/// A failed authentication as an admitted call's refusal: its status code
+/// and the denial recorded.
+fn auth_refusal(code: &'static str) -> (Code, Denial) {
+    let status = auth_status(code);
+    (status.code(), Denial::new(code, status.message()))
+}
+
 /// The answer to a call whose grants or credentials changed while it was
 /// served, in a way that changes what it may receive.
 fn policy_changed() -> Denial {
@@ -806,9 +813,8 @@ impl Admission {
                 Ok(())
             }
             Err(code) => {
-                let status = auth_status(code);
-                let d = Denial::new(code, status.message());
-                Err(self.refuse(status.code(), d).await)
+                let (status, d) = auth_refusal(code);
+                Err(self.refuse(status, d).await)
             }
         }
     }
@@ -829,10 +835,7 @@ impl Admission {
         let now = match self.pipeline.auth.restand(&self.principal).await {
             Ok(now) if Arc::ptr_eq(now.snapshot(), self.principal.snapshot()) => return None,
             Ok(now) => now,
-            Err(code) => {
-                let status = auth_status(code);
-                return Some((status.code(), Denial::new(code, status.message())));
-            }
+            Err(code) => return Some(auth_refusal(code)),
         };
         if let Some(d) = self.pipeline.hold(now.snapshot()) {
             return Some((Code::Unavailable, d));

@@ -13,8 +13,8 @@
 //! the move, and has the call judged again. What the hint buys is that an
 //! idle node learns of a change within milliseconds, not at its next pull.
 
-use super::{CALL_DEADLINE, Tls};
-use anyhow::{Context, Result, anyhow};
+use super::{Tls, within_deadline};
+use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,10 +87,13 @@ pub(super) fn listen(
 
 /// One listening session, until it ends.
 async fn session(config: &tokio_postgres::Config, tls: &Tls, seen: &Arc<Seen>) -> Result<()> {
-    let (client, mut connection) = tokio::time::timeout(CALL_DEADLINE, config.connect(tls.clone()))
-        .await
-        .map_err(|_| anyhow!("PostgreSQL did not answer within {CALL_DEADLINE:?}"))?
-        .context("connecting to PostgreSQL to listen")?;
+    let (client, mut connection) = within_deadline(async {
+        config
+            .connect(tls.clone())
+            .await
+            .context("connecting to PostgreSQL to listen")
+    })
+    .await?;
     let heard = seen.clone();
     let driver = tokio::spawn(async move {
         loop {

@@ -216,12 +216,27 @@ fn tls(ca: Option<&Path>) -> Result<Tls> {
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// `f`, or an error once [`CALL_DEADLINE`] has passed: a database that
+/// does not answer fails the call, never hangs it.
+async fn within_deadline<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(CALL_DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow!(
+                "PostgreSQL did not answer within {CALL_DEADLINE:?}"
+            ))
+        })
+}
+
 /// Connects one session (not pooled), driving it on the current runtime.
 async fn connect(config: &tokio_postgres::Config, tls: &Tls) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio::time::timeout(CALL_DEADLINE, config.connect(tls.clone()))
-        .await
-        .map_err(|_| anyhow!("PostgreSQL did not answer within {CALL_DEADLINE:?}"))?
-        .context("connecting to PostgreSQL (store.url)")?;
+    let (client, connection) = within_deadline(async {
+        config
+            .connect(tls.clone())
+            .await
+            .context("connecting to PostgreSQL (store.url)")
+    })
+    .await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "a PostgreSQL session ended");
@@ -301,15 +316,7 @@ impl Io {
         &self,
         f: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        let f = async move {
-            tokio::time::timeout(CALL_DEADLINE, f)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(anyhow!(
-                        "PostgreSQL did not answer within {CALL_DEADLINE:?}"
-                    ))
-                })
-        };
+        let f = within_deadline(f);
         use tokio::runtime::{Handle, RuntimeFlavor};
         match Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(RuntimeFlavor::MultiThread) => {

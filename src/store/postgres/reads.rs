@@ -14,7 +14,7 @@
 //! whose caller has gone is not sent; a failing statement fails only the
 //! reads of its tree.
 
-use super::{CALL_DEADLINE, READ, pooled};
+use super::{READ, pooled, within_deadline};
 use anyhow::{Context, Result, anyhow};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ impl Reads {
     pub(super) async fn get(&self, tree: String, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let (answer, answered) = oneshot::channel();
         let stopped = || anyhow!("the PostgreSQL I/O runtime has stopped");
-        tokio::time::timeout(CALL_DEADLINE, async {
+        within_deadline(async {
             self.0
                 .send(Read { tree, key, answer })
                 .await
@@ -83,11 +83,6 @@ impl Reads {
             answered.await.map_err(|_| stopped())?
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(anyhow!(
-                "PostgreSQL did not answer within {CALL_DEADLINE:?}"
-            ))
-        })
     }
 }
 
@@ -98,35 +93,26 @@ async fn answer(pool: &Pool, batch: Vec<Read>) {
     for r in batch {
         by_tree.entry(r.tree.clone()).or_default().push(r);
     }
-    let conn = tokio::time::timeout(CALL_DEADLINE, async {
+    let conn = within_deadline(async {
         let c = pooled(pool).await?;
         let stmt = c.prepare_cached(READ).await?;
         anyhow::Ok((c, stmt))
     })
-    .await
-    .unwrap_or_else(|_| {
-        Err(anyhow!(
-            "PostgreSQL did not answer within {CALL_DEADLINE:?}"
-        ))
-    });
+    .await;
     let (c, stmt) = match conn {
         Ok(c) => c,
-        Err(e) => {
-            let why = format!("{e:#}");
-            for r in by_tree.into_values().flatten() {
-                let _ = r.answer.send(Err(anyhow!("{why}")));
-            }
-            return;
-        }
+        Err(e) => return fail(by_tree.into_values().flatten(), &e),
     };
     let trees = by_tree.into_iter().map(|(tree, reads)| {
         let (c, stmt) = (&c, &stmt);
         async move {
             let keys: Vec<&[u8]> = reads.iter().map(|r| r.key.as_slice()).collect();
-            let rows = tokio::time::timeout(CALL_DEADLINE, c.query(stmt, &[&tree, &keys]))
-                .await
-                .map_err(|_| anyhow!("PostgreSQL did not answer within {CALL_DEADLINE:?}"))
-                .and_then(|r| r.with_context(|| format!("reading {tree}")));
+            let rows = within_deadline(async {
+                c.query(stmt, &[&tree, &keys])
+                    .await
+                    .with_context(|| format!("reading {tree}"))
+            })
+            .await;
             drop(keys);
             match rows {
                 Ok(rows) => {
@@ -136,14 +122,17 @@ async fn answer(pool: &Pool, batch: Vec<Read>) {
                         let _ = r.answer.send(Ok(values.get(&r.key).cloned()));
                     }
                 }
-                Err(e) => {
-                    let why = format!("{e:#}");
-                    for r in reads {
-                        let _ = r.answer.send(Err(anyhow!("{why}")));
-                    }
-                }
+                Err(e) => fail(reads, &e),
             }
         }
     });
     futures_util::future::join_all(trees).await;
+}
+
+/// Answers every read in `reads` with the error `e`.
+fn fail(reads: impl IntoIterator<Item = Read>, e: &anyhow::Error) {
+    let why = format!("{e:#}");
+    for r in reads {
+        let _ = r.answer.send(Err(anyhow!("{why}")));
+    }
 }
