@@ -1,15 +1,19 @@
-//! Compiles `proto/govshare/v1/*.proto` with the pure-Rust `protox` compiler,
+//! Compiles `proto/govshare/{v1,v2}/*.proto` with the pure-Rust `protox` compiler,
 //! so no system `protoc` is needed, then generates prost messages and tonic
 //! services. The descriptor set is kept for gRPC server reflection.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from("proto/govshare/v1");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
-        .collect();
+    let mut files = Vec::new();
+    for dir in ["proto/govshare/v1", "proto/govshare/v2"] {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|x| x == "proto") {
+                files.push(path);
+            }
+        }
+    }
     files.sort();
     println!("cargo:rerun-if-changed=proto");
 

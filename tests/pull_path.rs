@@ -9,7 +9,7 @@ use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::{
     AuditDecision, BatchGetPersonsRequest, EntryKind, FieldView, GetPersonRequest,
-    ListPersonsRequest, Person, PullContext,
+    ListPersonsRequest, Person, PullContext, v2,
 };
 use tonic::Code;
 
@@ -202,6 +202,122 @@ async fn street_office_cannot_tell_out_of_scope_from_absent() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// govshare.v2 releases exactly what v1 releases to the same caller —
+/// the same fields, masks, pseudonyms and rows, under the same audit — and
+/// carries each record's views packed by field number instead of a map of
+/// names. A department without a grant gets nothing from v2 either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_releases_what_v1_releases_with_the_views_packed_by_field_number() {
+    let gw = Gateway::start("");
+    let (person, _) = residents();
+    let id = person.id_number.clone().unwrap();
+
+    // One record, masked (civil affairs).
+    let token = gw.token("civil-affairs");
+    let channel = gw.channel("civil-affairs").await;
+    let mut one = PopulationServiceClient::new(channel.clone());
+    let mut two = v2::population_service_client::PopulationServiceClient::new(channel);
+    let a = one
+        .get_person(req(get(&id, ctx("social-assistance")), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = two
+        .get_person(req(get(&id, ctx("social-assistance")), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let (a, b) = (a.person.unwrap(), b.person.unwrap());
+    assert!(!a.views.is_empty());
+    assert_same_release(&a, &b);
+    let entries = gw.audit_entries();
+    let (v1_entry, v2_entry) = (&entries[entries.len() - 2].1, &entries[entries.len() - 1].1);
+    assert_eq!(v1_entry.method, "/govshare.v1.PopulationService/GetPerson");
+    assert_eq!(v2_entry.method, "/govshare.v2.PopulationService/GetPerson");
+    assert_eq!(
+        v2_entry.fields, v1_entry.fields,
+        "the same fields are recorded"
+    );
+    assert_eq!(v2_entry.keys_returned, v1_entry.keys_returned);
+
+    // A listing, pseudonymised and row-scoped (street office): page for page.
+    let token = gw.token("street-office");
+    let channel = gw.channel("street-office").await;
+    let mut one = PopulationServiceClient::new(channel.clone());
+    let mut two = v2::population_service_client::PopulationServiceClient::new(channel);
+    let list = || {
+        req(
+            ListPersonsRequest {
+                context: ctx("grid-event-handling"),
+                page_size: 40,
+                max_records: 150,
+                ..Default::default()
+            },
+            &token,
+        )
+    };
+    let mut pages_one = one.list_persons(list()).await.unwrap().into_inner();
+    let mut pages_two = two.list_persons(list()).await.unwrap().into_inner();
+    let mut compared = 0;
+    while let Some(a) = pages_one.message().await.unwrap() {
+        let b = pages_two
+            .message()
+            .await
+            .unwrap()
+            .expect("as many v2 pages");
+        assert_eq!(a.persons.len(), b.persons.len());
+        for (a, b) in a.persons.iter().zip(&b.persons) {
+            assert_same_release(a, b);
+            compared += 1;
+        }
+    }
+    assert!(pages_two.message().await.unwrap().is_none());
+    assert_eq!(compared, 150);
+
+    // No grant, no data: market regulation holds no population grant.
+    let mut outsider = v2::population_service_client::PopulationServiceClient::new(
+        gw.channel("market-regulation").await,
+    );
+    let err = outsider
+        .get_person(req(
+            get(&id, ctx("market-supervision")),
+            &gw.token("market-regulation"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    let (_, last) = gw.audit_entries().pop().unwrap();
+    assert_eq!(last.method, "/govshare.v2.PopulationService/GetPerson");
+    assert_eq!(last.decision, AuditDecision::Deny as i32);
+}
+
+/// `b` (v2) is `a` (v1) with the map of views moved out and packed:
+/// `views[n - 1]` is the view of field number `n`, UNSPECIFIED where the
+/// map names no field, and nothing after the last released field.
+fn assert_same_release(a: &Person, b: &v2::Person) {
+    let pool = prost_reflect::DescriptorPool::decode(govshare::proto::FILE_DESCRIPTOR_SET).unwrap();
+    let message = pool.get_message_by_name("govshare.v1.Person").unwrap();
+    let mut packed = Vec::new();
+    for (name, view) in &a.views {
+        let n = message.get_field_by_name(name).unwrap().number() as usize;
+        if packed.len() < n {
+            packed.resize(n, FieldView::Unspecified as i32);
+        }
+        packed[n - 1] = *view;
+    }
+    assert_eq!(b.views, packed, "views packed by field number");
+    let record = b.record.clone().expect("the record");
+    assert!(record.views.is_empty(), "v2 sends no map of names");
+    assert_eq!(
+        Person {
+            views: a.views.clone(),
+            ..record
+        },
+        *a,
+        "the same record"
+    );
 }
 
 /// One session of calls, each of which must leave exactly one audit entry,

@@ -235,13 +235,21 @@ fn rss_watch(pid_sampler: Arc<Sampler>, stop: Arc<AtomicBool>) -> tokio::task::J
     })
 }
 
+/// Which API version a load speaks: v2 packs each record's views, v1
+/// names them in a map (kept for the comparison).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    V1,
+    V2,
+}
+
 /// `n` concurrent ListPersons streams over the whole district, pages of
 /// 1000, each restarted when it ends.
 pub async fn streams(
     addr: &str,
     pki: &Path,
     identity: &str,
-    n: usize,
+    (n, api): (usize, Api),
     duration: Duration,
     sampler: &Sampler,
 ) -> Result<Stats> {
@@ -256,29 +264,40 @@ pub async fn streams(
     for k in 0..n {
         let channel = load.channels[k % load.channels.len()].clone();
         let (token, records) = (load.token.clone(), records.clone());
-        tasks.spawn(async move {
-            let mut pop = PopulationServiceClient::new(channel);
-            while Instant::now() < deadline {
-                let mut s = pop
-                    .list_persons(client::with_token(
-                        ListPersonsRequest {
-                            context: context("public-security"),
-                            region_prefix: String::new(),
-                            page_size: 1000,
-                            ..Default::default()
-                        },
-                        &token,
-                    ))
-                    .await?
-                    .into_inner();
-                while let Some(page) = s.message().await? {
-                    records.fetch_add(page.persons.len() as u64, Ordering::Relaxed);
-                    if Instant::now() >= deadline {
-                        break;
+        let request = move || {
+            client::with_token(
+                ListPersonsRequest {
+                    context: context("public-security"),
+                    region_prefix: String::new(),
+                    page_size: 1000,
+                    ..Default::default()
+                },
+                &token,
+            )
+        };
+        // The same loop over either version's client and pages.
+        macro_rules! stream_until_deadline {
+            ($client:expr) => {{
+                let mut pop = $client;
+                while Instant::now() < deadline {
+                    let mut s = pop.list_persons(request()).await?.into_inner();
+                    while let Some(page) = s.message().await? {
+                        records.fetch_add(page.persons.len() as u64, Ordering::Relaxed);
+                        if Instant::now() >= deadline {
+                            break;
+                        }
                     }
                 }
+                anyhow::Ok(())
+            }};
+        }
+        tasks.spawn(async move {
+            match api {
+                Api::V1 => stream_until_deadline!(PopulationServiceClient::new(channel)),
+                Api::V2 => stream_until_deadline!(
+                    v2::population_service_client::PopulationServiceClient::new(channel)
+                ),
             }
-            anyhow::Ok(())
         });
     }
     for r in tasks.join_all().await {

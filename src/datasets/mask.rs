@@ -189,6 +189,87 @@ impl ReleasedViews {
     }
 }
 
+/// Most fields one record type may have: a record's views live inline in
+/// [`RecordViews`], with no allocation per record.
+pub const MAX_RECORD_FIELDS: usize = 32;
+
+/// The view each field of one released record was released in, by the
+/// record's own field position (its protobuf field number minus one, which
+/// a test holds equal to its catalog position within the record). v2 sends
+/// these packed; v1 spells them out as a map of field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordViews {
+    views: [u8; MAX_RECORD_FIELDS],
+    len: u8,
+}
+
+impl Default for RecordViews {
+    fn default() -> Self {
+        Self {
+            views: [FieldView::Unspecified as u8; MAX_RECORD_FIELDS],
+            len: 0,
+        }
+    }
+}
+
+impl RecordViews {
+    fn set(&mut self, position: usize, view: FieldView) {
+        self.views[position] = view as u8;
+        self.len = self.len.max(position as u8 + 1);
+    }
+
+    /// Packed: entry `n - 1` is the view of field number `n`, up to the
+    /// last released field.
+    pub fn packed(&self) -> Vec<i32> {
+        self.views[..usize::from(self.len)]
+            .iter()
+            .map(|v| i32::from(*v))
+            .collect()
+    }
+
+    /// Spelled out, keyed by the record's own field names (`spec`'s names
+    /// without `prefix`), as v1 sends them.
+    pub fn named(&self, spec: &DatasetSpec, prefix: &str) -> BTreeMap<String, i32> {
+        record_fields(spec, prefix)
+            .zip(&self.views[..usize::from(self.len)])
+            .filter(|(_, v)| **v != FieldView::Unspecified as u8)
+            .map(|(name, v)| (name.to_string(), i32::from(*v)))
+            .collect()
+    }
+}
+
+/// The names of one record type's fields in catalog order, without
+/// `prefix`: the main record's (no dot) for `""`, a grid worker's for
+/// `"worker."`.
+pub fn record_fields<'a>(
+    spec: &'a DatasetSpec,
+    prefix: &'a str,
+) -> impl Iterator<Item = &'static str> + 'a {
+    spec.fields.iter().filter_map(move |f| {
+        f.name
+            .strip_prefix(prefix)
+            .filter(|rest| !rest.is_empty() && !rest.contains('.'))
+    })
+}
+
+/// A record after the mask step, with the views its fields were released
+/// in (kept beside it: each API version puts them on the wire its own way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projected<R> {
+    pub record: R,
+    pub views: RecordViews,
+}
+
+impl<R> Projected<R> {
+    /// A record with no field views (a region node: structure, not data).
+    pub fn bare(record: R) -> Self {
+        Self {
+            record,
+            views: RecordViews::default(),
+        }
+    }
+}
+
 /// Builds one output record. `Record::project` calls it once per field, in
 /// catalog order (checked in debug builds), so a field's plan entry is found
 /// by position with no lookup; each accessor returns the released value or
@@ -197,16 +278,17 @@ pub struct Projector<'a> {
     plan: &'a FieldPlan,
     spec: &'static DatasetSpec,
     prefix: &'static str,
+    first: usize,
     cursor: usize,
     pseudonyms: &'a DepartmentKey,
     community_name: Option<&'a str>,
-    views: Vec<(&'static str, i32)>,
+    views: RecordViews,
     released: &'a mut ReleasedViews,
 }
 
 impl<'a> Projector<'a> {
-    /// `first` is the catalog position of the record type's first field
-    /// (grid workers' fields follow the grid's under the `worker.` prefix).
+    /// `prefix` picks the record type's fields (grid workers' fields follow
+    /// the grid's under the `worker.` prefix).
     pub fn new(
         plan: &'a FieldPlan,
         spec: &'static DatasetSpec,
@@ -215,7 +297,7 @@ impl<'a> Projector<'a> {
         community_name: Option<&'a str>,
         released: &'a mut ReleasedViews,
     ) -> Self {
-        let cursor = spec
+        let first = spec
             .fields
             .iter()
             .position(|f| {
@@ -226,10 +308,11 @@ impl<'a> Projector<'a> {
             plan,
             spec,
             prefix,
-            cursor,
+            first,
+            cursor: first,
             pseudonyms,
             community_name,
-            views: Vec::with_capacity(spec.fields.len()),
+            views: RecordViews::default(),
             released,
         }
     }
@@ -249,8 +332,8 @@ impl<'a> Projector<'a> {
         (i, self.plan.view(i))
     }
 
-    fn record(&mut self, field: &'static str, i: usize, view: FieldView) {
-        self.views.push((field, view as i32));
+    fn record(&mut self, i: usize, view: FieldView) {
+        self.views.set(i - self.first, view);
         self.released.mark(i, view);
     }
 
@@ -265,7 +348,7 @@ impl<'a> Projector<'a> {
             FieldView::Pseudonym => self.pseudonyms.pseudonym(&value),
             FieldView::Unspecified => return None,
         };
-        self.record(field, i, view);
+        self.record(i, view);
         Some(out)
     }
 
@@ -274,18 +357,14 @@ impl<'a> Projector<'a> {
         let (i, view) = self.next(field);
         let value = value?;
         (view == FieldView::Clear).then(|| {
-            self.record(field, i, view);
+            self.record(i, view);
             value
         })
     }
 
-    /// The views map for the output record, keyed by the record's own field
-    /// names (built in one go from the fields in catalog order).
-    pub fn finish_views(&mut self) -> BTreeMap<String, i32> {
+    /// The views of the record just projected.
+    pub fn views(&self) -> RecordViews {
         self.views
-            .drain(..)
-            .map(|(field, view)| (field.to_string(), view))
-            .collect()
     }
 }
 

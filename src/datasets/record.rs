@@ -4,8 +4,9 @@
 
 use super::Dataset;
 use super::codes::CodeError;
-use super::mask::Projector;
+use super::mask::{Projected, Projector};
 use prost_types::Timestamp;
+use std::collections::BTreeMap;
 
 /// A record that passed validation, with any data-quality warnings.
 pub struct Checked<R> {
@@ -53,8 +54,14 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     fn version(&self) -> u64;
     fn stamp(&mut self, version: u64, at: Timestamp);
     /// A copy holding only the fields the projector releases, calling it
-    /// once per field in catalog order.
+    /// once per field in catalog order. Its own views are left empty: the
+    /// projector keeps them ([`Projector::views`]) for the API version to
+    /// put on the wire.
     fn project(self, p: &mut Projector<'_>) -> Self;
+
+    /// Puts the views spelled out by field name into the record (v1's
+    /// form). Structure records carry none.
+    fn set_views(&mut self, _views: BTreeMap<String, i32>) {}
 
     /// Validates and normalises a published record: every check names the
     /// field and the rule; derived fields are set from the key.
@@ -83,6 +90,15 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     }
 }
 
+impl<R: Record> Projected<R> {
+    /// The record as v1 sends it: its views spelled out by field name.
+    pub fn into_v1(self) -> R {
+        let mut record = self.record;
+        record.set_views(self.views.named(R::DATASET.spec(), R::FIELD_PREFIX));
+        record
+    }
+}
+
 /// `version` and `stamp` for a record with `version` and `updated_at`
 /// fields, as every published record has.
 macro_rules! stamped {
@@ -102,4 +118,51 @@ pub(super) use stamped;
 /// An optional string field's value, or "".
 pub(super) fn text_of(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datasets::mask::{MAX_RECORD_FIELDS, record_fields};
+    use crate::proto::json::Named;
+    use crate::proto::{Grid, GridWorker, LegalEntity, Person};
+    use prost_reflect::DescriptorPool;
+
+    /// v2 packs a record's views by field number, the projector fills them
+    /// by catalog position: the two must be one numbering, with no gaps,
+    /// and fit the inline array. A field added to a message or the catalog
+    /// out of step fails here, not on a client.
+    #[test]
+    fn every_record_field_number_is_its_catalog_position_within_the_record() {
+        let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        fn check<R: Record + Named>(pool: &DescriptorPool) {
+            let message = pool.get_message_by_name(R::NAME).unwrap();
+            let spec = R::DATASET.spec();
+            let first = spec
+                .fields
+                .iter()
+                .position(|f| f.name.starts_with(R::FIELD_PREFIX) && !f.name.ends_with('.'))
+                .unwrap();
+            let names: Vec<&str> = record_fields(spec, R::FIELD_PREFIX).collect();
+            assert!(names.len() <= MAX_RECORD_FIELDS, "{}", R::NAME);
+            for (n, name) in names.iter().enumerate() {
+                assert_eq!(
+                    spec.fields[first + n].name,
+                    format!("{}{name}", R::FIELD_PREFIX),
+                    "{}: the record's catalog fields are contiguous",
+                    R::NAME
+                );
+                let field = message
+                    .get_field_by_name(name)
+                    .unwrap_or_else(|| panic!("{}.{name} is in the catalog", R::NAME));
+                assert_eq!(field.number() as usize, n + 1, "{}.{name}", R::NAME);
+            }
+            // Every field but the views themselves is in the catalog.
+            assert_eq!(message.fields().count(), names.len() + 1, "{}", R::NAME);
+        }
+        check::<Person>(&pool);
+        check::<LegalEntity>(&pool);
+        check::<Grid>(&pool);
+        check::<GridWorker>(&pool);
+    }
 }

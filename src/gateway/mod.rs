@@ -26,6 +26,9 @@ use crate::proto::legal_entity_service_server::LegalEntityServiceServer;
 use crate::proto::population_service_server::PopulationServiceServer;
 use crate::proto::publish_service_server::PublishServiceServer;
 use crate::proto::resident_service_server::ResidentServiceServer;
+use crate::proto::v2::grid_service_server::GridServiceServer as GridServiceV2;
+use crate::proto::v2::legal_entity_service_server::LegalEntityServiceServer as LegalEntityServiceV2;
+use crate::proto::v2::population_service_server::PopulationServiceServer as PopulationServiceV2;
 use crate::services::data::DataApi;
 use crate::services::{admin, audit as audit_api, corrections, publish, resident};
 use crate::transport::{console, control_socket, guard, listener, ops};
@@ -211,6 +214,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .set_serving::<LegalEntityServiceServer<DataApi>>()
         .await;
     health.set_serving::<GridServiceServer<DataApi>>().await;
+    health.set_serving::<PopulationServiceV2<DataApi>>().await;
+    health.set_serving::<LegalEntityServiceV2<DataApi>>().await;
+    health.set_serving::<GridServiceV2<DataApi>>().await;
     health
         .set_serving::<PublishServiceServer<publish::PublishApi>>()
         .await;
@@ -372,7 +378,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         .add_service(reflection_v1alpha)
         .add_service(limited!(PopulationServiceServer::new(data.clone())))
         .add_service(limited!(LegalEntityServiceServer::new(data.clone())))
-        .add_service(limited!(GridServiceServer::new(data)))
+        .add_service(limited!(GridServiceServer::new(data.clone())))
+        .add_service(limited!(PopulationServiceV2::new(data.clone())))
+        .add_service(limited!(LegalEntityServiceV2::new(data.clone())))
+        .add_service(limited!(GridServiceV2::new(data)))
         .add_service(limited!(PublishServiceServer::new(publish::PublishApi {
             pipeline: pipeline.clone(),
         })))
@@ -477,11 +486,14 @@ async fn follow_health(
     log: audit::Health,
     mut store_ok: tokio::sync::watch::Receiver<bool>,
 ) {
-    const DATA: [&str; 7] = [
+    const DATA: [&str; 10] = [
         "",
         "govshare.v1.PopulationService",
         "govshare.v1.LegalEntityService",
         "govshare.v1.GridService",
+        "govshare.v2.PopulationService",
+        "govshare.v2.LegalEntityService",
+        "govshare.v2.GridService",
         "govshare.v1.PublishService",
         "govshare.v1.ResidentService",
         "govshare.v1.CorrectionService",

@@ -44,7 +44,7 @@ use crate::control::roles::Role;
 use crate::datasets::Dataset;
 use crate::datasets::Record;
 use crate::datasets::grid::locate::GridLocator;
-use crate::datasets::mask::{DepartmentKey, Masker, Projector, ReleasedViews};
+use crate::datasets::mask::{DepartmentKey, Masker, Projected, Projector, ReleasedViews};
 use crate::pipeline::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
@@ -721,7 +721,7 @@ pub struct RecordLimit {
 
 /// Records after the fetch and mask steps, not yet audited.
 pub struct Masked<R> {
-    records: Vec<R>,
+    records: Vec<Projected<R>>,
     not_found: Vec<String>,
     out_of_scope: Vec<String>,
     views: ReleasedViews,
@@ -733,7 +733,7 @@ pub struct Masked<R> {
 
 /// Records whose audit entry is durable: the only form handlers can send.
 pub struct Released<R> {
-    records: Vec<R>,
+    records: Vec<Projected<R>>,
     not_found: Vec<String>,
     receipt: AuditReceipt,
     page: Option<OwnedSemaphorePermit>,
@@ -742,7 +742,7 @@ pub struct Released<R> {
 impl<R> Released<R> {
     /// The records, the keys not found, the receipt. A scanned page gives
     /// up its place in memory here: the handler encodes it at once.
-    pub fn into_parts(self) -> (Vec<R>, Vec<String>, AuditReceipt) {
+    pub fn into_parts(self) -> (Vec<Projected<R>>, Vec<String>, AuditReceipt) {
         drop(self.page);
         (self.records, self.not_found, self.receipt)
     }
@@ -1127,10 +1127,10 @@ impl Admission {
                         || decision.is_ancestor_of_scope(&node.code)
                     {
                         out.keys.push(node.code.clone());
-                        out.records.push(RegionNode {
+                        out.records.push(Projected::bare(RegionNode {
                             children: Vec::new(),
                             ..node
-                        });
+                        }));
                     }
                 }
                 Ok(out)
@@ -1305,7 +1305,9 @@ impl Pipeline {
             &mut out.views,
         );
         out.keys.push(record.key().to_string());
-        out.records.push(record.project(&mut p));
+        let record = record.project(&mut p);
+        let views = p.views();
+        out.records.push(Projected { record, views });
         Ok(true)
     }
 
@@ -1341,7 +1343,8 @@ impl Pipeline {
                     after = Some(index_key);
                     examined += 1;
                     let before = out.records.len();
-                    if self.mask_into(ctx, record, &mut out)? && !keep(&out.records[before]) {
+                    if self.mask_into(ctx, record, &mut out)? && !keep(&out.records[before].record)
+                    {
                         out.records.pop();
                         out.keys.pop();
                     }

@@ -17,6 +17,7 @@ use crate::datasets::Dataset;
 use crate::datasets::Record;
 use crate::datasets::catalog::{Catalog, Override};
 use crate::datasets::mask::Masker;
+use crate::datasets::mask::Projected;
 use crate::proto::json::{Named, present_fields};
 use crate::proto::*;
 use proptest::prelude::*;
@@ -555,7 +556,11 @@ fn run_case(case: Case) {
                         .filter(|r| oracle.expect(r.row_code()).is_some())
                         .collect();
                     covered.sort_by_key(|r| r.index_key());
-                    (covered, adm.release(m).await.unwrap().into_parts().0)
+                    let released = adm.release(m).await.unwrap().into_parts().0;
+                    (
+                        covered,
+                        released.into_iter().map(Projected::into_v1).collect(),
+                    )
                 } else {
                     let keys: Vec<String> = req
                         .keys
@@ -570,7 +575,10 @@ fn run_case(case: Case) {
                         .filter(|r| oracle.expect(r.row_code()).is_some())
                         .collect();
                     assert_eq!(not_found.len(), keys.len() - visible.len());
-                    (visible, records)
+                    (
+                        visible,
+                        records.into_iter().map(Projected::into_v1).collect(),
+                    )
                 };
                 assert_eq!(
                     released.len(),

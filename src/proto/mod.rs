@@ -1,4 +1,5 @@
-//! Generated protobuf messages and gRPC services (`govshare.v1`).
+//! Generated protobuf messages and gRPC services (`govshare.v1`, and
+//! `govshare.v2`, which packs each record's views).
 
 #![allow(clippy::all, missing_docs)]
 
@@ -7,6 +8,9 @@ mod packages {
     pub mod govshare {
         pub mod v1 {
             tonic::include_proto!("govshare.v1");
+        }
+        pub mod v2 {
+            tonic::include_proto!("govshare.v2");
         }
         pub mod storage {
             pub mod v1 {
@@ -20,6 +24,11 @@ pub mod codec;
 pub mod json;
 
 pub use packages::govshare::v1::*;
+
+/// `govshare.v2`: the v1 records with their views packed by field number.
+pub mod v2 {
+    pub use super::packages::govshare::v2::*;
+}
 
 /// Internal storage messages (never on the public wire).
 pub mod storage {

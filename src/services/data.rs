@@ -1,15 +1,20 @@
-//! One data-service path for every dataset: get one, batch get, and a
-//! stream of pages, each through the pipeline (admit → fetch + mask →
-//! audit → release). A dataset's gRPC service is a declaration
-//! ([`data_service!`]) naming its request and reply messages and the
-//! fields that carry keys and records; the service's other RPCs follow it
-//! as written.
+//! One data-service path for every dataset and API version: get one,
+//! batch get, and a stream of pages, each through the pipeline (admit →
+//! fetch + mask → audit → release). A dataset's requests are one
+//! declaration ([`data_requests!`]); each version of its gRPC service is
+//! another ([`data_service!`]) naming its reply messages and the fields
+//! that carry records, put on the wire by [`Wire`]; the service's other
+//! RPCs follow it as written.
 
 use crate::base::text::cap_for_message;
 use crate::control::authz::Denial;
 use crate::datasets::Record;
+use crate::datasets::mask::Projected;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
-use crate::proto::{AuditQuery, AuditReceipt, EntryKind, Operation, PullContext};
+use crate::proto::{
+    AuditQuery, AuditReceipt, EntryKind, Grid, GridWorker, LegalEntity, Operation, Person,
+    PullContext, v2,
+};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -34,42 +39,24 @@ pub struct DataApi {
 /// A GET request: one record by key.
 pub trait GetRpc: Send + Sync + 'static {
     type Record: Record;
-    type Reply;
-    /// The full gRPC method path, as the log records it.
-    const METHOD: &'static str;
     fn context(&self) -> Option<&PullContext>;
     fn key(&self) -> &str;
-    fn reply(record: Self::Record, receipt: AuditReceipt) -> Self::Reply;
 }
 
 /// A BATCH_GET request: several records by key.
 pub trait BatchGetRpc: Send + Sync + 'static {
     type Record: Record;
-    type Reply;
-    const METHOD: &'static str;
     fn context(&self) -> Option<&PullContext>;
     fn keys(&self) -> &[String];
-    fn reply(
-        records: Vec<Self::Record>,
-        not_found: Vec<String>,
-        receipt: AuditReceipt,
-    ) -> Self::Reply;
 }
 
 /// A LIST request: pages of the records under a region prefix.
 pub trait ListRpc: Filter + Send + Sync + 'static {
-    type Page: Send + 'static;
-    const METHOD: &'static str;
     fn context(&self) -> Option<&PullContext>;
     fn region(&self) -> &str;
     fn page_size(&self) -> u32;
     fn page_token(&self) -> &str;
     fn max_records(&self) -> u32;
-    fn page(
-        records: Vec<Self::Record>,
-        next_page_token: String,
-        receipt: AuditReceipt,
-    ) -> Self::Page;
 }
 
 /// A listing's own filter, written per dataset: what the log records of
@@ -86,70 +73,78 @@ pub trait Filter {
     }
 }
 
-/// Declares a dataset's gRPC service over the generic path: for GET,
-/// BATCH_GET (optional) and LIST, the RPC name, the handler, the request
-/// message and the field holding its key(s), and the reply message and the
-/// field holding its record(s). Tokens after the braces are the service's
-/// other RPCs, placed in the same `impl`.
-macro_rules! data_service {
+/// How one API version puts a released record on the wire: v1 as the
+/// record with its views spelled out by name, v2 as the record beside its
+/// packed views.
+pub trait Wire<R>: Sized {
+    fn wire(record: Projected<R>) -> Self;
+}
+
+impl<R: Record> Wire<R> for R {
+    fn wire(record: Projected<R>) -> Self {
+        record.into_v1()
+    }
+}
+
+/// [`Wire`] for a v2 record message: `{ record, views }`.
+macro_rules! packed_wire {
+    ($($v2:ty => $record:ty),* $(,)?) => {
+        $(impl Wire<$record> for $v2 {
+            fn wire(p: Projected<$record>) -> Self {
+                Self {
+                    views: p.views.packed(),
+                    record: Some(p.record),
+                }
+            }
+        })*
+    };
+}
+
+packed_wire! {
+    v2::Person => Person,
+    v2::LegalEntity => LegalEntity,
+    v2::Grid => Grid,
+    v2::GridWorker => GridWorker,
+}
+
+/// Every record of a reply in its version's wire form.
+pub fn wire_all<R, W: Wire<R>>(records: Vec<Projected<R>>) -> Vec<W> {
+    records.into_iter().map(W::wire).collect()
+}
+
+/// Declares which request messages carry a dataset's keys and listing:
+/// for GET and BATCH_GET (optional) the field holding the key(s), for LIST
+/// the message (its fields are named alike in every dataset). Every API
+/// version takes the same requests.
+macro_rules! data_requests {
     (
-        $service:ident for $record:ty => {
-            get $get_rpc:ident => $get:ident($get_req:ident.$key:ident)
-                -> $get_reply:ident.$one:ident;
-            $(batch $batch_rpc:ident => $batch:ident($batch_req:ident.$keys:ident)
-                -> $batch_reply:ident.$many:ident;)?
-            list $list_rpc:ident => $list:ident($list_req:ident)
-                -> $stream:ident = $page:ident.$records:ident;
+        $record:ty => {
+            get $get_req:ident.$key:ident;
+            $(batch $batch_req:ident.$keys:ident;)?
+            list $list_req:ident;
         }
-        $($other:tt)*
     ) => {
         impl $crate::services::data::GetRpc for $get_req {
             type Record = $record;
-            type Reply = $get_reply;
-            const METHOD: &'static str =
-                concat!("/govshare.v1.", stringify!($service), "/", stringify!($get_rpc));
             fn context(&self) -> Option<&$crate::proto::PullContext> {
                 self.context.as_ref()
             }
             fn key(&self) -> &str {
                 &self.$key
             }
-            fn reply(record: $record, receipt: $crate::proto::AuditReceipt) -> $get_reply {
-                $get_reply {
-                    $one: Some(record),
-                    receipt: Some(receipt),
-                }
-            }
         }
 
         $(impl $crate::services::data::BatchGetRpc for $batch_req {
             type Record = $record;
-            type Reply = $batch_reply;
-            const METHOD: &'static str =
-                concat!("/govshare.v1.", stringify!($service), "/", stringify!($batch_rpc));
             fn context(&self) -> Option<&$crate::proto::PullContext> {
                 self.context.as_ref()
             }
             fn keys(&self) -> &[String] {
                 &self.$keys
             }
-            fn reply(
-                records: Vec<$record>,
-                not_found: Vec<String>,
-                receipt: $crate::proto::AuditReceipt,
-            ) -> $batch_reply {
-                $batch_reply {
-                    $many: records,
-                    not_found,
-                    receipt: Some(receipt),
-                }
-            }
         })?
 
         impl $crate::services::data::ListRpc for $list_req {
-            type Page = $page;
-            const METHOD: &'static str =
-                concat!("/govshare.v1.", stringify!($service), "/", stringify!($list_rpc));
             fn context(&self) -> Option<&$crate::proto::PullContext> {
                 self.context.as_ref()
             }
@@ -165,33 +160,55 @@ macro_rules! data_service {
             fn max_records(&self) -> u32 {
                 self.max_records
             }
-            fn page(
-                records: Vec<$record>,
-                next_page_token: String,
-                receipt: $crate::proto::AuditReceipt,
-            ) -> $page {
-                $page {
-                    $records: records,
-                    next_page_token,
-                    receipt: Some(receipt),
-                }
-            }
         }
+    };
+}
+pub(crate) use data_requests;
 
+/// Declares one API version of a dataset's gRPC service over the generic
+/// path: its full name (as the log records it), the tonic trait, and for
+/// GET, BATCH_GET (optional) and LIST the RPC name, the handler, the
+/// request message, and the reply message with the field holding its
+/// record(s) — each record put in the reply's form by [`Wire`]. Tokens
+/// after the braces are the service's other RPCs, placed in the same `impl`.
+macro_rules! data_service {
+    (
+        $name:literal as $service:path => {
+            get $get_rpc:ident => $get:ident($get_req:ty) -> $get_reply:ty { $one:ident };
+            $(batch $batch_rpc:ident => $batch:ident($batch_req:ty)
+                -> $batch_reply:ty { $many:ident };)?
+            list $list_rpc:ident => $list:ident($list_req:ty)
+                -> $stream:ident = $page:ty { $records:ident };
+        }
+        $($other:tt)*
+    ) => {
         #[tonic::async_trait]
         impl $service for $crate::services::data::DataApi {
             async fn $get(
                 &self,
                 req: tonic::Request<$get_req>,
             ) -> Result<tonic::Response<$get_reply>, tonic::Status> {
-                self.get(req).await
+                type Reply = $get_reply;
+                let method = concat!("/", $name, "/", stringify!($get_rpc));
+                self.get(req, method, |record, receipt| Reply {
+                    $one: Some($crate::services::data::Wire::wire(record)),
+                    receipt: Some(receipt),
+                })
+                .await
             }
 
             $(async fn $batch(
                 &self,
                 req: tonic::Request<$batch_req>,
             ) -> Result<tonic::Response<$batch_reply>, tonic::Status> {
-                self.batch_get(req).await
+                type Reply = $batch_reply;
+                let method = concat!("/", $name, "/", stringify!($batch_rpc));
+                self.batch_get(req, method, |records, not_found, receipt| Reply {
+                    $many: $crate::services::data::wire_all(records),
+                    not_found,
+                    receipt: Some(receipt),
+                })
+                .await
             })?
 
             type $stream = $crate::services::data::Pages<$page>;
@@ -200,7 +217,14 @@ macro_rules! data_service {
                 &self,
                 req: tonic::Request<$list_req>,
             ) -> Result<tonic::Response<Self::$stream>, tonic::Status> {
-                self.list(req).await
+                type Page = $page;
+                let method = concat!("/", $name, "/", stringify!($list_rpc));
+                self.list(req, method, |records, next_page_token, receipt| Page {
+                    $records: $crate::services::data::wire_all(records),
+                    next_page_token,
+                    receipt: Some(receipt),
+                })
+                .await
             }
 
             $($other)*
@@ -212,11 +236,16 @@ pub(crate) use data_service;
 impl DataApi {
     /// GET: one record by key. Absent and out-of-scope answer the same
     /// NOT_FOUND.
-    pub async fn get<Q: GetRpc>(&self, req: Request<Q>) -> Result<Response<Q::Reply>, Status> {
+    pub async fn get<Q: GetRpc, P>(
+        &self,
+        req: Request<Q>,
+        method: &'static str,
+        reply: impl FnOnce(Projected<Q::Record>, AuditReceipt) -> P,
+    ) -> Result<Response<P>, Status> {
         let r = req.get_ref();
         let keys = [r.key().to_string()];
         let spec = pull(
-            Q::METHOD,
+            method,
             Q::Record::DATASET,
             Operation::Get,
             keys_query(&keys),
@@ -226,7 +255,7 @@ impl DataApi {
         let masked = adm.get::<Q::Record>(keys).await?;
         let (mut records, _, receipt) = adm.release(masked).await?.into_parts();
         match records.pop() {
-            Some(record) => Ok(Response::new(Q::reply(record, receipt))),
+            Some(record) => Ok(Response::new(reply(record, receipt))),
             None => Err(Status::not_found(format!(
                 "no record with this {} is visible to your department",
                 Q::Record::KEY_FIELD
@@ -237,14 +266,16 @@ impl DataApi {
     /// BATCH_GET: found records plus the keys not found or not visible,
     /// undistinguished. A list longer than the grants allow is refused
     /// before any key is read, and recorded only by its count and digest.
-    pub async fn batch_get<Q: BatchGetRpc>(
+    pub async fn batch_get<Q: BatchGetRpc, P>(
         &self,
         req: Request<Q>,
-    ) -> Result<Response<Q::Reply>, Status> {
+        method: &'static str,
+        reply: impl FnOnce(Vec<Projected<Q::Record>>, Vec<String>, AuditReceipt) -> P,
+    ) -> Result<Response<P>, Status> {
         let r = req.get_ref();
         let keys = r.keys();
         let spec = pull(
-            Q::METHOD,
+            method,
             Q::Record::DATASET,
             Operation::BatchGet,
             keys_query(keys),
@@ -279,15 +310,17 @@ impl DataApi {
         let keys = parse_keys::<Q::Record>(&adm, keys).await?;
         let masked = adm.get::<Q::Record>(keys).await?;
         let (records, not_found, receipt) = adm.release(masked).await?.into_parts();
-        Ok(Response::new(Q::reply(records, not_found, receipt)))
+        Ok(Response::new(reply(records, not_found, receipt)))
     }
 
     /// LIST: a stream of pages under a region prefix, filtered on the
     /// masked records by the dataset's own [`Filter`].
-    pub async fn list<Q: ListRpc>(
+    pub async fn list<Q: ListRpc, P: Send + 'static>(
         &self,
         req: Request<Q>,
-    ) -> Result<Response<Pages<Q::Page>>, Status> {
+        method: &'static str,
+        page: fn(Vec<Projected<Q::Record>>, String, AuditReceipt) -> P,
+    ) -> Result<Response<Pages<P>>, Status> {
         let r = req.get_ref();
         let query = AuditQuery {
             region: r.region().to_string(),
@@ -296,7 +329,7 @@ impl DataApi {
             page_size: r.page_size(),
             ..Default::default()
         };
-        let spec = pull(Q::METHOD, Q::Record::DATASET, Operation::List, query);
+        let spec = pull(method, Q::Record::DATASET, Operation::List, query);
         let adm = self.pipeline.admit(&req, r.context(), spec).await?;
         let listing = plan_listing(
             &adm,
@@ -306,7 +339,7 @@ impl DataApi {
             r.max_records(),
         )
         .await?;
-        Ok(Response::new(stream_pages(adm, listing, r.keep(), Q::page)))
+        Ok(Response::new(stream_pages(adm, listing, r.keep(), page)))
     }
 }
 
@@ -429,7 +462,7 @@ fn stream_pages<R, P>(
     adm: Admission,
     listing: Listing,
     keep: Keep<R>,
-    page: fn(Vec<R>, String, AuditReceipt) -> P,
+    page: fn(Vec<Projected<R>>, String, AuditReceipt) -> P,
 ) -> Pages<P>
 where
     R: Record,

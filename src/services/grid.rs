@@ -2,15 +2,18 @@
 //! path, plus what only grids have — locating the grid that contains a
 //! point, a grid's workers, and the region tree.
 
-use super::data::{Filter, data_service, plan_listing, pull};
+use super::data::{
+    DataApi, Filter, Wire, data_requests, data_service, plan_listing, pull, wire_all,
+};
 use crate::control::authz::Denial;
 use crate::datasets::Dataset;
 use crate::datasets::codes::RegionCode;
-use crate::proto::grid_service_server::GridService;
+use crate::datasets::mask::Projected;
 use crate::proto::{
-    AuditQuery, GetGridRequest, GetGridResponse, GetRegionTreeRequest, GetRegionTreeResponse, Grid,
-    GridPage, GridWorker, ListGridWorkersRequest, ListGridWorkersResponse, ListGridsRequest,
-    LocateGridRequest, LocateGridResponse, Operation, RegionNode,
+    AuditQuery, AuditReceipt, GetGridRequest, GetGridResponse, GetRegionTreeRequest,
+    GetRegionTreeResponse, Grid, GridPage, GridWorker, ListGridWorkersRequest,
+    ListGridWorkersResponse, ListGridsRequest, LocateGridRequest, LocateGridResponse, Operation,
+    RegionNode, grid_service_server, v2,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,27 +27,104 @@ impl Filter for ListGridsRequest {
     type Record = Grid;
 }
 
+data_requests! {
+    Grid => {
+        get GetGridRequest.grid_code;
+        list ListGridsRequest;
+    }
+}
+
 data_service! {
-    GridService for Grid => {
-        get GetGrid => get_grid(GetGridRequest.grid_code) -> GetGridResponse.grid;
-        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = GridPage.grids;
+    "govshare.v1.GridService" as grid_service_server::GridService => {
+        get GetGrid => get_grid(GetGridRequest) -> GetGridResponse { grid };
+        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = GridPage { grids };
     }
 
     async fn locate_grid(
         &self,
         req: Request<LocateGridRequest>,
     ) -> Result<Response<LocateGridResponse>, Status> {
+        let (grid, receipt) = self.locate(req, "/govshare.v1.GridService/LocateGrid").await?;
+        Ok(Response::new(LocateGridResponse {
+            grid: Some(Wire::wire(grid)),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn list_grid_workers(
+        &self,
+        req: Request<ListGridWorkersRequest>,
+    ) -> Result<Response<ListGridWorkersResponse>, Status> {
+        let method = "/govshare.v1.GridService/ListGridWorkers";
+        let (workers, receipt) = self.workers(req, method).await?;
+        Ok(Response::new(ListGridWorkersResponse {
+            workers: wire_all(workers),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn get_region_tree(
+        &self,
+        req: Request<GetRegionTreeRequest>,
+    ) -> Result<Response<GetRegionTreeResponse>, Status> {
+        let method = "/govshare.v1.GridService/GetRegionTree";
+        self.region_tree(req, method).await.map(Response::new)
+    }
+}
+
+data_service! {
+    "govshare.v2.GridService" as v2::grid_service_server::GridService => {
+        get GetGrid => get_grid(GetGridRequest) -> v2::GetGridResponse { grid };
+        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = v2::GridPage { grids };
+    }
+
+    async fn locate_grid(
+        &self,
+        req: Request<LocateGridRequest>,
+    ) -> Result<Response<v2::LocateGridResponse>, Status> {
+        let (grid, receipt) = self.locate(req, "/govshare.v2.GridService/LocateGrid").await?;
+        Ok(Response::new(v2::LocateGridResponse {
+            grid: Some(Wire::wire(grid)),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn list_grid_workers(
+        &self,
+        req: Request<ListGridWorkersRequest>,
+    ) -> Result<Response<v2::ListGridWorkersResponse>, Status> {
+        let method = "/govshare.v2.GridService/ListGridWorkers";
+        let (workers, receipt) = self.workers(req, method).await?;
+        Ok(Response::new(v2::ListGridWorkersResponse {
+            workers: wire_all(workers),
+            receipt: Some(receipt),
+        }))
+    }
+
+    async fn get_region_tree(
+        &self,
+        req: Request<GetRegionTreeRequest>,
+    ) -> Result<Response<GetRegionTreeResponse>, Status> {
+        let method = "/govshare.v2.GridService/GetRegionTree";
+        self.region_tree(req, method).await.map(Response::new)
+    }
+}
+
+/// What only grids have, for every API version: each returns the released
+/// records for the version to put on the wire.
+impl DataApi {
+    /// The grid that contains a point, if one is visible to the caller.
+    async fn locate(
+        &self,
+        req: Request<LocateGridRequest>,
+        method: &'static str,
+    ) -> Result<(Projected<Grid>, AuditReceipt), Status> {
         let r = req.get_ref();
         let query = AuditQuery {
             filter: format!("lon={},lat={}", r.lon, r.lat),
             ..Default::default()
         };
-        let spec = pull(
-            "/govshare.v1.GridService/LocateGrid",
-            Dataset::Grid,
-            Operation::Get,
-            query,
-        );
+        let spec = pull(method, Dataset::Grid, Operation::Get, query);
         let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if !(r.lon.is_finite()
             && r.lat.is_finite()
@@ -64,27 +144,21 @@ data_service! {
                 "no grid visible to your department contains this point",
             ));
         }
-        Ok(Response::new(LocateGridResponse {
-            grid: Some(grids.swap_remove(0)),
-            receipt: Some(receipt),
-        }))
+        Ok((grids.swap_remove(0), receipt))
     }
 
-    async fn list_grid_workers(
+    /// A grid's workers (at most [`MAX_WORKERS`]).
+    async fn workers(
         &self,
         req: Request<ListGridWorkersRequest>,
-    ) -> Result<Response<ListGridWorkersResponse>, Status> {
+        method: &'static str,
+    ) -> Result<(Vec<Projected<GridWorker>>, AuditReceipt), Status> {
         let r = req.get_ref();
         let query = AuditQuery {
             region: r.grid_code.clone(),
             ..Default::default()
         };
-        let spec = pull(
-            "/govshare.v1.GridService/ListGridWorkers",
-            Dataset::Grid,
-            Operation::List,
-            query,
-        );
+        let spec = pull(method, Dataset::Grid, Operation::List, query);
         let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if let Err(e) = RegionCode::parse_grid(&r.grid_code) {
             let d = Denial::new("INVALID_ARGUMENT", format!("grid_code: {e}"));
@@ -100,27 +174,22 @@ data_service! {
             )
             .await?;
         let (workers, _, receipt) = adm.release(masked).await?.into_parts();
-        Ok(Response::new(ListGridWorkersResponse {
-            workers,
-            receipt: Some(receipt),
-        }))
+        Ok((workers, receipt))
     }
 
-    async fn get_region_tree(
+    /// The region tree inside the caller's grants (the same in every
+    /// version: region nodes carry no field views).
+    async fn region_tree(
         &self,
         req: Request<GetRegionTreeRequest>,
-    ) -> Result<Response<GetRegionTreeResponse>, Status> {
+        method: &'static str,
+    ) -> Result<GetRegionTreeResponse, Status> {
         let r = req.get_ref();
         let query = AuditQuery {
             region: r.root_code.clone(),
             ..Default::default()
         };
-        let spec = pull(
-            "/govshare.v1.GridService/GetRegionTree",
-            Dataset::Grid,
-            Operation::List,
-            query,
-        );
+        let spec = pull(method, Dataset::Grid, Operation::List, query);
         let mut adm = self.pipeline.admit(&req, r.context.as_ref(), spec).await?;
         if !r.root_code.is_empty() {
             if let Err(e) = RegionCode::parse(&r.root_code) {
@@ -130,10 +199,10 @@ data_service! {
         }
         let masked = adm.region_tree(r.root_code.clone()).await?;
         let (nodes, _, receipt) = adm.release(masked).await?.into_parts();
-        Ok(Response::new(GetRegionTreeResponse {
-            roots: nest(nodes),
+        Ok(GetRegionTreeResponse {
+            roots: nest(nodes.into_iter().map(|n| n.record).collect()),
             receipt: Some(receipt),
-        }))
+        })
     }
 }
 

@@ -1,10 +1,9 @@
-//! LegalEntityService (法人), served by the generic data path.
+//! LegalEntityService (法人), v1 and v2, served by the generic data path.
 
-use super::data::{Filter, Keep, data_service};
-use crate::proto::legal_entity_service_server::LegalEntityService;
+use super::data::{Filter, Keep, data_requests, data_service};
 use crate::proto::{
     BatchGetEntitiesRequest, BatchGetEntitiesResponse, EntityPage, GetEntityRequest,
-    GetEntityResponse, LegalEntity, SearchEntitiesRequest,
+    GetEntityResponse, LegalEntity, SearchEntitiesRequest, legal_entity_service_server, v2,
 };
 use std::sync::Arc;
 
@@ -29,12 +28,30 @@ impl Filter for SearchEntitiesRequest {
     }
 }
 
+data_requests! {
+    LegalEntity => {
+        get GetEntityRequest.uscc;
+        batch BatchGetEntitiesRequest.usccs;
+        list SearchEntitiesRequest;
+    }
+}
+
 data_service! {
-    LegalEntityService for LegalEntity => {
-        get GetEntity => get_entity(GetEntityRequest.uscc) -> GetEntityResponse.entity;
-        batch BatchGetEntities => batch_get_entities(BatchGetEntitiesRequest.usccs)
-            -> BatchGetEntitiesResponse.entities;
+    "govshare.v1.LegalEntityService" as legal_entity_service_server::LegalEntityService => {
+        get GetEntity => get_entity(GetEntityRequest) -> GetEntityResponse { entity };
+        batch BatchGetEntities => batch_get_entities(BatchGetEntitiesRequest)
+            -> BatchGetEntitiesResponse { entities };
         list SearchEntities => search_entities(SearchEntitiesRequest)
-            -> SearchEntitiesStream = EntityPage.entities;
+            -> SearchEntitiesStream = EntityPage { entities };
+    }
+}
+
+data_service! {
+    "govshare.v2.LegalEntityService" as v2::legal_entity_service_server::LegalEntityService => {
+        get GetEntity => get_entity(GetEntityRequest) -> v2::GetEntityResponse { entity };
+        batch BatchGetEntities => batch_get_entities(BatchGetEntitiesRequest)
+            -> v2::BatchGetEntitiesResponse { entities };
+        list SearchEntities => search_entities(SearchEntitiesRequest)
+            -> SearchEntitiesStream = v2::EntityPage { entities };
     }
 }

@@ -1,10 +1,9 @@
-//! PopulationService (人口), served by the generic data path.
+//! PopulationService (人口), v1 and v2, served by the generic data path.
 
-use super::data::{Filter, Keep, data_service};
-use crate::proto::population_service_server::PopulationService;
+use super::data::{Filter, Keep, data_requests, data_service};
 use crate::proto::{
     BatchGetPersonsRequest, BatchGetPersonsResponse, GetPersonRequest, GetPersonResponse,
-    ListPersonsRequest, Person, PersonPage,
+    ListPersonsRequest, Person, PersonPage, population_service_server, v2,
 };
 use std::sync::Arc;
 
@@ -33,11 +32,29 @@ impl Filter for ListPersonsRequest {
     }
 }
 
+data_requests! {
+    Person => {
+        get GetPersonRequest.id_number;
+        batch BatchGetPersonsRequest.id_numbers;
+        list ListPersonsRequest;
+    }
+}
+
 data_service! {
-    PopulationService for Person => {
-        get GetPerson => get_person(GetPersonRequest.id_number) -> GetPersonResponse.person;
-        batch BatchGetPersons => batch_get_persons(BatchGetPersonsRequest.id_numbers)
-            -> BatchGetPersonsResponse.persons;
-        list ListPersons => list_persons(ListPersonsRequest) -> ListPersonsStream = PersonPage.persons;
+    "govshare.v1.PopulationService" as population_service_server::PopulationService => {
+        get GetPerson => get_person(GetPersonRequest) -> GetPersonResponse { person };
+        batch BatchGetPersons => batch_get_persons(BatchGetPersonsRequest)
+            -> BatchGetPersonsResponse { persons };
+        list ListPersons => list_persons(ListPersonsRequest) -> ListPersonsStream = PersonPage { persons };
+    }
+}
+
+data_service! {
+    "govshare.v2.PopulationService" as v2::population_service_server::PopulationService => {
+        get GetPerson => get_person(GetPersonRequest) -> v2::GetPersonResponse { person };
+        batch BatchGetPersons => batch_get_persons(BatchGetPersonsRequest)
+            -> v2::BatchGetPersonsResponse { persons };
+        list ListPersons => list_persons(ListPersonsRequest)
+            -> ListPersonsStream = v2::PersonPage { persons };
     }
 }

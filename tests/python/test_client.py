@@ -71,7 +71,7 @@ def step(msg):
 
 
 def compile_protos(proto_dir):
-    """Compile proto_dir/govshare/v1/*.proto into a temp dir on sys.path."""
+    """Compile proto_dir/govshare/{v1,v2}/*.proto into a temp dir on sys.path."""
     from grpc_tools import protoc
 
     try:
@@ -82,9 +82,9 @@ def compile_protos(proto_dir):
         import pkg_resources
 
         well_known = pkg_resources.resource_filename("grpc_tools", "_proto")
-    protos = sorted(glob.glob(os.path.join(proto_dir, "govshare", "v1", "*.proto")))
+    protos = sorted(glob.glob(os.path.join(proto_dir, "govshare", "v[12]", "*.proto")))
     if not protos:
-        raise SystemExit(f"setup: no .proto files under {proto_dir}/govshare/v1")
+        raise SystemExit(f"setup: no .proto files under {proto_dir}/govshare/v1 and v2")
     out = tempfile.mkdtemp(prefix="govshare-pystubs-")
     rc = protoc.main(
         [
@@ -104,6 +104,9 @@ def compile_protos(proto_dir):
 
 
 def load(name):
+    """`population_pb2` from govshare.v1; `v2.population_pb2` from govshare.v2."""
+    if name.startswith("v2."):
+        return importlib.import_module(f"govshare.{name}")
     return importlib.import_module(f"govshare.v1.{name}")
 
 
@@ -325,6 +328,25 @@ def test_civil_affairs(args, pb, inside):
     check(resp.HasField("receipt") and len(r.leaf_hash) == 32,
           f"receipt: want a 32-byte leaf hash, got {resp.receipt!r}")
     step(f"civil-affairs GetPerson: audit receipt leaf {r.leaf_index}")
+
+    # govshare.v2: the same record, its views packed by field number.
+    pop2, pop2_grpc = pb["v2.population_pb2"], pb["v2.population_pb2_grpc"]
+    req.context.case_id = "PY-V2"
+    with channel_for(args.addr, args.pki, "civil-affairs") as ch:
+        resp2 = call(pop2_grpc.PopulationServiceStub(ch).GetPerson, req, md)
+    p2 = resp2.person
+    check(len(p2.record.views) == 0, "v2 record carries a views map")
+    bare = pop.Person()
+    bare.CopyFrom(p)
+    bare.ClearField("views")
+    check(p2.record == bare, f"v2 record differs from v1's: {p2.record} vs {bare}")
+    numbers = {f.name: f.number for f in pop.Person.DESCRIPTOR.fields}
+    want = [0] * max(numbers[f] for f in p.views)
+    for f, v in p.views.items():
+        want[numbers[f] - 1] = v
+    check(list(p2.views) == want, f"v2 views {list(p2.views)}, want {want}")
+    check(resp2.receipt.leaf_index > r.leaf_index, "v2 call has its own audit entry")
+    step("civil-affairs GetPerson over govshare.v2: same record, views packed by field number")
     return r
 
 
@@ -473,6 +495,7 @@ def test_tracker(args, pb, inside):
         time.sleep(1)  # the subject index trails the durable log
         h = call(stub.MyAccessHistory, res.MyAccessHistoryRequest(id_number=field(inside, "id_number")), md)
         mine = [e for e in h.events if e.case_id == "PY-1"]
+        check([e.case_id for e in h.events].count("PY-V2") == 1, "tracker: the v2 pull is listed too")
         check(len(mine) == 1, f"tracker: want civil affairs' pull PY-1 once, got {[e.case_id for e in h.events]}")
         e = mine[0]
         check(e.department_id == "civil-affairs" and e.department == "民政局",
@@ -535,7 +558,8 @@ def main():
     out = compile_protos(args.proto_dir)
     pb = {m: load(m) for m in ("common_pb2", "population_pb2", "population_pb2_grpc",
                                "audit_pb2", "audit_pb2_grpc", "resident_pb2", "resident_pb2_grpc",
-                               "correction_pb2", "correction_pb2_grpc")}
+                               "correction_pb2", "correction_pb2_grpc",
+                               "v2.population_pb2", "v2.population_pb2_grpc")}
     step(f"compiled protos with grpc_tools.protoc into {out}")
     inside, outside = load_persons(args.persons_file)
 

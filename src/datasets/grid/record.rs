@@ -4,6 +4,7 @@ use super::validate::{grid, region, worker};
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, RegionCode};
 use crate::datasets::mask::Projector;
+use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, GridCounts, Record, Reference, stamped, text_of};
 use crate::proto::{Grid, GridWorker, RegionLevel, RegionNode};
 use prost_types::Timestamp;
@@ -49,8 +50,12 @@ impl Record for Grid {
             entity_count: p.clear("entity_count", self.entity_count),
             updated_at: p.clear("updated_at", self.updated_at),
             version: p.clear("version", self.version),
-            views: p.finish_views(),
+            views: Default::default(),
         }
+    }
+
+    fn set_views(&mut self, views: BTreeMap<String, i32>) {
+        self.views = views;
     }
 
     fn validate(self) -> Result<Checked<Self>, String> {
@@ -97,8 +102,12 @@ impl Record for GridWorker {
             since: p.text("since", self.since),
             updated_at: p.clear("updated_at", self.updated_at),
             version: p.clear("version", self.version),
-            views: p.finish_views(),
+            views: Default::default(),
         }
+    }
+
+    fn set_views(&mut self, views: BTreeMap<String, i32>) {
+        self.views = views;
     }
 
     fn validate(self) -> Result<Checked<Self>, String> {

@@ -4,6 +4,7 @@ use super::validate::legal_entity;
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, Uscc};
 use crate::datasets::mask::Projector;
+use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, Record, Reference, stamped, text_of};
 use crate::proto::LegalEntity;
 
@@ -42,8 +43,12 @@ impl Record for LegalEntity {
             phone: p.text("phone", self.phone),
             updated_at: p.clear("updated_at", self.updated_at),
             version: p.clear("version", self.version),
-            views: p.finish_views(),
+            views: Default::default(),
         }
+    }
+
+    fn set_views(&mut self, views: BTreeMap<String, i32>) {
+        self.views = views;
     }
 
     fn validate(self) -> Result<Checked<Self>, String> {

@@ -4,6 +4,7 @@ use super::validate::person;
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CitizenId, CodeError};
 use crate::datasets::mask::Projector;
+use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, Record, Reference, stamped, text_of};
 use crate::proto::Person;
 
@@ -56,8 +57,12 @@ impl Record for Person {
             deceased: p.clear("deceased", self.deceased),
             updated_at: p.clear("updated_at", self.updated_at),
             version: p.clear("version", self.version),
-            views: p.finish_views(),
+            views: Default::default(),
         }
+    }
+
+    fn set_views(&mut self, views: BTreeMap<String, i32>) {
+        self.views = views;
     }
 
     fn validate(self) -> Result<Checked<Self>, String> {
