@@ -421,6 +421,20 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         put(k);
     }
     store.put("other", b"a1", b"x").unwrap();
+    // Many keys of one tree in one call: each answer in its key's place,
+    // absent ones too, duplicates each answered.
+    let many: Vec<&[u8]> = vec![b"b", b"zz", b"a", b"a\xff", b"zz", b"b"];
+    let got = store.get_many("t", &many).unwrap();
+    let want: Vec<Option<&[u8]>> = vec![
+        Some(b"b"),
+        None,
+        Some(b"a"),
+        Some(b"a\xff"),
+        None,
+        Some(b"b"),
+    ];
+    assert_eq!(got.iter().map(|v| v.as_deref()).collect::<Vec<_>>(), want);
+    assert!(store.get_many("t", &[]).unwrap().is_empty());
     // Many point reads at once, across trees, present and absent: each
     // gets its own answer (a shared store gathers them into statements).
     std::thread::scope(|s| {

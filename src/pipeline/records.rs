@@ -100,9 +100,14 @@ impl RecordStore {
         let keys = self
             .backend
             .scan(&index_tree::<R>(), prefix.as_bytes(), after, limit)?;
+        let record_keys: Vec<&[u8]> = keys
+            .iter()
+            .map(|(index_key, _)| R::key_from_index(index_key).as_bytes())
+            .collect();
+        let stored = self.backend.get_many(R::COLLECTION, &record_keys)?;
         let mut out = Vec::with_capacity(keys.len());
-        for (index_key, _) in keys {
-            if let Some(r) = self.get::<R>(R::key_from_index(&index_key))? {
+        for ((index_key, _), stored) in keys.into_iter().zip(stored) {
+            if let Some(r) = decoded::<R>(stored)? {
                 out.push((index_key, r));
             }
         }

@@ -32,6 +32,12 @@ pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>
 /// A key-value store with ordered trees and one atomic multi-tree operation.
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// [`Backend::get`] of many keys of one tree, in order: a page of a
+    /// listing reads its records in one call (one tree lookup embedded,
+    /// one gathered statement shared).
+    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(tree, k)).collect()
+    }
     /// [`Backend::get`] for a caller on the async runtime's hot path (the
     /// policy epoch on every call): a shared backend awaits its database
     /// instead of holding a runtime thread; the embedded one answers from

@@ -57,6 +57,13 @@ impl Backend for SledBackend {
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
+    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let tree = self.tree(tree)?;
+        keys.iter()
+            .map(|k| Ok(tree.get(k)?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.tree(tree)?.insert(key, value)?;
         Ok(())

@@ -491,6 +491,18 @@ impl Backend for PgBackend {
         self.io.run(self.get_async(tree, key))
     }
 
+    /// Every key asked for at once, so the gatherer sends them together
+    /// (one statement per batch) instead of one round trip per key.
+    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let reads: Vec<Reading> = keys.iter().map(|k| self.get_async(tree, k)).collect();
+        self.io.run(async move {
+            futures_util::future::join_all(reads)
+                .await
+                .into_iter()
+                .collect()
+        })
+    }
+
     /// Gathered with the other point reads asked for now ([`reads`]),
     /// on the I/O runtime (where every connection of the pool lives), and
     /// awaited by the caller.
