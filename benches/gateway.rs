@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         duration: std::time::Duration::from_secs(3),
         concurrency: vec![1, 32, 128],
         connections: 4,
+        api: govshare::bench::Api::V2,
         log_entries: 100_000,
         start_persons: 0,
         only: Vec::new(),

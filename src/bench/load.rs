@@ -18,9 +18,9 @@ pub enum Call {
     /// `grpc.health.v1.Health/Check`: the baseline.
     Health,
     /// An audited, masked `GetPerson` (civil-affairs).
-    GetPerson(Arc<Vec<String>>),
+    GetPerson(Arc<Vec<String>>, Api),
     /// `BatchGetPersons` of this many keys.
-    BatchGet(Arc<Vec<String>>, usize),
+    BatchGet(Arc<Vec<String>>, usize, Api),
 }
 
 /// The benchmark district's citizen IDs (the demo generator's).
@@ -165,7 +165,8 @@ impl Load {
             tasks.spawn(async move {
                 let mut health =
                     tonic_health::pb::health_client::HealthClient::new(channel.clone());
-                let mut pop = PopulationServiceClient::new(channel);
+                let mut pop = PopulationServiceClient::new(channel.clone());
+                let mut pop2 = v2::population_service_client::PopulationServiceClient::new(channel);
                 let (mut calls, mut records, mut lat) = (0u64, 0u64, Vec::new());
                 let mut i = k * 7919;
                 while Instant::now() < deadline {
@@ -180,27 +181,34 @@ impl Load {
                             ))
                             .await
                             .map(|_| 0u64),
-                        Call::GetPerson(ids) => pop
-                            .get_person(client::with_token(
-                                GetPersonRequest {
-                                    context: context("social-assistance"),
-                                    id_number: ids[i % ids.len()].clone(),
-                                },
-                                &token,
-                            ))
-                            .await
-                            .map(|_| 1),
-                        Call::BatchGet(ids, n) => {
+                        Call::GetPerson(ids, api) => {
+                            let r = GetPersonRequest {
+                                context: context("social-assistance"),
+                                id_number: ids[i % ids.len()].clone(),
+                            };
+                            let r = client::with_token(r, &token);
+                            match api {
+                                Api::V1 => pop.get_person(r).await.map(|_| 1),
+                                Api::V2 => pop2.get_person(r).await.map(|_| 1),
+                            }
+                        }
+                        Call::BatchGet(ids, n, api) => {
                             let start = i % ids.len().saturating_sub(*n).max(1);
-                            pop.batch_get_persons(client::with_token(
-                                BatchGetPersonsRequest {
-                                    context: context("social-assistance"),
-                                    id_numbers: ids[start..start + n].to_vec(),
-                                },
-                                &token,
-                            ))
-                            .await
-                            .map(|r| r.into_inner().persons.len() as u64)
+                            let r = BatchGetPersonsRequest {
+                                context: context("social-assistance"),
+                                id_numbers: ids[start..start + n].to_vec(),
+                            };
+                            let r = client::with_token(r, &token);
+                            match api {
+                                Api::V1 => pop
+                                    .batch_get_persons(r)
+                                    .await
+                                    .map(|r| r.into_inner().persons.len() as u64),
+                                Api::V2 => pop2
+                                    .batch_get_persons(r)
+                                    .await
+                                    .map(|r| r.into_inner().persons.len() as u64),
+                            }
                         }
                     };
                     let r = got.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
@@ -237,7 +245,7 @@ fn rss_watch(pid_sampler: Arc<Sampler>, stop: Arc<AtomicBool>) -> tokio::task::J
 
 /// Which API version a load speaks: v2 packs each record's views, v1
 /// names them in a map (kept for the comparison).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
     V1,
     V2,

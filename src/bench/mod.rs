@@ -17,7 +17,8 @@ mod proc;
 
 use crate::client;
 use anyhow::{Context, Result};
-use load::{Api, Load, Stats};
+pub use load::Api;
+use load::{Load, Stats};
 use proc::Sampler;
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
@@ -38,6 +39,8 @@ pub struct Options {
     pub concurrency: Vec<usize>,
     /// Client connections the calls are spread over.
     pub connections: usize,
+    /// The API version of the audited pulls.
+    pub api: Api,
     /// Entries in the log for the proof-latency measurement (0: skip).
     pub log_entries: u64,
     /// Residents for the start-to-serving measurement (0: skip).
@@ -341,7 +344,7 @@ pub async fn run(o: &Options) -> Result<Report> {
                 32,
                 o.duration,
                 &sampler,
-                load::Call::BatchGet(ids.clone(), 100),
+                load::Call::BatchGet(ids.clone(), 100, o.api),
             )
             .await?;
         report.row(
@@ -566,7 +569,7 @@ async fn unary(
             let entries_before = gw.metric("govshare_audit_batch_entries_sum").await;
             let batches_before = gw.metric("govshare_audit_batch_entries_count").await;
             pulls.push(
-                load.run(c, round, sampler, load::Call::GetPerson(ids.clone()))
+                load.run(c, round, sampler, load::Call::GetPerson(ids.clone(), o.api))
                     .await?,
             );
             entries += gw.metric("govshare_audit_batch_entries_sum").await - entries_before;
@@ -719,7 +722,12 @@ async fn nodes_together(
             .take(n)
             .collect();
         let runs = loads.iter().map(|(l, sampler)| {
-            l.run(per, o.duration, sampler, load::Call::GetPerson(ids.clone()))
+            l.run(
+                per,
+                o.duration,
+                sampler,
+                load::Call::GetPerson(ids.clone(), o.api),
+            )
         });
         let total: f64 = futures_util::future::try_join_all(runs)
             .await?

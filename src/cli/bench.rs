@@ -19,6 +19,10 @@ pub struct BenchArgs {
     /// Client connections the calls share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// The API version the audited pulls (GetPerson, BatchGetPersons) use;
+    /// v1 names each record's views in a map, v2 packs them.
+    #[arg(long, value_enum, default_value_t = govshare::bench::Api::V2)]
+    api: govshare::bench::Api,
     /// Entries for the audit-log-at-scale measurement (0: skip).
     #[arg(long, default_value_t = 1_000_000)]
     log_entries: u64,
@@ -73,6 +77,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         duration: a.duration,
         concurrency: a.concurrency,
         connections: a.connections,
+        api: a.api,
         log_entries: a.log_entries,
         start_persons: a.start_persons,
         only: a.only,
