@@ -379,3 +379,274 @@ async fn a_record_with_no_granted_field_does_not_leave_as_an_empty_message() {
         workers.len()
     );
 }
+
+/// `b` (a v2 record message) is `a` (its v1 twin) with the map of views
+/// moved out and packed by the field numbers of `message`.
+macro_rules! assert_same_release {
+    ($a:expr, $b:expr, $message:literal) => {{
+        let (a, b) = (&$a, &$b);
+        let pool =
+            prost_reflect::DescriptorPool::decode(govshare::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let message = pool.get_message_by_name($message).unwrap();
+        let mut packed = Vec::new();
+        for (name, view) in &a.views {
+            let n = message.get_field_by_name(name).unwrap().number() as usize;
+            if packed.len() < n {
+                packed.resize(n, 0);
+            }
+            packed[n - 1] = *view;
+        }
+        assert!(!a.views.is_empty(), "{}: v1 names some views", $message);
+        assert_eq!(b.views, packed, "{}: views packed by number", $message);
+        let mut record = b.record.clone().expect("the record");
+        assert!(record.views.is_empty(), "{}: v2 sends no map", $message);
+        record.views = a.views.clone();
+        assert_eq!(&record, a, "{}: the same record", $message);
+    }};
+}
+
+/// Every v2 RPC of the legal-entity, grid and population services releases
+/// what its v1 twin releases to the same department (row scope, fields,
+/// not-found keys, the region tree), and is audited under its own v2
+/// method with the same fields and keys as the v1 call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v2_rpc_releases_what_its_v1_twin_releases_and_is_audited_as_v2() {
+    use govshare::proto::population_service_client::PopulationServiceClient;
+    use govshare::proto::{BatchGetEntitiesRequest, BatchGetPersonsRequest, ListGridsRequest, v2};
+    let gw = Gateway::start("");
+    let d = district();
+    let street = d.first_street().to_string();
+    let token = gw.token("street-office");
+    let channel = gw.channel("street-office").await;
+    let c = || ctx("grid-event-handling");
+    let inside = |code: &Option<String>| code.as_ref().unwrap().starts_with(&street);
+    let entity = d
+        .entities
+        .iter()
+        .find(|e| inside(&e.domicile_grid))
+        .unwrap();
+    let foreign = d
+        .entities
+        .iter()
+        .find(|e| !inside(&e.domicile_grid))
+        .unwrap();
+    let grid = d.grids.iter().find(|g| inside(&g.grid_code)).unwrap();
+    let person = d
+        .persons
+        .iter()
+        .find(|p| inside(&p.residence_grid))
+        .unwrap();
+    let stranger = d
+        .persons
+        .iter()
+        .find(|p| !inside(&p.residence_grid))
+        .unwrap();
+    let uscc = entity.uscc.clone().unwrap();
+    let grid_code = grid.grid_code.clone().unwrap();
+
+    let (mut e1, mut e2) = (
+        LegalEntityServiceClient::new(channel.clone()),
+        v2::legal_entity_service_client::LegalEntityServiceClient::new(channel.clone()),
+    );
+    let get = || GetEntityRequest {
+        context: c(),
+        uscc: uscc.clone(),
+    };
+    let a = e1
+        .get_entity(req(get(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = e2
+        .get_entity(req(get(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_release!(
+        a.entity.unwrap(),
+        b.entity.unwrap(),
+        "govshare.v1.LegalEntity"
+    );
+
+    let batch = || BatchGetEntitiesRequest {
+        context: c(),
+        usccs: vec![uscc.clone(), foreign.uscc.clone().unwrap()],
+    };
+    let a = e1
+        .batch_get_entities(req(batch(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = e2
+        .batch_get_entities(req(batch(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((a.entities.len(), &a.not_found), (1, &b.not_found));
+    assert_same_release!(a.entities[0], b.entities[0], "govshare.v1.LegalEntity");
+
+    let search = || SearchEntitiesRequest {
+        context: c(),
+        region_prefix: street.clone(),
+        page_size: 100,
+        max_records: 30,
+        ..Default::default()
+    };
+    let mut a = e1
+        .search_entities(req(search(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b = e2
+        .search_entities(req(search(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let (a, b) = (
+        a.message().await.unwrap().unwrap(),
+        b.message().await.unwrap().unwrap(),
+    );
+    assert_eq!(a.entities.len(), b.entities.len());
+    assert!(!a.entities.is_empty());
+    for (a, b) in a.entities.iter().zip(&b.entities) {
+        assert_same_release!(*a, *b, "govshare.v1.LegalEntity");
+    }
+
+    let (mut g1, mut g2) = (
+        GridServiceClient::new(channel.clone()),
+        v2::grid_service_client::GridServiceClient::new(channel.clone()),
+    );
+    let get = || GetGridRequest {
+        context: c(),
+        grid_code: grid_code.clone(),
+    };
+    let a = g1.get_grid(req(get(), &token)).await.unwrap().into_inner();
+    let b = g2.get_grid(req(get(), &token)).await.unwrap().into_inner();
+    assert_same_release!(a.grid.unwrap(), b.grid.unwrap(), "govshare.v1.Grid");
+
+    let list = || ListGridsRequest {
+        context: c(),
+        region_prefix: street.clone(),
+        page_size: 100,
+        max_records: 20,
+        ..Default::default()
+    };
+    let mut a = g1
+        .list_grids(req(list(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut b = g2
+        .list_grids(req(list(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let (a, b) = (
+        a.message().await.unwrap().unwrap(),
+        b.message().await.unwrap().unwrap(),
+    );
+    assert_eq!(a.grids.len(), b.grids.len());
+    for (a, b) in a.grids.iter().zip(&b.grids) {
+        assert_same_release!(*a, *b, "govshare.v1.Grid");
+    }
+
+    let (lon, lat) = centre(grid);
+    let locate = || LocateGridRequest {
+        context: c(),
+        lon,
+        lat,
+    };
+    let a = g1
+        .locate_grid(req(locate(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = g2
+        .locate_grid(req(locate(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_same_release!(a.grid.unwrap(), b.grid.unwrap(), "govshare.v1.Grid");
+
+    let workers = || ListGridWorkersRequest {
+        context: c(),
+        grid_code: grid_code.clone(),
+    };
+    let a = g1
+        .list_grid_workers(req(workers(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = g2
+        .list_grid_workers(req(workers(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.workers.len(), b.workers.len());
+    assert!(!a.workers.is_empty());
+    for (a, b) in a.workers.iter().zip(&b.workers) {
+        assert_same_release!(*a, *b, "govshare.v1.GridWorker");
+    }
+
+    let tree = || GetRegionTreeRequest {
+        context: c(),
+        root_code: String::new(),
+    };
+    let a = g1
+        .get_region_tree(req(tree(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = g2
+        .get_region_tree(req(tree(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.roots, b.roots);
+
+    let (mut p1, mut p2) = (
+        PopulationServiceClient::new(channel.clone()),
+        v2::population_service_client::PopulationServiceClient::new(channel),
+    );
+    let batch = || BatchGetPersonsRequest {
+        context: c(),
+        id_numbers: vec![
+            person.id_number.clone().unwrap(),
+            stranger.id_number.clone().unwrap(),
+        ],
+    };
+    let a = p1
+        .batch_get_persons(req(batch(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = p2
+        .batch_get_persons(req(batch(), &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((a.persons.len(), &a.not_found), (1, &b.not_found));
+    assert_same_release!(a.persons[0], b.persons[0], "govshare.v1.Person");
+
+    // The calls alternate v1, v2: each pair recorded alike, under its own
+    // version's method.
+    let ours: Vec<_> = gw
+        .audit_entries()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            e.principal
+                .as_ref()
+                .is_some_and(|p| p.department == "street-office")
+        })
+        .collect();
+    assert_eq!(ours.len(), 2 * 9, "one entry per call");
+    for pair in ours.chunks(2) {
+        let (one, two) = (&pair[0], &pair[1]);
+        let rpc = one.method.strip_prefix("/govshare.v1.").unwrap();
+        assert_eq!(two.method, format!("/govshare.v2.{rpc}"));
+        assert_eq!(two.fields, one.fields, "{rpc}");
+        assert_eq!(two.keys_returned, one.keys_returned, "{rpc}");
+        assert_eq!(two.decision, one.decision, "{rpc}");
+    }
+}
