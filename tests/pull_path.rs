@@ -293,6 +293,48 @@ async fn v2_releases_what_v1_releases_with_the_views_packed_by_field_number() {
     assert_eq!(last.decision, AuditDecision::Deny as i32);
 }
 
+/// A listing's filter drops records after they were masked; the audit
+/// entry then names exactly the fields of the records that were sent, not
+/// those of the records the filter dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_listing_records_only_the_fields_of_what_it_sent() {
+    let gw = Gateway::start("");
+    let token = gw.token("public-security");
+    let mut client = PopulationServiceClient::new(gw.channel("public-security").await);
+    let mut pages = client
+        .list_persons(req(
+            ListPersonsRequest {
+                context: ctx("public-security"),
+                tag: "elderly-alone".into(),
+                page_size: 5,
+                max_records: 5,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let page = pages.message().await.unwrap().unwrap();
+    assert_eq!(page.persons.len(), 5);
+    let mut sent: Vec<(String, i32)> = page
+        .persons
+        .iter()
+        .flat_map(|p| p.views.iter().map(|(f, v)| (f.clone(), *v)))
+        .collect();
+    sent.sort();
+    sent.dedup();
+    let (_, entry) = gw.audit_entries().pop().unwrap();
+    assert_eq!(entry.keys_returned.len(), 5);
+    let mut recorded: Vec<(String, i32)> = entry
+        .fields
+        .iter()
+        .map(|f| (f.field.clone(), f.view))
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, sent, "the entry names the fields sent, no more");
+}
+
 /// `b` (v2) is `a` (v1) with the map of views moved out and packed:
 /// `views[n - 1]` is the view of field number `n`, UNSPECIFIED where the
 /// map names no field, and nothing after the last released field.

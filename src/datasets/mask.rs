@@ -161,18 +161,35 @@ pub fn mask(kind: MaskKind, value: &str, community_name: Option<&str>) -> Option
 }
 
 /// Which views of which fields a call released, as bits per catalog
-/// position (bit `view` set): what the audit entry lists.
+/// position (bit `view` set): what the audit entry lists. Gathered from
+/// the records that leave, after any filter, so it names nothing that was
+/// masked and then dropped.
 #[derive(Debug, Clone, Default)]
 pub struct ReleasedViews {
     bits: Vec<u8>,
 }
 
 impl ReleasedViews {
-    fn mark(&mut self, field: usize, view: FieldView) {
-        if self.bits.len() <= field {
-            self.bits.resize(field + 1, 0);
+    /// The views of `records`, whose fields are `prefix…` in `spec`.
+    pub fn of<'a>(
+        spec: &DatasetSpec,
+        prefix: &str,
+        records: impl Iterator<Item = &'a RecordViews>,
+    ) -> Self {
+        let first = first_field(spec, prefix);
+        let mut bits = Vec::new();
+        for views in records {
+            let views = &views.views[..usize::from(views.len)];
+            if bits.len() < first + views.len() {
+                bits.resize(first + views.len(), 0);
+            }
+            for (i, view) in views.iter().enumerate() {
+                if *view != FieldView::Unspecified as u8 {
+                    bits[first + i] |= 1 << view;
+                }
+            }
         }
-        self.bits[field] |= 1 << (view as u8);
+        Self { bits }
     }
 
     /// `(catalog field name, view)` pairs, in catalog order.
@@ -187,6 +204,17 @@ impl ReleasedViews {
         }
         out
     }
+}
+
+/// The catalog position of the first of a record type's fields (grid
+/// workers' fields follow the grid's under the `worker.` prefix).
+fn first_field(spec: &DatasetSpec, prefix: &str) -> usize {
+    spec.fields
+        .iter()
+        .position(|f| {
+            f.name.starts_with(prefix) && (prefix.is_empty() || f.name.len() > prefix.len())
+        })
+        .unwrap_or(0)
 }
 
 /// Most fields one record type may have: a record's views live inline in
@@ -283,7 +311,6 @@ pub struct Projector<'a> {
     pseudonyms: &'a DepartmentKey,
     community_name: Option<&'a str>,
     views: RecordViews,
-    released: &'a mut ReleasedViews,
 }
 
 impl<'a> Projector<'a> {
@@ -295,15 +322,8 @@ impl<'a> Projector<'a> {
         prefix: &'static str,
         pseudonyms: &'a DepartmentKey,
         community_name: Option<&'a str>,
-        released: &'a mut ReleasedViews,
     ) -> Self {
-        let first = spec
-            .fields
-            .iter()
-            .position(|f| {
-                f.name.starts_with(prefix) && (prefix.is_empty() || f.name.len() > prefix.len())
-            })
-            .unwrap_or(0);
+        let first = first_field(spec, prefix);
         Self {
             plan,
             spec,
@@ -313,7 +333,6 @@ impl<'a> Projector<'a> {
             pseudonyms,
             community_name,
             views: RecordViews::default(),
-            released,
         }
     }
 
@@ -334,7 +353,6 @@ impl<'a> Projector<'a> {
 
     fn record(&mut self, i: usize, view: FieldView) {
         self.views.set(i - self.first, view);
-        self.released.mark(i, view);
     }
 
     /// A text field in whatever view the plan allows. Takes the stored

@@ -724,7 +724,6 @@ pub struct Masked<R> {
     records: Vec<Projected<R>>,
     not_found: Vec<String>,
     out_of_scope: Vec<String>,
-    views: ReleasedViews,
     keys: Vec<String>,
     reservation: Option<Reservation>,
     /// A scanned page's place in [`PAGES_IN_MEMORY`].
@@ -1152,7 +1151,7 @@ impl Admission {
     }
 
     /// Step 5: audit what leaves, durably; only then release it.
-    pub async fn release<R>(&mut self, m: Masked<R>) -> Result<Released<R>, Status> {
+    pub async fn release<R: Record>(&mut self, m: Masked<R>) -> Result<Released<R>, Status> {
         let refused = m.records.is_empty() && !m.out_of_scope.is_empty();
         let mut e = self.entry(if refused {
             AuditDecision::Deny
@@ -1166,9 +1165,10 @@ impl Admission {
         e.record_count = m.records.len() as u64;
         e.keys_returned = m.keys;
         e.keys_out_of_scope = m.out_of_scope;
-        e.fields = m
-            .views
-            .list(self.spec.dataset.spec())
+        let spec = self.spec.dataset.spec();
+        let views = m.records.iter().map(|r| &r.views);
+        e.fields = ReleasedViews::of(spec, R::FIELD_PREFIX, views)
+            .list(spec)
             .into_iter()
             .map(|(field, view)| ReturnedField {
                 field: field.into(),
@@ -1302,7 +1302,6 @@ impl Pipeline {
             R::FIELD_PREFIX,
             &ctx.pseudonyms,
             community.as_deref(),
-            &mut out.views,
         );
         out.keys.push(record.key().to_string());
         let record = record.project(&mut p);
@@ -1367,7 +1366,6 @@ impl<R> Masked<R> {
             records: Vec::new(),
             not_found: Vec::new(),
             out_of_scope: Vec::new(),
-            views: ReleasedViews::default(),
             keys: Vec::new(),
             reservation: None,
             page: None,
