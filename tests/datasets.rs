@@ -492,20 +492,19 @@ async fn every_v2_rpc_releases_what_its_v1_twin_releases_and_is_audited_as_v2() 
         max_records: 30,
         ..Default::default()
     };
+    // One stream after the other, so their entries keep the calls' order.
     let mut a = e1
         .search_entities(req(search(), &token))
         .await
         .unwrap()
         .into_inner();
+    let a = a.message().await.unwrap().unwrap();
     let mut b = e2
         .search_entities(req(search(), &token))
         .await
         .unwrap()
         .into_inner();
-    let (a, b) = (
-        a.message().await.unwrap().unwrap(),
-        b.message().await.unwrap().unwrap(),
-    );
+    let b = b.message().await.unwrap().unwrap();
     assert_eq!(a.entities.len(), b.entities.len());
     assert!(!a.entities.is_empty());
     for (a, b) in a.entities.iter().zip(&b.entities) {
@@ -531,20 +530,19 @@ async fn every_v2_rpc_releases_what_its_v1_twin_releases_and_is_audited_as_v2() 
         max_records: 20,
         ..Default::default()
     };
+    // One stream after the other, so their entries keep the calls' order.
     let mut a = g1
         .list_grids(req(list(), &token))
         .await
         .unwrap()
         .into_inner();
+    let a = a.message().await.unwrap().unwrap();
     let mut b = g2
         .list_grids(req(list(), &token))
         .await
         .unwrap()
         .into_inner();
-    let (a, b) = (
-        a.message().await.unwrap().unwrap(),
-        b.message().await.unwrap().unwrap(),
-    );
+    let b = b.message().await.unwrap().unwrap();
     assert_eq!(a.grids.len(), b.grids.len());
     for (a, b) in a.grids.iter().zip(&b.grids) {
         assert_same_release!(*a, *b, "govshare.v1.Grid");
@@ -640,13 +638,69 @@ async fn every_v2_rpc_releases_what_its_v1_twin_releases_and_is_audited_as_v2() 
                 .is_some_and(|p| p.department == "street-office")
         })
         .collect();
-    assert_eq!(ours.len(), 2 * 9, "one entry per call");
+    let methods: Vec<&str> = ours.iter().map(|e| e.method.as_str()).collect();
+    assert_eq!(ours.len(), 2 * 9, "one entry per call: {methods:?}");
     for pair in ours.chunks(2) {
         let (one, two) = (&pair[0], &pair[1]);
-        let rpc = one.method.strip_prefix("/govshare.v1.").unwrap();
+        let rpc = one.method.strip_prefix("/govshare.v1.").expect(&one.method);
         assert_eq!(two.method, format!("/govshare.v2.{rpc}"));
         assert_eq!(two.fields, one.fields, "{rpc}");
         assert_eq!(two.keys_returned, one.keys_returned, "{rpc}");
         assert_eq!(two.decision, one.decision, "{rpc}");
     }
+}
+
+/// Two published grids may overlap, and a point in both is answered with
+/// one grid: the audit entry records that one, not every candidate the
+/// mask step judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_grid_records_only_the_grid_it_answers() {
+    let gw = Gateway::start("");
+    let square = |x0: f64, y0: f64| Polygon {
+        rings: vec![LinearRing {
+            points: [(0.0, 0.0), (0.001, 0.0), (0.001, 0.001), (0.0, 0.001)]
+                .iter()
+                .map(|(dx, dy)| Position {
+                    lon: x0 + dx,
+                    lat: y0 + dy,
+                })
+                .collect(),
+        }],
+    };
+    let grid = |code: &str, x0: f64| UpsertGridsRequest {
+        item: Some(Item::Grid(Grid {
+            grid_code: Some(code.into()),
+            name: Some("重叠网格".into()),
+            boundary: Some(square(x0, 31.0)),
+            ..Default::default()
+        })),
+    };
+    let items = vec![
+        grid("310115001001098", 122.0),
+        grid("310115001001099", 122.0005),
+    ];
+    let summary = PublishServiceClient::new(gw.channel("grid-centre").await)
+        .upsert_grids(req(tokio_stream::iter(items), &gw.token("grid-centre")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, 2);
+
+    let found = GridServiceClient::new(gw.channel("street-office").await)
+        .locate_grid(req(
+            LocateGridRequest {
+                context: ctx("grid-event-handling"),
+                lon: 122.0007,
+                lat: 31.0005,
+            },
+            &gw.token("street-office"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grid
+        .unwrap();
+    let (_, entry) = gw.audit_entries().pop().unwrap();
+    assert_eq!(entry.keys_returned, vec![found.grid_code.unwrap()]);
+    assert_eq!(entry.record_count, 1);
 }

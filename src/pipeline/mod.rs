@@ -1141,12 +1141,16 @@ impl Admission {
         }
     }
 
-    /// The grid containing a point, if one is visible to the caller.
+    /// The grid containing a point, if one is visible to the caller: the
+    /// first in code order of those that are (grids may overlap), and only
+    /// that one, so the entry records what is answered.
     pub async fn locate(&self, lon: f64, lat: f64) -> Result<Masked<Grid>, Status> {
         let candidates = self.pipeline.locator.locate(lon, lat);
         let mut m = self.get::<Grid>(candidates).await?;
         // Absent grids are not what was asked about: only the point was.
         m.not_found.clear();
+        m.records.truncate(1);
+        m.keys.truncate(1);
         Ok(m)
     }
 
