@@ -34,79 +34,73 @@ data_requests! {
     }
 }
 
-data_service! {
+/// One API version of GridService: its name (as the log records it), the
+/// tonic trait, and the version's reply messages that carry records —
+/// the generic get and list, and grid's own RPCs.
+macro_rules! grid_service {
+    (
+        $name:literal as $service:path => {
+            get: $get:ty, page: $page:ty, locate: $locate:ty, workers: $workers:ty $(,)?
+        }
+    ) => {
+        data_service! {
+            $name as $service => {
+                get GetGrid => get_grid(GetGridRequest) -> $get { grid };
+                list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = $page { grids };
+            }
+
+            async fn locate_grid(
+                &self,
+                req: Request<LocateGridRequest>,
+            ) -> Result<Response<$locate>, Status> {
+                type Reply = $locate;
+                let method = concat!("/", $name, "/LocateGrid");
+                let (grid, receipt) = self.locate(req, method).await?;
+                Ok(Response::new(Reply {
+                    grid: Some(Wire::wire(grid)),
+                    receipt: Some(receipt),
+                }))
+            }
+
+            async fn list_grid_workers(
+                &self,
+                req: Request<ListGridWorkersRequest>,
+            ) -> Result<Response<$workers>, Status> {
+                type Reply = $workers;
+                let method = concat!("/", $name, "/ListGridWorkers");
+                let (workers, receipt) = self.workers(req, method).await?;
+                Ok(Response::new(Reply {
+                    workers: wire_all(workers),
+                    receipt: Some(receipt),
+                }))
+            }
+
+            async fn get_region_tree(
+                &self,
+                req: Request<GetRegionTreeRequest>,
+            ) -> Result<Response<GetRegionTreeResponse>, Status> {
+                let method = concat!("/", $name, "/GetRegionTree");
+                self.region_tree(req, method).await.map(Response::new)
+            }
+        }
+    };
+}
+
+grid_service! {
     "govshare.v1.GridService" as grid_service_server::GridService => {
-        get GetGrid => get_grid(GetGridRequest) -> GetGridResponse { grid };
-        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = GridPage { grids };
-    }
-
-    async fn locate_grid(
-        &self,
-        req: Request<LocateGridRequest>,
-    ) -> Result<Response<LocateGridResponse>, Status> {
-        let (grid, receipt) = self.locate(req, "/govshare.v1.GridService/LocateGrid").await?;
-        Ok(Response::new(LocateGridResponse {
-            grid: Some(Wire::wire(grid)),
-            receipt: Some(receipt),
-        }))
-    }
-
-    async fn list_grid_workers(
-        &self,
-        req: Request<ListGridWorkersRequest>,
-    ) -> Result<Response<ListGridWorkersResponse>, Status> {
-        let method = "/govshare.v1.GridService/ListGridWorkers";
-        let (workers, receipt) = self.workers(req, method).await?;
-        Ok(Response::new(ListGridWorkersResponse {
-            workers: wire_all(workers),
-            receipt: Some(receipt),
-        }))
-    }
-
-    async fn get_region_tree(
-        &self,
-        req: Request<GetRegionTreeRequest>,
-    ) -> Result<Response<GetRegionTreeResponse>, Status> {
-        let method = "/govshare.v1.GridService/GetRegionTree";
-        self.region_tree(req, method).await.map(Response::new)
+        get: GetGridResponse,
+        page: GridPage,
+        locate: LocateGridResponse,
+        workers: ListGridWorkersResponse,
     }
 }
 
-data_service! {
+grid_service! {
     "govshare.v2.GridService" as v2::grid_service_server::GridService => {
-        get GetGrid => get_grid(GetGridRequest) -> v2::GetGridResponse { grid };
-        list ListGrids => list_grids(ListGridsRequest) -> ListGridsStream = v2::GridPage { grids };
-    }
-
-    async fn locate_grid(
-        &self,
-        req: Request<LocateGridRequest>,
-    ) -> Result<Response<v2::LocateGridResponse>, Status> {
-        let (grid, receipt) = self.locate(req, "/govshare.v2.GridService/LocateGrid").await?;
-        Ok(Response::new(v2::LocateGridResponse {
-            grid: Some(Wire::wire(grid)),
-            receipt: Some(receipt),
-        }))
-    }
-
-    async fn list_grid_workers(
-        &self,
-        req: Request<ListGridWorkersRequest>,
-    ) -> Result<Response<v2::ListGridWorkersResponse>, Status> {
-        let method = "/govshare.v2.GridService/ListGridWorkers";
-        let (workers, receipt) = self.workers(req, method).await?;
-        Ok(Response::new(v2::ListGridWorkersResponse {
-            workers: wire_all(workers),
-            receipt: Some(receipt),
-        }))
-    }
-
-    async fn get_region_tree(
-        &self,
-        req: Request<GetRegionTreeRequest>,
-    ) -> Result<Response<GetRegionTreeResponse>, Status> {
-        let method = "/govshare.v2.GridService/GetRegionTree";
-        self.region_tree(req, method).await.map(Response::new)
+        get: v2::GetGridResponse,
+        page: v2::GridPage,
+        locate: v2::LocateGridResponse,
+        workers: v2::ListGridWorkersResponse,
     }
 }
 
