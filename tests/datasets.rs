@@ -704,3 +704,98 @@ async fn locate_grid_records_only_the_grid_it_answers() {
     assert_eq!(entry.keys_returned, vec![found.grid_code.unwrap()]);
     assert_eq!(entry.record_count, 1);
 }
+
+/// LocateGrid answers one grid, so it needs one record of the daily limit
+/// — not one per grid containing the point, which would also tell the
+/// caller, in the refusal, how many grids it cannot see lie there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_grid_needs_one_record_of_the_daily_limit() {
+    use common::{admin_client, register_purposes};
+    use govshare::proto::{
+        CreateGrantRequest, FieldGrant, FieldView, Grant, GrantLimits, Operation,
+    };
+    let gw = Gateway::start("");
+    let d = district();
+    let street = d.first_street().to_string();
+    let other_community = d
+        .grids
+        .iter()
+        .find(|g| !g.grid_code.as_ref().unwrap().starts_with(&street))
+        .and_then(|g| g.community_code.clone())
+        .unwrap();
+    register_purposes(&gw, &["grid-quota"]).await;
+    admin_client(&gw, "admin")
+        .await
+        .create_grant(req(
+            CreateGrantRequest {
+                grant: Some(Grant {
+                    department: "market-regulation".into(),
+                    dataset: "grid".into(),
+                    operations: vec![Operation::Get.into()],
+                    fields: ["grid_code", "name"]
+                        .iter()
+                        .map(|f| FieldGrant {
+                            field: f.to_string(),
+                            view: FieldView::Clear.into(),
+                        })
+                        .collect(),
+                    regions: vec![street.clone()],
+                    purposes: vec!["grid-quota".into()],
+                    limits: Some(GrantLimits {
+                        max_records_per_day: 1,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            &gw.token("admin"),
+        ))
+        .await
+        .unwrap();
+    // One grid in the granted street, one overlapping it in another street.
+    let square = |x0: f64| Polygon {
+        rings: vec![LinearRing {
+            points: [(0.0, 0.0), (0.001, 0.0), (0.001, 0.001), (0.0, 0.001)]
+                .iter()
+                .map(|(dx, dy)| Position {
+                    lon: x0 + dx,
+                    lat: 31.0 + dy,
+                })
+                .collect(),
+        }],
+    };
+    let grid = |code: String, x0: f64| UpsertGridsRequest {
+        item: Some(Item::Grid(Grid {
+            grid_code: Some(code),
+            name: Some("重叠网格".into()),
+            boundary: Some(square(x0)),
+            ..Default::default()
+        })),
+    };
+    let items = vec![
+        grid(format!("{street}001099"), 122.0),
+        grid(format!("{other_community}099"), 122.0005),
+    ];
+    let summary = PublishServiceClient::new(gw.channel("grid-centre").await)
+        .upsert_grids(req(tokio_stream::iter(items), &gw.token("grid-centre")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, 2, "{:?}", summary.rejections);
+
+    let found = GridServiceClient::new(gw.channel("market-regulation").await)
+        .locate_grid(req(
+            LocateGridRequest {
+                context: ctx("grid-quota"),
+                lon: 122.0007,
+                lat: 31.0005,
+            },
+            &gw.token("market-regulation"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .grid
+        .unwrap();
+    assert_eq!(found.grid_code, Some(format!("{street}001099")));
+}

@@ -1058,7 +1058,14 @@ impl Admission {
     /// the entry's `keys_out_of_scope`). The daily limit is reserved for
     /// every key first; a batch it cannot cover is refused whole.
     pub async fn get<R: Record>(&self, keys: Vec<String>) -> Result<Masked<R>, Status> {
-        let reservation = self.reserve(keys.len() as u64, true).await?;
+        let want = keys.len() as u64;
+        self.fetch(keys, want).await
+    }
+
+    /// [`Admission::get`] of `keys` for an answer of at most `want`
+    /// records: what it reserves of the daily limit, whole.
+    async fn fetch<R: Record>(&self, keys: Vec<String>, want: u64) -> Result<Masked<R>, Status> {
+        let reservation = self.reserve(want, true).await?;
         let ctx = self.mask_context();
         let fetched = if keys.len() <= INLINE_KEYS && !R::HAS_COUNTS {
             self.pipeline.fetch_masked_inline::<R>(&ctx, keys).await
@@ -1143,10 +1150,13 @@ impl Admission {
 
     /// The grid containing a point, if one is visible to the caller: the
     /// first in code order of those that are (grids may overlap), and only
-    /// that one, so the entry records what is answered.
+    /// that one, so the entry records what is answered and the daily limit
+    /// is asked for one record — not one per grid there, which a refusal
+    /// would have counted out, the unseen ones too.
     pub async fn locate(&self, lon: f64, lat: f64) -> Result<Masked<Grid>, Status> {
         let candidates = self.pipeline.locator.locate(lon, lat);
-        let mut m = self.get::<Grid>(candidates).await?;
+        let want = candidates.len().min(1) as u64;
+        let mut m = self.fetch::<Grid>(candidates, want).await?;
         // Absent grids are not what was asked about: only the point was.
         m.not_found.clear();
         m.records.truncate(1);
@@ -1166,6 +1176,7 @@ impl Admission {
             e.reason_code = "OUT_OF_SCOPE".into();
             e.message = "requested records lie outside the department's granted regions".into();
         }
+        debug_assert_eq!(m.keys.len(), m.records.len(), "a key per record sent");
         e.record_count = m.records.len() as u64;
         e.keys_returned = m.keys;
         e.keys_out_of_scope = m.out_of_scope;
