@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gateway, ctx, district, jti, register_purposes, req, residents};
+use common::{Gateway, create_grant, ctx, district, jti, register_purposes, req, residents};
 use govshare::proto::admin_service_client::AdminServiceClient;
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::*;
@@ -87,19 +87,6 @@ async fn pull(
     ))
     .await
     .map(tonic::Response::into_inner)
-}
-
-/// Creates a grant directly (only unconditionally shared views can be).
-async fn create_grant(gw: &Gateway, g: Grant) -> Result<Grant, tonic::Status> {
-    let r = admin(gw, "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest { grant: Some(g) },
-            &gw.token("admin"),
-        ))
-        .await?
-        .into_inner();
-    Ok(r.grant.expect("a grant, not a pending request"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

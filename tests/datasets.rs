@@ -710,10 +710,8 @@ async fn locate_grid_records_only_the_grid_it_answers() {
 /// caller, in the refusal, how many grids it cannot see lie there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locate_grid_needs_one_record_of_the_daily_limit() {
-    use common::{admin_client, register_purposes};
-    use govshare::proto::{
-        CreateGrantRequest, FieldGrant, FieldView, Grant, GrantLimits, Operation,
-    };
+    use common::{create_grant, register_purposes};
+    use govshare::proto::{FieldGrant, FieldView, Grant, GrantLimits, Operation};
     let gw = Gateway::start("");
     let d = district();
     let street = d.first_street().to_string();
@@ -724,34 +722,30 @@ async fn locate_grid_needs_one_record_of_the_daily_limit() {
         .and_then(|g| g.community_code.clone())
         .unwrap();
     register_purposes(&gw, &["grid-quota"]).await;
-    admin_client(&gw, "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "market-regulation".into(),
-                    dataset: "grid".into(),
-                    operations: vec![Operation::Get.into()],
-                    fields: ["grid_code", "name"]
-                        .iter()
-                        .map(|f| FieldGrant {
-                            field: f.to_string(),
-                            view: FieldView::Clear.into(),
-                        })
-                        .collect(),
-                    regions: vec![street.clone()],
-                    purposes: vec!["grid-quota".into()],
-                    limits: Some(GrantLimits {
-                        max_records_per_day: 1,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            &gw.token("admin"),
-        ))
-        .await
-        .unwrap();
+    create_grant(
+        &gw,
+        Grant {
+            department: "market-regulation".into(),
+            dataset: "grid".into(),
+            operations: vec![Operation::Get.into()],
+            fields: ["grid_code", "name"]
+                .iter()
+                .map(|f| FieldGrant {
+                    field: f.to_string(),
+                    view: FieldView::Clear.into(),
+                })
+                .collect(),
+            regions: vec![street.clone()],
+            purposes: vec!["grid-quota".into()],
+            limits: Some(GrantLimits {
+                max_records_per_day: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     // One grid in the granted street, one overlapping it in another street.
     let square = |x0: f64| Polygon {
         rings: vec![LinearRing {

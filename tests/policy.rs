@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Gateway, admin_client, ctx, district, enrol, get_person, register_purposes, req, residents,
+    Gateway, admin_client, create_grant, ctx, district, enrol, get_person, register_purposes, req,
+    residents,
 };
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
@@ -851,28 +852,24 @@ async fn refusals_name_the_rule_of_the_closest_grant() {
 async fn sixteen_parallel_pullers_never_exceed_the_daily_limit() {
     let gw = Gateway::start("");
     register_purposes(&gw, &["quota-race"]).await;
-    admin_client(&gw, "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "market-regulation".into(),
-                    dataset: "population".into(),
-                    operations: ops(),
-                    fields: vec![fg("name", FieldView::Clear)],
-                    regions: vec!["310115".into()],
-                    purposes: vec!["quota-race".into()],
-                    limits: Some(GrantLimits {
-                        max_records_per_day: 50,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            &gw.token("admin"),
-        ))
-        .await
-        .unwrap();
+    create_grant(
+        &gw,
+        Grant {
+            department: "market-regulation".into(),
+            dataset: "population".into(),
+            operations: ops(),
+            fields: vec![fg("name", FieldView::Clear)],
+            regions: vec!["310115".into()],
+            purposes: vec!["quota-race".into()],
+            limits: Some(GrantLimits {
+                max_records_per_day: 50,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let ids: Vec<String> = district()
         .persons
         .iter()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Gateway, admin_client, ctx, district, get_person, req, residents};
+use common::{Gateway, admin_client, create_grant, ctx, district, get_person, req, residents};
 use govshare::proto::correction_service_client::CorrectionServiceClient;
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
@@ -744,31 +744,27 @@ async fn a_covert_departments_refusals_are_withheld_too() {
 async fn filings_are_metered_bounded_and_paged() {
     let gw = Gateway::start("");
     common::register_purposes(&gw, &["quota-test"]).await;
-    admin_client(&gw, "admin")
-        .await
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "market-regulation".into(),
-                    dataset: "population".into(),
-                    operations: vec![Operation::Get.into()],
-                    fields: vec![FieldGrant {
-                        field: "name".into(),
-                        view: FieldView::Clear.into(),
-                    }],
-                    regions: vec!["310115".into()],
-                    purposes: vec!["quota-test".into()],
-                    limits: Some(GrantLimits {
-                        max_records_per_day: 2,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            &gw.token("admin"),
-        ))
-        .await
-        .unwrap();
+    create_grant(
+        &gw,
+        Grant {
+            department: "market-regulation".into(),
+            dataset: "population".into(),
+            operations: vec![Operation::Get.into()],
+            fields: vec![FieldGrant {
+                field: "name".into(),
+                view: FieldView::Clear.into(),
+            }],
+            regions: vec!["310115".into()],
+            purposes: vec!["quota-test".into()],
+            limits: Some(GrantLimits {
+                max_records_per_day: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let ids: Vec<String> = district()
         .persons
         .into_iter()

@@ -599,6 +599,23 @@ pub async fn admin_client(
     govshare::proto::admin_service_client::AdminServiceClient::new(gw.channel(identity).await)
 }
 
+/// The administrator creates `g` directly (only unconditionally shared
+/// views can be); the grant as stored.
+pub async fn create_grant(
+    gw: &Gateway,
+    g: govshare::proto::Grant,
+) -> Result<govshare::proto::Grant, tonic::Status> {
+    let r = admin_client(gw, "admin")
+        .await
+        .create_grant(req(
+            govshare::proto::CreateGrantRequest { grant: Some(g) },
+            &gw.token("admin"),
+        ))
+        .await?
+        .into_inner();
+    Ok(r.grant.expect("a grant, not a pending request"))
+}
+
 /// Enrols a new department system: a client certificate from the dev CA,
 /// the department (with `jurisdiction`), its certificate and a token with
 /// `roles`, written as `<id>.pem/.key/.token` like the demo identities.
