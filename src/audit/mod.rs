@@ -65,6 +65,21 @@ pub fn kind_name(kind: i32) -> &'static str {
     }
 }
 
+/// A method as a listing shows it: its name, and the API version when it
+/// is not v1 (`GetPerson`, `GetPerson (v2)`), so an auditor reading a
+/// table tells the two apart; the entry keeps the full path.
+pub fn method_label(method: &str) -> String {
+    let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
+    let version = service.split('.').find(|part| {
+        part.strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    match version {
+        Some(v) if v != "v1" => format!("{name} ({v})"),
+        _ => name.to_string(),
+    }
+}
+
 /// Where an entry landed; returned only after it is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

@@ -629,7 +629,7 @@ fn print_entries(entries: Vec<AuditEntry>, json: bool) {
                 "ENTRY_KIND_",
             ),
             e.principal.map(|p| p.department).unwrap_or_default(),
-            e.method.rsplit('/').next().unwrap_or_default().to_string(),
+            govshare::audit::method_label(&e.method),
             e.purpose,
             e.case_id,
             short(

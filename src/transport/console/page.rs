@@ -326,7 +326,7 @@ pub fn entry_row(e: &AuditEntry, lang: Lang) -> String {
         i = e.index,
         kind = esc(crate::audit::kind_name(e.kind)),
         dept = esc(&p.department),
-        method = esc(e.method.rsplit('/').next().unwrap_or_default()),
+        method = esc(&crate::audit::method_label(&e.method)),
         dataset = match e.dataset.as_str() {
             d @ ("population" | "legal_entity" | "grid") => lang.t(d).to_string(),
             d => esc(d),
