@@ -11,6 +11,7 @@ pub mod catalog;
 mod check;
 pub mod codes;
 pub mod mask;
+pub mod read_set;
 pub mod record;
 
 pub use catalog::DatasetSpec;

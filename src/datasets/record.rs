@@ -4,7 +4,8 @@
 
 use super::Dataset;
 use super::codes::CodeError;
-use super::mask::{Projected, Projector};
+use super::mask::{FieldPlan, Projected, Projector};
+use super::read_set::ReadSet;
 use prost_types::Timestamp;
 use std::collections::BTreeMap;
 
@@ -40,6 +41,8 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     const FIELD_PREFIX: &'static str = "";
     /// The key field's name, for messages.
     const KEY_FIELD: &'static str;
+    /// The field [`Record::row_code`] reads.
+    const ROW_FIELD: &'static str;
     /// Whether the gateway fills [`GridCounts`] in on every read.
     const HAS_COUNTS: bool = false;
     /// Whether the key is a region or grid code others may refer to.
@@ -58,6 +61,18 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     /// projector keeps them ([`Projector::views`]) for the API version to
     /// put on the wire.
     fn project(self, p: &mut Projector<'_>) -> Self;
+
+    /// What a pull whose grants release at most `plan` decodes of a
+    /// stored record: those fields, and the key and row code every read
+    /// needs ([`ReadSet`]).
+    fn read_set(plan: &FieldPlan) -> ReadSet {
+        ReadSet::of(
+            Self::DATASET.spec(),
+            Self::FIELD_PREFIX,
+            plan,
+            &[Self::KEY_FIELD, Self::ROW_FIELD],
+        )
+    }
 
     /// Puts the views spelled out by field name into the record (v1's
     /// form). Structure records carry none.

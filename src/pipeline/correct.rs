@@ -10,6 +10,7 @@ use crate::audit::bounded::cap;
 use crate::auth::Principal;
 use crate::control::authz::Denial;
 use crate::control::roles::Role;
+use crate::datasets::read_set::ReadSet;
 use crate::datasets::{Dataset, Record};
 use crate::proto::json::{Named, with_text_field};
 use crate::proto::{AuditDecision, AuditReceipt, ReturnedField};
@@ -75,7 +76,9 @@ impl Admission {
         if let Some(r) = self.reserve(1, true).await? {
             r.settle(1);
         }
-        let stored = match self.pipeline.records.get::<R>(&key) {
+        // Read whole: the proposal is validated on the whole record, and
+        // only the one field's verdict is repeated.
+        let stored = match self.pipeline.records.get::<R>(&key, ReadSet::ALL) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "store read failed");
@@ -167,7 +170,7 @@ impl Pipeline {
             )));
         }
         self.records
-            .get::<R>(key)
+            .get::<R>(key, ReadSet::ALL)
             .map(|r| r.map(|r| r.version()))
             .map_err(|e| {
                 tracing::error!(error = %e, "store read failed");

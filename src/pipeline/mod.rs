@@ -44,7 +44,10 @@ use crate::control::roles::Role;
 use crate::datasets::Dataset;
 use crate::datasets::Record;
 use crate::datasets::grid::locate::GridLocator;
-use crate::datasets::mask::{DepartmentKey, Masker, Projected, Projector, ReleasedViews};
+use crate::datasets::mask::{
+    DepartmentKey, FieldPlan, Masker, Projected, Projector, ReleasedViews,
+};
+use crate::datasets::read_set::ReadSet;
 use crate::pipeline::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
@@ -160,7 +163,7 @@ impl Pipeline {
         let locator = GridLocator::default();
         let mut after = None;
         loop {
-            let page = records.scan::<Grid>("", after.as_deref(), 1024)?;
+            let page = records.scan::<Grid>("", after.as_deref(), 1024, ReadSet::ALL)?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (_, g) in &page {
@@ -751,6 +754,9 @@ impl<R> Released<R> {
 struct MaskContext {
     decision: Arc<Decision>,
     pseudonyms: DepartmentKey,
+    /// Every field the decision's grants may release: no read decodes
+    /// more ([`ReadSet`]).
+    releasable: FieldPlan,
 }
 
 impl Admission {
@@ -1006,8 +1012,10 @@ impl Admission {
     }
 
     fn mask_context(&self) -> MaskContext {
+        let decision = self.decision.clone().expect("admitted");
         MaskContext {
-            decision: self.decision.clone().expect("admitted"),
+            releasable: decision.releasable(),
+            decision,
             pseudonyms: self
                 .pipeline
                 .masker
@@ -1128,7 +1136,10 @@ impl Admission {
             .pipeline
             .blocking(move |p| {
                 let mut out = Masked::new();
-                for (_, node) in p.records.scan::<RegionNode>(&root, None, usize::MAX)? {
+                let nodes = p
+                    .records
+                    .scan::<RegionNode>(&root, None, usize::MAX, ReadSet::ALL)?;
+                for (_, node) in nodes {
                     if decision.covers_region(&node.code)
                         || decision.is_ancestor_of_scope(&node.code)
                     {
@@ -1237,9 +1248,10 @@ impl Pipeline {
         ctx: &MaskContext,
         keys: Vec<String>,
     ) -> anyhow::Result<Masked<R>> {
+        let read = R::read_set(&ctx.releasable);
         let fetched = keys
             .into_iter()
-            .map(|key| Ok((self.records.get::<R>(&key)?, key)))
+            .map(|key| Ok((self.records.get::<R>(&key, read)?, key)))
             .collect::<anyhow::Result<_>>()?;
         self.mask_fetched(ctx, fetched)
     }
@@ -1250,9 +1262,10 @@ impl Pipeline {
         ctx: &MaskContext,
         keys: Vec<String>,
     ) -> anyhow::Result<Masked<R>> {
+        let read = R::read_set(&ctx.releasable);
         let mut fetched = Vec::with_capacity(keys.len());
         for key in keys {
-            fetched.push((self.records.get_async::<R>(&key).await?, key));
+            fetched.push((self.records.get_async::<R>(&key, read).await?, key));
         }
         self.mask_fetched(ctx, fetched)
     }
@@ -1338,6 +1351,7 @@ impl Pipeline {
         // A page is at most 1000 records: reserve it once, not by doubling.
         out.records.reserve_exact(limit.min(1024));
         out.keys.reserve_exact(limit.min(1024));
+        let read = R::read_set(&ctx.releasable);
         let mut examined = 0usize;
         let budget = limit.saturating_mul(50).max(10_000);
         if limit == 0 {
@@ -1351,7 +1365,9 @@ impl Pipeline {
                 continue;
             }
             loop {
-                let chunk = self.records.scan::<R>(prefix, after.as_deref(), CHUNK)?;
+                let chunk = self
+                    .records
+                    .scan::<R>(prefix, after.as_deref(), CHUNK, read)?;
                 let exhausted = chunk.len() < CHUNK;
                 for (index_key, record) in chunk {
                     after = Some(index_key);

@@ -8,6 +8,7 @@
 //! range scan.
 
 use crate::base::clock::now_timestamp;
+use crate::datasets::read_set::ReadSet;
 use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, LegalEntity, Person, RegionNode};
 use crate::store::{Backend, IndexedWrite};
@@ -22,10 +23,12 @@ pub struct RecordStore {
     codes: Arc<RwLock<HashMap<String, String>>>,
 }
 
-fn decoded<R: Record>(stored: Option<Vec<u8>>) -> Result<Option<R>> {
-    stored
-        .map(|bytes| R::decode(bytes.as_slice()).context("decoding a stored record"))
-        .transpose()
+fn decoded<R: Record>(
+    stored: Option<Vec<u8>>,
+    read: ReadSet,
+    scratch: &mut Vec<u8>,
+) -> Result<Option<R>> {
+    stored.map(|bytes| read.decode(&bytes, scratch)).transpose()
 }
 
 fn index_tree<R: Record>() -> String {
@@ -71,31 +74,43 @@ impl RecordStore {
         self.codes.read().expect("codes lock").get(code).cloned()
     }
 
-    pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
-        decoded(self.backend.get(R::COLLECTION, key.as_bytes())?)
+    /// The record stored under `key`, with only `read`'s fields decoded.
+    pub(in crate::pipeline) fn get<R: Record>(
+        &self,
+        key: &str,
+        read: ReadSet,
+    ) -> Result<Option<R>> {
+        let stored = self.backend.get(R::COLLECTION, key.as_bytes())?;
+        decoded(stored, read, &mut Vec::new())
     }
 
     /// [`RecordStore::get`] on the caller's task: the embedded store
     /// answers from memory at once; a shared one is awaited, holding no
     /// thread (no hop through the blocking pool for a single record).
-    pub(in crate::pipeline) async fn get_async<R: Record>(&self, key: &str) -> Result<Option<R>> {
+    pub(in crate::pipeline) async fn get_async<R: Record>(
+        &self,
+        key: &str,
+        read: ReadSet,
+    ) -> Result<Option<R>> {
         if self.backend.answers_from_memory() {
-            return self.get(key);
+            return self.get(key, read);
         }
-        decoded(
-            self.backend
-                .get_async(R::COLLECTION, key.as_bytes())
-                .await?,
-        )
+        let stored = self
+            .backend
+            .get_async(R::COLLECTION, key.as_bytes())
+            .await?;
+        decoded(stored, read, &mut Vec::new())
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
-    /// index key `after`. Returns each record with its index key (the cursor).
+    /// index key `after`, with only `read`'s fields decoded. Returns each
+    /// record with its index key (the cursor).
     pub(in crate::pipeline) fn scan<R: Record>(
         &self,
         prefix: &str,
         after: Option<&[u8]>,
         limit: usize,
+        read: ReadSet,
     ) -> Result<Vec<(Vec<u8>, R)>> {
         let keys = self
             .backend
@@ -106,8 +121,9 @@ impl RecordStore {
             .collect();
         let stored = self.backend.get_many(R::COLLECTION, &record_keys)?;
         let mut out = Vec::with_capacity(keys.len());
+        let mut scratch = Vec::new();
         for ((index_key, _), stored) in keys.into_iter().zip(stored) {
-            if let Some(r) = decoded::<R>(stored)? {
+            if let Some(r) = decoded::<R>(stored, read, &mut scratch)? {
                 out.push((index_key, r));
             }
         }

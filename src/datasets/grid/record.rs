@@ -3,7 +3,8 @@
 use super::validate::{grid, region, worker};
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, RegionCode};
-use crate::datasets::mask::Projector;
+use crate::datasets::mask::{FieldPlan, Projector};
+use crate::datasets::read_set::ReadSet;
 use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, GridCounts, Record, Reference, stamped, text_of};
 use crate::proto::{Grid, GridWorker, RegionLevel, RegionNode};
@@ -13,6 +14,7 @@ impl Record for Grid {
     const COLLECTION: &'static str = "grid";
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "grid_code";
+    const ROW_FIELD: &'static str = "grid_code";
     const HAS_COUNTS: bool = true;
     const IS_STRUCTURE: bool = true;
 
@@ -76,6 +78,7 @@ impl Record for GridWorker {
     const DATASET: Dataset = Dataset::Grid;
     const FIELD_PREFIX: &'static str = "worker.";
     const KEY_FIELD: &'static str = "worker_id";
+    const ROW_FIELD: &'static str = "grid_code";
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
         if s.is_empty() || s.len() > 40 {
@@ -129,6 +132,7 @@ impl Record for RegionNode {
     const COLLECTION: &'static str = "region";
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "code";
+    const ROW_FIELD: &'static str = "code";
     const IS_STRUCTURE: bool = true;
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
@@ -148,6 +152,10 @@ impl Record for RegionNode {
         0
     }
     fn stamp(&mut self, _version: u64, _at: Timestamp) {}
+    /// Not in the catalog (structure, released whole): read whole.
+    fn read_set(_plan: &FieldPlan) -> ReadSet {
+        ReadSet::ALL
+    }
     fn project(self, _p: &mut Projector<'_>) -> Self {
         RegionNode {
             children: Vec::new(),

@@ -12,6 +12,7 @@ impl Record for LegalEntity {
     const COLLECTION: &'static str = "legal_entity";
     const DATASET: Dataset = Dataset::LegalEntity;
     const KEY_FIELD: &'static str = "uscc";
+    const ROW_FIELD: &'static str = "domicile_grid";
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
         Uscc::parse(s).map(|c| c.as_str().to_string())

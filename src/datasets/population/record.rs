@@ -12,6 +12,7 @@ impl Record for Person {
     const COLLECTION: &'static str = "population";
     const DATASET: Dataset = Dataset::Population;
     const KEY_FIELD: &'static str = "id_number";
+    const ROW_FIELD: &'static str = "residence_grid";
 
     fn parse_key(s: &str) -> Result<String, CodeError> {
         CitizenId::parse(s).map(|c| c.as_str().to_string())
