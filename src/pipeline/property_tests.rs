@@ -33,6 +33,11 @@ struct Harness {
     district: crate::demo::District,
     _dir: tempfile::TempDir,
     _audit: Runtime,
+    /// Held by each test for its whole run: they share the store, and a
+    /// write by one (a department, a grant) moves the policy epoch under
+    /// another's call, which then re-checks its test principal — whose
+    /// certificate is registered nowhere — and is refused UNAUTHENTICATED.
+    one_at_a_time: std::sync::Mutex<()>,
 }
 
 fn harness() -> &'static Harness {
@@ -69,6 +74,7 @@ fn harness() -> &'static Harness {
             district: crate::demo::generate(11, 400),
             _dir: dir,
             _audit: audit,
+            one_at_a_time: std::sync::Mutex::new(()),
         }
     })
 }
@@ -472,6 +478,7 @@ fn purposes_for(department: &str) -> Vec<Purpose> {
 
 fn run_case(case: Case) {
     let h = harness();
+    let _alone = h.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
     for p in purposes_for(&case.department) {
         h.store.put_purpose(&p).unwrap();
     }
@@ -747,6 +754,7 @@ impl crate::store::Backend for FailingBackend {
 #[test]
 fn a_store_failing_mid_call_is_audited_as_a_denial_not_an_internal_error() {
     let h = harness();
+    let _alone = h.one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
     h.store
         .put_purpose(&purposes_for("store-fails")[0])
         .unwrap();
