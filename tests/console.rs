@@ -238,7 +238,11 @@ async fn next_live_row(live: &mut (impl tokio::io::AsyncRead + Unpin), departmen
             let n = live.read(&mut buf).await.unwrap();
             assert!(n > 0, "the event stream ended: {seen}");
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if seen.contains("data: <tr>") && seen.contains(department) {
+            // The whole row, not a read that ends inside it.
+            let row_ends = seen
+                .rsplit_once(department)
+                .is_some_and(|(_, after)| after.contains("</tr>"));
+            if seen.contains("data: <tr>") && row_ends {
                 return seen;
             }
         }

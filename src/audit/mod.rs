@@ -70,9 +70,12 @@ pub fn kind_name(kind: i32) -> &'static str {
 /// table tells the two apart; the entry keeps the full path.
 pub fn method_label(method: &str) -> String {
     let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
+    // A package's version part: v2, v1alpha, v2beta1.
     let version = service.split('.').find(|part| {
-        part.strip_prefix('v')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        part.strip_prefix('v').is_some_and(|rest| {
+            rest.starts_with(|c: char| c.is_ascii_digit())
+                && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
     });
     match version {
         Some(v) if v != "v1" => format!("{name} ({v})"),
@@ -724,4 +727,31 @@ fn index_loop(
         tracing::error!(error = %e, "closing the audit index failed; it catches up on the next start");
     }
     indexed.send_replace(indexer.size());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+
+    #[test]
+    fn a_listing_names_the_method_and_any_version_but_v1() {
+        for (method, label) in [
+            ("/govshare.v1.PopulationService/GetPerson", "GetPerson"),
+            ("/govshare.v2.PopulationService/GetPerson", "GetPerson (v2)"),
+            (
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                "ServerReflectionInfo (v1alpha)",
+            ),
+            (
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "ServerReflectionInfo",
+            ),
+            ("/grpc.health.v1.Health/Check", "Check"),
+            ("bootstrap", "bootstrap"),
+            ("/vault.Service/Get", "Get"),
+            ("", ""),
+        ] {
+            assert_eq!(method_label(method), label, "{method}");
+        }
+    }
 }
