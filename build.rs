@@ -28,6 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Undecodable bodies are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::proto::codec::StrictCodec")
+        // v2's record messages hold the projector's encoding, sent as it
+        // is (src/proto/packed.rs); the wire format is the proto's.
+        .extern_path(".govshare.v2.Person", "crate::proto::v2::Person")
+        .extern_path(".govshare.v2.LegalEntity", "crate::proto::v2::LegalEntity")
+        .extern_path(".govshare.v2.Grid", "crate::proto::v2::Grid")
+        .extern_path(".govshare.v2.GridWorker", "crate::proto::v2::GridWorker")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -398,7 +398,7 @@ macro_rules! assert_same_release {
         }
         assert!(!a.views.is_empty(), "{}: v1 names some views", $message);
         assert_eq!(b.views, packed, "{}: views packed by number", $message);
-        let mut record = b.record.clone().expect("the record");
+        let mut record = b.record.as_ref().expect("the record").decode().unwrap();
         assert!(record.views.is_empty(), "{}: v2 sends no map", $message);
         record.views = a.views.clone();
         assert_eq!(&record, a, "{}: the same record", $message);

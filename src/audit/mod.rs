@@ -74,7 +74,9 @@ pub fn method_label(method: &str) -> String {
     let version = service.split('.').find(|part| {
         part.strip_prefix('v').is_some_and(|rest| {
             rest.starts_with(|c: char| c.is_ascii_digit())
-                && rest.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         })
     });
     match version {

@@ -1,15 +1,12 @@
 //! Measurements without a network: the disk alone, the policy decision
-//! alone, decoding a stored record, and the audit log at scale (writer,
-//! indexer, proofs).
+//! alone, and the audit log at scale (writer, indexer, proofs).
 
 use super::Row;
 use super::proc::Sampler;
 use crate::audit::{AuditOptions, Runtime, merkle};
 use crate::control::authz::{self, CompiledGrant};
+use crate::datasets::Dataset;
 use crate::datasets::catalog::Catalog;
-use crate::datasets::mask::FieldPlan;
-use crate::datasets::read_set::ReadSet;
-use crate::datasets::{Dataset, Record};
 use crate::proto::*;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
@@ -97,46 +94,6 @@ pub fn decision(grants: usize) -> (f64, f64) {
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
     percentiles_us(samples)
-}
-
-/// Nanoseconds per stored person decoded for a pull (and freed): read
-/// whole, and under a grant of the seven fields the civil-affairs demo
-/// grant names ([`ReadSet`]), alternated in three rounds over the same
-/// 2 000 demo persons.
-pub fn decode() -> (f64, f64) {
-    let persons = crate::demo::generate(7, 2000).persons;
-    let stored: Vec<Vec<u8>> = persons.iter().map(prost::Message::encode_to_vec).collect();
-    let spec = Dataset::Population.spec();
-    let mut plan = FieldPlan::empty(spec.fields.len());
-    for name in [
-        "name",
-        "id_number",
-        "phone",
-        "birth_date",
-        "residence_grid",
-        "tags",
-        "residence_address",
-    ] {
-        let i = spec.fields.iter().position(|f| f.name == name);
-        plan.set(i.expect("a population field"), FieldView::Masked);
-    }
-    let time = |read: ReadSet| {
-        let mut scratch = Vec::new();
-        let started = Instant::now();
-        for _ in 0..50 {
-            for s in &stored {
-                let p: Person = read.decode(s, &mut scratch).expect("a demo person");
-                std::hint::black_box(p);
-            }
-        }
-        started.elapsed().as_secs_f64() * 1e9 / (50 * stored.len()) as f64
-    };
-    let (mut whole, mut narrowed) = (0.0, 0.0);
-    for _ in 0..3 {
-        whole += time(ReadSet::ALL) / 3.0;
-        narrowed += time(Person::read_set(&plan)) / 3.0;
-    }
-    (whole, narrowed)
 }
 
 /// A pull's audit entry as the pipeline writes it for one GetPerson.

@@ -68,7 +68,7 @@ pub enum Phase {
     Cancel,
     /// Raw write+fdatasync.
     Disk,
-    /// The policy decision alone, and decoding a stored record for it.
+    /// The policy decision alone.
     Policy,
     /// `govshare import` into the running gateway.
     Import,
@@ -460,18 +460,6 @@ pub async fn run(o: &Options) -> Result<Report> {
             p99,
             "µs",
             None,
-            "",
-        );
-    }
-
-    // Decoding a stored record for a pull, whole and under a narrow grant.
-    if o.wants(Phase::Policy) {
-        let (whole, narrowed) = micro::decode();
-        report.row(
-            "decoding a stored person under a 7-field grant (vs whole)",
-            narrowed,
-            "ns",
-            Some(whole),
             "",
         );
     }

@@ -422,17 +422,6 @@ impl Decision {
             .unwrap_or(0)
     }
 
-    /// Every field any candidate may release, in its most revealing view:
-    /// the most a read under this decision can need
-    /// ([`crate::datasets::read_set`]).
-    pub fn releasable(&self) -> FieldPlan {
-        let mut plan = FieldPlan::empty(self.dataset.spec().fields.len());
-        for g in &self.candidates {
-            plan.merge(&g.plan);
-        }
-        plan
-    }
-
     pub fn grant_ids(&self) -> Vec<String> {
         self.candidates.iter().map(|g| g.grant.id.clone()).collect()
     }
@@ -562,7 +551,6 @@ impl Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::mask::revealing_rank;
     use crate::proto::FieldGrant;
 
     const NOW: i64 = 1_800_000_000;
@@ -644,89 +632,6 @@ mod tests {
             std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64),
         )
         .expect_err("no grant serves the request")
-    }
-
-    /// A pull decodes only what [`Decision::releasable`] names: it must hold
-    /// every candidate's fields, each at its most revealing view, or a
-    /// record in the second grant's rows would lose fields it may have.
-    #[test]
-    fn releasable_holds_every_candidates_fields_at_their_most_revealing() {
-        let with = |id: &str, region: &str, fields: &[(&str, FieldView)]| {
-            let g = Grant {
-                id: id.into(),
-                department: "d".into(),
-                dataset: "population".into(),
-                operations: vec![Operation::List.into()],
-                fields: fields
-                    .iter()
-                    .map(|(f, v)| FieldGrant {
-                        field: (*f).into(),
-                        view: (*v).into(),
-                    })
-                    .collect(),
-                regions: vec![region.into()],
-                purposes: vec!["cited".into()],
-                ..Default::default()
-            };
-            let catalog = Catalog::with_overrides(&[]).unwrap();
-            let c = CompiledGrant::compile(g, &catalog, &HashSet::new(), &[]).unwrap();
-            assert!(c.withdrawn.is_empty(), "{id}: the catalog releases these");
-            Arc::new(c)
-        };
-        let a = with(
-            "a",
-            "310115001",
-            &[("name", FieldView::Masked), ("phone", FieldView::Masked)],
-        );
-        let b = with(
-            "b",
-            "310115002",
-            &[
-                ("name", FieldView::Clear),
-                ("birth_date", FieldView::Masked),
-            ],
-        );
-        let purposes = HashMap::from([(
-            "cited".to_string(),
-            Purpose {
-                code: "cited".into(),
-                status: PurposeStatus::Active.into(),
-                ..Default::default()
-            },
-        )]);
-        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64);
-        let d = decide(
-            &[a, b],
-            "d",
-            Dataset::Population,
-            Operation::List,
-            "cited",
-            &purposes,
-            now,
-        )
-        .unwrap();
-        let spec = Dataset::Population.spec();
-        let at = |name: &str| spec.fields.iter().position(|f| f.name == name).unwrap();
-        let releasable = d.releasable();
-        let released: Vec<_> = releasable
-            .released()
-            .map(|(i, v)| (spec.fields[i].name, v))
-            .collect();
-        assert_eq!(
-            released,
-            [
-                ("name", FieldView::Clear),
-                ("birth_date", FieldView::Masked),
-                ("phone", FieldView::Masked)
-            ]
-        );
-        for row in ["310115001001", "310115002001"] {
-            let plan = d.plan_for(row).unwrap();
-            for (i, v) in plan.released() {
-                assert!(revealing_rank(v) <= revealing_rank(releasable.view(i)));
-            }
-        }
-        assert_eq!(releasable.view(at("hukou_address")), FieldView::Unspecified);
     }
 
     /// Each pair of single-rule failures, in both orders of the grants:

@@ -1,8 +1,13 @@
-//! The mask step: projects a record through a field plan. A field not in the
-//! plan is not copied at all, so it cannot reach the wire — not even empty.
+//! The mask step: projects a stored record through a field plan, straight
+//! from its stored bytes. A field not in the plan is not copied at all, so
+//! it cannot reach the wire — not even empty.
 
+use super::Record;
 use crate::datasets::catalog::{DatasetSpec, MaskKind};
 use crate::proto::FieldView;
+use crate::proto::packed::Encoded;
+use crate::proto::wire::{self, Schema};
+use anyhow::{Context, bail};
 use data_encoding::BASE32_NOPAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -208,7 +213,7 @@ impl ReleasedViews {
 
 /// The catalog position of the first of a record type's fields (grid
 /// workers' fields follow the grid's under the `worker.` prefix).
-fn first_field(spec: &DatasetSpec, prefix: &str) -> usize {
+pub(crate) fn first_field(spec: &DatasetSpec, prefix: &str) -> usize {
     spec.fields
         .iter()
         .position(|f| {
@@ -280,115 +285,414 @@ pub fn record_fields<'a>(
     })
 }
 
-/// A record after the mask step, with the views its fields were released
-/// in (kept beside it: each API version puts them on the wire its own way).
+/// A record after the mask step: its released fields' encoding, with the
+/// views they were released in (kept beside it: each API version puts
+/// them on the wire its own way).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Projected<R> {
-    pub record: R,
+    pub record: Encoded<R>,
     pub views: RecordViews,
 }
 
-impl<R> Projected<R> {
+impl<R: prost::Message + Default> Projected<R> {
     /// A record with no field views (a region node: structure, not data).
-    pub fn bare(record: R) -> Self {
+    pub fn bare(record: &R) -> Self {
         Self {
-            record,
+            record: Encoded::of(record),
             views: RecordViews::default(),
         }
     }
 }
 
-/// Builds one output record. `Record::project` calls it once per field, in
-/// catalog order (checked in debug builds), so a field's plan entry is found
-/// by position with no lookup; each accessor returns the released value or
-/// `None`.
+/// Where one record type's fields are: found once per call, used for
+/// every record it projects.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// The catalog position of the record's field number 1.
+    first: usize,
+    /// The record's fields in the catalog: numbers `1..=fields`.
+    fields: usize,
+    /// What each field may hold, from the descriptors.
+    schema: &'static Schema,
+    key: u64,
+    row: u64,
+}
+
+impl Layout {
+    /// The layout of a record type whose fields are its catalog entry's,
+    /// in order (`record::tests` holds every such type to it; a region
+    /// node is not one, and is never projected).
+    pub fn of<R: Record>() -> Self {
+        let spec = R::DATASET.spec();
+        let number = |name: &str| {
+            record_fields(spec, R::FIELD_PREFIX)
+                .position(|f| f == name)
+                .map_or(0, |n| n as u64 + 1)
+        };
+        let (key, row) = (number(R::KEY_FIELD), number(R::ROW_FIELD));
+        debug_assert!(key > 0 && row > 0, "{} is laid out by its catalog", R::NAME);
+        Self {
+            first: first_field(spec, R::FIELD_PREFIX),
+            fields: record_fields(spec, R::FIELD_PREFIX).count(),
+            schema: Schema::of(R::NAME),
+            key,
+            row,
+        }
+    }
+
+    /// A stored record's key and row code ([`Record::key`],
+    /// [`Record::row_code`]), read without decoding the record.
+    pub fn key_and_row<'s>(&self, stored: &'s [u8]) -> anyhow::Result<(&'s str, &'s str)> {
+        let (mut key, mut row) = ("", "");
+        for f in wire::fields(stored) {
+            let f = f?;
+            for (number, into) in [(self.key, &mut key), (self.row, &mut row)] {
+                if f.number == number {
+                    if f.wire_type != wire::LEN {
+                        bail!("a stored record's key or row code is not text");
+                    }
+                    *into = std::str::from_utf8(f.value).context("a stored key or row code")?;
+                }
+            }
+        }
+        Ok((key, row))
+    }
+}
+
+/// Projects stored records through one field plan, straight from their
+/// stored bytes: a field the plan releases CLEAR is checked against this
+/// build's schema and copied as it is stored, a MASKED or PSEUDONYM one
+/// (text only) is written anew, and any other is not copied or parsed at
+/// all — not even empty. Over v2, a listing without a filter decodes
+/// nothing of a record but what it masks (a grid is decoded to fill its
+/// counts; a filter, and v1, decode the masked record). A record that is
+/// not as this build writes it (a field of the
+/// wrong type or unknown inside a released one, a field stored twice,
+/// damage) is refused as the store's failure, as the typed decode refused
+/// it.
 pub struct Projector<'a> {
     plan: &'a FieldPlan,
     spec: &'static DatasetSpec,
-    prefix: &'static str,
-    first: usize,
-    cursor: usize,
+    layout: &'a Layout,
     pseudonyms: &'a DepartmentKey,
     community_name: Option<&'a str>,
-    views: RecordViews,
 }
 
 impl<'a> Projector<'a> {
-    /// `prefix` picks the record type's fields (grid workers' fields follow
-    /// the grid's under the `worker.` prefix).
     pub fn new(
         plan: &'a FieldPlan,
         spec: &'static DatasetSpec,
-        prefix: &'static str,
+        layout: &'a Layout,
         pseudonyms: &'a DepartmentKey,
         community_name: Option<&'a str>,
     ) -> Self {
-        let first = first_field(spec, prefix);
         Self {
             plan,
             spec,
-            prefix,
-            first,
-            cursor: first,
+            layout,
             pseudonyms,
             community_name,
-            views: RecordViews::default(),
         }
     }
 
-    /// The next field's position and planned view.
-    fn next(&mut self, field: &'static str) -> (usize, FieldView) {
-        let i = self.cursor;
-        self.cursor += 1;
-        debug_assert_eq!(
-            self.spec
-                .fields
-                .get(i)
-                .map(|f| f.name.strip_prefix(self.prefix).unwrap_or(f.name)),
-            Some(field),
-            "Record::project must list fields in catalog order"
-        );
-        (i, self.plan.view(i))
-    }
-
-    fn record(&mut self, i: usize, view: FieldView) {
-        self.views.set(i - self.first, view);
-    }
-
-    /// A text field in whatever view the plan allows. Takes the stored
-    /// value by move: a CLEAR field is passed on without a copy.
-    pub fn text(&mut self, field: &'static str, value: Option<String>) -> Option<String> {
-        let (i, view) = self.next(field);
-        let value = value?;
-        let out = match view {
-            FieldView::Clear => value,
-            FieldView::Masked => mask(self.spec.fields[i].mask, &value, self.community_name)?,
-            FieldView::Pseudonym => self.pseudonyms.pseudonym(&value),
-            FieldView::Unspecified => return None,
-        };
-        self.record(i, view);
-        Some(out)
-    }
-
-    /// A non-text field: released only in the CLEAR view.
-    pub fn clear<T>(&mut self, field: &'static str, value: Option<T>) -> Option<T> {
-        let (i, view) = self.next(field);
-        let value = value?;
-        (view == FieldView::Clear).then(|| {
-            self.record(i, view);
-            value
+    /// One stored record's released fields, in field-number order as
+    /// stored, and their views. A damaged record is an error (the store's),
+    /// never a record made of what happened to parse.
+    pub fn project<R: Record>(&self, stored: &[u8]) -> anyhow::Result<Projected<R>> {
+        let mut out = Vec::with_capacity(stored.len());
+        let mut views = RecordViews::default();
+        let mut seen = 0u64;
+        for f in wire::fields(stored) {
+            let f = f?;
+            // Numbers start at 1; past the catalog's are the views (never
+            // stored), and one this build does not know is not released,
+            // as a decode would have dropped it.
+            let position = (f.number - 1) as usize;
+            let Some(rule) = self.layout.schema.rule(f.number) else {
+                continue;
+            };
+            if position >= self.layout.fields {
+                continue;
+            }
+            // Written once by this build: a second copy would leave
+            // beside the first, where a decode kept only the last.
+            if !rule.repeated {
+                if seen & (1 << position) != 0 {
+                    bail!("a stored record holds field {} twice", f.number);
+                }
+                seen |= 1 << position;
+            }
+            let i = self.layout.first + position;
+            let view = self.plan.view(i);
+            match view {
+                FieldView::Unspecified => continue,
+                FieldView::Clear => {
+                    self.layout.schema.check(rule, &f)?;
+                    out.extend_from_slice(f.raw);
+                }
+                // Only text has a masked or pseudonymous form.
+                FieldView::Masked | FieldView::Pseudonym if !rule.is_text() => continue,
+                FieldView::Masked | FieldView::Pseudonym => {
+                    self.layout.schema.check(rule, &f)?;
+                    let value = std::str::from_utf8(f.value).context("a stored text field")?;
+                    let released = if view == FieldView::Masked {
+                        match mask(self.spec.fields[i].mask, value, self.community_name) {
+                            Some(m) => m,
+                            None => continue,
+                        }
+                    } else {
+                        self.pseudonyms.pseudonym(value)
+                    };
+                    wire::put_len(&mut out, f.number, released.as_bytes());
+                }
+            }
+            views.set(position, view);
+        }
+        Ok(Projected {
+            record: Encoded::from_bytes(out),
+            views,
         })
-    }
-
-    /// The views of the record just projected.
-    pub fn views(&self) -> RecordViews {
-        self.views
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::json::Named;
+    use crate::proto::{Grid, GridWorker, LegalEntity, Person};
+    use prost::Message;
+    use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, Value};
+
+    fn descriptor<R: Named>() -> MessageDescriptor {
+        DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .unwrap()
+            .get_message_by_name(R::NAME)
+            .unwrap()
+    }
+
+    /// A stored `R` with every field set (but the views), through the
+    /// descriptors: a field added later is covered without a test edit.
+    fn full<R: Record>() -> Vec<u8> {
+        filled(&descriptor::<R>()).encode_to_vec()
+    }
+
+    fn filled(desc: &MessageDescriptor) -> DynamicMessage {
+        let mut m = DynamicMessage::new(desc.clone());
+        for f in desc.fields().filter(|f| !f.is_map()) {
+            let n = f.number();
+            let one = match f.kind() {
+                Kind::String => Value::String(format!("值{n}-1101051949123100{n:02}")),
+                Kind::Bool => Value::Bool(true),
+                Kind::Enum(_) => Value::EnumNumber(1),
+                Kind::Int32 => Value::I32(n as i32),
+                Kind::Uint32 => Value::U32(n),
+                Kind::Int64 => Value::I64(i64::from(n)),
+                Kind::Uint64 => Value::U64(u64::from(n)),
+                Kind::Double => Value::F64(f64::from(n) + 0.5),
+                Kind::Message(d) => Value::Message(filled(&d)),
+                k => panic!("{}: add a sample value for {k:?}", f.full_name()),
+            };
+            let value = if f.is_list() {
+                Value::List(vec![one.clone(), one])
+            } else {
+                one
+            };
+            m.set_field(&f, value);
+        }
+        m
+    }
+
+    /// Every plan releasing one field of `R` in one view, one releasing
+    /// every other field, and one releasing all.
+    fn plans<R: Record>() -> Vec<FieldPlan> {
+        let spec = R::DATASET.spec();
+        let first = first_field(spec, R::FIELD_PREFIX);
+        let count = record_fields(spec, R::FIELD_PREFIX).count();
+        let mut out = Vec::new();
+        let (mut all, mut alternate) = (
+            FieldPlan::empty(spec.fields.len()),
+            FieldPlan::empty(spec.fields.len()),
+        );
+        for i in first..first + count {
+            for view in [FieldView::Clear, FieldView::Masked, FieldView::Pseudonym] {
+                let mut plan = FieldPlan::empty(spec.fields.len());
+                plan.set(i, view);
+                out.push(plan);
+            }
+            all.set(i, FieldView::Clear);
+            let view = [FieldView::Clear, FieldView::Masked, FieldView::Pseudonym][i % 3];
+            if i % 2 == 0 {
+                alternate.set(i, view);
+            }
+        }
+        out.push(alternate);
+        out.push(all);
+        out
+    }
+
+    /// What a projection of `stored` under `plan` must hold, written from
+    /// the catalog's rules and the descriptors, not from the projector's
+    /// walk: a CLEAR field as stored; a MASKED text field masked (absent
+    /// when it has no masked form); a PSEUDONYM text field as the
+    /// department's pseudonym; anything else not at all. With the views.
+    fn expected<R: Record>(
+        stored: &[u8],
+        plan: &FieldPlan,
+        key: &DepartmentKey,
+    ) -> (DynamicMessage, Vec<i32>) {
+        let desc = descriptor::<R>();
+        let spec = R::DATASET.spec();
+        let first = first_field(spec, R::FIELD_PREFIX);
+        let source = DynamicMessage::decode(desc.clone(), stored).unwrap();
+        let mut want = DynamicMessage::new(desc.clone());
+        let mut views = Vec::new();
+        for f in desc.fields().filter(|f| !f.is_map()) {
+            let i = first + f.number() as usize - 1;
+            let view = plan.view(i);
+            let text = f.kind() == Kind::String && !f.is_list();
+            let value = source.get_field(&f).into_owned();
+            let released = match (view, value.as_str()) {
+                (FieldView::Clear, _) => Some(value.clone()),
+                (FieldView::Masked, Some(s)) if text => {
+                    mask(spec.fields[i].mask, s, Some("幸福社区")).map(Value::String)
+                }
+                (FieldView::Pseudonym, Some(s)) if text => Some(Value::String(key.pseudonym(s))),
+                _ => None,
+            };
+            if let Some(v) = released {
+                want.set_field(&f, v);
+                let n = f.number() as usize;
+                views.resize(views.len().max(n), 0);
+                views[n - 1] = view as i32;
+            }
+        }
+        (want, views)
+    }
+
+    fn projects_as_the_catalog_says<R: Record + PartialEq + std::fmt::Debug>() {
+        let stored = full::<R>();
+        let layout = Layout::of::<R>();
+        let key = Masker::new([5; 32]).department_key("street-office");
+        for plan in plans::<R>() {
+            let p = Projector::new(&plan, R::DATASET.spec(), &layout, &key, Some("幸福社区"))
+                .project::<R>(&stored)
+                .unwrap();
+            let got = DynamicMessage::decode(descriptor::<R>(), p.record.as_bytes()).unwrap();
+            let (want, views) = expected::<R>(&stored, &plan, &key);
+            let show = |m: &DynamicMessage| {
+                m.fields()
+                    .map(|(f, v)| format!("{}={v:?}", f.name()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(show(&got), show(&want), "{}: {plan:?}", R::NAME);
+            assert_eq!(p.views.packed(), views, "{}: {plan:?}", R::NAME);
+            // What a client decodes is the same message.
+            assert_eq!(
+                p.record.decode().unwrap(),
+                R::decode(want.encode_to_vec().as_slice()).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_projection_holds_each_field_in_its_planned_view_and_nothing_else() {
+        projects_as_the_catalog_says::<Person>();
+        projects_as_the_catalog_says::<LegalEntity>();
+        projects_as_the_catalog_says::<Grid>();
+        projects_as_the_catalog_says::<GridWorker>();
+    }
+
+    fn key_and_row_as_decoded<R: Record>() {
+        let stored = full::<R>();
+        let record = R::decode(stored.as_slice()).unwrap();
+        let (key, row) = Layout::of::<R>().key_and_row(&stored).unwrap();
+        assert_eq!((key, row), (record.key(), record.row_code()), "{}", R::NAME);
+        assert!(!key.is_empty() && !row.is_empty(), "{}", R::NAME);
+    }
+
+    #[test]
+    fn the_key_and_row_code_are_read_as_the_record_reads_them() {
+        key_and_row_as_decoded::<Person>();
+        key_and_row_as_decoded::<LegalEntity>();
+        key_and_row_as_decoded::<Grid>();
+        key_and_row_as_decoded::<GridWorker>();
+    }
+
+    /// Damaged stored bytes are an error to report, never a panic or a
+    /// record made of what happened to parse.
+    #[test]
+    fn a_damaged_record_is_an_error_not_a_panic() {
+        let stored = full::<Person>();
+        let spec = Person::DATASET.spec();
+        let mut plan = FieldPlan::empty(spec.fields.len());
+        plan.set(1, FieldView::Clear);
+        let layout = Layout::of::<Person>();
+        let key = Masker::new([5; 32]).department_key("d");
+        let p = Projector::new(&plan, spec, &layout, &key, None);
+        let mut refused = 0;
+        for cut in 0..stored.len() {
+            refused += usize::from(p.project::<Person>(&stored[..cut]).is_err());
+        }
+        // A cut between two fields is a shorter record; inside one, an error.
+        assert!(refused > stored.len() / 2, "{refused} of {}", stored.len());
+        let mut bad = stored.clone();
+        bad[0] = 0x0b; // field 1, wire type 3 (a group): never written
+        assert!(p.project::<Person>(&bad).is_err());
+        // A released text field that is not UTF-8.
+        let mut latin = Vec::new();
+        wire::put_len(&mut latin, 2, &[0xe9, 0x74, 0xe9]);
+        assert!(p.project::<Person>(&latin).is_err());
+        // The released field stored twice: the first copy would leave too.
+        let mut twice = Vec::new();
+        wire::put_len(&mut twice, 2, "张三".as_bytes());
+        wire::put_len(&mut twice, 2, "李四".as_bytes());
+        assert!(p.project::<Person>(&twice).is_err());
+        // The released field as a number.
+        assert!(p.project::<Person>(&[0x10, 0x01]).is_err());
+    }
+
+    /// A field this build does not know, inside a field that is released
+    /// CLEAR (a newer version's, in a shared store), never leaves: the
+    /// record is refused, as it is not one this build wrote. A top-level
+    /// one is simply not released, as a decode dropped it.
+    #[test]
+    fn a_field_this_build_does_not_know_never_leaves() {
+        let spec = Person::DATASET.spec();
+        let at = |name: &str| spec.fields.iter().position(|f| f.name == name).unwrap();
+        let mut plan = FieldPlan::empty(spec.fields.len());
+        plan.set(at("tags"), FieldView::Clear);
+        plan.set(at("name"), FieldView::Clear);
+        let layout = Layout::of::<Person>();
+        let key = Masker::new([5; 32]).department_key("d");
+        let p = Projector::new(&plan, spec, &layout, &key, None);
+        let tags = record_fields(spec, "").position(|f| f == "tags").unwrap() as u64 + 1;
+        // PersonTags { items: [PersonTag { code: "x", <field 15: "secret"> }] }
+        let mut tag = Vec::new();
+        wire::put_len(&mut tag, 1, b"x");
+        wire::put_len(&mut tag, 15, b"secret");
+        let mut list = Vec::new();
+        wire::put_len(&mut list, 1, &tag);
+        let mut stored = Vec::new();
+        wire::put_len(&mut stored, 2, "张三".as_bytes());
+        wire::put_len(&mut stored, tags, &list);
+        assert!(p.project::<Person>(&stored).is_err());
+        // At the top level: not released, the rest is.
+        let mut top = Vec::new();
+        wire::put_len(&mut top, 2, "张三".as_bytes());
+        wire::put_len(&mut top, 29, b"secret");
+        let projected = p.project::<Person>(&top).unwrap();
+        assert_eq!(
+            projected.record.decode().unwrap().name.as_deref(),
+            Some("张三")
+        );
+        assert!(
+            !projected
+                .record
+                .as_bytes()
+                .windows(6)
+                .any(|w| w == b"secret")
+        );
+    }
 
     #[test]
     fn masks_as_the_design_table_says() {

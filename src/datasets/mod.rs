@@ -1,8 +1,8 @@
 //! The shared datasets, one folder each: its catalog entry (fields,
 //! sensitivity, sharing class per view, source department), its record
-//! types with their projection, and their validation. Beside them, what the
-//! datasets share: the catalog in force, masking, the checks, and the codes
-//! their keys are made of.
+//! types, and their validation. Beside them, what the datasets share: the
+//! catalog in force, masking (the projector, which works on the stored
+//! wire format), the checks, and the codes their keys are made of.
 //!
 //! A fourth dataset is one new folder (a `SPEC` and [`Record`] impls) and
 //! one line in the registry below.
@@ -11,7 +11,6 @@ pub mod catalog;
 mod check;
 pub mod codes;
 pub mod mask;
-pub mod read_set;
 pub mod record;
 
 pub use catalog::DatasetSpec;

@@ -1,11 +1,12 @@
 //! The shared record types' common shape. Adding a field means adding it to
-//! its dataset's catalog entry and projection once; adding a dataset means a
-//! new folder implementing [`Record`] and one line in the registry.
+//! its message and its dataset's catalog entry, in the same place (a test
+//! holds field number and catalog position as one); adding a dataset means
+//! a new folder implementing [`Record`] and one line in the registry.
 
 use super::Dataset;
 use super::codes::CodeError;
-use super::mask::{FieldPlan, Projected, Projector};
-use super::read_set::ReadSet;
+use super::mask::Projected;
+use crate::proto::json::Named;
 use prost_types::Timestamp;
 use std::collections::BTreeMap;
 
@@ -31,9 +32,10 @@ pub struct GridCounts {
 }
 
 /// What every shared record type gives the planes above: its catalog
-/// entry, key, the grid code that drives its row scope, its index key, its
-/// projection through a field plan, and its validation on publish.
-pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
+/// entry, key, the grid code that drives its row scope, its index key, and
+/// its validation on publish. Its projection through a field plan is the
+/// projector's, from the stored bytes ([`super::mask::Projector`]).
+pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'static {
     /// Store tree holding the records.
     const COLLECTION: &'static str;
     const DATASET: Dataset;
@@ -56,24 +58,6 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
     fn row_code(&self) -> &str;
     fn version(&self) -> u64;
     fn stamp(&mut self, version: u64, at: Timestamp);
-    /// A copy holding only the fields the projector releases, calling it
-    /// once per field in catalog order. Its own views are left empty: the
-    /// projector keeps them ([`Projector::views`]) for the API version to
-    /// put on the wire.
-    fn project(self, p: &mut Projector<'_>) -> Self;
-
-    /// What a pull whose grants release at most `plan` decodes of a
-    /// stored record: those fields, and the key and row code every read
-    /// needs ([`ReadSet`]).
-    fn read_set(plan: &FieldPlan) -> ReadSet {
-        ReadSet::of(
-            Self::DATASET.spec(),
-            Self::FIELD_PREFIX,
-            plan,
-            &[Self::KEY_FIELD, Self::ROW_FIELD],
-        )
-    }
-
     /// Puts the views spelled out by field name into the record (v1's
     /// form). Structure records carry none.
     fn set_views(&mut self, _views: BTreeMap<String, i32>) {}
@@ -106,11 +90,12 @@ pub trait Record: prost::Message + Default + Clone + Send + Sync + 'static {
 }
 
 impl<R: Record> Projected<R> {
-    /// The record as v1 sends it: its views spelled out by field name.
-    pub fn into_v1(self) -> R {
-        let mut record = self.record;
+    /// The record as v1 sends it: decoded, its views spelled out by field
+    /// name.
+    pub fn into_v1(self) -> Result<R, prost::DecodeError> {
+        let mut record = self.record.decode()?;
         record.set_views(self.views.named(R::DATASET.spec(), R::FIELD_PREFIX));
-        record
+        Ok(record)
     }
 }
 
@@ -138,7 +123,7 @@ pub(super) fn text_of(v: &Option<String>) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::mask::{MAX_RECORD_FIELDS, record_fields};
+    use crate::datasets::mask::{MAX_RECORD_FIELDS, first_field, record_fields};
     use crate::proto::json::Named;
     use crate::proto::{Grid, GridWorker, LegalEntity, Person};
     use prost_reflect::DescriptorPool;
@@ -153,11 +138,7 @@ mod tests {
         fn check<R: Record + Named>(pool: &DescriptorPool) {
             let message = pool.get_message_by_name(R::NAME).unwrap();
             let spec = R::DATASET.spec();
-            let first = spec
-                .fields
-                .iter()
-                .position(|f| f.name.starts_with(R::FIELD_PREFIX) && !f.name.ends_with('.'))
-                .unwrap();
+            let first = first_field(spec, R::FIELD_PREFIX);
             let names: Vec<&str> = record_fields(spec, R::FIELD_PREFIX).collect();
             assert!(names.len() <= MAX_RECORD_FIELDS, "{}", R::NAME);
             for (n, name) in names.iter().enumerate() {

@@ -10,7 +10,6 @@ use crate::audit::bounded::cap;
 use crate::auth::Principal;
 use crate::control::authz::Denial;
 use crate::control::roles::Role;
-use crate::datasets::read_set::ReadSet;
 use crate::datasets::{Dataset, Record};
 use crate::proto::json::{Named, with_text_field};
 use crate::proto::{AuditDecision, AuditReceipt, ReturnedField};
@@ -76,9 +75,7 @@ impl Admission {
         if let Some(r) = self.reserve(1, true).await? {
             r.settle(1);
         }
-        // Read whole: the proposal is validated on the whole record, and
-        // only the one field's verdict is repeated.
-        let stored = match self.pipeline.records.get::<R>(&key, ReadSet::ALL) {
+        let stored = match self.pipeline.records.get::<R>(&key) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "store read failed");
@@ -170,7 +167,7 @@ impl Pipeline {
             )));
         }
         self.records
-            .get::<R>(key, ReadSet::ALL)
+            .get::<R>(key)
             .map(|r| r.map(|r| r.version()))
             .map_err(|e| {
                 tracing::error!(error = %e, "store read failed");

@@ -44,16 +44,14 @@ use crate::control::roles::Role;
 use crate::datasets::Dataset;
 use crate::datasets::Record;
 use crate::datasets::grid::locate::GridLocator;
-use crate::datasets::mask::{
-    DepartmentKey, FieldPlan, Masker, Projected, Projector, ReleasedViews,
-};
-use crate::datasets::read_set::ReadSet;
+use crate::datasets::mask::{DepartmentKey, Layout, Masker, Projected, Projector, ReleasedViews};
 use crate::pipeline::page_token::PageTokens;
 use crate::proto::{
     AuditDecision, AuditEntry, AuditPrincipal, AuditQuery, AuditReceipt, EntryKind, Grid,
     Operation, PullContext, RegionNode, ReturnedField,
 };
 use crate::store::WriteGate;
+use anyhow::Context as _;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Status};
@@ -163,7 +161,7 @@ impl Pipeline {
         let locator = GridLocator::default();
         let mut after = None;
         loop {
-            let page = records.scan::<Grid>("", after.as_deref(), 1024, ReadSet::ALL)?;
+            let page = records.scan::<Grid>("", after.as_deref(), 1024)?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
             for (_, g) in &page {
@@ -704,6 +702,11 @@ fn recorded_query(q: &AuditQuery, max_keys: usize) -> AuditQuery {
     }
 }
 
+/// Which records of a listing the caller wants, judged on the *masked*
+/// record, so a filter on a field outside the grant never matches. `None`:
+/// every record (and none is decoded to be judged).
+pub type Keep<R> = Option<Arc<dyn Fn(&R) -> bool + Send + Sync>>;
+
 /// An authenticated, authorized pull in progress.
 pub struct Admission {
     pipeline: Arc<Pipeline>,
@@ -754,9 +757,6 @@ impl<R> Released<R> {
 struct MaskContext {
     decision: Arc<Decision>,
     pseudonyms: DepartmentKey,
-    /// Every field the decision's grants may release: no read decodes
-    /// more ([`ReadSet`]).
-    releasable: FieldPlan,
 }
 
 impl Admission {
@@ -1012,10 +1012,8 @@ impl Admission {
     }
 
     fn mask_context(&self) -> MaskContext {
-        let decision = self.decision.clone().expect("admitted");
         MaskContext {
-            releasable: decision.releasable(),
-            decision,
+            decision: self.decision.clone().expect("admitted"),
             pseudonyms: self
                 .pipeline
                 .masker
@@ -1093,9 +1091,9 @@ impl Admission {
 
     /// Fetch + mask by region: scans only inside `prefixes` (which must come
     /// from [`Decision::scan_prefixes`]) after the cursor `after`, keeping
-    /// masked records that pass `keep`, until `limit` are found (or fewer,
-    /// when less of today's limit remains). Returns the cursor to resume
-    /// from, `None` at the end.
+    /// masked records that pass `keep` (all, without one), until `limit`
+    /// are found (or fewer, when less of today's limit remains). Returns
+    /// the cursor to resume from, `None` at the end.
     ///
     /// Every page is judged anew — credentials against the current
     /// control plane, grants against it and the clock — so a revocation,
@@ -1105,7 +1103,7 @@ impl Admission {
         prefixes: Arc<[String]>,
         after: Option<Vec<u8>>,
         limit: usize,
-        keep: Arc<dyn Fn(&R) -> bool + Send + Sync>,
+        keep: Keep<R>,
     ) -> Result<(Masked<R>, Option<Vec<u8>>), Status> {
         self.rejudge().await?;
         let page = self.pipeline.pages.clone().acquire_owned().await.ok();
@@ -1116,7 +1114,7 @@ impl Admission {
         let ctx = self.mask_context();
         let scanned = self
             .pipeline
-            .blocking(move |p| p.scan_masked(&ctx, &prefixes, after, limit, keep.as_ref()))
+            .blocking(move |p| p.scan_masked(&ctx, &prefixes, after, limit, keep.as_deref()))
             .await;
         match scanned {
             Ok((mut m, next)) => {
@@ -1136,15 +1134,12 @@ impl Admission {
             .pipeline
             .blocking(move |p| {
                 let mut out = Masked::new();
-                let nodes = p
-                    .records
-                    .scan::<RegionNode>(&root, None, usize::MAX, ReadSet::ALL)?;
-                for (_, node) in nodes {
+                for (_, node) in p.records.scan::<RegionNode>(&root, None, usize::MAX)? {
                     if decision.covers_region(&node.code)
                         || decision.is_ancestor_of_scope(&node.code)
                     {
                         out.keys.push(node.code.clone());
-                        out.records.push(Projected::bare(RegionNode {
+                        out.records.push(Projected::bare(&RegionNode {
                             children: Vec::new(),
                             ..node
                         }));
@@ -1248,24 +1243,22 @@ impl Pipeline {
         ctx: &MaskContext,
         keys: Vec<String>,
     ) -> anyhow::Result<Masked<R>> {
-        let read = R::read_set(&ctx.releasable);
         let fetched = keys
             .into_iter()
-            .map(|key| Ok((self.records.get::<R>(&key, read)?, key)))
+            .map(|key| Ok((self.records.stored::<R>(&key)?, key)))
             .collect::<anyhow::Result<_>>()?;
         self.mask_fetched(ctx, fetched)
     }
 
-    /// [`Pipeline::fetch_masked`] of a few keys on the caller's task ([`RecordStore::get_async`]).
+    /// [`Pipeline::fetch_masked`] of a few keys on the caller's task ([`RecordStore::stored_async`]).
     async fn fetch_masked_inline<R: Record>(
         &self,
         ctx: &MaskContext,
         keys: Vec<String>,
     ) -> anyhow::Result<Masked<R>> {
-        let read = R::read_set(&ctx.releasable);
         let mut fetched = Vec::with_capacity(keys.len());
         for key in keys {
-            fetched.push((self.records.get_async::<R>(&key, read).await?, key));
+            fetched.push((self.records.stored_async::<R>(&key).await?, key));
         }
         self.mask_fetched(ctx, fetched)
     }
@@ -1274,13 +1267,14 @@ impl Pipeline {
     fn mask_fetched<R: Record>(
         &self,
         ctx: &MaskContext,
-        fetched: Vec<(Option<R>, String)>,
+        fetched: Vec<(Option<Vec<u8>>, String)>,
     ) -> anyhow::Result<Masked<R>> {
+        let layout = Layout::of::<R>();
         let mut out = Masked::new();
-        for (record, key) in fetched {
-            let visible = match record {
-                Some(r) => {
-                    let visible = self.mask_into(ctx, r, &mut out)?;
+        for (stored, key) in fetched {
+            let visible = match stored {
+                Some(stored) => {
+                    let visible = self.mask_into(ctx, &layout, &stored, &mut out)?;
                     if !visible {
                         out.out_of_scope.push(key.clone());
                     }
@@ -1295,9 +1289,9 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Projects one record through its plan into `out`; `false` when no
-    /// candidate grant covers its row, or covers none of its fields (it
-    /// then counts as absent: not even an empty message leaves).
+    /// Projects one stored record through its plan into `out`; `false`
+    /// when no candidate grant covers its row, or covers none of its
+    /// fields (it then counts as absent: not even an empty message leaves).
     ///
     /// A grid's counts are read only here, after the scope check: counting
     /// first made a refused grid cost time in proportion to its population
@@ -1305,36 +1299,35 @@ impl Pipeline {
     fn mask_into<R: Record>(
         &self,
         ctx: &MaskContext,
-        mut record: R,
+        layout: &Layout,
+        stored: &[u8],
         out: &mut Masked<R>,
     ) -> anyhow::Result<bool> {
-        let Some(plan) = ctx.decision.plan_for(record.row_code()) else {
+        let (key, row) = layout.key_and_row(stored)?;
+        let Some(plan) = ctx.decision.plan_for(row) else {
             return Ok(false);
         };
         let spec = R::DATASET.spec();
         if !R::IS_STRUCTURE && !plan.releases_any_of(spec, R::FIELD_PREFIX) {
             return Ok(false);
         }
-        self.records.fill_counts(&mut record)?;
+        let counted;
+        let stored = if R::HAS_COUNTS {
+            let mut record = R::decode(stored).context("decoding a stored record")?;
+            self.records.fill_counts(&mut record)?;
+            counted = record.encode_to_vec();
+            counted.as_slice()
+        } else {
+            stored
+        };
         let community = if plan.masks_any() {
-            record
-                .row_code()
-                .get(..12)
-                .and_then(|c| self.records.name_of(c))
+            row.get(..12).and_then(|c| self.records.name_of(c))
         } else {
             None
         };
-        let mut p = Projector::new(
-            &plan,
-            spec,
-            R::FIELD_PREFIX,
-            &ctx.pseudonyms,
-            community.as_deref(),
-        );
-        out.keys.push(record.key().to_string());
-        let record = record.project(&mut p);
-        let views = p.views();
-        out.records.push(Projected { record, views });
+        let p = Projector::new(&plan, spec, layout, &ctx.pseudonyms, community.as_deref());
+        out.records.push(p.project(stored)?);
+        out.keys.push(key.to_string());
         Ok(true)
     }
 
@@ -1344,14 +1337,14 @@ impl Pipeline {
         prefixes: &[String],
         mut after: Option<Vec<u8>>,
         limit: usize,
-        keep: &(dyn Fn(&R) -> bool + Send + Sync),
+        keep: Option<&(dyn Fn(&R) -> bool + Send + Sync)>,
     ) -> anyhow::Result<(Masked<R>, Option<Vec<u8>>)> {
         const CHUNK: usize = 256;
+        let layout = Layout::of::<R>();
         let mut out = Masked::new();
         // A page is at most 1000 records: reserve it once, not by doubling.
         out.records.reserve_exact(limit.min(1024));
         out.keys.reserve_exact(limit.min(1024));
-        let read = R::read_set(&ctx.releasable);
         let mut examined = 0usize;
         let budget = limit.saturating_mul(50).max(10_000);
         if limit == 0 {
@@ -1367,13 +1360,13 @@ impl Pipeline {
             loop {
                 let chunk = self
                     .records
-                    .scan::<R>(prefix, after.as_deref(), CHUNK, read)?;
+                    .scan_stored::<R>(prefix, after.as_deref(), CHUNK)?;
                 let exhausted = chunk.len() < CHUNK;
-                for (index_key, record) in chunk {
+                for (index_key, stored) in chunk {
                     after = Some(index_key);
                     examined += 1;
-                    let before = out.records.len();
-                    if self.mask_into(ctx, record, &mut out)? && !keep(&out.records[before].record)
+                    if self.mask_into(ctx, &layout, &stored, &mut out)?
+                        && !kept(keep, out.records.last().expect("just pushed"))?
                     {
                         out.records.pop();
                         out.keys.pop();
@@ -1388,6 +1381,18 @@ impl Pipeline {
             }
         }
         Ok((out, None))
+    }
+}
+
+/// Whether a listing's filter keeps a masked record: judged on the
+/// record as released, decoded only when there is a filter.
+fn kept<R: Record>(
+    keep: Option<&(dyn Fn(&R) -> bool + Send + Sync)>,
+    masked: &Projected<R>,
+) -> anyhow::Result<bool> {
+    match keep {
+        None => Ok(true),
+        Some(keep) => Ok(keep(&masked.record.decode().context("a masked record")?)),
     }
 }
 

@@ -17,7 +17,6 @@ use crate::datasets::Dataset;
 use crate::datasets::Record;
 use crate::datasets::catalog::{Catalog, Override};
 use crate::datasets::mask::Masker;
-use crate::datasets::mask::Projected;
 use crate::proto::json::{Named, present_fields};
 use crate::proto::*;
 use proptest::prelude::*;
@@ -555,7 +554,7 @@ fn run_case(case: Case) {
                 let (expected, released): (Vec<&$ty>, Vec<$ty>) = if req.op == Operation::List {
                     let prefixes = adm.decision().scan_prefixes("").unwrap();
                     let (m, _) = adm
-                        .scan::<$ty>(prefixes.into(), None, 10_000, Arc::new(|_| true))
+                        .scan::<$ty>(prefixes.into(), None, 10_000, None)
                         .await
                         .unwrap();
                     let mut covered: Vec<&$ty> = source
@@ -566,7 +565,7 @@ fn run_case(case: Case) {
                     let released = adm.release(m).await.unwrap().into_parts().0;
                     (
                         covered,
-                        released.into_iter().map(Projected::into_v1).collect(),
+                        released.into_iter().map(|p| p.into_v1().unwrap()).collect(),
                     )
                 } else {
                     let keys: Vec<String> = req
@@ -584,7 +583,7 @@ fn run_case(case: Case) {
                     assert_eq!(not_found.len(), keys.len() - visible.len());
                     (
                         visible,
-                        records.into_iter().map(Projected::into_v1).collect(),
+                        records.into_iter().map(|p| p.into_v1().unwrap()).collect(),
                     )
                 };
                 assert_eq!(

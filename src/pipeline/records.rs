@@ -8,7 +8,6 @@
 //! range scan.
 
 use crate::base::clock::now_timestamp;
-use crate::datasets::read_set::ReadSet;
 use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, LegalEntity, Person, RegionNode};
 use crate::store::{Backend, IndexedWrite};
@@ -23,12 +22,10 @@ pub struct RecordStore {
     codes: Arc<RwLock<HashMap<String, String>>>,
 }
 
-fn decoded<R: Record>(
-    stored: Option<Vec<u8>>,
-    read: ReadSet,
-    scratch: &mut Vec<u8>,
-) -> Result<Option<R>> {
-    stored.map(|bytes| read.decode(&bytes, scratch)).transpose()
+fn decoded<R: Record>(stored: Option<Vec<u8>>) -> Result<Option<R>> {
+    stored
+        .map(|bytes| R::decode(bytes.as_slice()).context("decoding a stored record"))
+        .transpose()
 }
 
 fn index_tree<R: Record>() -> String {
@@ -74,44 +71,40 @@ impl RecordStore {
         self.codes.read().expect("codes lock").get(code).cloned()
     }
 
-    /// The record stored under `key`, with only `read`'s fields decoded.
-    pub(in crate::pipeline) fn get<R: Record>(
-        &self,
-        key: &str,
-        read: ReadSet,
-    ) -> Result<Option<R>> {
-        let stored = self.backend.get(R::COLLECTION, key.as_bytes())?;
-        decoded(stored, read, &mut Vec::new())
+    /// The record stored under `key`, decoded whole (a correction
+    /// validates the whole record).
+    pub(in crate::pipeline) fn get<R: Record>(&self, key: &str) -> Result<Option<R>> {
+        decoded(self.stored::<R>(key)?)
     }
 
-    /// [`RecordStore::get`] on the caller's task: the embedded store
+    /// The bytes stored under `key`, for the projector (which copies
+    /// released fields from them as they are).
+    pub(in crate::pipeline) fn stored<R: Record>(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.backend.get(R::COLLECTION, key.as_bytes())
+    }
+
+    /// [`RecordStore::stored`] on the caller's task: the embedded store
     /// answers from memory at once; a shared one is awaited, holding no
     /// thread (no hop through the blocking pool for a single record).
-    pub(in crate::pipeline) async fn get_async<R: Record>(
+    pub(in crate::pipeline) async fn stored_async<R: Record>(
         &self,
         key: &str,
-        read: ReadSet,
-    ) -> Result<Option<R>> {
+    ) -> Result<Option<Vec<u8>>> {
         if self.backend.answers_from_memory() {
-            return self.get(key, read);
+            return self.stored::<R>(key);
         }
-        let stored = self
-            .backend
-            .get_async(R::COLLECTION, key.as_bytes())
-            .await?;
-        decoded(stored, read, &mut Vec::new())
+        self.backend.get_async(R::COLLECTION, key.as_bytes()).await
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
-    /// index key `after`, with only `read`'s fields decoded. Returns each
-    /// record with its index key (the cursor).
-    pub(in crate::pipeline) fn scan<R: Record>(
+    /// index key `after`, as stored. Returns each with its index key (the
+    /// cursor).
+    pub(in crate::pipeline) fn scan_stored<R: Record>(
         &self,
         prefix: &str,
         after: Option<&[u8]>,
         limit: usize,
-        read: ReadSet,
-    ) -> Result<Vec<(Vec<u8>, R)>> {
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let keys = self
             .backend
             .scan(&index_tree::<R>(), prefix.as_bytes(), after, limit)?;
@@ -120,14 +113,28 @@ impl RecordStore {
             .map(|(index_key, _)| R::key_from_index(index_key).as_bytes())
             .collect();
         let stored = self.backend.get_many(R::COLLECTION, &record_keys)?;
-        let mut out = Vec::with_capacity(keys.len());
-        let mut scratch = Vec::new();
-        for ((index_key, _), stored) in keys.into_iter().zip(stored) {
-            if let Some(r) = decoded::<R>(stored, read, &mut scratch)? {
-                out.push((index_key, r));
-            }
-        }
-        Ok(out)
+        Ok(keys
+            .into_iter()
+            .zip(stored)
+            .filter_map(|((index_key, _), stored)| Some((index_key, stored?)))
+            .collect())
+    }
+
+    /// [`RecordStore::scan_stored`], decoded whole (structure: the grid
+    /// locator, the region tree).
+    pub(in crate::pipeline) fn scan<R: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, R)>> {
+        self.scan_stored::<R>(prefix, after, limit)?
+            .into_iter()
+            .map(|(index_key, stored)| {
+                let r = R::decode(stored.as_slice()).context("decoding a stored record")?;
+                Ok((index_key, r))
+            })
+            .collect()
     }
 
     /// Household, person and entity counts of a grid, read from the grid

@@ -77,6 +77,11 @@ pub fn to_string<M: Named>(m: &M) -> String {
     to_value(m).to_string()
 }
 
+/// The build's descriptors, decoded once.
+pub(crate) fn pool() -> &'static DescriptorPool {
+    &POOL
+}
+
 /// The names of the fields a message has set (explicit presence): what a
 /// caller actually receives, whatever the `views` map claims.
 pub fn present_fields<M: Named>(m: &M) -> Vec<String> {

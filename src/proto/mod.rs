@@ -22,12 +22,24 @@ mod packages {
 
 pub mod codec;
 pub mod json;
+pub mod packed;
+pub mod wire;
 
 pub use packages::govshare::v1::*;
 
 /// `govshare.v2`: the v1 records with their views packed by field number.
 pub mod v2 {
     pub use super::packages::govshare::v2::*;
+    use super::packed::RecordView;
+
+    /// `govshare.v2.Person`: a person's released fields, as encoded.
+    pub type Person = RecordView<super::Person>;
+    /// `govshare.v2.LegalEntity`.
+    pub type LegalEntity = RecordView<super::LegalEntity>;
+    /// `govshare.v2.Grid`.
+    pub type Grid = RecordView<super::Grid>;
+    /// `govshare.v2.GridWorker`.
+    pub type GridWorker = RecordView<super::GridWorker>;
 }
 
 /// Internal storage messages (never on the public wire).

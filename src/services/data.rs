@@ -11,10 +11,8 @@ use crate::control::authz::Denial;
 use crate::datasets::Record;
 use crate::datasets::mask::Projected;
 use crate::pipeline::{Admission, MAX_BATCH_KEYS, Pipeline, PullSpec};
-use crate::proto::{
-    AuditQuery, AuditReceipt, EntryKind, Grid, GridWorker, LegalEntity, Operation, Person,
-    PullContext, v2,
-};
+use crate::proto::packed::RecordView;
+use crate::proto::{AuditQuery, AuditReceipt, EntryKind, Operation, PullContext};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
@@ -25,9 +23,10 @@ pub const MAX_PAGE: u32 = 1000;
 /// A server stream of pages.
 pub type Pages<P> = BoxStream<'static, Result<P, Status>>;
 
-/// Which records of a listing the caller wants, judged on the *masked*
-/// record, so a filter on a field outside the grant never matches.
-pub type Keep<R> = Arc<dyn Fn(&R) -> bool + Send + Sync>;
+pub use crate::pipeline::Keep;
+
+/// Puts one page of a listing in its version's reply message.
+pub type PageOf<R, P> = fn(Vec<Projected<R>>, String, AuditReceipt) -> Result<P, Status>;
 
 /// The data services (population, legal entities, grids): one value
 /// serves all three.
@@ -69,46 +68,38 @@ pub trait Filter {
     }
 
     fn keep(&self) -> Keep<Self::Record> {
-        Arc::new(|_| true)
+        None
     }
 }
 
 /// How one API version puts a released record on the wire: v1 as the
-/// record with its views spelled out by name, v2 as the record beside its
-/// packed views.
+/// record decoded, with its views spelled out by name; v2 as the record's
+/// encoding as the projector wrote it, beside its packed views.
 pub trait Wire<R>: Sized {
-    fn wire(record: Projected<R>) -> Self;
+    fn wire(record: Projected<R>) -> Result<Self, Status>;
 }
 
 impl<R: Record> Wire<R> for R {
-    fn wire(record: Projected<R>) -> Self {
-        record.into_v1()
+    fn wire(record: Projected<R>) -> Result<Self, Status> {
+        record.into_v1().map_err(|e| {
+            // Only a stored record damaged inside a nested field gets here.
+            tracing::error!(error = %e, "a released record does not decode");
+            Status::internal("a released record is damaged in the gateway's store; see its log")
+        })
     }
 }
 
-/// [`Wire`] for a v2 record message: `{ record, views }`.
-macro_rules! packed_wire {
-    ($($v2:ty => $record:ty),* $(,)?) => {
-        $(impl Wire<$record> for $v2 {
-            fn wire(p: Projected<$record>) -> Self {
-                Self {
-                    views: p.views.packed(),
-                    record: Some(p.record),
-                }
-            }
-        })*
-    };
-}
-
-packed_wire! {
-    v2::Person => Person,
-    v2::LegalEntity => LegalEntity,
-    v2::Grid => Grid,
-    v2::GridWorker => GridWorker,
+impl<R: Record> Wire<R> for RecordView<R> {
+    fn wire(p: Projected<R>) -> Result<Self, Status> {
+        Ok(Self {
+            views: p.views.packed(),
+            record: Some(p.record),
+        })
+    }
 }
 
 /// Every record of a reply in its version's wire form.
-pub fn wire_all<R, W: Wire<R>>(records: Vec<Projected<R>>) -> Vec<W> {
+pub fn wire_all<R, W: Wire<R>>(records: Vec<Projected<R>>) -> Result<Vec<W>, Status> {
     records.into_iter().map(W::wire).collect()
 }
 
@@ -190,10 +181,10 @@ macro_rules! data_service {
             ) -> Result<tonic::Response<$get_reply>, tonic::Status> {
                 type Reply = $get_reply;
                 let method = concat!("/", $name, "/", stringify!($get_rpc));
-                self.get(req, method, |record, receipt| Reply {
-                    $one: Some($crate::services::data::Wire::wire(record)),
+                self.get(req, method, |record, receipt| Ok(Reply {
+                    $one: Some($crate::services::data::Wire::wire(record)?),
                     receipt: Some(receipt),
-                })
+                }))
                 .await
             }
 
@@ -203,11 +194,11 @@ macro_rules! data_service {
             ) -> Result<tonic::Response<$batch_reply>, tonic::Status> {
                 type Reply = $batch_reply;
                 let method = concat!("/", $name, "/", stringify!($batch_rpc));
-                self.batch_get(req, method, |records, not_found, receipt| Reply {
-                    $many: $crate::services::data::wire_all(records),
+                self.batch_get(req, method, |records, not_found, receipt| Ok(Reply {
+                    $many: $crate::services::data::wire_all(records)?,
                     not_found,
                     receipt: Some(receipt),
-                })
+                }))
                 .await
             })?
 
@@ -219,11 +210,11 @@ macro_rules! data_service {
             ) -> Result<tonic::Response<Self::$stream>, tonic::Status> {
                 type Page = $page;
                 let method = concat!("/", $name, "/", stringify!($list_rpc));
-                self.list(req, method, |records, next_page_token, receipt| Page {
-                    $records: $crate::services::data::wire_all(records),
+                self.list(req, method, |records, next_page_token, receipt| Ok(Page {
+                    $records: $crate::services::data::wire_all(records)?,
                     next_page_token,
                     receipt: Some(receipt),
-                })
+                }))
                 .await
             }
 
@@ -240,7 +231,7 @@ impl DataApi {
         &self,
         req: Request<Q>,
         method: &'static str,
-        reply: impl FnOnce(Projected<Q::Record>, AuditReceipt) -> P,
+        reply: impl FnOnce(Projected<Q::Record>, AuditReceipt) -> Result<P, Status>,
     ) -> Result<Response<P>, Status> {
         let r = req.get_ref();
         let keys = [r.key().to_string()];
@@ -255,7 +246,7 @@ impl DataApi {
         let masked = adm.get::<Q::Record>(keys).await?;
         let (mut records, _, receipt) = adm.release(masked).await?.into_parts();
         match records.pop() {
-            Some(record) => Ok(Response::new(reply(record, receipt))),
+            Some(record) => reply(record, receipt).map(Response::new),
             None => Err(Status::not_found(format!(
                 "no record with this {} is visible to your department",
                 Q::Record::KEY_FIELD
@@ -270,7 +261,7 @@ impl DataApi {
         &self,
         req: Request<Q>,
         method: &'static str,
-        reply: impl FnOnce(Vec<Projected<Q::Record>>, Vec<String>, AuditReceipt) -> P,
+        reply: impl FnOnce(Vec<Projected<Q::Record>>, Vec<String>, AuditReceipt) -> Result<P, Status>,
     ) -> Result<Response<P>, Status> {
         let r = req.get_ref();
         let keys = r.keys();
@@ -310,7 +301,7 @@ impl DataApi {
         let keys = parse_keys::<Q::Record>(&adm, keys).await?;
         let masked = adm.get::<Q::Record>(keys).await?;
         let (records, not_found, receipt) = adm.release(masked).await?.into_parts();
-        Ok(Response::new(reply(records, not_found, receipt)))
+        reply(records, not_found, receipt).map(Response::new)
     }
 
     /// LIST: a stream of pages under a region prefix, filtered on the
@@ -319,7 +310,7 @@ impl DataApi {
         &self,
         req: Request<Q>,
         method: &'static str,
-        page: fn(Vec<Projected<Q::Record>>, String, AuditReceipt) -> P,
+        page: PageOf<Q::Record, P>,
     ) -> Result<Response<Pages<P>>, Status> {
         let r = req.get_ref();
         let query = AuditQuery {
@@ -462,7 +453,7 @@ fn stream_pages<R, P>(
     adm: Admission,
     listing: Listing,
     keep: Keep<R>,
-    page: fn(Vec<Projected<R>>, String, AuditReceipt) -> P,
+    page: PageOf<R, P>,
 ) -> Pages<P>
 where
     R: Record,
@@ -516,7 +507,9 @@ where
                 .map(|c| st.adm.seal_cursor(c))
                 .unwrap_or_default();
             st.cursor = next;
-            Some((Ok(page(records, token, receipt)), st))
+            let page = page(records, token, receipt);
+            st.done |= page.is_err();
+            Some((page, st))
         }
     })
     .boxed()

@@ -16,7 +16,6 @@ use crate::proto::{
     RegionNode, grid_service_server, v2,
 };
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
 /// Most grid workers returned for one grid.
@@ -57,7 +56,7 @@ macro_rules! grid_service {
                 let method = concat!("/", $name, "/LocateGrid");
                 let (grid, receipt) = self.locate(req, method).await?;
                 Ok(Response::new(Reply {
-                    grid: Some(Wire::wire(grid)),
+                    grid: Some(Wire::wire(grid)?),
                     receipt: Some(receipt),
                 }))
             }
@@ -70,7 +69,7 @@ macro_rules! grid_service {
                 let method = concat!("/", $name, "/ListGridWorkers");
                 let (workers, receipt) = self.workers(req, method).await?;
                 Ok(Response::new(Reply {
-                    workers: wire_all(workers),
+                    workers: wire_all(workers)?,
                     receipt: Some(receipt),
                 }))
             }
@@ -160,12 +159,7 @@ impl DataApi {
         }
         let listing = plan_listing(&adm, &r.grid_code, 0, "", 0).await?;
         let (masked, _) = adm
-            .scan::<GridWorker>(
-                listing.prefixes,
-                None,
-                MAX_WORKERS.min(listing.total),
-                Arc::new(|_| true),
-            )
+            .scan::<GridWorker>(listing.prefixes, None, MAX_WORKERS.min(listing.total), None)
             .await?;
         let (workers, _, receipt) = adm.release(masked).await?.into_parts();
         Ok((workers, receipt))
@@ -193,8 +187,16 @@ impl DataApi {
         }
         let masked = adm.region_tree(r.root_code.clone()).await?;
         let (nodes, _, receipt) = adm.release(masked).await?.into_parts();
+        let nodes = nodes
+            .into_iter()
+            .map(|n| n.record.decode())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                tracing::error!(error = %e, "a released region node does not decode");
+                Status::internal("a region node is damaged in the gateway's store; see its log")
+            })?;
         Ok(GetRegionTreeResponse {
-            roots: nest(nodes.into_iter().map(|n| n.record).collect()),
+            roots: nest(nodes),
             receipt: Some(receipt),
         })
     }

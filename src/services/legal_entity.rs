@@ -21,10 +21,13 @@ impl Filter for SearchEntitiesRequest {
 
     fn keep(&self) -> Keep<LegalEntity> {
         let (needle, status) = (self.name_contains.clone(), self.status);
-        Arc::new(move |e: &LegalEntity| {
+        if needle.is_empty() && status == 0 {
+            return None;
+        }
+        Some(Arc::new(move |e: &LegalEntity| {
             (needle.is_empty() || e.name.as_deref().is_some_and(|n| n.contains(&needle)))
                 && (status == 0 || e.status == Some(status))
-        })
+        }))
     }
 }
 

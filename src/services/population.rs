@@ -21,14 +21,16 @@ impl Filter for ListPersonsRequest {
     }
 
     fn keep(&self) -> Keep<Person> {
+        if self.tag.is_empty() {
+            return None;
+        }
         let tag = self.tag.clone();
-        Arc::new(move |p: &Person| {
-            tag.is_empty()
-                || [&p.tags, &p.restricted_tags]
-                    .into_iter()
-                    .flatten()
-                    .any(|t| t.items.iter().any(|i| i.code == tag))
-        })
+        Some(Arc::new(move |p: &Person| {
+            [&p.tags, &p.restricted_tags]
+                .into_iter()
+                .flatten()
+                .any(|t| t.items.iter().any(|i| i.code == tag))
+        }))
     }
 }
 

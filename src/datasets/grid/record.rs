@@ -3,8 +3,6 @@
 use super::validate::{grid, region, worker};
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, RegionCode};
-use crate::datasets::mask::{FieldPlan, Projector};
-use crate::datasets::read_set::ReadSet;
 use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, GridCounts, Record, Reference, stamped, text_of};
 use crate::proto::{Grid, GridWorker, RegionLevel, RegionNode};
@@ -39,22 +37,6 @@ impl Record for Grid {
         self.entity_count = Some(c.entities);
     }
 
-    fn project(self, p: &mut Projector<'_>) -> Self {
-        Grid {
-            grid_code: p.text("grid_code", self.grid_code),
-            name: p.text("name", self.name),
-            community_code: p.text("community_code", self.community_code),
-            kind: p.clear("kind", self.kind),
-            boundary: p.clear("boundary", self.boundary),
-            area_m2: p.clear("area_m2", self.area_m2),
-            household_count: p.clear("household_count", self.household_count),
-            person_count: p.clear("person_count", self.person_count),
-            entity_count: p.clear("entity_count", self.entity_count),
-            updated_at: p.clear("updated_at", self.updated_at),
-            version: p.clear("version", self.version),
-            views: Default::default(),
-        }
-    }
 
     fn set_views(&mut self, views: BTreeMap<String, i32>) {
         self.views = views;
@@ -95,19 +77,6 @@ impl Record for GridWorker {
         text_of(&self.grid_code)
     }
     stamped!();
-    fn project(self, p: &mut Projector<'_>) -> Self {
-        GridWorker {
-            worker_id: p.text("worker_id", self.worker_id),
-            name: p.text("name", self.name),
-            phone: p.text("phone", self.phone),
-            role: p.clear("role", self.role),
-            grid_code: p.text("grid_code", self.grid_code),
-            since: p.text("since", self.since),
-            updated_at: p.clear("updated_at", self.updated_at),
-            version: p.clear("version", self.version),
-            views: Default::default(),
-        }
-    }
 
     fn set_views(&mut self, views: BTreeMap<String, i32>) {
         self.views = views;
@@ -152,16 +121,6 @@ impl Record for RegionNode {
         0
     }
     fn stamp(&mut self, _version: u64, _at: Timestamp) {}
-    /// Not in the catalog (structure, released whole): read whole.
-    fn read_set(_plan: &FieldPlan) -> ReadSet {
-        ReadSet::ALL
-    }
-    fn project(self, _p: &mut Projector<'_>) -> Self {
-        RegionNode {
-            children: Vec::new(),
-            ..self
-        }
-    }
 
     fn validate(self) -> Result<Checked<Self>, String> {
         region(self)

@@ -3,7 +3,6 @@
 use super::validate::legal_entity;
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, Uscc};
-use crate::datasets::mask::Projector;
 use std::collections::BTreeMap;
 use crate::datasets::record::{Checked, Record, Reference, stamped, text_of};
 use crate::proto::LegalEntity;
@@ -25,28 +24,6 @@ impl Record for LegalEntity {
         text_of(&self.domicile_grid)
     }
     stamped!();
-    fn project(self, p: &mut Projector<'_>) -> Self {
-        LegalEntity {
-            uscc: p.text("uscc", self.uscc),
-            name: p.text("name", self.name),
-            category: p.text("category", self.category),
-            enterprise_type: p.text("enterprise_type", self.enterprise_type),
-            legal_representative: p.text("legal_representative", self.legal_representative),
-            registered_capital: p.clear("registered_capital", self.registered_capital),
-            established_date: p.text("established_date", self.established_date),
-            term_end: p.text("term_end", self.term_end),
-            status: p.clear("status", self.status),
-            domicile: p.text("domicile", self.domicile),
-            domicile_grid: p.text("domicile_grid", self.domicile_grid),
-            business_scope: p.text("business_scope", self.business_scope),
-            registration_authority: p.text("registration_authority", self.registration_authority),
-            industry_code: p.text("industry_code", self.industry_code),
-            phone: p.text("phone", self.phone),
-            updated_at: p.clear("updated_at", self.updated_at),
-            version: p.clear("version", self.version),
-            views: Default::default(),
-        }
-    }
 
     fn set_views(&mut self, views: BTreeMap<String, i32>) {
         self.views = views;
