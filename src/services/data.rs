@@ -82,7 +82,8 @@ pub trait Wire<R>: Sized {
 impl<R: Record> Wire<R> for R {
     fn wire(record: Projected<R>) -> Result<Self, Status> {
         record.into_v1().map_err(|e| {
-            // Only a stored record damaged inside a nested field gets here.
+            // Every field the projector copied was checked against the
+            // schema first, so this is defence in depth, not a path.
             tracing::error!(error = %e, "a released record does not decode");
             Status::internal("a released record is damaged in the gateway's store; see its log")
         })
