@@ -171,26 +171,23 @@ async fn the_portal_asks_by_citizen_id_only_and_holds_no_other_role() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    let err = a
-        .create_grant(req(
-            CreateGrantRequest {
-                grant: Some(Grant {
-                    department: "resident-portal".into(),
-                    dataset: "population".into(),
-                    operations: vec![Operation::Get.into()],
-                    fields: vec![FieldGrant {
-                        field: "name".into(),
-                        view: FieldView::Clear.into(),
-                    }],
-                    regions: vec!["310115".into()],
-                    purposes: vec!["social-assistance".into()],
-                    ..Default::default()
-                }),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap_err();
+    let err = create_grant(
+        &gw,
+        Grant {
+            department: "resident-portal".into(),
+            dataset: "population".into(),
+            operations: vec![Operation::Get.into()],
+            fields: vec![FieldGrant {
+                field: "name".into(),
+                view: FieldView::Clear.into(),
+            }],
+            regions: vec!["310115".into()],
+            purposes: vec!["social-assistance".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     // Every refusal above is on the record.
     let refused = gw
