@@ -69,7 +69,7 @@ fn only_the_pipeline_reads_records() {
         let text = code(&f);
         for word in [
             "RecordStore::new",
-            ".load_codes(",
+            ".prepare_to_serve(",
             ".name_of(",
             "records.get::<",
             "records.scan::<",
@@ -87,7 +87,7 @@ fn only_the_pipeline_reads_records() {
         "fn scan<",
         "fn code_exists",
         "fn name_of",
-        "fn load_codes",
+        "fn prepare_to_serve",
     ] {
         let at = records
             .find(read)

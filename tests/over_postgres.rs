@@ -63,9 +63,12 @@ async fn the_store_and_the_audit_log_live_in_the_database() {
         !gw.dir.join("store").exists(),
         "a node over PostgreSQL keeps no store on its own disk"
     );
-    let persons: i64 = psql(&url, "SELECT count(*) FROM kv WHERE tree = 'population'")
-        .parse()
-        .unwrap();
+    let persons: i64 = psql(
+        &url,
+        "SELECT count(*) FROM kv WHERE tree = 'population.placed' AND key LIKE 'r%'",
+    )
+    .parse()
+    .unwrap();
     assert_eq!(persons as usize, TEST_PERSONS, "the demo records are rows");
 
     // A pull's entry is a row of the shared log, at the index its receipt
@@ -421,20 +424,6 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         put(k);
     }
     store.put("other", b"a1", b"x").unwrap();
-    // Many keys of one tree in one call: each answer in its key's place,
-    // absent ones too, duplicates each answered.
-    let many: Vec<&[u8]> = vec![b"b", b"zz", b"a", b"a\xff", b"zz", b"b"];
-    let got = store.get_many("t", &many).unwrap();
-    let want: Vec<Option<&[u8]>> = vec![
-        Some(b"b"),
-        None,
-        Some(b"a"),
-        Some(b"a\xff"),
-        None,
-        Some(b"b"),
-    ];
-    assert_eq!(got.iter().map(|v| v.as_deref()).collect::<Vec<_>>(), want);
-    assert!(store.get_many("t", &[]).unwrap().is_empty());
     // Many point reads at once, across trees, present and absent: each
     // gets its own answer (a shared store gathers them into statements).
     std::thread::scope(|s| {
@@ -527,41 +516,76 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     assert!(told.iter().all(|t| *t == stored), "{told:?} vs {stored:?}");
     assert_eq!(store.put_if_absent("m", b"log", b"late").unwrap(), stored);
 
-    // An indexed upsert: later keys of one call read what earlier ones wrote.
+    // A placed upsert: later keys of one call read what earlier ones
+    // wrote; each record is kept once, at its place.
+    use govshare::store::{Placed, PlacedWrite};
+    let trees = Placed("r");
+    let place = |n: u8| [&b"i"[..], &[n]].concat();
+    let records = || -> Vec<(Vec<u8>, Vec<u8>)> {
+        store
+            .scan("r", &Placed::record_key(b""), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (Placed::place_of(&k).to_vec(), v))
+            .collect()
+    };
+    let place_of = |key: &[u8]| store.get("r", &Placed::place_key(key)).unwrap();
     let mut seen = Vec::new();
     store
-        .upsert_indexed("r", "r.idx", &[b"k", b"k"], &mut |n, old| {
+        .upsert_placed(trees, &[b"k", b"k", b"j"], &mut |n, old| {
             seen.push(old.map(<[u8]>::to_vec));
-            Ok(govshare::store::IndexedWrite {
+            Ok(PlacedWrite {
                 value: vec![n as u8],
-                old_index: old.map(|o| [b"i", o].concat()),
-                new_index: [&b"i"[..], &[n as u8]].concat(),
+                place: place(n as u8),
             })
         })
         .unwrap();
-    assert_eq!(seen, vec![None, Some(vec![0])]);
-    assert_eq!(store.get("r", b"k").unwrap(), Some(vec![1]));
+    assert_eq!(seen, vec![None, Some(vec![0]), None]);
+    assert_eq!(place_of(b"k"), Some(place(1)));
     assert_eq!(
-        keys(store.scan("r.idx", b"", None, 10).unwrap()),
-        vec![b"i\x01".to_vec()]
+        records(),
+        vec![(place(1), vec![1]), (place(2), vec![2])],
+        "the record moved from its first place in the same call is not left there"
     );
-    // A record that stays where it was keeps its one index entry, made
-    // again if it was missing (a sled that crashed between its batches).
-    store.remove("r.idx", b"i\x01").unwrap();
+    // Written again at the place it holds, and moved away from it.
+    for (value, to) in [(3, 1), (4, 5)] {
+        store
+            .upsert_placed(trees, &[b"k"], &mut |_, old| {
+                assert!(old.is_some());
+                Ok(PlacedWrite {
+                    value: vec![value],
+                    place: place(to),
+                })
+            })
+            .unwrap();
+    }
+    assert_eq!(place_of(b"k"), Some(place(5)));
+    assert_eq!(records(), vec![(place(2), vec![2]), (place(5), vec![4])]);
+    // A refused update writes nothing.
+    let refused = store.upsert_placed(trees, &[b"j", b"k"], &mut |n, _| {
+        anyhow::ensure!(n == 0, "the second record is refused");
+        Ok(PlacedWrite {
+            value: vec![9],
+            place: place(9),
+        })
+    });
+    assert!(refused.is_err());
+    assert_eq!(place_of(b"j"), Some(place(2)));
+    assert_eq!(records().len(), 2);
+    // A key whose place holds no record (a store changed from outside) is
+    // written as new, and the dangling place is moved on.
+    store.put("r", &Placed::place_key(b"x"), &place(7)).unwrap();
     store
-        .upsert_indexed("r", "r.idx", &[b"k"], &mut |_, old| {
-            Ok(govshare::store::IndexedWrite {
-                value: vec![2],
-                old_index: old.map(|_| b"i\x01".to_vec()),
-                new_index: b"i\x01".to_vec(),
+        .upsert_placed(trees, &[b"x"], &mut |_, old| {
+            assert_eq!(old, None);
+            Ok(PlacedWrite {
+                value: vec![8],
+                place: place(8),
             })
         })
         .unwrap();
-    assert_eq!(store.get("r", b"k").unwrap(), Some(vec![2]));
-    assert_eq!(
-        keys(store.scan("r.idx", b"", None, 10).unwrap()),
-        vec![b"i\x01".to_vec()]
-    );
+    assert_eq!(place_of(b"x"), Some(place(8)));
+    assert_eq!(records().len(), 3);
 }
 
 #[test]

@@ -267,7 +267,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Backend, FenceRow, IndexedUpdate};
+    use crate::store::{Backend, FenceRow, Placed, PlacedUpdate};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -304,14 +304,13 @@ mod tests {
         fn scan(&self, t: &str, p: &[u8], a: Option<&[u8]>, l: usize) -> anyhow::Result<Rows> {
             self.inner.scan(t, p, a, l)
         }
-        fn upsert_indexed(
+        fn upsert_placed(
             &self,
-            tree: &str,
-            index: &str,
+            trees: Placed,
             keys: &[&[u8]],
-            update: &mut IndexedUpdate<'_>,
+            update: &mut PlacedUpdate<'_>,
         ) -> anyhow::Result<()> {
-            self.inner.upsert_indexed(tree, index, keys, update)
+            self.inner.upsert_placed(trees, keys, update)
         }
         fn update_counter(
             &self,

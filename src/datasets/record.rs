@@ -7,6 +7,7 @@ use super::Dataset;
 use super::codes::CodeError;
 use super::mask::Projected;
 use crate::proto::json::Named;
+use crate::store::Placed;
 use prost_types::Timestamp;
 use std::collections::BTreeMap;
 
@@ -36,8 +37,12 @@ pub struct GridCounts {
 /// its validation on publish. Its projection through a field plan is the
 /// projector's, from the stored bytes ([`super::mask::Projector`]).
 pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'static {
-    /// Store tree holding the records.
+    /// The collection's name: its records were kept under their keys in
+    /// the tree of this name (indexed in `<name>.by_grid`) before they
+    /// were kept in index order ([`Record::TREES`]).
     const COLLECTION: &'static str;
+    /// Where the records are kept: in index order, each once.
+    const TREES: Placed;
     const DATASET: Dataset;
     /// Catalog prefix of this record's fields within its dataset.
     const FIELD_PREFIX: &'static str = "";
@@ -78,16 +83,20 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     }
 
     /// Index key: row code, NUL, [extra, NUL,] key. Sorted by region, so a
-    /// region prefix is a range scan.
+    /// region prefix is a range scan. The record's place in the store.
     fn index_key(&self) -> Vec<u8> {
         format!("{}\0{}", self.row_code(), self.key()).into_bytes()
     }
-
-    fn key_from_index(index_key: &[u8]) -> &str {
-        let last = index_key.rsplit(|b| *b == 0).next().unwrap_or_default();
-        std::str::from_utf8(last).unwrap_or_default()
-    }
 }
+
+/// A [`Record`]'s collection: its name and its trees, from one literal.
+macro_rules! collection {
+    ($name:literal) => {
+        const COLLECTION: &'static str = $name;
+        const TREES: crate::store::Placed = crate::store::Placed(concat!($name, ".placed"));
+    };
+}
+pub(super) use collection;
 
 impl<R: Record> Projected<R> {
     /// The record as v1 sends it: decoded, its views spelled out by field

@@ -157,7 +157,7 @@ impl Pipeline {
         audit: AuditLog,
         masker: Masker,
     ) -> anyhow::Result<Arc<Self>> {
-        records.load_codes()?;
+        records.prepare_to_serve()?;
         let locator = GridLocator::default();
         let mut after = None;
         loop {

@@ -702,12 +702,11 @@ impl crate::store::Backend for FailingBackend {
     ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(Vec::new())
     }
-    fn upsert_indexed(
+    fn upsert_placed(
         &self,
-        _: &str,
-        _: &str,
+        _: crate::store::Placed,
         _: &[&[u8]],
-        _: &mut crate::store::IndexedUpdate<'_>,
+        _: &mut crate::store::PlacedUpdate<'_>,
     ) -> anyhow::Result<()> {
         anyhow::bail!("the disk went away")
     }

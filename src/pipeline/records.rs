@@ -3,14 +3,15 @@
 //! [`RecordStore`] still cannot fetch a record without going through
 //! [`super::Admission`], which audits what leaves.
 //!
-//! Each collection is a tree keyed by the record key, plus an index tree
-//! keyed by grid code (`<row code>\0…\0<key>`), so a region prefix is a
-//! range scan.
+//! Each collection keeps every record once, in index order: under its
+//! index key (`<row code>\0…\0<key>`), so a region prefix is one range
+//! scan of whole records, with each key's index key beside them for reads
+//! by key ([`Placed`]).
 
 use crate::base::clock::now_timestamp;
 use crate::datasets::{GridCounts, Record};
-use crate::proto::{Grid, LegalEntity, Person, RegionNode};
-use crate::store::{Backend, IndexedWrite};
+use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
+use crate::store::{Backend, Placed, PlacedWrite};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -28,9 +29,19 @@ fn decoded<R: Record>(stored: Option<Vec<u8>>) -> Result<Option<R>> {
         .transpose()
 }
 
-fn index_tree<R: Record>() -> String {
-    format!("{}.by_grid", R::COLLECTION)
+/// How many moves a read by key follows: a record moved between the read
+/// of its place and the read of the record is looked for at its new place.
+const MOVES_FOLLOWED: usize = 4;
+
+/// The place to look at next after finding nothing at `was`: `now` if the
+/// record moved there since; `None` if it did not move (it is gone).
+fn moved_on(was: Vec<u8>, now: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    now.filter(|now| *now != was)
 }
+
+/// Records moved per step when a store from before records were kept in
+/// index order is opened.
+const ADOPT_CHUNK: usize = 2_000;
 
 impl RecordStore {
     /// The records over `backend`. Making one grants nothing: its reads
@@ -42,9 +53,20 @@ impl RecordStore {
         }
     }
 
-    /// Loads the set of region and grid codes (structure, not data): what
-    /// grants may name and published records may refer to.
-    pub(in crate::pipeline) fn load_codes(&self) -> Result<()> {
+    /// Readies the records for serving: moves those of a store written
+    /// before records were kept in index order ([`Self::adopt_unplaced`]),
+    /// then loads the set of region and grid codes (structure, not data):
+    /// what grants may name and published records may refer to.
+    pub(in crate::pipeline) fn prepare_to_serve(&self) -> Result<()> {
+        let moved = self.adopt_unplaced::<RegionNode>()?
+            + self.adopt_unplaced::<Grid>()?
+            + self.adopt_unplaced::<GridWorker>()?
+            + self.adopt_unplaced::<Person>()?
+            + self.adopt_unplaced::<LegalEntity>()?;
+        if moved > 0 {
+            self.backend.sync()?;
+            tracing::info!(records = moved, "records moved into index order");
+        }
         let mut codes = HashMap::new();
         self.collect_codes::<RegionNode>(&mut codes)?;
         self.collect_codes::<Grid>(&mut codes)?;
@@ -53,7 +75,7 @@ impl RecordStore {
     }
 
     fn collect_codes<R: Record>(&self, into: &mut HashMap<String, String>) -> Result<()> {
-        for (_, v) in self.backend.scan(R::COLLECTION, b"", None, usize::MAX)? {
+        for (_, v) in self.scan_placed::<R>(b"", None, usize::MAX)? {
             let r = R::decode(v.as_slice()).context("decoding a region or grid")?;
             into.insert(r.key().to_string(), r.structure_name().to_string());
         }
@@ -80,7 +102,16 @@ impl RecordStore {
     /// The bytes stored under `key`, for the projector (which copies
     /// released fields from them as they are).
     pub(in crate::pipeline) fn stored<R: Record>(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.backend.get(R::COLLECTION, key.as_bytes())
+        let (tree, at) = (R::TREES.0, Placed::place_key(key.as_bytes()));
+        let mut place = self.backend.get(tree, &at)?;
+        for _ in 0..MOVES_FOLLOWED {
+            let Some(p) = place else { return Ok(None) };
+            if let Some(record) = self.backend.get(tree, &Placed::record_key(&p))? {
+                return Ok(Some(record));
+            }
+            place = moved_on(p, self.backend.get(tree, &at)?);
+        }
+        Ok(None)
     }
 
     /// [`RecordStore::stored`] on the caller's task: the embedded store
@@ -93,30 +124,51 @@ impl RecordStore {
         if self.backend.answers_from_memory() {
             return self.stored::<R>(key);
         }
-        self.backend.get_async(R::COLLECTION, key.as_bytes()).await
+        let tree = R::TREES.0;
+        match self
+            .backend
+            .get_async(tree, &Placed::place_key(key.as_bytes()))
+            .await?
+        {
+            Some(place) => {
+                self.backend
+                    .get_async(tree, &Placed::record_key(&place))
+                    .await
+            }
+            None => Ok(None),
+        }
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
-    /// index key `after`, as stored. Returns each with its index key (the
-    /// cursor).
+    /// index key `after`, as stored: one range read. Returns each with its
+    /// index key (the cursor).
     pub(in crate::pipeline) fn scan_stored<R: Record>(
         &self,
         prefix: &str,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let keys = self
-            .backend
-            .scan(&index_tree::<R>(), prefix.as_bytes(), after, limit)?;
-        let record_keys: Vec<&[u8]> = keys
-            .iter()
-            .map(|(index_key, _)| R::key_from_index(index_key).as_bytes())
-            .collect();
-        let stored = self.backend.get_many(R::COLLECTION, &record_keys)?;
-        Ok(keys
+        self.scan_placed::<R>(prefix.as_bytes(), after, limit)
+    }
+
+    /// Records at places starting with `prefix`, after the place `after`,
+    /// each with its place.
+    fn scan_placed<R: Record>(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let after = after.map(Placed::record_key);
+        let rows = self.backend.scan(
+            R::TREES.0,
+            &Placed::record_key(prefix),
+            after.as_deref(),
+            limit,
+        )?;
+        Ok(rows
             .into_iter()
-            .zip(stored)
-            .filter_map(|((index_key, _), stored)| Some((index_key, stored?)))
+            .map(|(at, bytes)| (Placed::place_of(&at).to_vec(), bytes))
             .collect())
     }
 
@@ -137,8 +189,8 @@ impl RecordStore {
             .collect()
     }
 
-    /// Household, person and entity counts of a grid, read from the grid
-    /// indexes (keys only) so they never drift from the records.
+    /// Household, person and entity counts of a grid, read from the
+    /// records' places (keys only) so they never drift from the records.
     pub(in crate::pipeline) fn fill_counts<R: Record>(&self, r: &mut R) -> Result<()> {
         if !R::HAS_COUNTS {
             return Ok(());
@@ -158,16 +210,18 @@ impl RecordStore {
         Ok(())
     }
 
+    /// The places starting with `prefix` (keys only: no record is read).
     fn index_keys<R: Record>(&self, prefix: &str) -> Result<Vec<Vec<u8>>> {
+        let at = Placed::record_key(prefix.as_bytes());
         Ok(self
             .backend
-            .scan(&index_tree::<R>(), prefix.as_bytes(), None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
+            .scan_keys(R::TREES.0, &at)?
+            .iter()
+            .map(|k| Placed::place_of(k).to_vec())
             .collect())
     }
 
-    /// Inserts or replaces a record, moving its index entry and stamping
+    /// Inserts or replaces a record, moving it to its place and stamping
     /// `version` (previous + 1) and `updated_at`. Writing needs no audit of
     /// its own here: publishing audits before it calls this, and the demo
     /// loader runs before the gateway serves.
@@ -175,29 +229,26 @@ impl RecordStore {
         self.upsert_all(vec![record])
     }
 
-    /// [`Self::upsert`] for many records in one write (see
-    /// [`Backend::upsert_indexed`] for what a crash midway leaves). A key
-    /// named twice ends as its last record.
+    /// [`Self::upsert`] for many records in one atomic write
+    /// ([`Backend::upsert_placed`]). A key named twice ends as its last
+    /// record.
     pub fn upsert_all<R: Record>(&self, mut records: Vec<R>) -> Result<()> {
         let keys: Vec<String> = records.iter().map(|r| r.key().to_string()).collect();
         let key_bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let at = now_timestamp();
-        self.backend.upsert_indexed(
-            R::COLLECTION,
-            &index_tree::<R>(),
-            &key_bytes,
-            &mut |n, old| {
-                let old: Option<R> = old.map(R::decode).transpose()?;
-                let version = old.as_ref().map_or(0, R::version) + 1;
+        self.backend
+            .upsert_placed(R::TREES, &key_bytes, &mut |n, old| {
+                let version = match old {
+                    Some(bytes) => R::decode(bytes)?.version(),
+                    None => 0,
+                } + 1;
                 let record = &mut records[n];
                 record.stamp(version, at);
-                Ok(IndexedWrite {
+                Ok(PlacedWrite {
                     value: record.encode_to_vec(),
-                    old_index: old.map(|o| o.index_key()),
-                    new_index: record.index_key(),
+                    place: record.index_key(),
                 })
-            },
-        )?;
+            })?;
         if R::IS_STRUCTURE {
             let mut codes = self.codes.write().expect("codes lock");
             for (key, record) in keys.into_iter().zip(&records) {
@@ -207,7 +258,247 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Moves the records of a store written before records were kept in
+    /// index order — each under its key in the tree named
+    /// [`Record::COLLECTION`], with an empty entry in `<name>.by_grid` —
+    /// into [`Record::TREES`], then empties the old trees. Bytes, versions
+    /// and stamps stay as they were. A record already in its place (moved
+    /// by a start this one interrupted, by another node, or published
+    /// since) is kept, never overwritten by its old copy; so a start
+    /// interrupted midway, or several nodes of a shared store starting at
+    /// once, finish the move and lose nothing. Returns how many moved.
+    fn adopt_unplaced<R: Record>(&self) -> Result<usize> {
+        let mut moved = 0;
+        loop {
+            let chunk = self.backend.scan(R::COLLECTION, b"", None, ADOPT_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+            self.backend
+                .upsert_placed(R::TREES, &keys, &mut |n, placed| {
+                    moved += usize::from(placed.is_none());
+                    let value = placed.unwrap_or(&chunk[n].1).to_vec();
+                    let record = R::decode(value.as_slice())
+                        .with_context(|| format!("decoding a record of {}", R::COLLECTION))?;
+                    Ok(PlacedWrite {
+                        place: record.index_key(),
+                        value,
+                    })
+                })?;
+            let gone = keys.iter().map(|k| (k.to_vec(), None)).collect();
+            self.backend.apply_batch(R::COLLECTION, gone)?;
+        }
+        let old_index = format!("{}.by_grid", R::COLLECTION);
+        loop {
+            let chunk = self.backend.scan(&old_index, b"", None, ADOPT_CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let gone = chunk.into_iter().map(|(k, _)| (k, None)).collect();
+            self.backend.apply_batch(&old_index, gone)?;
+        }
+        Ok(moved)
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.backend.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn person(id: &str, grid: &str, version: u64) -> Person {
+        Person {
+            id_number: Some(id.into()),
+            residence_grid: Some(grid.into()),
+            household_id: Some(format!("H-{id}")),
+            name: Some(format!("person {id}")),
+            version: Some(version),
+            ..Default::default()
+        }
+    }
+
+    /// A store written before records were kept in index order: each record
+    /// under its key, an empty entry in the old index.
+    fn write_unplaced(backend: &dyn Backend, p: &Person) {
+        backend
+            .put("population", p.key().as_bytes(), &p.encode_to_vec())
+            .unwrap();
+        backend
+            .put("population.by_grid", &p.index_key(), b"")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_store_from_before_index_order_is_moved_into_it_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::store::open_dir(dir.path()).unwrap();
+        let (a, b) = (
+            person("A", "310115001002003", 3),
+            person("B", "310115001001001", 1),
+        );
+        write_unplaced(&*backend, &a);
+        write_unplaced(&*backend, &b);
+        // B was published again after a start that moved it was cut short:
+        // its old copy must not win.
+        let newer = person("B", "310115001001002", 7);
+        let tree = Person::TREES.0;
+        let place = newer.index_key();
+        backend.put(tree, &Placed::place_key(b"B"), &place).unwrap();
+        backend
+            .put(tree, &Placed::record_key(&place), &newer.encode_to_vec())
+            .unwrap();
+
+        let store = RecordStore::new(backend.clone());
+        store.prepare_to_serve().unwrap();
+        assert_eq!(
+            store.stored::<Person>("A").unwrap(),
+            Some(a.encode_to_vec()),
+            "moved as it was: bytes, version and stamp"
+        );
+        assert_eq!(store.get::<Person>("B").unwrap(), Some(newer.clone()));
+        let listed: Vec<Vec<u8>> = store
+            .scan_stored::<Person>("310115", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, bytes)| bytes)
+            .collect();
+        assert_eq!(listed, [newer.encode_to_vec(), a.encode_to_vec()]);
+        for old in ["population", "population.by_grid"] {
+            assert!(
+                backend.scan(old, b"", None, 10).unwrap().is_empty(),
+                "{old}"
+            );
+        }
+        // Opening again moves nothing and changes nothing.
+        store.prepare_to_serve().unwrap();
+        assert_eq!(store.scan_stored::<Person>("", None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_record_moved_to_another_grid_is_listed_only_there_and_read_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::new(crate::store::open_dir(dir.path()).unwrap());
+        store.upsert(person("A", "310115001001001", 0)).unwrap();
+        store.upsert(person("A", "310115001001002", 0)).unwrap();
+        assert!(
+            store
+                .scan_stored::<Person>("310115001001001", None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let moved = store.scan::<Person>("310115001001002", None, 10).unwrap();
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            moved[0].1.version,
+            Some(2),
+            "versions count on across a move"
+        );
+        assert_eq!(store.get::<Person>("A").unwrap(), Some(moved[0].1.clone()));
+    }
+
+    /// A store that moves a record (as a publish would) right after a read
+    /// finds its place, before the read of the record there.
+    struct MovesMidRead {
+        inner: Arc<dyn Backend>,
+        move_to: std::sync::Mutex<Option<Person>>,
+    }
+
+    impl Backend for MovesMidRead {
+        fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            let got = self.inner.get(tree, key)?;
+            if key.starts_with(b"p") {
+                if let Some(moved) = self.move_to.lock().unwrap().take() {
+                    RecordStore::new(self.inner.clone()).upsert(moved)?;
+                }
+            }
+            Ok(got)
+        }
+        fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+            self.inner.put(tree, key, value)
+        }
+        fn remove(&self, tree: &str, key: &[u8]) -> Result<()> {
+            self.inner.remove(tree, key)
+        }
+        fn scan(
+            &self,
+            tree: &str,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.scan(tree, prefix, after, limit)
+        }
+        fn upsert_placed(
+            &self,
+            trees: Placed,
+            keys: &[&[u8]],
+            update: &mut crate::store::PlacedUpdate<'_>,
+        ) -> Result<()> {
+            self.inner.upsert_placed(trees, keys, update)
+        }
+        fn update_counter(
+            &self,
+            tree: &str,
+            key: &[u8],
+            f: &mut dyn FnMut(u64) -> u64,
+        ) -> Result<(u64, u64)> {
+            self.inner.update_counter(tree, key, f)
+        }
+        fn scan_rev(
+            &self,
+            tree: &str,
+            prefix: &[u8],
+            before: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.scan_rev(tree, prefix, before, limit)
+        }
+        fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+            self.inner.put_if_absent(tree, key, value)
+        }
+        fn apply_batch(&self, tree: &str, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+            self.inner.apply_batch(tree, writes)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+        fn trees(&self) -> Result<Vec<String>> {
+            self.inner.trees()
+        }
+        fn write_moving_fence(
+            &self,
+            tree: &str,
+            writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+            fence: crate::store::FenceRow,
+        ) -> Result<u64> {
+            self.inner.write_moving_fence(tree, writes, fence)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_by_key_finds_a_record_moved_while_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = crate::store::open_dir(dir.path()).unwrap();
+        RecordStore::new(inner.clone())
+            .upsert(person("A", "310115001001001", 0))
+            .unwrap();
+        let backend = Arc::new(MovesMidRead {
+            inner,
+            move_to: Default::default(),
+        });
+        let store = RecordStore::new(backend.clone());
+        for moved in ["310115001001002", "310115001001003"] {
+            *backend.move_to.lock().unwrap() = Some(person("A", moved, 0));
+            let found = store.get::<Person>("A").unwrap().expect("found");
+            assert_eq!(found.residence_grid.as_deref(), Some(moved));
+        }
+        *backend.move_to.lock().unwrap() = Some(person("A", "310115001001001", 0));
+        let found = store.stored_async::<Person>("A").await.unwrap();
+        assert!(found.is_some(), "read on the caller's task follows it too");
     }
 }

@@ -15,16 +15,52 @@ use std::sync::Arc;
 
 use sled_backend::SledBackend;
 
-/// What an indexed upsert writes: the new value and the index entry move.
-pub struct IndexedWrite {
-    pub value: Vec<u8>,
-    pub old_index: Option<Vec<u8>>,
-    pub new_index: Vec<u8>,
+/// A placed collection: one tree holding each record once under its
+/// *place* — an ordered key its owner chooses (the region index key), so a
+/// range of places reads whole records in order with no lookup per record
+/// — and, beside them, each record's place under its key, for reads by
+/// key. One tree, so a record and its place change in one atomic batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed(pub &'static str);
+
+impl Placed {
+    /// Where `key`'s place is kept.
+    pub fn place_key(key: &[u8]) -> Vec<u8> {
+        [b"p", key].concat()
+    }
+
+    /// Where the record at `place` (or the range of places starting with
+    /// it) is kept.
+    pub fn record_key(place: &[u8]) -> Vec<u8> {
+        [b"r", place].concat()
+    }
+
+    /// The place of a key [`Placed::record_key`] made.
+    pub fn place_of(record_key: &[u8]) -> &[u8] {
+        record_key.get(1..).unwrap_or_default()
+    }
 }
 
-/// Computes one record's write from its current stored value: called with
-/// the record's position in the call and its old bytes, if any.
-pub type IndexedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<IndexedWrite> + 'a;
+/// A key whose place holds no record: nothing this gateway writes leaves
+/// one (a record and its place change in one batch), so the store was
+/// changed from outside. The record is written as new; said, not hidden.
+fn placed_nowhere(trees: Placed, key: &[u8]) {
+    tracing::warn!(
+        tree = trees.0,
+        key = %String::from_utf8_lossy(key),
+        "a key's place holds no record; writing the record as new"
+    );
+}
+
+/// What a placed upsert writes: the record's new bytes and its new place.
+pub struct PlacedWrite {
+    pub value: Vec<u8>,
+    pub place: Vec<u8>,
+}
+
+/// Computes one record's write from its current bytes: called with the
+/// record's position in the call and its bytes now, if any.
+pub type PlacedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<PlacedWrite> + 'a;
 
 /// A value being read without holding the caller's thread.
 pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
@@ -32,12 +68,6 @@ pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>
 /// A key-value store with ordered trees and one atomic multi-tree operation.
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// [`Backend::get`] of many keys of one tree, in order: a page of a
-    /// listing reads its records in one call (one tree lookup embedded,
-    /// one gathered statement shared).
-    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|k| self.get(tree, k)).collect()
-    }
     /// [`Backend::get`] for a caller on the async runtime's hot path (the
     /// policy epoch on every call): a shared backend awaits its database
     /// instead of holding a runtime thread; the embedded one answers from
@@ -63,20 +93,18 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    /// For each of `keys` in order, reads its current value (as written by
-    /// earlier keys of the same call), lets `update(i, old)` compute the new
-    /// value and index move, then writes every index move in one atomic
-    /// step and every record in a second. A crash between the two leaves
-    /// index entries whose record is absent or not yet moved: readers skip
-    /// absent records and judge each record by its own row code, so such
-    /// an entry can hide a record but never expose one. Callers make the
-    /// write durable with [`Backend::sync`].
-    fn upsert_indexed(
+    /// For each of `keys` in order, finds its place and the record there
+    /// (as written by earlier keys of the same call), lets `update(i,
+    /// current)` compute the new bytes and place, then writes every record,
+    /// every move out of an old place and every key's new place as one
+    /// atomic batch: a crash leaves the collection as it was before the
+    /// call or as after it, never a record at two places or a place with
+    /// no record. Callers make the write durable with [`Backend::sync`].
+    fn upsert_placed(
         &self,
-        tree: &str,
-        index: &str,
+        trees: Placed,
         keys: &[&[u8]],
-        update: &mut IndexedUpdate<'_>,
+        update: &mut PlacedUpdate<'_>,
     ) -> Result<()>;
     /// Atomically replaces a little-endian u64 counter by `f(current)`
     /// (0 when absent); returns `(old, new)`.
@@ -86,6 +114,15 @@ pub trait Backend: Send + Sync + 'static {
         key: &[u8],
         f: &mut dyn FnMut(u64) -> u64,
     ) -> Result<(u64, u64)>;
+    /// The keys starting with `prefix`, in order, without their values
+    /// (counting what a range holds).
+    fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .scan(tree, prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
     /// Entries under `prefix` strictly below `before`, in descending key order.
     fn scan_rev(
         &self,

@@ -1,6 +1,6 @@
 //! The embedded default backend: one sled database in the data directory.
 
-use super::{Backend, IndexedUpdate, rev_upper};
+use super::{Backend, Placed, PlacedUpdate, rev_upper};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 pub struct SledBackend {
     db: sled::Db,
-    indexed_writes: Mutex<()>,
+    placed_writes: Mutex<()>,
     /// Held shared by the audit writer from its fence read until its batch
     /// is synced; a fence move takes it whole.
     fence: Arc<std::sync::RwLock<()>>,
@@ -24,7 +24,7 @@ impl SledBackend {
             .with_context(|| format!("opening the sled store at {}", dir.display()))?;
         Ok(Self {
             db,
-            indexed_writes: Mutex::new(()),
+            placed_writes: Mutex::new(()),
             fence: Arc::default(),
         })
     }
@@ -57,13 +57,6 @@ impl Backend for SledBackend {
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let tree = self.tree(tree)?;
-        keys.iter()
-            .map(|k| Ok(tree.get(k)?.map(|v| v.to_vec())))
-            .collect()
-    }
-
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
         self.tree(tree)?.insert(key, value)?;
         Ok(())
@@ -93,6 +86,14 @@ impl Backend for SledBackend {
                 break;
             }
             out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for key in self.tree(tree)?.scan_prefix(prefix).keys() {
+            out.push(key?.to_vec());
         }
         Ok(out)
     }
@@ -140,42 +141,44 @@ impl Backend for SledBackend {
         Ok(self.tree(tree)?.apply_batch(batch)?)
     }
 
-    fn upsert_indexed(
+    fn upsert_placed(
         &self,
-        tree: &str,
-        index: &str,
+        trees: Placed,
         keys: &[&[u8]],
-        update: &mut IndexedUpdate<'_>,
+        update: &mut PlacedUpdate<'_>,
     ) -> Result<()> {
-        let records = self.tree(tree)?;
-        let idx = self.tree(index)?;
+        let tree = self.tree(trees.0)?;
         // Read-modify-write: one writer at a time, so no update is lost.
-        let _one = self.indexed_writes.lock().expect("indexed write lock");
-        let mut written: HashMap<&[u8], Vec<u8>> = HashMap::new();
-        let (mut record_batch, mut index_batch) = (sled::Batch::default(), sled::Batch::default());
+        let _one = self.placed_writes.lock().expect("placed write lock");
+        // Each key's place and bytes as this call has left them so far.
+        let mut written: HashMap<&[u8], (Vec<u8>, Vec<u8>)> = HashMap::new();
+        let mut batch = sled::Batch::default();
         for (n, key) in keys.iter().enumerate() {
-            let stored;
-            let old = match written.get(key) {
-                Some(v) => Some(v.as_slice()),
-                None => {
-                    stored = records.get(key)?;
-                    stored.as_deref()
-                }
+            let current = match written.remove(key) {
+                Some(c) => Some(c),
+                None => match tree.get(Placed::place_key(key))? {
+                    Some(place) => match tree.get(Placed::record_key(&place))? {
+                        Some(v) => Some((place.to_vec(), v.to_vec())),
+                        None => {
+                            super::placed_nowhere(trees, key);
+                            None
+                        }
+                    },
+                    None => None,
+                },
             };
-            let w = update(n, old)?;
-            if let Some(o) = w.old_index {
-                index_batch.remove(o);
+            let w = update(n, current.as_ref().map(|(_, v)| v.as_slice()))?;
+            if let Some((old, _)) = &current {
+                if *old != w.place {
+                    batch.remove(Placed::record_key(old));
+                }
             }
-            index_batch.insert(w.new_index, &[][..]);
-            record_batch.insert(*key, w.value.as_slice());
-            written.insert(key, w.value);
+            batch.insert(Placed::record_key(&w.place), w.value.as_slice());
+            batch.insert(Placed::place_key(key), w.place.as_slice());
+            written.insert(key, (w.place, w.value));
         }
-        idx.apply_batch(index_batch)
-            .context("writing the region index")?;
-        records
-            .apply_batch(record_batch)
-            .context("writing the records")?;
-        Ok(())
+        tree.apply_batch(batch)
+            .with_context(|| format!("writing the records of {}", trees.0))
     }
 
     fn write_moving_fence(

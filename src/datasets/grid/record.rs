@@ -4,12 +4,14 @@ use super::validate::{grid, region, worker};
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, RegionCode};
 use std::collections::BTreeMap;
-use crate::datasets::record::{Checked, GridCounts, Record, Reference, stamped, text_of};
+use crate::datasets::record::{
+    Checked, GridCounts, Record, Reference, collection, stamped, text_of,
+};
 use crate::proto::{Grid, GridWorker, RegionLevel, RegionNode};
 use prost_types::Timestamp;
 
 impl Record for Grid {
-    const COLLECTION: &'static str = "grid";
+    collection!("grid");
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "grid_code";
     const ROW_FIELD: &'static str = "grid_code";
@@ -56,7 +58,7 @@ impl Record for Grid {
 }
 
 impl Record for GridWorker {
-    const COLLECTION: &'static str = "grid_worker";
+    collection!("grid_worker");
     const DATASET: Dataset = Dataset::Grid;
     const FIELD_PREFIX: &'static str = "worker.";
     const KEY_FIELD: &'static str = "worker_id";
@@ -98,7 +100,7 @@ impl Record for GridWorker {
 /// Region nodes are structure (code, name, level, parent): any grid grant
 /// covering a node releases all four; they carry no personal data.
 impl Record for RegionNode {
-    const COLLECTION: &'static str = "region";
+    collection!("region");
     const DATASET: Dataset = Dataset::Grid;
     const KEY_FIELD: &'static str = "code";
     const ROW_FIELD: &'static str = "code";

@@ -4,11 +4,11 @@ use super::validate::legal_entity;
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CodeError, Uscc};
 use std::collections::BTreeMap;
-use crate::datasets::record::{Checked, Record, Reference, stamped, text_of};
+use crate::datasets::record::{Checked, Record, Reference, collection, stamped, text_of};
 use crate::proto::LegalEntity;
 
 impl Record for LegalEntity {
-    const COLLECTION: &'static str = "legal_entity";
+    collection!("legal_entity");
     const DATASET: Dataset = Dataset::LegalEntity;
     const KEY_FIELD: &'static str = "uscc";
     const ROW_FIELD: &'static str = "domicile_grid";

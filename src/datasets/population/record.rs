@@ -4,11 +4,11 @@ use super::validate::person;
 use crate::datasets::Dataset;
 use crate::datasets::codes::{CitizenId, CodeError};
 use std::collections::BTreeMap;
-use crate::datasets::record::{Checked, Record, Reference, stamped, text_of};
+use crate::datasets::record::{Checked, Record, Reference, collection, stamped, text_of};
 use crate::proto::Person;
 
 impl Record for Person {
-    const COLLECTION: &'static str = "population";
+    collection!("population");
     const DATASET: Dataset = Dataset::Population;
     const KEY_FIELD: &'static str = "id_number";
     const ROW_FIELD: &'static str = "residence_grid";

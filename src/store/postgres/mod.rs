@@ -5,10 +5,10 @@
 //! the planes above see exactly the contract the embedded store meets. What
 //! PostgreSQL adds is in the guarantees: every write commits with
 //! `synchronous_commit` on (checked at open), a read-modify-write
-//! (`update_counter`, `upsert_indexed`) holds its rows `FOR UPDATE` inside
-//! one transaction, so two processes racing on one quota or one record
-//! never lose an update, and an indexed upsert moves its index entries and
-//! its records in one commit.
+//! (`update_counter`, `upsert_placed`) holds what it read until its commit
+//! inside one transaction, so two processes racing on one quota or one
+//! record never lose an update, and a placed upsert moves its records and
+//! their places in one commit.
 //!
 //! The [`Backend`] contract is synchronous (sled answers from memory). A
 //! caller on the gateway's runtime runs its query inside `block_in_place`,
@@ -23,7 +23,7 @@ mod log;
 pub mod migrate;
 mod reads;
 
-use super::{Backend, IndexedUpdate, Reading, prefix_end, rev_upper};
+use super::{Backend, Placed, PlacedUpdate, Reading, prefix_end, rev_upper};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
@@ -345,9 +345,11 @@ struct Range {
 }
 
 impl Range {
-    fn sql(&self, descending: bool) -> String {
+    /// The range's rows (`keys_only`: each with an empty value).
+    fn sql(&self, descending: bool, keys_only: bool) -> String {
         format!(
-            "SELECT key, value FROM kv WHERE tree = $1 AND key {} $2{} ORDER BY key{} LIMIT $4",
+            "SELECT key, {} FROM kv WHERE tree = $1 AND key {} $2{} ORDER BY key{} LIMIT $4",
+            if keys_only { "'\\x'::bytea" } else { "value" },
             if self.lower_inclusive { ">=" } else { ">" },
             if self.upper.is_some() {
                 " AND key < $3"
@@ -359,7 +361,18 @@ impl Range {
     }
 
     fn read(self, backend: &PgBackend, tree: &str, limit: usize, descending: bool) -> Result<Rows> {
-        let sql = self.sql(descending);
+        self.read_as(backend, tree, limit, descending, false)
+    }
+
+    fn read_as(
+        self,
+        backend: &PgBackend,
+        tree: &str,
+        limit: usize,
+        descending: bool,
+        keys_only: bool,
+    ) -> Result<Rows> {
+        let sql = self.sql(descending, keys_only);
         let tree = tree.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         backend.with(move |c| async move {
@@ -392,8 +405,6 @@ struct TreeWrites {
     keys: Vec<Vec<u8>>,
     values: Vec<Vec<u8>>,
     gone: Vec<Vec<u8>>,
-    /// Keys made with an empty value only if absent (index rows).
-    ensure: Vec<Vec<u8>>,
 }
 
 impl TreeWrites {
@@ -409,7 +420,6 @@ impl TreeWrites {
             keys: Vec::new(),
             values: Vec::new(),
             gone: Vec::new(),
-            ensure: Vec::new(),
         };
         for (k, v) in last {
             match v {
@@ -435,10 +445,9 @@ async fn commit_writes(
     trees: &[TreeWrites],
     begin: bool,
 ) -> Result<()> {
-    let (delete, upsert, ensure) = (
+    let (delete, upsert) = (
         c.prepare_cached(DELETE).await?,
         c.prepare_cached(UPSERT).await?,
-        c.prepare_cached(PLACEHOLDERS).await?,
     );
     let mut steps: Vec<Step<'_>> = Vec::new();
     if begin {
@@ -456,15 +465,6 @@ async fn commit_writes(
                     .await
                     .map(drop)
                     .with_context(|| format!("removing from {tree}"))
-            }));
-        }
-        if !w.ensure.is_empty() {
-            let (stmt, tree) = (&ensure, &w.tree);
-            steps.push(Box::pin(async move {
-                c.execute(stmt, &[tree, &w.ensure])
-                    .await
-                    .map(drop)
-                    .with_context(|| format!("writing {tree}"))
             }));
         }
         if !w.keys.is_empty() {
@@ -489,18 +489,6 @@ const ANNOUNCE: &str = "SELECT pg_notify($1, $2)";
 impl Backend for PgBackend {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.io.run(self.get_async(tree, key))
-    }
-
-    /// Every key asked for at once, so the gatherer sends them together
-    /// (one statement per batch) instead of one round trip per key.
-    fn get_many(&self, tree: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
-        let reads: Vec<Reading> = keys.iter().map(|k| self.get_async(tree, k)).collect();
-        self.io.run(async move {
-            futures_util::future::join_all(reads)
-                .await
-                .into_iter()
-                .collect()
-        })
     }
 
     /// Gathered with the other point reads asked for now ([`reads`]),
@@ -538,6 +526,16 @@ impl Backend for PgBackend {
             },
         };
         range.read(self, tree, limit, false)
+    }
+
+    fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let range = Range {
+            lower: prefix.to_vec(),
+            lower_inclusive: true,
+            upper: prefix_end(prefix),
+        };
+        let rows = range.read_as(self, tree, usize::MAX, false, true)?;
+        Ok(rows.into_iter().map(|(k, _)| k).collect())
     }
 
     fn scan_rev(
@@ -583,39 +581,46 @@ impl Backend for PgBackend {
         })
     }
 
-    fn upsert_indexed(
+    fn upsert_placed(
         &self,
-        tree: &str,
-        index: &str,
+        trees: Placed,
         keys: &[&[u8]],
-        update: &mut IndexedUpdate<'_>,
+        update: &mut PlacedUpdate<'_>,
     ) -> Result<()> {
-        // One transaction, two round trips: lock and read the old values,
-        // compute the writes here (the closure is the caller's), then write
-        // the index moves and the records and commit together.
-        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-        let (tx, mut stored) = Txn::lock(self, tree, wanted, Hold::Tree)?;
-        let (mut records, mut moves, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        // One transaction, three round trips: hold the collection and read
+        // the keys' places, read the records there, then (computed here:
+        // the closure is the caller's) write records and places and commit.
+        let tree = trees.0;
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| Placed::place_key(k)).collect();
+        let (mut tx, places) = Txn::lock(self, tree, wanted, Hold::Tree)?;
+        let at: Vec<Vec<u8>> = places.values().map(|p| Placed::record_key(p)).collect();
+        let mut stored = tx.read(tree, at)?;
+        // Each key's place and bytes as this call has left them so far.
+        let mut current: HashMap<Vec<u8>, (Vec<u8>, Vec<u8>)> = places
+            .into_iter()
+            .filter_map(|(place_key, place)| {
+                let Some(bytes) = stored.remove(&Placed::record_key(&place)) else {
+                    super::placed_nowhere(trees, place_key.get(1..).unwrap_or_default());
+                    return None;
+                };
+                Some((place_key, (place, bytes)))
+            })
+            .collect();
+        let mut writes = Vec::new();
         for (n, key) in keys.iter().enumerate() {
-            let w = update(n, stored.get(*key).map(Vec::as_slice))?;
-            // A record that stays where it was keeps its index row: it is
-            // only made if missing (a store copied from a sled that crashed
-            // between its two batches), never rewritten.
-            if w.old_index.as_ref() == Some(&w.new_index) {
-                kept.push(w.new_index);
-            } else {
-                if let Some(o) = w.old_index {
-                    moves.push((o, None));
+            let place_key = Placed::place_key(key);
+            let now = current.remove(&place_key);
+            let w = update(n, now.as_ref().map(|(_, v)| v.as_slice()))?;
+            if let Some((old, _)) = now {
+                if old != w.place {
+                    writes.push((Placed::record_key(&old), None));
                 }
-                moves.push((w.new_index, Some(Vec::new())));
             }
-            records.push((key.to_vec(), Some(w.value.clone())));
-            // Later keys of the same call read what earlier ones wrote.
-            stored.insert(key.to_vec(), w.value);
+            writes.push((Placed::record_key(&w.place), Some(w.value.clone())));
+            writes.push((place_key.clone(), Some(w.place.clone())));
+            current.insert(place_key, (w.place, w.value));
         }
-        let mut index = TreeWrites::new(index.to_string(), moves);
-        index.ensure = kept;
-        tx.finish(vec![index, TreeWrites::new(tree.to_string(), records)])
+        tx.finish(vec![TreeWrites::new(tree.to_string(), writes)])
     }
 
     fn update_counter(
@@ -775,7 +780,7 @@ enum Hold {
     /// callers update at once and none should wait on the others'.
     Rows,
     /// The whole tree, by a transaction-level advisory lock named after
-    /// it: every indexed upsert of the tree queues behind it. For chunks
+    /// it: every placed upsert of the tree queues behind it. For chunks
     /// of records — one source department publishes a dataset, so the
     /// tree's writers are few — it spares each row a placeholder insert
     /// and a row lock (a heap write and a WAL record each).
@@ -845,6 +850,26 @@ impl<'a> Txn<'a> {
             Ok((conn, rows))
         })?;
         Ok((Self { backend, conn }, rows))
+    }
+
+    /// Reads `keys` of `tree` inside the transaction (what the rows
+    /// locked or the tree held by [`Txn::lock`] point to).
+    fn read(&mut self, tree: &str, keys: Vec<Vec<u8>>) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+        let conn = Open(self.conn.0.take());
+        let tree = tree.to_string();
+        let (conn, rows) = self.backend.io.run(async move {
+            let rows = {
+                let client = conn.client();
+                let read = client.prepare_cached(READ).await?;
+                client
+                    .query(&read, &[&tree, &keys])
+                    .await
+                    .with_context(|| format!("reading {tree}"))?
+            };
+            Ok((conn, rows))
+        })?;
+        self.conn = conn;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Writes every tree's puts and removes, and commits.
