@@ -561,6 +561,10 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     }
     assert_eq!(place_of(b"k"), Some(place(5)));
     assert_eq!(records(), vec![(place(2), vec![2]), (place(5), vec![4])]);
+    // Read by key: the place, then the record there.
+    assert_eq!(store.get_placed(trees, b"k").unwrap(), Some(vec![4]));
+    assert_eq!(store.get_placed(trees, b"j").unwrap(), Some(vec![2]));
+    assert_eq!(store.get_placed(trees, b"i").unwrap(), None);
     // A refused update writes nothing.
     let refused = store.upsert_placed(trees, &[b"j", b"k"], &mut |n, _| {
         anyhow::ensure!(n == 0, "the second record is refused");
@@ -575,6 +579,7 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     // A key whose place holds no record (a store changed from outside) is
     // written as new, and the dangling place is moved on.
     store.put("r", &Placed::place_key(b"x"), &place(7)).unwrap();
+    assert_eq!(store.get_placed(trees, b"x").unwrap(), None);
     store
         .upsert_placed(trees, &[b"x"], &mut |_, old| {
             assert_eq!(old, None);

@@ -29,16 +29,6 @@ fn decoded<R: Record>(stored: Option<Vec<u8>>) -> Result<Option<R>> {
         .transpose()
 }
 
-/// How many moves a read by key follows: a record moved between the read
-/// of its place and the read of the record is looked for at its new place.
-const MOVES_FOLLOWED: usize = 4;
-
-/// The place to look at next after finding nothing at `was`: `now` if the
-/// record moved there since; `None` if it did not move (it is gone).
-fn moved_on(was: Vec<u8>, now: Option<Vec<u8>>) -> Option<Vec<u8>> {
-    now.filter(|now| *now != was)
-}
-
 /// Records moved per step when a store from before records were kept in
 /// index order is opened.
 const ADOPT_CHUNK: usize = 2_000;
@@ -102,16 +92,7 @@ impl RecordStore {
     /// The bytes stored under `key`, for the projector (which copies
     /// released fields from them as they are).
     pub(in crate::pipeline) fn stored<R: Record>(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let (tree, at) = (R::TREES.0, Placed::place_key(key.as_bytes()));
-        let mut place = self.backend.get(tree, &at)?;
-        for _ in 0..MOVES_FOLLOWED {
-            let Some(p) = place else { return Ok(None) };
-            if let Some(record) = self.backend.get(tree, &Placed::record_key(&p))? {
-                return Ok(Some(record));
-            }
-            place = moved_on(p, self.backend.get(tree, &at)?);
-        }
-        Ok(None)
+        self.backend.get_placed(R::TREES, key.as_bytes())
     }
 
     /// [`RecordStore::stored`] on the caller's task: the embedded store
@@ -124,19 +105,9 @@ impl RecordStore {
         if self.backend.answers_from_memory() {
             return self.stored::<R>(key);
         }
-        let tree = R::TREES.0;
-        match self
-            .backend
-            .get_async(tree, &Placed::place_key(key.as_bytes()))
-            .await?
-        {
-            Some(place) => {
-                self.backend
-                    .get_async(tree, &Placed::record_key(&place))
-                    .await
-            }
-            None => Ok(None),
-        }
+        self.backend
+            .get_placed_async(R::TREES, key.as_bytes())
+            .await
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the

@@ -41,6 +41,11 @@ impl Placed {
     }
 }
 
+/// How many moves [`Backend::get_placed`] follows: a record moved between
+/// the read of its place and the read of the record is looked for at its
+/// new place.
+const MOVES_FOLLOWED: usize = 4;
+
 /// A key whose place holds no record: nothing this gateway writes leaves
 /// one (a record and its place change in one batch), so the store was
 /// changed from outside. The record is written as new; said, not hidden.
@@ -68,6 +73,27 @@ pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>
 /// A key-value store with ordered trees and one atomic multi-tree operation.
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The record stored under `key` in a placed collection: its place,
+    /// then the record there. A record a write moves between the two reads
+    /// is followed to its new place.
+    fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let at = Placed::place_key(key);
+        let mut place = self.get(trees.0, &at)?;
+        for _ in 0..MOVES_FOLLOWED {
+            let Some(was) = place else { return Ok(None) };
+            if let Some(record) = self.get(trees.0, &Placed::record_key(&was))? {
+                return Ok(Some(record));
+            }
+            // Nothing there: look again only if it moved since.
+            place = self.get(trees.0, &at)?.filter(|now| *now != was);
+        }
+        Ok(None)
+    }
+    /// [`Backend::get_placed`] for a caller on the async runtime's hot path
+    /// (as [`Backend::get_async`]); a shared store answers it in one read.
+    fn get_placed_async(&self, trees: Placed, key: &[u8]) -> Reading {
+        Box::pin(std::future::ready(self.get_placed(trees, key)))
+    }
     /// [`Backend::get`] for a caller on the async runtime's hot path (the
     /// policy epoch on every call): a shared backend awaits its database
     /// instead of holding a runtime thread; the embedded one answers from

@@ -395,6 +395,11 @@ const LOCK: &str =
     "SELECT key, value FROM kv WHERE tree = $1 AND key = ANY($2) ORDER BY key FOR UPDATE";
 const LOCK_TREE: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
 const READ: &str = "SELECT key, value FROM kv WHERE tree = $1 AND key = ANY($2)";
+/// The records at the places stored under `$2` (place keys), each
+/// answered under its place key ([`Placed`]: `r` is 0x72).
+const READ_PLACED: &str = "SELECT p.key, r.value FROM kv p JOIN kv r \
+     ON r.tree = p.tree AND r.key = '\\x72'::bytea || p.value \
+     WHERE p.tree = $1 AND p.key = ANY($2)";
 
 type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -498,6 +503,18 @@ impl Backend for PgBackend {
         let reads = self.reads.clone();
         let (tree, key) = (tree.to_string(), key.to_vec());
         Box::pin(async move { reads.get(tree, key).await })
+    }
+
+    fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.io.run(self.get_placed_async(trees, key))
+    }
+
+    /// One gathered read: the place and the record there in one statement
+    /// (one snapshot, so a record never moves in between).
+    fn get_placed_async(&self, trees: Placed, key: &[u8]) -> Reading {
+        let reads = self.reads.clone();
+        let (tree, key) = (trees.0.to_string(), Placed::place_key(key));
+        Box::pin(async move { reads.get_placed(tree, key).await })
     }
 
     fn answers_from_memory(&self) -> bool {

@@ -14,7 +14,7 @@
 //! whose caller has gone is not sent; a failing statement fails only the
 //! reads of its tree.
 
-use super::{READ, pooled, within_deadline};
+use super::{READ, READ_PLACED, pooled, within_deadline};
 use anyhow::{Context, Result, anyhow};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
@@ -33,6 +33,9 @@ const QUEUE: usize = 4096;
 struct Read {
     tree: String,
     key: Vec<u8>,
+    /// A placed read: `key` is a place key, answered with the record at
+    /// that place (one statement for both).
+    placed: bool,
     answer: oneshot::Sender<Result<Option<Vec<u8>>>>,
 }
 
@@ -73,11 +76,26 @@ impl Reads {
 
     /// The value at `key` of `tree`, read with whatever else is asked now.
     pub(super) async fn get(&self, tree: String, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        self.ask(tree, key, false).await
+    }
+
+    /// The record at the place stored under the place key `key` of the
+    /// placed collection `tree`, read with whatever else is asked now.
+    pub(super) async fn get_placed(&self, tree: String, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        self.ask(tree, key, true).await
+    }
+
+    async fn ask(&self, tree: String, key: Vec<u8>, placed: bool) -> Result<Option<Vec<u8>>> {
         let (answer, answered) = oneshot::channel();
         let stopped = || anyhow!("the PostgreSQL I/O runtime has stopped");
         within_deadline(async {
             self.0
-                .send(Read { tree, key, answer })
+                .send(Read {
+                    tree,
+                    key,
+                    placed,
+                    answer,
+                })
                 .await
                 .map_err(|_| stopped())?;
             answered.await.map_err(|_| stopped())?
@@ -86,25 +104,30 @@ impl Reads {
     }
 }
 
-/// Reads a batch, one statement per tree (pipelined on one connection),
-/// and answers every read in it.
+/// Reads a batch, one statement per tree and kind of read (pipelined on
+/// one connection), and answers every read in it.
 async fn answer(pool: &Pool, batch: Vec<Read>) {
-    let mut by_tree: HashMap<String, Vec<Read>> = HashMap::new();
+    let mut by_tree: HashMap<(String, bool), Vec<Read>> = HashMap::new();
     for r in batch {
-        by_tree.entry(r.tree.clone()).or_default().push(r);
+        by_tree
+            .entry((r.tree.clone(), r.placed))
+            .or_default()
+            .push(r);
     }
     let conn = within_deadline(async {
         let c = pooled(pool).await?;
-        let stmt = c.prepare_cached(READ).await?;
-        anyhow::Ok((c, stmt))
+        let read = c.prepare_cached(READ).await?;
+        let placed = c.prepare_cached(READ_PLACED).await?;
+        anyhow::Ok((c, read, placed))
     })
     .await;
-    let (c, stmt) = match conn {
+    let (c, read, placed) = match conn {
         Ok(c) => c,
         Err(e) => return fail(by_tree.into_values().flatten(), &e),
     };
-    let trees = by_tree.into_iter().map(|(tree, reads)| {
-        let (c, stmt) = (&c, &stmt);
+    let trees = by_tree.into_iter().map(|((tree, is_placed), reads)| {
+        let c = &c;
+        let stmt = if is_placed { &placed } else { &read };
         async move {
             let keys: Vec<&[u8]> = reads.iter().map(|r| r.key.as_slice()).collect();
             let rows = within_deadline(async {
