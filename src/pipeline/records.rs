@@ -65,7 +65,7 @@ impl RecordStore {
     }
 
     fn collect_codes<R: Record>(&self, into: &mut HashMap<String, String>) -> Result<()> {
-        for (_, v) in self.scan_placed::<R>(b"", None, usize::MAX)? {
+        for (_, v) in self.scan_stored::<R>("", None, usize::MAX)? {
             let r = R::decode(v.as_slice()).context("decoding a region or grid")?;
             into.insert(r.key().to_string(), r.structure_name().to_string());
         }
@@ -119,21 +119,10 @@ impl RecordStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan_placed::<R>(prefix.as_bytes(), after, limit)
-    }
-
-    /// Records at places starting with `prefix`, after the place `after`,
-    /// each with its place.
-    fn scan_placed<R: Record>(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let after = after.map(Placed::record_key);
         let rows = self.backend.scan(
             R::TREES.0,
-            &Placed::record_key(prefix),
+            &Placed::record_key(prefix.as_bytes()),
             after.as_deref(),
             limit,
         )?;

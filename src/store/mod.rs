@@ -70,7 +70,8 @@ pub type PlacedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<PlacedWrit
 /// A value being read without holding the caller's thread.
 pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
 
-/// A key-value store with ordered trees and one atomic multi-tree operation.
+/// A key-value store with ordered trees, atomic batches and placed
+/// collections ([`Placed`]).
 pub trait Backend: Send + Sync + 'static {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// The record stored under `key` in a placed collection: its place,

@@ -168,13 +168,15 @@ impl Backend for SledBackend {
                 },
             };
             let w = update(n, current.as_ref().map(|(_, v)| v.as_slice()))?;
-            if let Some((old, _)) = &current {
-                if *old != w.place {
-                    batch.remove(Placed::record_key(old));
-                }
+            let moved = current.as_ref().is_none_or(|(old, _)| *old != w.place);
+            if let Some((old, _)) = current.filter(|_| moved) {
+                batch.remove(Placed::record_key(&old));
             }
             batch.insert(Placed::record_key(&w.place), w.value.as_slice());
-            batch.insert(Placed::place_key(key), w.place.as_slice());
+            // A record written where it was keeps its place entry as it is.
+            if moved {
+                batch.insert(Placed::place_key(key), w.place.as_slice());
+            }
             written.insert(key, (w.place, w.value));
         }
         tree.apply_batch(batch)

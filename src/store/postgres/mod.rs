@@ -628,13 +628,16 @@ impl Backend for PgBackend {
             let place_key = Placed::place_key(key);
             let now = current.remove(&place_key);
             let w = update(n, now.as_ref().map(|(_, v)| v.as_slice()))?;
-            if let Some((old, _)) = now {
-                if old != w.place {
-                    writes.push((Placed::record_key(&old), None));
-                }
+            let moved = now.as_ref().is_none_or(|(old, _)| *old != w.place);
+            if let Some((old, _)) = now.filter(|_| moved) {
+                writes.push((Placed::record_key(&old), None));
             }
             writes.push((Placed::record_key(&w.place), Some(w.value.clone())));
-            writes.push((place_key.clone(), Some(w.place.clone())));
+            // A record written where it was keeps its place row as it is
+            // (a republished dataset rewrites no place rows).
+            if moved {
+                writes.push((place_key.clone(), Some(w.place.clone())));
+            }
             current.insert(place_key, (w.place, w.value));
         }
         tx.finish(vec![TreeWrites::new(tree.to_string(), writes)])
