@@ -799,6 +799,15 @@ async fn list_all(gw: &Gateway, identity: &str, region: &str) -> Vec<Person> {
     out
 }
 
+/// Every collection of records, by its name in the store.
+const COLLECTIONS: [&str; 5] = [
+    "population",
+    "legal_entity",
+    "grid",
+    "grid_worker",
+    "region",
+];
+
 /// An operator upgrading: a store written before records were kept in
 /// index order — each record under its key, an empty entry in the old
 /// region index — is moved into that order on the first start of this
@@ -821,13 +830,7 @@ async fn a_store_from_before_records_were_kept_in_index_order_serves_after_the_u
 
     // The earlier layout, as an earlier release left it.
     let store = govshare::store::open(&common::store_of(tmp.path())).unwrap();
-    for name in [
-        "population",
-        "legal_entity",
-        "grid",
-        "grid_worker",
-        "region",
-    ] {
+    for name in COLLECTIONS {
         let placed = format!("{name}.placed");
         let records = store.scan(&placed, b"r", None, usize::MAX).unwrap();
         assert!(!records.is_empty(), "{name}");
@@ -852,13 +855,7 @@ async fn a_store_from_before_records_were_kept_in_index_order_serves_after_the_u
     );
     gw.stop();
     let store = govshare::store::open(&common::store_of(tmp.path())).unwrap();
-    for name in [
-        "population",
-        "legal_entity",
-        "grid",
-        "grid_worker",
-        "region",
-    ] {
+    for name in COLLECTIONS {
         for old in [name.to_string(), format!("{name}.by_grid")] {
             assert!(store.scan(&old, b"", None, 1).unwrap().is_empty(), "{old}");
         }
