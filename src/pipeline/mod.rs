@@ -52,6 +52,7 @@ use crate::proto::{
 };
 use crate::store::WriteGate;
 use anyhow::Context as _;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Status};
@@ -1358,24 +1359,41 @@ impl Pipeline {
                 continue;
             }
             loop {
-                let chunk = self
-                    .records
-                    .scan_stored::<R>(prefix, after.as_deref(), CHUNK)?;
-                let exhausted = chunk.len() < CHUNK;
-                for (index_key, stored) in chunk {
-                    after = Some(index_key);
+                // The records are projected as the store holds them: none
+                // is copied out of it, and only the last one's index key
+                // is kept (the cursor).
+                let (mut seen, mut last, mut done) = (0, Vec::new(), false);
+                let mut examine = |index_key: &[u8], stored: &[u8]| {
+                    seen += 1;
                     examined += 1;
-                    if self.mask_into(ctx, &layout, &stored, &mut out)?
+                    last.clear();
+                    last.extend_from_slice(index_key);
+                    if self.mask_into(ctx, &layout, stored, &mut out)?
                         && !kept(keep, out.records.last().expect("just pushed"))?
                     {
                         out.records.pop();
                         out.keys.pop();
                     }
-                    if out.records.len() >= limit || examined >= budget {
-                        return Ok((out, after));
-                    }
+                    done = out.records.len() >= limit || examined >= budget;
+                    Ok(if done {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    })
+                };
+                self.records.scan_stored_each::<R>(
+                    prefix,
+                    after.as_deref(),
+                    CHUNK,
+                    &mut examine,
+                )?;
+                if seen > 0 {
+                    after = Some(last);
                 }
-                if exhausted {
+                if done {
+                    return Ok((out, after));
+                }
+                if seen < CHUNK {
                     break;
                 }
             }

@@ -11,9 +11,10 @@
 use crate::base::clock::now_timestamp;
 use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
-use crate::store::{Backend, Placed, PlacedWrite};
+use crate::store::{Backend, Placed, PlacedWrite, ScanVisit};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, RwLock};
 
 /// The record trees, and the region tree's codes with their names.
@@ -111,25 +112,39 @@ impl RecordStore {
     }
 
     /// Records whose row code starts with `prefix`, in index order, after the
-    /// index key `after`, as stored: one range read. Returns each with its
-    /// index key (the cursor).
+    /// index key `after`, as stored: one range read. Hands each to `visit`
+    /// with its index key (the cursor), borrowed from the store, until
+    /// `visit` breaks.
+    pub(in crate::pipeline) fn scan_stored_each<R: Record>(
+        &self,
+        prefix: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut ScanVisit<'_>,
+    ) -> Result<()> {
+        let after = after.map(Placed::record_key);
+        self.backend.scan_each(
+            R::TREES.0,
+            &Placed::record_key(prefix.as_bytes()),
+            after.as_deref(),
+            limit,
+            &mut |at, stored| visit(Placed::place_of(at), stored),
+        )
+    }
+
+    /// [`RecordStore::scan_stored_each`], collected.
     pub(in crate::pipeline) fn scan_stored<R: Record>(
         &self,
         prefix: &str,
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let after = after.map(Placed::record_key);
-        let rows = self.backend.scan(
-            R::TREES.0,
-            &Placed::record_key(prefix.as_bytes()),
-            after.as_deref(),
-            limit,
-        )?;
-        Ok(rows
-            .into_iter()
-            .map(|(at, bytes)| (Placed::place_of(&at).to_vec(), bytes))
-            .collect())
+        let mut rows = Vec::new();
+        self.scan_stored_each::<R>(prefix, after, limit, &mut |index_key, stored| {
+            rows.push((index_key.to_vec(), stored.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(rows)
     }
 
     /// [`RecordStore::scan_stored`], decoded whole (structure: the grid

@@ -10,6 +10,7 @@ mod sled_backend;
 
 use anyhow::Result;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,6 +68,10 @@ pub struct PlacedWrite {
 /// record's position in the call and its bytes now, if any.
 pub type PlacedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<PlacedWrite> + 'a;
 
+/// Sees one entry of a range read ([`Backend::scan_each`]): its key and
+/// value, borrowed from the store; breaks to stop the read.
+pub type ScanVisit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
+
 /// A value being read without holding the caller's thread.
 pub type Reading = std::pin::Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>>> + Send>>;
 
@@ -120,6 +125,24 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// [`Backend::scan`], each entry handed to `visit` as the store holds
+    /// it instead of collected, until `visit` breaks: the embedded store
+    /// then copies and allocates nothing per entry (a listing's page).
+    fn scan_each(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut ScanVisit<'_>,
+    ) -> Result<()> {
+        for (key, value) in self.scan(tree, prefix, after, limit)? {
+            if visit(&key, &value)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// For each of `keys` in order, finds its place and the record there
     /// (as written by earlier keys of the same call), lets `update(i,
     /// current)` compute the new bytes and place, then writes every record,

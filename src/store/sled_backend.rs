@@ -1,9 +1,9 @@
 //! The embedded default backend: one sled database in the data directory.
 
-use super::{Backend, Placed, PlacedUpdate, rev_upper};
+use super::{Backend, Placed, PlacedUpdate, ScanVisit, rev_upper};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -74,20 +74,37 @@ impl Backend for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.scan_each(tree, prefix, after, limit, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    fn scan_each(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        visit: &mut ScanVisit<'_>,
+    ) -> Result<()> {
         let tree = self.tree(tree)?;
         let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_vec()),
-            _ => Bound::Included(prefix.to_vec()),
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
         };
-        let mut out = Vec::new();
-        for item in tree.range((start, Bound::Unbounded)) {
+        for item in tree
+            .range::<&[u8], _>((start, Bound::Unbounded))
+            .take(limit)
+        {
             let (k, v) = item?;
-            if !k.starts_with(prefix) || out.len() >= limit {
+            if !k.starts_with(prefix) || visit(&k, &v)?.is_break() {
                 break;
             }
-            out.push((k.to_vec(), v.to_vec()));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
