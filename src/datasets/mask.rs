@@ -341,21 +341,28 @@ impl Layout {
     }
 
     /// A stored record's key and row code ([`Record::key`],
-    /// [`Record::row_code`]), read without decoding the record.
+    /// [`Record::row_code`]), read without decoding the record. The walk
+    /// stops once it has met both (a listing judges every record it
+    /// examines by them): each is written once, and
+    /// [`Projector::project`] refuses a record that holds either twice, so
+    /// a later copy never decides anything.
     pub fn key_and_row<'s>(&self, stored: &'s [u8]) -> anyhow::Result<(&'s str, &'s str)> {
-        let (mut key, mut row) = ("", "");
+        let (mut key, mut row) = (None, None);
         for f in wire::fields(stored) {
             let f = f?;
             for (number, into) in [(self.key, &mut key), (self.row, &mut row)] {
-                if f.number == number {
+                if f.number == number && into.is_none() {
                     if f.wire_type != wire::LEN {
                         bail!("a stored record's key or row code is not text");
                     }
-                    *into = std::str::from_utf8(f.value).context("a stored key or row code")?;
+                    *into = Some(std::str::from_utf8(f.value).context("a stored key or row code")?);
                 }
             }
+            if let (Some(key), Some(row)) = (key, row) {
+                return Ok((key, row));
+            }
         }
-        Ok((key, row))
+        Ok((key.unwrap_or_default(), row.unwrap_or_default()))
     }
 }
 
@@ -649,6 +656,38 @@ mod tests {
         assert!(p.project::<Person>(&twice).is_err());
         // The released field as a number.
         assert!(p.project::<Person>(&[0x10, 0x01]).is_err());
+    }
+
+    /// The scope is judged by the first row code a record holds (the walk
+    /// stops there); a record holding a second one, which a decode would
+    /// have taken, is refused by the projection even where the row code is
+    /// not released: the copy the scope was not judged by never decides
+    /// what leaves.
+    #[test]
+    fn a_record_holding_its_row_code_twice_is_refused() {
+        let spec = Person::DATASET.spec();
+        let layout = Layout::of::<Person>();
+        let at = |name: &str| spec.fields.iter().position(|f| f.name == name).unwrap();
+        let mut stored = Vec::new();
+        wire::put_len(&mut stored, 1, b"11010519491231002X");
+        wire::put_len(&mut stored, 2, "张三".as_bytes());
+        wire::put_len(&mut stored, 10, b"110105001001001");
+        wire::put_len(&mut stored, 10, b"310115001001001");
+        assert_eq!(
+            layout.key_and_row(&stored).unwrap(),
+            ("11010519491231002X", "110105001001001")
+        );
+        let mut plan = FieldPlan::empty(spec.fields.len());
+        plan.set(at("name"), FieldView::Clear);
+        let key = Masker::new([5; 32]).department_key("d");
+        let p = Projector::new(&plan, spec, &layout, &key, None);
+        let refused = p.project::<Person>(&stored).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("field 10 twice"),
+            "{refused:#}"
+        );
+        stored.truncate(stored.len() - 17);
+        assert!(p.project::<Person>(&stored).is_ok());
     }
 
     /// A field this build does not know, inside a field that is released
