@@ -39,7 +39,9 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 pub struct IndexInfo {
     pub department: String,
     /// Citizen IDs and credit codes a pull requested, returned or found out
-    /// of scope.
+    /// of scope; one may be named more than once (a GET's key is requested
+    /// and returned). Taken as they are, on the writer's thread: the
+    /// indexer keeps each once ([`Indexer::ingest`]).
     pub subjects: Vec<String>,
     pub reason_code: String,
     pub record_count: u64,
@@ -64,8 +66,6 @@ impl IndexInfo {
                 subjects.append(&mut q.keys);
             }
             subjects.retain(|s| is_subject(s));
-            subjects.sort_unstable();
-            subjects.dedup();
         }
         Self {
             department: e
@@ -405,12 +405,20 @@ impl Indexer {
             self.tiles.append(&leaves)?;
         }
         let posted = self.postings.covered();
-        let mut pairs = Vec::new();
+        let (mut pairs, mut subjects) = (Vec::new(), Vec::new());
         for c in batch.entries.iter().filter(|c| c.index >= posted) {
             pairs.push((key_hash(Posting::Department, &c.info.department), c.index));
-            for s in &c.info.subjects {
-                pairs.push((key_hash(Posting::Subject, s), c.index));
-            }
+            // Each subject once per entry: sorted as hashes, not as text.
+            subjects.clear();
+            subjects.extend(
+                c.info
+                    .subjects
+                    .iter()
+                    .map(|s| key_hash(Posting::Subject, s)),
+            );
+            subjects.sort_unstable();
+            subjects.dedup();
+            pairs.extend(subjects.iter().map(|h| (*h, c.index)));
         }
         if let Some(last) = batch.entries.last().filter(|l| l.index >= posted) {
             self.postings.append(&pairs, last.index + 1);
