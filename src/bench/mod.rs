@@ -365,6 +365,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     // v2 (views packed) carries the goal; v1 (views by name) at 128
     // streams shows what the packing bought, same run.
     let stream_loads = [(1usize, Api::V2), (128, Api::V2), (128, Api::V1)];
+    let mut sled_streams = None;
     for (streams, api) in stream_loads.into_iter().filter(|_| o.wants(Phase::Streams)) {
         let (name, goal) = match api {
             Api::V2 => ("ListPersons", true),
@@ -402,6 +403,9 @@ pub async fn run(o: &Options) -> Result<Report> {
             None,
             goal("≤ 512"),
         );
+        if (streams, api) == (STREAMS_OVER_POSTGRES, Api::V2) {
+            sled_streams = Some(s.records_per_sec());
+        }
     }
     if o.wants(Phase::Memory) {
         eprintln!("bench: huge batches…");
@@ -482,6 +486,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         let sled = Sled {
             pulls: &sled_rates,
             import: sled_import,
+            streams: sled_streams,
         };
         over_postgres(&mut report, o, server, &ids, &sled).await?;
     }
@@ -597,7 +602,12 @@ struct Sled<'a> {
     pulls: &'a [f64],
     /// Import persons/s, if measured.
     import: Option<f64>,
+    /// Records/s at [`STREAMS_OVER_POSTGRES`] v2 streams, if measured.
+    streams: Option<f64>,
 }
+
+/// The listing load measured again over PostgreSQL.
+const STREAMS_OVER_POSTGRES: usize = 128;
 
 /// The unary comparison (and the import) again on a gateway over
 /// PostgreSQL (a database of its own on `server`, dropped after), against
@@ -648,6 +658,9 @@ async fn over_postgres(
         if o.wants(Phase::Unary) {
             nodes_together(report, o, &gw, &load, &url, ids).await?;
         }
+        if o.wants(Phase::Streams) {
+            streams_over_postgres(report, o, &gw, &sampler, sled.streams).await?;
+        }
         if o.wants(Phase::Import) {
             eprintln!("bench: import over PostgreSQL…");
             let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
@@ -675,6 +688,52 @@ async fn over_postgres(
             if *c == 128 { "ratio ≥ 0.5" } else { "" },
         );
     }
+    Ok(())
+}
+
+/// v2 listings over PostgreSQL, against sled's of the same run: the
+/// gateway's CPU per record and the database's (all its processes).
+async fn streams_over_postgres(
+    report: &mut Report,
+    o: &Options,
+    gw: &Gateway,
+    sampler: &Sampler,
+    sled: Option<f64>,
+) -> Result<()> {
+    let n = STREAMS_OVER_POSTGRES;
+    eprintln!("bench: {n} concurrent ListPersons streams over PostgreSQL…");
+    let before = sampler.cpu_of_all("postgres");
+    let s = load::streams(
+        &gw.addr,
+        &gw.pki,
+        "public-security",
+        (n, Api::V2),
+        o.duration,
+        sampler,
+    )
+    .await?;
+    let database = sampler.cpu_of_all("postgres") - before;
+    report.row(
+        format!("ListPersons over PostgreSQL vs over sled: records/s, {n} stream(s)"),
+        s.records_per_sec(),
+        "records/s",
+        sled,
+        "",
+    );
+    report.row(
+        format!("ListPersons over PostgreSQL: gateway CPU per record, {n} stream(s)"),
+        s.cpu_per_record_us(),
+        "µs",
+        None,
+        "",
+    );
+    report.row(
+        "PostgreSQL server CPU per streamed record (all its processes)",
+        database * 1e6 / s.records.max(1) as f64,
+        "µs",
+        None,
+        "",
+    );
     Ok(())
 }
 
