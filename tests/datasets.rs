@@ -13,6 +13,7 @@ use govshare::proto::{
     ListGridWorkersRequest, LocateGridRequest, Polygon, Position, RegionLevel,
     SearchEntitiesRequest, UpsertGridsRequest,
 };
+use prost::Message;
 use tonic::Code;
 
 fn centre(g: &Grid) -> (f64, f64) {
@@ -792,4 +793,79 @@ async fn locate_grid_needs_one_record_of_the_daily_limit() {
         .grid
         .unwrap();
     assert_eq!(found.grid_code, Some(format!("{street}001099")));
+}
+
+/// A grid record damaged in the store, or written there by something else,
+/// holding its grid code twice: a grid of the street office's street
+/// first, then one of another street. The gateway judges a record by the
+/// first copy; a decode keeps the last, and would release the other
+/// street's grid (its code, its resident and household counts) under this
+/// one's key. The record is refused instead: by key and by region, the
+/// street office never sees the other street's grid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grid_holding_its_code_twice_never_releases_the_other_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start_in(tmp.path(), "");
+    let d = district();
+    let street = d.first_street().to_string();
+    let code_of = |inside: bool| {
+        d.grids
+            .iter()
+            .map(|g| g.grid_code.clone().unwrap())
+            .find(|c| c.starts_with(&street) == inside)
+            .unwrap()
+    };
+    let (inside, outside) = (code_of(true), code_of(false));
+    gw.stop();
+
+    let store = govshare::store::open(&common::store_of(tmp.path())).unwrap();
+    let (at, mut bytes) = store
+        .scan("grid.placed", b"r", None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .find(|(_, v)| Grid::decode(v.as_slice()).unwrap().grid_code.as_deref() == Some(&inside))
+        .unwrap();
+    bytes.push(0x0a); // field 1 (grid_code), length-delimited
+    bytes.push(outside.len() as u8);
+    bytes.extend_from_slice(outside.as_bytes());
+    store.put("grid.placed", &at, &bytes).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    let gw = Gateway::start_in(tmp.path(), "");
+    let token = gw.token("street-office");
+    let mut grids = GridServiceClient::new(gw.channel("street-office").await);
+    let got = grids
+        .get_grid(req(
+            GetGridRequest {
+                context: ctx("grid-event-handling"),
+                grid_code: inside.clone(),
+            },
+            &token,
+        ))
+        .await;
+    match got {
+        Ok(r) => assert_eq!(r.into_inner().grid.unwrap().grid_code, Some(inside.clone())),
+        Err(s) => assert!(!s.message().contains(&outside), "{s:?}"),
+    }
+    let listed = grids
+        .list_grids(req(
+            govshare::proto::ListGridsRequest {
+                context: ctx("grid-event-handling"),
+                region_prefix: street.clone(),
+                page_size: 1000,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await;
+    if let Ok(pages) = listed {
+        let mut pages = pages.into_inner();
+        while let Ok(Some(page)) = pages.message().await {
+            for g in page.grids {
+                let code = g.grid_code.unwrap_or_default();
+                assert!(code.starts_with(&street), "{code} left for {street}");
+            }
+        }
+    }
 }

@@ -343,9 +343,12 @@ impl Layout {
     /// A stored record's key and row code ([`Record::key`],
     /// [`Record::row_code`]), read without decoding the record. The walk
     /// stops once it has met both (a listing judges every record it
-    /// examines by them): each is written once, and
-    /// [`Projector::project`] refuses a record that holds either twice, so
-    /// a later copy never decides anything.
+    /// examines by them): each is written once, and a record holding
+    /// either twice is refused before anything of it leaves — by
+    /// [`Projector::project`], or, for a record decoded first (a grid, to
+    /// fill its counts), by comparing the decoded key and row code with
+    /// these — so a later copy never decides anything. A damaged record
+    /// skipped as out of scope is not examined further.
     pub fn key_and_row<'s>(&self, stored: &'s [u8]) -> anyhow::Result<(&'s str, &'s str)> {
         let (mut key, mut row) = (None, None);
         for f in wire::fields(stored) {
