@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Gateway, cli, ctx, district, req};
+use common::{Gateway, cli, ctx, district, list_all, req};
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::*;
@@ -776,38 +776,6 @@ async fn an_oversized_authorization_header_is_refused_and_recorded() {
     .unwrap();
 }
 
-/// Every record `identity` may list under `region`, in the order sent.
-async fn list_all(gw: &Gateway, identity: &str, region: &str) -> Vec<Person> {
-    let mut pop = PopulationServiceClient::new(gw.channel(identity).await);
-    let mut pages = pop
-        .list_persons(req(
-            ListPersonsRequest {
-                context: ctx(identity),
-                region_prefix: region.into(),
-                page_size: 1000,
-                ..Default::default()
-            },
-            &gw.token(identity),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(page) = pages.message().await.unwrap() {
-        out.extend(page.persons);
-    }
-    out
-}
-
-/// Every collection of records, by its name in the store.
-const COLLECTIONS: [&str; 5] = [
-    "population",
-    "legal_entity",
-    "grid",
-    "grid_worker",
-    "region",
-];
-
 /// An operator upgrading: a store written before records were kept in
 /// index order — each record under its key, an empty entry in the old
 /// region index — is moved into that order on the first start of this
@@ -828,23 +796,8 @@ async fn a_store_from_before_records_were_kept_in_index_order_serves_after_the_u
     assert!(before.0.is_some() && !before.1.is_empty());
     gw.stop();
 
-    // The earlier layout, as an earlier release left it.
     let store = govshare::store::open(&common::store_of(tmp.path())).unwrap();
-    for name in COLLECTIONS {
-        let placed = format!("{name}.placed");
-        let records = store.scan(&placed, b"r", None, usize::MAX).unwrap();
-        assert!(!records.is_empty(), "{name}");
-        for (at, bytes) in records {
-            let place = &at[1..];
-            let key = place.rsplit(|b| *b == 0).next().unwrap();
-            store.put(name, key, &bytes).unwrap();
-            store.put(&format!("{name}.by_grid"), place, b"").unwrap();
-        }
-        let all = store.scan(&placed, b"", None, usize::MAX).unwrap();
-        let gone = all.into_iter().map(|(k, _)| (k, None)).collect();
-        store.apply_batch(&placed, gone).unwrap();
-    }
-    store.sync().unwrap();
+    common::put_back_in_the_earlier_layout(&*store);
     drop(store);
 
     let mut gw = Gateway::start_in(tmp.path(), "");
@@ -855,14 +808,5 @@ async fn a_store_from_before_records_were_kept_in_index_order_serves_after_the_u
     );
     gw.stop();
     let store = govshare::store::open(&common::store_of(tmp.path())).unwrap();
-    for name in COLLECTIONS {
-        for old in [name.to_string(), format!("{name}.by_grid")] {
-            assert!(store.scan(&old, b"", None, 1).unwrap().is_empty(), "{old}");
-        }
-        let placed = format!("{name}.placed");
-        assert!(
-            !store.scan(&placed, b"", None, 1).unwrap().is_empty(),
-            "{placed}"
-        );
-    }
+    common::assert_each_record_placed_once(&*store);
 }
