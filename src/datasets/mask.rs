@@ -341,31 +341,26 @@ impl Layout {
     }
 
     /// A stored record's key and row code ([`Record::key`],
-    /// [`Record::row_code`]), read without decoding the record. The walk
-    /// stops once it has met both (a listing judges every record it
-    /// examines by them): each is written once, and a record holding
-    /// either twice is refused before anything of it leaves — by
-    /// [`Projector::project`], or, for a record decoded first (a grid, to
-    /// fill its counts), by comparing the decoded key and row code with
-    /// these — so a later copy never decides anything. A damaged record
-    /// skipped as out of scope is not examined further.
+    /// [`Record::row_code`]), read without decoding the record: the last
+    /// copy of each, as a decode reads it, so a record is judged by the
+    /// code a decode of it would carry. The whole record is walked; a walk
+    /// stopping at the first copies (tried on 2026-12-07) judged a grid
+    /// holding its code twice by one code and, decoded to fill its counts,
+    /// released it as the other.
     pub fn key_and_row<'s>(&self, stored: &'s [u8]) -> anyhow::Result<(&'s str, &'s str)> {
-        let (mut key, mut row) = (None, None);
+        let (mut key, mut row) = ("", "");
         for f in wire::fields(stored) {
             let f = f?;
             for (number, into) in [(self.key, &mut key), (self.row, &mut row)] {
-                if f.number == number && into.is_none() {
+                if f.number == number {
                     if f.wire_type != wire::LEN {
                         bail!("a stored record's key or row code is not text");
                     }
-                    *into = Some(std::str::from_utf8(f.value).context("a stored key or row code")?);
+                    *into = std::str::from_utf8(f.value).context("a stored key or row code")?;
                 }
             }
-            if let (Some(key), Some(row)) = (key, row) {
-                return Ok((key, row));
-            }
         }
-        Ok((key.unwrap_or_default(), row.unwrap_or_default()))
+        Ok((key, row))
     }
 }
 
@@ -661,11 +656,9 @@ mod tests {
         assert!(p.project::<Person>(&[0x10, 0x01]).is_err());
     }
 
-    /// The scope is judged by the first row code a record holds (the walk
-    /// stops there); a record holding a second one, which a decode would
-    /// have taken, is refused by the projection even where the row code is
-    /// not released: the copy the scope was not judged by never decides
-    /// what leaves.
+    /// A record holding its row code twice is judged by the last copy, as
+    /// a decode reads it, and refused by the projection even where the row
+    /// code is not released: no copy but the judged one decides anything.
     #[test]
     fn a_record_holding_its_row_code_twice_is_refused() {
         let spec = Person::DATASET.spec();
@@ -678,7 +671,7 @@ mod tests {
         wire::put_len(&mut stored, 10, b"310115001001001");
         assert_eq!(
             layout.key_and_row(&stored).unwrap(),
-            ("11010519491231002X", "110105001001001")
+            ("11010519491231002X", "310115001001001")
         );
         let mut plan = FieldPlan::empty(spec.fields.len());
         plan.set(at("name"), FieldView::Clear);

@@ -1315,15 +1315,6 @@ impl Pipeline {
         let counted;
         let stored = if R::HAS_COUNTS {
             let mut record = R::decode(stored).context("decoding a stored record")?;
-            // A decode keeps a field's last copy, the walk that judged the
-            // record its first: a record holding its key or row code twice
-            // would be released as another (its counts too). Refused, as
-            // the projection refuses it for every other type.
-            anyhow::ensure!(
-                record.key() == key && record.row_code() == row,
-                "a stored {} holds its key or row code twice",
-                R::NAME
-            );
             self.records.fill_counts(&mut record)?;
             counted = record.encode_to_vec();
             counted.as_slice()
