@@ -1360,8 +1360,8 @@ impl Pipeline {
             }
             loop {
                 // The records are projected as the store holds them: none
-                // is copied out of it, and only the last one's index key
-                // is kept (the cursor).
+                // is copied out of it; each index key only into the one
+                // buffer that keeps the last (the cursor).
                 let (mut seen, mut last, mut done) = (0, Vec::new(), false);
                 let mut examine = |index_key: &[u8], stored: &[u8]| {
                     seen += 1;

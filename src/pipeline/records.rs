@@ -66,8 +66,7 @@ impl RecordStore {
     }
 
     fn collect_codes<R: Record>(&self, into: &mut HashMap<String, String>) -> Result<()> {
-        for (_, v) in self.scan_stored::<R>("", None, usize::MAX)? {
-            let r = R::decode(v.as_slice()).context("decoding a region or grid")?;
+        for (_, r) in self.scan::<R>("", None, usize::MAX)? {
             into.insert(r.key().to_string(), r.structure_name().to_string());
         }
         Ok(())

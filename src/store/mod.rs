@@ -167,11 +167,12 @@ pub trait Backend: Send + Sync + 'static {
     /// The keys starting with `prefix`, in order, without their values
     /// (counting what a range holds).
     fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .scan(tree, prefix, None, usize::MAX)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect())
+        let mut keys = Vec::new();
+        self.scan_each(tree, prefix, None, usize::MAX, &mut |key, _| {
+            keys.push(key.to_vec());
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(keys)
     }
     /// Entries under `prefix` strictly below `before`, in descending key order.
     fn scan_rev(

@@ -107,14 +107,6 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn scan_keys(&self, tree: &str, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        for key in self.tree(tree)?.scan_prefix(prefix).keys() {
-            out.push(key?.to_vec());
-        }
-        Ok(out)
-    }
-
     fn scan_rev(
         &self,
         tree: &str,
