@@ -415,12 +415,28 @@ pub async fn cancel_work(addr: &str, pki: &Path, sampler: &Sampler) -> Result<f6
     Ok(((after - idle).max(0.0)) * 1000.0)
 }
 
-/// Re-publishes the district through `govshare import`; records per second.
-pub async fn import(binary: &Path, addr: &str, pki: &Path, persons: usize) -> Result<f64> {
+/// What [`import`] measured.
+pub struct ImportCost {
+    /// Records per second, from the command's start to its end.
+    pub rate: f64,
+    /// The gateway's CPU per record, from `/proc`.
+    pub gateway_us: f64,
+    /// The `govshare import` command's own CPU per record (its parsing),
+    /// on the same cores.
+    pub command_us: f64,
+}
+
+/// Re-publishes the district through `govshare import`.
+pub async fn import(
+    binary: &Path,
+    addr: &str,
+    pki: &Path,
+    persons: usize,
+    sampler: &Sampler,
+) -> Result<ImportCost> {
     let dir = tempfile::tempdir()?;
     let d = crate::demo::generate(crate::config::Config::default().demo_seed, persons);
     crate::demo::write_jsonl(&d, dir.path())?;
-    let started = Instant::now();
     let mut import = std::process::Command::new(binary);
     import
         .args(["import", "--addr", addr, "--pki"])
@@ -428,13 +444,21 @@ pub async fn import(binary: &Path, addr: &str, pki: &Path, persons: usize) -> Re
         .args(["--dataset", "population"])
         .arg(dir.path().join("population.jsonl"))
         .env("RUST_LOG", "warn");
+    let (gateway, command) = (sampler.cpu(), Sampler::ended_children_cpu());
+    let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || import.output()).await??;
+    let took = started.elapsed().as_secs_f64();
     anyhow::ensure!(
         out.status.success(),
         "import failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(persons as f64 / started.elapsed().as_secs_f64())
+    let per_record = |secs: f64| secs * 1e6 / persons.max(1) as f64;
+    Ok(ImportCost {
+        rate: persons as f64 / took,
+        gateway_us: per_record(sampler.cpu().since(&gateway).total),
+        command_us: per_record(Sampler::ended_children_cpu() - command),
+    })
 }
 
 /// What [`snapshot`] measured.

@@ -472,15 +472,16 @@ pub async fn run(o: &Options) -> Result<Report> {
     let mut sled_import = None;
     if o.wants(Phase::Import) {
         eprintln!("bench: import…");
-        let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
+        let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler).await?;
         report.row(
             "import persons/s into the running gateway",
-            rate,
+            cost.rate,
             "records/s",
             None,
             "≥ 100000",
         );
-        sled_import = Some(rate);
+        import_cpu(&mut report, &cost, "");
+        sled_import = Some(cost.rate);
     }
     if let Some(server) = &o.postgres {
         let sled = Sled {
@@ -552,6 +553,25 @@ pub async fn run(o: &Options) -> Result<Report> {
 
 /// The unary comparison at each `--concurrency` on `gw`; returns the
 /// audited pulls/s at each. `label` tells the store apart in the report.
+/// CPU per imported record: the gateway's, and the import command's own
+/// (its parsing), which shares the cores.
+fn import_cpu(report: &mut Report, cost: &load::ImportCost, over: &str) {
+    report.row(
+        format!("import: gateway CPU per person{over}"),
+        cost.gateway_us,
+        "µs",
+        None,
+        "",
+    );
+    report.row(
+        format!("import: `govshare import` CPU per person{over}"),
+        cost.command_us,
+        "µs",
+        None,
+        "",
+    );
+}
+
 async fn unary(
     report: &mut Report,
     o: &Options,
@@ -663,14 +683,15 @@ async fn over_postgres(
         }
         if o.wants(Phase::Import) {
             eprintln!("bench: import over PostgreSQL…");
-            let rate = load::import(&o.binary, &gw.addr, &gw.pki, o.persons).await?;
+            let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler).await?;
             report.row(
                 "import persons/s over PostgreSQL vs over sled",
-                rate,
+                cost.rate,
                 "records/s",
                 sled.import,
                 "≥ 100000",
             );
+            import_cpu(report, &cost, " over PostgreSQL");
         }
         drop(load);
         drop(gw.stop());

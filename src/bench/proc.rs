@@ -62,6 +62,20 @@ impl Sampler {
         }
     }
 
+    /// CPU seconds of this process's children that have ended and been
+    /// waited for (a command the bench ran to its end, say).
+    pub fn ended_children_cpu() -> f64 {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given; zeroed is a valid
+        // rusage should it fail.
+        let usage = unsafe {
+            libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+            usage.assume_init()
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(usage.ru_utime) + secs(usage.ru_stime)
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
