@@ -63,16 +63,6 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     fn row_code(&self) -> &str;
     fn version(&self) -> u64;
     fn stamp(&mut self, version: u64, at: Timestamp);
-
-    /// The number of the field [`Record::version`] reads, if the record
-    /// has one: a publish reads the version of each record it replaces
-    /// from the stored bytes, and nothing else of it.
-    fn version_field() -> Option<u64> {
-        crate::proto::json::pool()
-            .get_message_by_name(Self::NAME)?
-            .get_field_by_name("version")
-            .map(|f| u64::from(f.number()))
-    }
     /// Puts the views spelled out by field name into the record (v1's
     /// form). Structure records carry none.
     fn set_views(&mut self, _views: BTreeMap<String, i32>) {}
@@ -179,37 +169,5 @@ mod tests {
         check::<LegalEntity>(&pool);
         check::<Grid>(&pool);
         check::<GridWorker>(&pool);
-    }
-
-    /// A publish reads the version it replaces from the stored bytes
-    /// ([`Record::version_field`]): for every record type, what it reads
-    /// is what a decode's [`Record::version`] says, the last copy where
-    /// a record holds two, and 0 for a type that keeps none.
-    #[test]
-    fn the_stored_version_is_the_decoded_one() {
-        use crate::proto::RegionNode;
-        use crate::proto::wire::last_varint;
-        fn check<R: Record>() {
-            let mut r = R::default();
-            r.stamp(7, Timestamp::default());
-            let mut bytes = r.encode_to_vec();
-            let read = |bytes: &[u8]| match R::version_field() {
-                Some(n) => last_varint(bytes, n).unwrap().unwrap_or(0),
-                None => 0,
-            };
-            assert_eq!(read(&bytes), r.version(), "{}", R::NAME);
-            // A second copy, written after the first: a decode keeps it.
-            let mut again = R::default();
-            again.stamp(9, Timestamp::default());
-            bytes.extend(again.encode_to_vec());
-            let decoded = R::decode(bytes.as_slice()).unwrap().version();
-            assert_eq!(read(&bytes), decoded, "{}", R::NAME);
-        }
-        check::<Person>();
-        check::<LegalEntity>();
-        check::<Grid>();
-        check::<GridWorker>();
-        check::<RegionNode>();
-        assert_eq!(RegionNode::version_field(), None);
     }
 }

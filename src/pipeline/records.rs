@@ -10,7 +10,7 @@
 
 use crate::base::clock::now_timestamp;
 use crate::datasets::{GridCounts, Record};
-use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode, wire};
+use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
 use crate::store::{Backend, Placed, PlacedWrite, ScanVisit};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
@@ -210,16 +210,11 @@ impl RecordStore {
         let keys: Vec<String> = records.iter().map(|r| r.key().to_string()).collect();
         let key_bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let at = now_timestamp();
-        // Only the version of a record being replaced is read: a decode
-        // of each would cost a publish more than its check.
-        let version_field = R::version_field();
         self.backend
             .upsert_placed(R::TREES, &key_bytes, &mut |n, old| {
-                let version = match (old, version_field) {
-                    (Some(bytes), Some(field)) => wire::last_varint(bytes, field)
-                        .context("reading a stored record's version")?
-                        .unwrap_or(0),
-                    _ => 0,
+                let version = match old {
+                    Some(bytes) => R::decode(bytes)?.version(),
+                    None => 0,
                 } + 1;
                 let record = &mut records[n];
                 record.stamp(version, at);

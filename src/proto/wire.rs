@@ -83,31 +83,6 @@ fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Field<'a>> {
     })
 }
 
-impl Field<'_> {
-    /// A varint field's value, as a decoder reads it.
-    pub fn varint(&self) -> Result<u64> {
-        if self.wire_type != 0 {
-            bail!("a stored record's field {} is not a number", self.number);
-        }
-        let mut rest = self.raw;
-        varint(&mut rest)?;
-        varint(&mut rest)
-    }
-}
-
-/// The last copy of varint field `number` in `bytes` (as a decode keeps
-/// the last), without decoding anything else; `None` where there is none.
-pub fn last_varint(bytes: &[u8], number: u64) -> Result<Option<u64>> {
-    let mut last = None;
-    for f in fields(bytes) {
-        let f = f?;
-        if f.number == number {
-            last = Some(f.varint()?);
-        }
-    }
-    Ok(last)
-}
-
 fn skip(rest: &mut &[u8], n: usize) -> Result<()> {
     *rest = rest
         .get(n..)
