@@ -215,7 +215,9 @@ impl RecordStore {
                 let version = match old {
                     Some(bytes) => R::decode(bytes)?.version(),
                     None => 0,
-                } + 1;
+                }
+                .checked_add(1)
+                .context("a stored record's version is at its maximum")?;
                 let record = &mut records[n];
                 record.stamp(version, at);
                 Ok(PlacedWrite {
@@ -305,6 +307,30 @@ mod tests {
         backend
             .put("population.by_grid", &p.index_key(), b"")
             .unwrap();
+    }
+
+    /// A version cannot go backwards: a stored record at the largest
+    /// version is not replaced by one stamped 0 (nor does the add panic
+    /// while the store's write lock is held).
+    #[test]
+    fn a_stored_version_at_its_maximum_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::store::open_dir(dir.path()).unwrap();
+        let store = RecordStore::new(backend.clone());
+        let last = person("A", "310115001002003", u64::MAX);
+        let place = last.index_key();
+        let tree = Person::TREES.0;
+        backend.put(tree, &Placed::place_key(b"A"), &place).unwrap();
+        backend
+            .put(tree, &Placed::record_key(&place), &last.encode_to_vec())
+            .unwrap();
+        let refused = store.upsert(person("A", "310115001002003", 1)).unwrap_err();
+        assert!(format!("{refused:#}").contains("version"), "{refused:#}");
+        let kept: Person = store.get("A").unwrap().unwrap();
+        assert_eq!(kept.version(), u64::MAX, "the stored record is untouched");
+        // The store still takes writes: nothing was left locked.
+        store.upsert(person("B", "310115001002003", 1)).unwrap();
+        assert_eq!(store.get::<Person>("B").unwrap().unwrap().version(), 1);
     }
 
     #[test]
