@@ -1,7 +1,7 @@
 //! Closed-loop load over real mTLS connections: N callers in flight, each
 //! issuing its next call as soon as the last one answers.
 
-use super::proc::{Cpu, Sampler};
+use super::proc::{Cpu, Sampler, ended_children_cpu};
 use crate::client;
 use crate::proto::population_service_client::PopulationServiceClient;
 use crate::proto::*;
@@ -421,18 +421,23 @@ pub struct ImportCost {
     pub rate: f64,
     /// The gateway's CPU per record, from `/proc`.
     pub gateway_us: f64,
-    /// The `govshare import` command's own CPU per record (its parsing),
-    /// on the same cores.
-    pub command_us: f64,
+    /// The `govshare import` command's whole CPU per record (mostly its
+    /// parsing), on the same cores; `None` if the kernel would not say.
+    pub command_us: Option<f64>,
+    /// PostgreSQL's own CPU per record (its server processes), when the
+    /// gateway runs over it.
+    pub database_us: Option<f64>,
 }
 
-/// Re-publishes the district through `govshare import`.
+/// Re-publishes the district through `govshare import`; `database`:
+/// whether to count PostgreSQL's server processes too.
 pub async fn import(
     binary: &Path,
     addr: &str,
     pki: &Path,
     persons: usize,
     sampler: &Sampler,
+    database: bool,
 ) -> Result<ImportCost> {
     let dir = tempfile::tempdir()?;
     let d = crate::demo::generate(crate::config::Config::default().demo_seed, persons);
@@ -444,7 +449,8 @@ pub async fn import(
         .args(["--dataset", "population"])
         .arg(dir.path().join("population.jsonl"))
         .env("RUST_LOG", "warn");
-    let (gateway, command) = (sampler.cpu(), Sampler::ended_children_cpu());
+    let database_cpu = || database.then(|| sampler.cpu_of_all("postgres"));
+    let (gateway, command, db) = (sampler.cpu(), ended_children_cpu(), database_cpu());
     let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || import.output()).await??;
     let took = started.elapsed().as_secs_f64();
@@ -454,10 +460,12 @@ pub async fn import(
         String::from_utf8_lossy(&out.stderr)
     );
     let per_record = |secs: f64| secs * 1e6 / persons.max(1) as f64;
+    let since = |before: Option<f64>, now: Option<f64>| Some(per_record(now? - before?));
     Ok(ImportCost {
         rate: persons as f64 / took,
         gateway_us: per_record(sampler.cpu().since(&gateway).total),
-        command_us: per_record(Sampler::ended_children_cpu() - command),
+        command_us: since(command, ended_children_cpu()),
+        database_us: since(db, database_cpu()),
     })
 }
 

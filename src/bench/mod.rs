@@ -472,7 +472,7 @@ pub async fn run(o: &Options) -> Result<Report> {
     let mut sled_import = None;
     if o.wants(Phase::Import) {
         eprintln!("bench: import…");
-        let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler).await?;
+        let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler, false).await?;
         report.row(
             "import persons/s into the running gateway",
             cost.rate,
@@ -551,27 +551,29 @@ pub async fn run(o: &Options) -> Result<Report> {
     Ok(report)
 }
 
-/// The unary comparison at each `--concurrency` on `gw`; returns the
-/// audited pulls/s at each. `label` tells the store apart in the report.
-/// CPU per imported record: the gateway's, and the import command's own
-/// (its parsing), which shares the cores.
+/// CPU per imported record: the gateway's, the import command's (which
+/// shares the cores) and, over PostgreSQL, the database's.
 fn import_cpu(report: &mut Report, cost: &load::ImportCost, over: &str) {
-    report.row(
-        format!("import: gateway CPU per person{over}"),
-        cost.gateway_us,
-        "µs",
-        None,
-        "",
-    );
-    report.row(
-        format!("import: `govshare import` CPU per person{over}"),
-        cost.command_us,
-        "µs",
-        None,
-        "",
-    );
+    let rows = [
+        ("gateway", Some(cost.gateway_us)),
+        ("`govshare import`", cost.command_us),
+        ("PostgreSQL", cost.database_us),
+    ];
+    for (whose, us) in rows {
+        if let Some(us) = us {
+            report.row(
+                format!("import: {whose} CPU per person{over}"),
+                us,
+                "µs",
+                None,
+                "",
+            );
+        }
+    }
 }
 
+/// The unary comparison at each `--concurrency` on `gw`; returns the
+/// audited pulls/s at each. `label` tells the store apart in the report.
 async fn unary(
     report: &mut Report,
     o: &Options,
@@ -683,7 +685,8 @@ async fn over_postgres(
         }
         if o.wants(Phase::Import) {
             eprintln!("bench: import over PostgreSQL…");
-            let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler).await?;
+            let cost =
+                load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler, true).await?;
             report.row(
                 "import persons/s over PostgreSQL vs over sled",
                 cost.rate,

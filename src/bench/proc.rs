@@ -1,5 +1,6 @@
 //! What the kernel says about the gateway process: CPU time (in total and
-//! per thread, grouped by thread name) and resident memory, from `/proc`.
+//! per thread, grouped by thread name) and resident memory, from `/proc`;
+//! and about the commands the bench runs to their end.
 
 use std::collections::BTreeMap;
 
@@ -60,20 +61,6 @@ impl Sampler {
             pid,
             tick: if tick > 0.0 { tick } else { 100.0 },
         }
-    }
-
-    /// CPU seconds of this process's children that have ended and been
-    /// waited for (a command the bench ran to its end, say).
-    pub fn ended_children_cpu() -> f64 {
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage fills the struct it is given; zeroed is a valid
-        // rusage should it fail.
-        let usage = unsafe {
-            libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
-            usage.assume_init()
-        };
-        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        secs(usage.ru_utime) + secs(usage.ru_stime)
     }
 
     pub fn pid(&self) -> u32 {
@@ -159,4 +146,20 @@ pub async fn scrape(ops: &str, name: &str) -> Option<f64> {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum(),
     )
+}
+
+/// CPU seconds of the bench's children that have ended and been waited
+/// for: the delta around one command run to its end is that command's
+/// whole CPU, as long as no other child is reaped meanwhile (the bench
+/// runs its phases one after another). `None` if the kernel will not say.
+pub fn ended_children_cpu() -> Option<f64> {
+    // SAFETY: rusage is plain integers, so all zeroes is a valid value;
+    // getrusage only writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live, writable rusage for the call's duration.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
 }
