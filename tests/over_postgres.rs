@@ -1110,3 +1110,65 @@ fn a_fence_move_made_again_after_a_rollback_is_a_value_never_seen() {
         assert!(later > again, "the fence only moves forward");
     }
 }
+
+/// A node writing records in bulk brings PostgreSQL's statistics on the
+/// store up to date as it goes, so the chunk statements its sessions
+/// cached while the table was small are planned again for the table as
+/// it is (a first load's reads otherwise filtered a whole tree against
+/// each chunk's keys until autovacuum's next ANALYZE, a minute apart).
+#[test]
+fn a_node_writing_records_in_bulk_keeps_the_planners_statistics_current() {
+    use govshare::store::{Placed, PlacedWrite};
+    let db = postgres::TestDatabase::new();
+    let store = govshare::store::open(&govshare::store::Location::Postgres(
+        govshare::store::postgres::Location {
+            url: db.url.clone(),
+            pool_size: 4,
+            ca: None,
+        },
+    ))
+    .unwrap();
+    let analyzed = || {
+        postgres::query(
+            &db.url,
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'kv'",
+        ) == "t"
+    };
+    assert!(!analyzed(), "a new store has not been analyzed by hand");
+    let keys: Vec<Vec<u8>> = (0..12_000u32).map(|n| n.to_be_bytes().to_vec()).collect();
+    for chunk in keys.chunks(2_000) {
+        let chunk: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        store
+            .upsert_placed(Placed("bulk"), &chunk, &mut |n, _| {
+                Ok(PlacedWrite {
+                    value: vec![1],
+                    place: chunk[n].to_vec(),
+                })
+            })
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !analyzed() {
+        assert!(
+            Instant::now() < deadline,
+            "12 000 records written and kv never analyzed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let estimated: f64 = postgres::query(
+        &db.url,
+        "SELECT reltuples FROM pg_class WHERE relname = 'kv'",
+    )
+    .parse()
+    .unwrap();
+    assert!(estimated >= 10_000.0, "the planner counts {estimated} rows");
+    // Once per doubling, not once per chunk.
+    let analyses = postgres::query(
+        &db.url,
+        "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'kv'",
+    );
+    assert_eq!(
+        analyses, "1",
+        "12 000 records written, the first doubling at 10 000"
+    );
+}
