@@ -593,22 +593,27 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     assert_eq!(records().len(), 3);
 }
 
+/// A PostgreSQL store on `db`, as a node opens it, with `pool_size`
+/// connections.
+fn store_on(
+    db: &postgres::TestDatabase,
+    pool_size: usize,
+) -> std::sync::Arc<dyn govshare::store::Backend> {
+    govshare::store::open(&govshare::store::Location::Postgres(
+        govshare::store::postgres::Location {
+            url: db.url.clone(),
+            pool_size,
+            ca: None,
+        },
+    ))
+    .unwrap()
+}
+
 #[test]
 fn both_backends_meet_the_same_contract() {
     let dir = tempfile::tempdir().unwrap();
     meets_the_backend_contract(govshare::store::open_dir(dir.path()).unwrap());
-    let db = postgres::TestDatabase::new();
-    let url = db.url.clone();
-    meets_the_backend_contract(
-        govshare::store::open(&govshare::store::Location::Postgres(
-            govshare::store::postgres::Location {
-                url,
-                pool_size: 8,
-                ca: None,
-            },
-        ))
-        .unwrap(),
-    );
+    meets_the_backend_contract(store_on(&postgres::TestDatabase::new(), 8));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -876,16 +881,7 @@ async fn one_process_per_data_dir_and_one_log_per_store() {
 #[test]
 fn a_move_of_the_fence_is_announced_to_every_node() {
     let db = postgres::TestDatabase::new();
-    let open = || {
-        govshare::store::open(&govshare::store::Location::Postgres(
-            govshare::store::postgres::Location {
-                url: db.url.clone(),
-                pool_size: 2,
-                ca: None,
-            },
-        ))
-        .unwrap()
-    };
+    let open = || store_on(&db, 2);
     let (a, b) = (open(), open());
     let fence = govshare::store::FenceRow {
         tree: "meta",
@@ -995,14 +991,7 @@ fn of_two_first_starts_racing_on_one_database_the_loser_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fence_counter_is_read_only_once_the_fence_is_held() {
     let db = postgres::TestDatabase::new();
-    let store = govshare::store::open(&govshare::store::Location::Postgres(
-        govshare::store::postgres::Location {
-            url: db.url.clone(),
-            pool_size: 4,
-            ca: None,
-        },
-    ))
-    .unwrap();
+    let store = store_on(&db, 4);
     let fence = govshare::store::FenceRow {
         tree: "meta",
         key: b"fence",
@@ -1120,14 +1109,7 @@ fn a_fence_move_made_again_after_a_rollback_is_a_value_never_seen() {
 fn a_node_writing_records_in_bulk_keeps_the_planners_statistics_current() {
     use govshare::store::{Placed, PlacedWrite};
     let db = postgres::TestDatabase::new();
-    let store = govshare::store::open(&govshare::store::Location::Postgres(
-        govshare::store::postgres::Location {
-            url: db.url.clone(),
-            pool_size: 4,
-            ca: None,
-        },
-    ))
-    .unwrap();
+    let store = store_on(&db, 4);
     let analyzed = || {
         postgres::query(
             &db.url,
