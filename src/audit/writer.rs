@@ -42,6 +42,13 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(250);
 
+/// A commit that served at least this many calls is a convoy's: an entry
+/// found alone just after it is a straggler, worth a step's wait. After
+/// smaller commits a step (250 µs, more with the timer's slack) would cost
+/// its call more than the sync it saves: at two calls in flight, lingering
+/// after every shared commit halved the throughput.
+const CONVOY: usize = 16;
+
 /// Where batches are made durable.
 pub(super) enum Sink {
     /// This node's segments; the indexer follows the writer.
@@ -76,11 +83,11 @@ fn moved(judged: Option<u64>, epoch: u64) -> bool {
 impl Writer {
     pub(super) fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        // Until `LINGER` after the last commit that served several
-        // calls. Under load calls arrive in convoys, and an entry found
-        // alone then is a straggler with more close behind it: synced
-        // alone, it would cost an fsync for one call (a third of all
-        // commits at 128 in flight were such).
+        // Until `LINGER` after the last commit of a convoy (`CONVOY`).
+        // Under load calls arrive in convoys, and an entry found alone
+        // then is a straggler with more close behind it: synced alone, it
+        // would cost an fsync for one call (a third of all commits at 128
+        // in flight were such).
         let mut busy_until: Option<Instant> = None;
         loop {
             let first = if *self.writable.borrow() {
@@ -108,7 +115,7 @@ impl Writer {
                 self.linger(&mut batch);
             }
             let served = batch.len();
-            if self.commit(&mut batch) && served > 1 {
+            if self.commit(&mut batch) && served >= CONVOY {
                 busy_until = Some(Instant::now() + LINGER);
             }
         }
@@ -125,7 +132,7 @@ impl Writer {
     }
 
     /// Under concurrent load (more than one entry was waiting, or a
-    /// commit served several calls just before), keeps gathering for up
+    /// convoy's commit just before), keeps gathering for up
     /// to [`LINGER`] while entries keep arriving: one commit then serves
     /// many calls, which costs each a little latency but frees the CPU the
     /// extra syncs would take. A lone caller on a quiet log never waits
@@ -400,6 +407,7 @@ struct Done {
 
 #[cfg(test)]
 mod tests {
+    use super::CONVOY;
     use crate::audit::{AppendError, AuditOptions, Fence, Pending, Runtime};
     use crate::proto::{AuditEntry, EntryKind};
     use crate::store::FenceRow;
@@ -451,17 +459,45 @@ mod tests {
         assert_eq!(audit.close().await.unwrap(), 3);
     }
 
-    /// Under load, calls arrive in convoys: an entry the writer finds
-    /// alone just after a commit that served several calls is a straggler,
-    /// and syncing it alone costs an fsync for one call. It waits a step
-    /// for the calls behind it and shares their commit (one commit, one
-    /// timestamp). A step is short, and a busy machine may hold back the
-    /// calls behind it for longer: a few tries. A writer that syncs a
-    /// straggler at once shares only if it is preempted between taking
-    /// the straggler and looking for more, which all tries hardly are.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_straggler_after_a_convoy_shares_a_commit_with_the_calls_behind_it() {
-        const TRIES: u64 = 5;
+    /// Appends `before` entries at once, then a straggler the writer takes
+    /// alone, then three entries right behind it; whether the straggler
+    /// shared their commit (one commit, one timestamp). `None` if the
+    /// `before` entries were not committed together (at most [`CONVOY`]
+    /// of them needed): the try says nothing then.
+    async fn straggler_shares(log: &crate::audit::AuditLog, before: usize) -> Option<bool> {
+        let pull = || AuditEntry {
+            kind: EntryKind::Pull.into(),
+            ..Default::default()
+        };
+        let times: Vec<_> = join_all((0..before).map(|_| log.append(pull())))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().time)
+            .collect();
+        let last = times.last().copied();
+        let together = times.iter().filter(|t| Some(**t) == last).count();
+        let (done, straggler) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            kind: EntryKind::Pull.into(),
+            entry: pull(),
+            judged: None,
+            done: Some(done),
+        };
+        log.tx.send(pending).await.unwrap();
+        // Taken by the writer: its slot is back.
+        while log.tx.capacity() < log.tx.max_capacity() {
+            std::hint::spin_loop();
+        }
+        let behind = join_all((0..3).map(|_| log.append(pull())));
+        let (straggler, behind) = tokio::join!(straggler, behind);
+        let at = straggler.unwrap().unwrap().time;
+        let shared = behind.into_iter().any(|r| r.unwrap().time == at);
+        (together >= before.min(CONVOY)).then_some(shared)
+    }
+
+    /// [`straggler_shares`] on a fresh log until `tries` tries said
+    /// something; how many of those shared.
+    async fn shared_in(tries: u64, before: usize) -> u64 {
         let dir = tempfile::tempdir().unwrap();
         let audit = Runtime::open(
             &dir.path().join("audit"),
@@ -471,44 +507,45 @@ mod tests {
         )
         .unwrap();
         let log = audit.log();
-        let pull = || AuditEntry {
-            kind: EntryKind::Pull.into(),
-            ..Default::default()
-        };
-        let mut shared = 0;
-        for _ in 0..TRIES {
-            let convoy = join_all((0..8).map(|_| log.append(pull()))).await;
-            let times: Vec<_> = convoy.into_iter().map(|r| r.unwrap().time).collect();
+        let (mut told, mut shared, mut attempts) = (0, 0, 0);
+        while told < tries {
+            attempts += 1;
             assert!(
-                times
-                    .iter()
-                    .any(|t| times.iter().filter(|u| *u == t).count() > 1),
-                "the convoy shared a commit"
+                attempts <= 4 * tries,
+                "the {before} entries never committed together"
             );
-            // The straggler, taken by the writer before anything follows.
-            let (done, straggler) = tokio::sync::oneshot::channel();
-            let pending = Pending {
-                kind: EntryKind::Pull.into(),
-                entry: pull(),
-                judged: None,
-                done: Some(done),
-            };
-            log.tx.send(pending).await.unwrap();
-            while log.tx.capacity() < log.tx.max_capacity() {
-                std::hint::spin_loop();
-            }
-            let behind = join_all((0..3).map(|_| log.append(pull())));
-            let (straggler, behind) = tokio::join!(straggler, behind);
-            let at = straggler.unwrap().unwrap().time;
-            if behind.into_iter().any(|r| r.unwrap().time == at) {
-                shared += 1;
+            if let Some(s) = straggler_shares(&log, before).await {
+                told += 1;
+                shared += u64::from(s);
             }
         }
-        assert!(
-            shared > 0,
-            "the straggler was synced alone in {TRIES} tries"
-        );
         drop(log);
-        assert_eq!(audit.close().await.unwrap(), 12 * TRIES);
+        let appended = attempts * (before as u64 + 4);
+        assert_eq!(audit.close().await.unwrap(), appended);
+        shared
+    }
+
+    /// Under load, calls arrive in convoys: an entry the writer finds
+    /// alone just after a convoy's commit is a straggler, and syncing it
+    /// alone costs an fsync for one call. It waits a step for the calls
+    /// behind it and shares their commit. A step is short, and a busy
+    /// machine may hold back the calls behind it for longer: a few tries.
+    /// A writer that syncs a straggler at once shares only if it is
+    /// preempted between taking the straggler and looking for more, which
+    /// all tries hardly are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_straggler_after_a_convoy_shares_a_commit_with_the_calls_behind_it() {
+        let shared = shared_in(5, 2 * CONVOY).await;
+        assert!(shared > 0, "the straggler was synced alone in 5 tries");
+    }
+
+    /// At a few calls in flight a step's wait costs a call more than the
+    /// sync it saves: after a commit that served only two, a lone entry is
+    /// synced at once (in at least one of three tries: the calls behind it
+    /// may land before the writer looks, on a busy machine).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_entry_after_a_small_commit_is_synced_at_once() {
+        let shared = shared_in(3, 2).await;
+        assert!(shared < 3, "the entry waited for company in all 3 tries");
     }
 }
