@@ -132,13 +132,13 @@ impl Writer {
     }
 
     /// Under concurrent load (more than one entry was waiting, or a
-    /// convoy's commit just before), keeps gathering for up
-    /// to [`LINGER`] while entries keep arriving: one commit then serves
-    /// many calls, which costs each a little latency but frees the CPU the
-    /// extra syncs would take. A lone caller on a quiet log never waits
-    /// here; a straggler on a busy one waits at least one step. The
-    /// writer polls rather than waiting on the queue, so appenders do not
-    /// pay a thread wake-up each.
+    /// convoy's commit just before), keeps gathering for up to [`LINGER`]
+    /// while entries keep arriving: one commit then serves many calls,
+    /// which costs each a little latency but frees the CPU the extra syncs
+    /// would take. A lone caller on a quiet log never waits here; a
+    /// straggler on a busy one waits at least one step. The writer polls
+    /// rather than waiting on the queue, so appenders do not pay a thread
+    /// wake-up each.
     fn linger(&mut self, batch: &mut Vec<Pending>) {
         let until = Instant::now() + LINGER;
         while batch.len() < self.max_batch && Instant::now() < until {
