@@ -420,6 +420,14 @@ mod tests {
         key: b"epoch",
     };
 
+    /// An entry of a pull, as the tests append it.
+    fn pull() -> AuditEntry {
+        AuditEntry {
+            kind: EntryKind::Pull.into(),
+            ..Default::default()
+        }
+    }
+
     /// On one node too: an entry judged under an epoch that has moved is
     /// not written, and its caller is told; one judged under the current
     /// epoch is.
@@ -441,10 +449,6 @@ mod tests {
         )
         .unwrap();
         let log = audit.log();
-        let pull = || AuditEntry {
-            kind: EntryKind::Pull.into(),
-            ..Default::default()
-        };
         assert_eq!(log.append_judged(pull(), 0).await.unwrap().index, 0);
         backend
             .update_counter(ROW.tree, ROW.key, &mut |e| e + 1)
@@ -474,10 +478,6 @@ mod tests {
     /// entries were not committed together (at most [`CONVOY`] of them
     /// needed): the try says nothing then.
     async fn straggler_after(log: &crate::audit::AuditLog, before: usize) -> Option<Straggler> {
-        let pull = || AuditEntry {
-            kind: EntryKind::Pull.into(),
-            ..Default::default()
-        };
         let times: Vec<_> = join_all((0..before).map(|_| log.append(pull())))
             .await
             .into_iter()
