@@ -43,11 +43,20 @@ const LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(250);
 
 /// A commit that served at least this many calls is a convoy's: an entry
-/// found alone just after it is a straggler, worth a step's wait. After
-/// smaller commits a step (250 µs, more with the timer's slack) would cost
-/// its call more than the sync it saves: at two calls in flight, lingering
-/// after every shared commit halved the throughput.
+/// found alone within [`BUSY_FOR`] of it is a straggler, worth a step's
+/// wait. After smaller commits a step (250 µs, more with the timer's
+/// slack) would cost its call more than the sync it saves: at two calls in
+/// flight, lingering after every shared commit halved the throughput.
 const CONVOY: usize = 16;
+
+/// How long after a convoy's commit the log counts as busy. Under load
+/// convoys come milliseconds apart, with smaller commits between them (at
+/// 128 calls in flight on two cores each call comes round every ~7 ms); a
+/// window of one `LINGER` had closed before the next convoy, and the
+/// entries found alone then — a fifth to over a quarter of all commits —
+/// were synced one by one. The window widens when a lone entry lingers,
+/// not how long: still at most `LINGER`.
+const BUSY_FOR: Duration = Duration::from_millis(8);
 
 /// Where batches are made durable.
 pub(super) enum Sink {
@@ -83,7 +92,7 @@ fn moved(judged: Option<u64>, epoch: u64) -> bool {
 impl Writer {
     pub(super) fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        // Until `LINGER` after the last commit of a convoy (`CONVOY`).
+        // Until `BUSY_FOR` after the last commit of a convoy (`CONVOY`).
         // Under load calls arrive in convoys, and an entry found alone
         // then is a straggler with more close behind it: synced alone, it
         // would cost an fsync for one call (a third of all commits at 128
@@ -116,7 +125,7 @@ impl Writer {
             }
             let served = batch.len();
             if self.commit(&mut batch) && served >= CONVOY {
-                busy_until = Some(Instant::now() + LINGER);
+                busy_until = Some(Instant::now() + BUSY_FOR);
             }
         }
     }
@@ -131,11 +140,11 @@ impl Writer {
         }
     }
 
-    /// Under concurrent load (more than one entry was waiting, or a
-    /// convoy's commit just before), keeps gathering for up to [`LINGER`]
-    /// while entries keep arriving: one commit then serves many calls,
-    /// which costs each a little latency but frees the CPU the extra syncs
-    /// would take. A lone caller on a quiet log never waits here; a
+    /// Under concurrent load (more than one entry was waiting, or within
+    /// [`BUSY_FOR`] of a convoy's commit), keeps gathering for up to
+    /// [`LINGER`] while entries keep arriving: one commit then serves many
+    /// calls, which costs each a little latency but frees the CPU the extra
+    /// syncs would take. A lone caller on a quiet log never waits here; a
     /// straggler on a busy one waits at least one step. The writer polls
     /// rather than waiting on the queue, so appenders do not pay a thread
     /// wake-up each.
@@ -407,7 +416,7 @@ struct Done {
 
 #[cfg(test)]
 mod tests {
-    use super::{CONVOY, LINGER_STEP};
+    use super::{BUSY_FOR, CONVOY, LINGER, LINGER_STEP};
     use crate::audit::{AppendError, AuditOptions, Fence, Pending, Runtime};
     use crate::base::clock;
     use crate::proto::{AuditEntry, EntryKind};
@@ -473,11 +482,15 @@ mod tests {
         waited: Duration,
     }
 
-    /// Appends `before` entries at once, then a straggler the writer takes
-    /// alone, then three entries right behind it. `None` if the `before`
-    /// entries were not committed together (at most [`CONVOY`] of them
-    /// needed): the try says nothing then.
-    async fn straggler_after(log: &crate::audit::AuditLog, before: usize) -> Option<Straggler> {
+    /// Appends `before` entries at once, then, `pause` after their commit,
+    /// a straggler the writer takes alone, then three entries right behind
+    /// it. `None` if the `before` entries were not committed together (at
+    /// most [`CONVOY`] of them needed): the try says nothing then.
+    async fn straggler_after(
+        log: &crate::audit::AuditLog,
+        before: usize,
+        pause: Duration,
+    ) -> Option<Straggler> {
         let times: Vec<_> = join_all((0..before).map(|_| log.append(pull())))
             .await
             .into_iter()
@@ -486,6 +499,7 @@ mod tests {
         let last = times.last().copied();
         let together = times.iter().filter(|t| Some(**t) == last).count();
         let (done, straggler) = tokio::sync::oneshot::channel();
+        tokio::time::sleep(pause).await;
         let sent = clock::now();
         let pending = Pending {
             kind: EntryKind::Pull.into(),
@@ -510,7 +524,7 @@ mod tests {
 
     /// [`straggler_after`] on a fresh log until `tries` tries said
     /// something.
-    async fn stragglers(tries: usize, before: usize) -> Vec<Straggler> {
+    async fn stragglers(tries: usize, before: usize, pause: Duration) -> Vec<Straggler> {
         let dir = tempfile::tempdir().unwrap();
         let audit = Runtime::open(
             &dir.path().join("audit"),
@@ -527,7 +541,7 @@ mod tests {
                 attempts <= 4 * tries,
                 "the {before} entries never committed together"
             );
-            told.extend(straggler_after(&log, before).await);
+            told.extend(straggler_after(&log, before, pause).await);
         }
         drop(log);
         let appended = attempts * (before + 4);
@@ -545,10 +559,37 @@ mod tests {
     /// all tries hardly are.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_straggler_after_a_convoy_shares_a_commit_with_the_calls_behind_it() {
-        let tries = stragglers(5, 2 * CONVOY).await;
+        let tries = stragglers(5, 2 * CONVOY, Duration::ZERO).await;
         assert!(
             tries.iter().any(|t| t.shared),
             "the straggler was synced alone in 5 tries"
+        );
+    }
+
+    /// Convoys come milliseconds apart, with smaller commits between
+    /// them: a straggler that comes more than a `LINGER` after the last
+    /// convoy's commit, but within [`BUSY_FOR`], still waits for the calls
+    /// behind it. A writer busy for only a `LINGER` syncs it alone. Just
+    /// past `LINGER`: a busy machine only ever makes the straggler later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_straggler_between_convoys_shares_a_commit_with_the_calls_behind_it() {
+        let pause = LINGER + Duration::from_millis(1);
+        let tries = stragglers(5, 2 * CONVOY, pause).await;
+        assert!(
+            tries.iter().any(|t| t.shared),
+            "the straggler {pause:?} after a convoy was synced alone in 5 tries"
+        );
+    }
+
+    /// The log is busy for a while, not for good: long after the last
+    /// convoy a lone entry's commit begins at once, not a step later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_entry_long_after_a_convoy_is_synced_at_once() {
+        let tries = stragglers(5, 2 * CONVOY, 2 * BUSY_FOR).await;
+        let waits: Vec<_> = tries.iter().map(|t| t.waited).collect();
+        assert!(
+            waits.iter().any(|w| *w < LINGER_STEP),
+            "the entry waited a step for company in every try: {waits:?}"
         );
     }
 
@@ -559,7 +600,7 @@ mod tests {
     /// waits sleeps a whole step first, in every try.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lone_entry_after_a_small_commit_is_synced_at_once() {
-        let tries = stragglers(5, 2).await;
+        let tries = stragglers(5, 2, Duration::ZERO).await;
         let waits: Vec<_> = tries.iter().map(|t| t.waited).collect();
         assert!(
             waits.iter().any(|w| *w < LINGER_STEP),
