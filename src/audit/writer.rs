@@ -42,12 +42,14 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(250);
 
-/// A commit that served at least this many calls is a convoy's: an entry
-/// found alone within [`BUSY_FOR`] of it is a straggler, worth a step's
-/// wait. After smaller commits a step (250 µs, more with the timer's
-/// slack) would cost its call more than the sync it saves: at two calls in
-/// flight, lingering after every shared commit halved the throughput.
-const CONVOY: usize = 16;
+/// At least this many calls together are a convoy: a batch of them
+/// lingers for more, and after their commit an entry found alone within
+/// [`BUSY_FOR`] is a straggler, worth a step's wait. Fewer are a few
+/// callers, for whom a step (250 µs, more with the timer's slack) costs
+/// more than the sync it saves: lingering after every shared commit halved
+/// the throughput at two calls in flight, and lingering over every batch
+/// of two or more made four calls in flight slower than two.
+const CONVOY: usize = 8;
 
 /// How long after a convoy's commit the log counts as busy. Under load
 /// convoys come milliseconds apart, with smaller commits between them (at
@@ -120,7 +122,7 @@ impl Writer {
             };
             batch.push(first);
             self.drain(&mut batch);
-            if batch.len() > 1 || busy_until.is_some_and(|t| Instant::now() < t) {
+            if batch.len() >= CONVOY || busy_until.is_some_and(|t| Instant::now() < t) {
                 self.linger(&mut batch);
             }
             let served = batch.len();
@@ -140,12 +142,12 @@ impl Writer {
         }
     }
 
-    /// Under concurrent load (more than one entry was waiting, or within
-    /// [`BUSY_FOR`] of a convoy's commit), keeps gathering for up to
-    /// [`LINGER`] while entries keep arriving: one commit then serves many
-    /// calls, which costs each a little latency but frees the CPU the extra
-    /// syncs would take. A lone caller on a quiet log never waits here; a
-    /// straggler on a busy one waits at least one step. The writer polls
+    /// Under load (a convoy waiting, or within [`BUSY_FOR`] of a convoy's
+    /// commit), keeps gathering for up to [`LINGER`] while entries keep
+    /// arriving: one commit then serves many calls, which costs each a
+    /// little latency but frees the CPU the extra syncs would take. A few
+    /// callers on a quiet log never wait here; a straggler on a busy one
+    /// waits at least one step. The writer polls
     /// rather than waiting on the queue, so appenders do not pay a thread
     /// wake-up each.
     fn linger(&mut self, batch: &mut Vec<Pending>) {
@@ -417,12 +419,13 @@ struct Done {
 #[cfg(test)]
 mod tests {
     use super::{BUSY_FOR, CONVOY, LINGER, LINGER_STEP};
-    use crate::audit::{AppendError, AuditOptions, Fence, Pending, Runtime};
+    use crate::audit::{AppendError, AuditOptions, Fence, Pending, Receipt, Runtime};
     use crate::base::clock;
     use crate::proto::{AuditEntry, EntryKind};
     use crate::store::FenceRow;
     use futures_util::future::join_all;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use tokio::sync::oneshot;
 
     const ROW: FenceRow = FenceRow {
         tree: "meta",
@@ -501,9 +504,23 @@ mod tests {
             .collect();
         let last = times.last().copied();
         let together = times.iter().filter(|t| Some(**t) == last).count();
-        let (done, straggler) = tokio::sync::oneshot::channel();
         tokio::time::sleep(pause).await;
         let sent = clock::now();
+        let straggler = send(log).await;
+        taken(log);
+        let behind = join_all((0..3).map(|_| log.append(pull())));
+        let (straggler, behind) = tokio::join!(straggler, behind);
+        let at = straggler.unwrap().unwrap().time;
+        let shared = behind.into_iter().any(|r| r.unwrap().time == at);
+        let waited = since(sent, &at);
+        let convoy = together >= CONVOY;
+        (convoy == (before >= CONVOY)).then_some(Straggler { shared, waited })
+    }
+
+    /// Puts a pull's entry on the writer's queue; its receipt comes on the
+    /// channel returned.
+    async fn send(log: &crate::audit::AuditLog) -> oneshot::Receiver<Result<Receipt, AppendError>> {
+        let (done, receipt) = oneshot::channel();
         let pending = Pending {
             kind: EntryKind::Pull.into(),
             entry: pull(),
@@ -511,32 +528,47 @@ mod tests {
             done: Some(done),
         };
         log.tx.send(pending).await.unwrap();
-        // Taken by the writer: its slot is back. Yielding, so that other
-        // tests' threads and this log's own are not starved meanwhile.
+        receipt
+    }
+
+    /// Returns once the writer has taken everything queued: every slot is
+    /// back. Yielding, so that other tests' threads and this log's own are
+    /// not starved meanwhile.
+    fn taken(log: &crate::audit::AuditLog) {
         while log.tx.capacity() < log.tx.max_capacity() {
             std::thread::yield_now();
         }
-        let behind = join_all((0..3).map(|_| log.append(pull())));
-        let (straggler, behind) = tokio::join!(straggler, behind);
-        let at = straggler.unwrap().unwrap().time;
+    }
+
+    /// The commit stamp of a receipt to come.
+    async fn stamp(
+        receipt: oneshot::Receiver<Result<Receipt, AppendError>>,
+    ) -> prost_types::Timestamp {
+        receipt.await.unwrap().unwrap().time
+    }
+
+    /// How long after `sent` a commit stamped `at` began.
+    fn since(sent: SystemTime, at: &prost_types::Timestamp) -> Duration {
         let committed = UNIX_EPOCH + Duration::new(at.seconds as u64, at.nanos as u32);
-        let shared = behind.into_iter().any(|r| r.unwrap().time == at);
-        let waited = committed.duration_since(sent).unwrap_or_default();
-        let convoy = together >= CONVOY;
-        (convoy == (before >= CONVOY)).then_some(Straggler { shared, waited })
+        committed.duration_since(sent).unwrap_or_default()
+    }
+
+    /// A fresh log of this node's own, in `dir`.
+    fn quiet_log(dir: &tempfile::TempDir) -> Runtime {
+        Runtime::open(
+            &dir.path().join("audit"),
+            &dir.path().join("pki"),
+            "govshare.test/convoy",
+            AuditOptions::default(),
+        )
+        .unwrap()
     }
 
     /// [`straggler_after`] on a fresh log until `tries` tries said
     /// something.
     async fn stragglers(tries: usize, before: usize, pause: Duration) -> Vec<Straggler> {
         let dir = tempfile::tempdir().unwrap();
-        let audit = Runtime::open(
-            &dir.path().join("audit"),
-            &dir.path().join("pki"),
-            "govshare.test/convoy",
-            AuditOptions::default(),
-        )
-        .unwrap();
+        let audit = quiet_log(&dir);
         let log = audit.log();
         let (mut told, mut attempts) = (Vec::new(), 0);
         while told.len() < tries {
@@ -595,6 +627,37 @@ mod tests {
             waits.iter().any(|w| *w < LINGER_STEP),
             "the entry waited a step for company in every try: {waits:?}"
         );
+    }
+
+    /// A few calls together on a quiet log are no convoy: the writer
+    /// commits them at once. Lingering over them — a step, and a second
+    /// when the next call comes in the first — made four calls in flight
+    /// slower than two. Three entries are queued while the writer commits
+    /// a lead entry; once it has taken them, a fourth is sent: a writer
+    /// that commits what it took never lets it in, one that lingers does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_few_calls_together_on_a_quiet_log_are_synced_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = quiet_log(&dir);
+        let log = audit.log();
+        for _ in 0..5 {
+            let lead = send(&log).await;
+            taken(&log);
+            let mut few = Vec::new();
+            for _ in 0..3 {
+                few.push(send(&log).await);
+            }
+            taken(&log);
+            let late = stamp(send(&log).await).await;
+            let few = join_all(few.into_iter().map(stamp)).await;
+            stamp(lead).await;
+            assert!(
+                !few.contains(&late),
+                "an entry sent after the writer took a few joined their commit: it lingered"
+            );
+        }
+        drop(log);
+        assert_eq!(audit.close().await.unwrap(), 25);
     }
 
     /// At a few calls in flight a step's wait costs a call more than the
