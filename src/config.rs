@@ -337,7 +337,7 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "audit.max_batch",
-        meaning: "Most audit entries committed by one fdatasync (group commit). Under load a batch of 8 or more waits up to 2 ms for more; below 8, batches never wait.",
+        meaning: "Most audit entries committed by one fdatasync (group commit). Under load a batch of 8 or more waits up to 2 ms for more; with a `max_batch` below 8, batches never wait.",
     },
     KeyDoc {
         key: "audit.origin",

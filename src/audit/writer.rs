@@ -150,9 +150,8 @@ impl Writer {
     /// arriving: one commit then serves many calls, which costs each a
     /// little latency but frees the CPU the extra syncs would take. A few
     /// callers on a quiet log never wait here; a straggler on a busy one
-    /// waits at least one step. The writer polls
-    /// rather than waiting on the queue, so appenders do not pay a thread
-    /// wake-up each.
+    /// waits at least one step. The writer polls rather than waiting on the
+    /// queue, so appenders do not pay a thread wake-up each.
     fn linger(&mut self, batch: &mut Vec<Pending>) {
         let until = Instant::now() + LINGER;
         while batch.len() < self.max_batch && Instant::now() < until {
