@@ -57,9 +57,10 @@ const CONVOY: usize = 8;
 /// How long after a convoy's commit the log counts as busy. Under load
 /// convoys come milliseconds apart, with smaller commits between them (at
 /// 128 calls in flight on two cores each call comes round every ~7 ms); a
-/// window of one `LINGER` had closed before the next convoy, and the
-/// entries found alone then — with that window, a fifth to over a quarter
-/// of all commits — were synced one by one. A wider window changes when a
+/// batch found then, even one lone straggler, has more close behind it.
+/// Before any window a third of all commits at 128 in flight synced one
+/// entry; a window of one `LINGER` had closed before the next convoy, and
+/// still a fifth to over a quarter did. A wider window changes when a
 /// batch lingers, not for how long: still at most `LINGER`.
 const BUSY_FOR: Duration = Duration::from_millis(8);
 
@@ -97,11 +98,8 @@ fn moved(judged: Option<u64>, epoch: u64) -> bool {
 impl Writer {
     pub(super) fn run(mut self) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        // Until `BUSY_FOR` after the last commit of a convoy (`CONVOY`).
-        // Under load calls arrive in convoys, and a batch found then, even
-        // of one straggler, has more close behind it: synced at once, a
-        // lone one would cost an fsync for one call (before any window, a
-        // third of all commits at 128 in flight were such).
+        // Until `BUSY_FOR` after the last commit of a convoy (`CONVOY`);
+        // why, at the two constants.
         let mut busy_until: Option<Instant> = None;
         loop {
             let first = if *self.writable.borrow() {
