@@ -2,7 +2,6 @@
 
 use super::{Backend, Placed, PlacedUpdate, ScanVisit, rev_upper};
 use anyhow::{Context, Result};
-use std::collections::HashMap;
 use std::ops::{Bound, ControlFlow};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -33,6 +32,24 @@ impl SledBackend {
         self.db
             .open_tree(name)
             .with_context(|| format!("opening tree {name}"))
+    }
+}
+
+/// `key`'s place in `trees` and the record there, as stored.
+fn placed_record(
+    tree: &sled::Tree,
+    trees: Placed,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let Some(place) = tree.get(Placed::place_key(key))? else {
+        return Ok(None);
+    };
+    match tree.get(Placed::record_key(&place))? {
+        Some(v) => Ok(Some((place.to_vec(), v.to_vec()))),
+        None => {
+            super::placed_nowhere(trees, key);
+            Ok(None)
+        }
     }
 }
 
@@ -159,22 +176,19 @@ impl Backend for SledBackend {
         let tree = self.tree(trees.0)?;
         // Read-modify-write: one writer at a time, so no update is lost.
         let _one = self.placed_writes.lock().expect("placed write lock");
-        // Each key's place and bytes as this call has left them so far.
-        let mut written: HashMap<&[u8], (Vec<u8>, Vec<u8>)> = HashMap::new();
+        // Keys in order (a stable sort: a key named twice keeps its calls'
+        // order): the lookups walk the tree's leaves in turn, and a repeated
+        // key follows its predecessor, whose write it sees.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&n| keys[n]);
         let mut batch = sled::Batch::default();
-        for (n, key) in keys.iter().enumerate() {
-            let current = match written.remove(key) {
-                Some(c) => Some(c),
-                None => match tree.get(Placed::place_key(key))? {
-                    Some(place) => match tree.get(Placed::record_key(&place))? {
-                        Some(v) => Some((place.to_vec(), v.to_vec())),
-                        None => {
-                            super::placed_nowhere(trees, key);
-                            None
-                        }
-                    },
-                    None => None,
-                },
+        // The previous key's place and bytes as this call has left them.
+        let mut previous: Option<(&[u8], Vec<u8>, Vec<u8>)> = None;
+        for n in order {
+            let key = keys[n];
+            let current = match previous.take() {
+                Some((was, place, value)) if was == key => Some((place, value)),
+                _ => placed_record(&tree, trees, key)?,
             };
             let w = update(n, current.as_ref().map(|(_, v)| v.as_slice()))?;
             let moved = current.as_ref().is_none_or(|(old, _)| *old != w.place);
@@ -186,7 +200,7 @@ impl Backend for SledBackend {
             if moved {
                 batch.insert(Placed::place_key(key), w.place.as_slice());
             }
-            written.insert(key, (w.place, w.value));
+            previous = Some((key, w.place, w.value));
         }
         tree.apply_batch(batch)
             .with_context(|| format!("writing the records of {}", trees.0))
