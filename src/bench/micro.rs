@@ -31,6 +31,27 @@ pub fn raw_fsync(batch: usize, size: usize, duration: Duration) -> Result<f64> {
     Ok(records as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Persons per second the embedded store alone takes in a republish:
+/// `persons` residents written, then written again in publish-sized
+/// chunks ([`crate::services::publish::CHUNK`]) on one thread — the store
+/// write each audited chunk makes, with no network, parsing or audit. A
+/// chunk is one atomic sled batch, and sled applies batches one at a time,
+/// so this is the ceiling of an import into the embedded store here.
+pub fn store_republish(persons: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let records = crate::pipeline::RecordStore::new(crate::store::open_dir(dir.path())?);
+    let district = crate::demo::generate(crate::config::Config::default().demo_seed, persons);
+    let chunks = || district.persons.chunks(crate::services::publish::CHUNK);
+    for chunk in chunks() {
+        records.upsert_all(chunk.to_vec())?;
+    }
+    let started = Instant::now();
+    for chunk in chunks() {
+        records.upsert_all(chunk.to_vec())?;
+    }
+    Ok(persons as f64 / started.elapsed().as_secs_f64())
+}
+
 fn percentiles_us(mut samples: Vec<f64>) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
