@@ -62,9 +62,6 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     /// The grid (or region) code that decides row visibility.
     fn row_code(&self) -> &str;
     fn version(&self) -> u64;
-    /// The number of the `version` field [`Record::version`] reads; none
-    /// for a record that keeps no version.
-    const VERSION_FIELD: Option<u64> = None;
     fn stamp(&mut self, version: u64, at: Timestamp);
     /// Puts the views spelled out by field name into the record (v1's
     /// form). Structure records carry none.
@@ -92,15 +89,6 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     }
 }
 
-/// The version of a stored `R`, read from its bytes ([`Record::VERSION_FIELD`])
-/// without decoding the record: what a republish stamps the next one from.
-pub fn stored_version<R: Record>(stored: &[u8]) -> anyhow::Result<u64> {
-    Ok(match R::VERSION_FIELD {
-        Some(n) => crate::proto::wire::varint_field(stored, n)?.unwrap_or(0),
-        None => 0,
-    })
-}
-
 /// A [`Record`]'s collection: its name and its trees, from one literal.
 macro_rules! collection {
     ($name:literal) => {
@@ -120,12 +108,10 @@ impl<R: Record> Projected<R> {
     }
 }
 
-/// `version` and `stamp` for a record with `version` (field `$field`)
-/// and `updated_at` fields, as every published record has.
+/// `version` and `stamp` for a record with `version` and `updated_at`
+/// fields, as every published record has.
 macro_rules! stamped {
-    ($field:literal) => {
-        const VERSION_FIELD: Option<u64> = Some($field);
-
+    () => {
         fn version(&self) -> u64 {
             self.version.unwrap_or(0)
         }
@@ -148,52 +134,8 @@ mod tests {
     use super::*;
     use crate::datasets::mask::{MAX_RECORD_FIELDS, first_field, record_fields};
     use crate::proto::json::Named;
-    use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
+    use crate::proto::{Grid, GridWorker, LegalEntity, Person};
     use prost_reflect::DescriptorPool;
-
-    /// A republish stamps the stored version + 1, read from the stored
-    /// bytes without decoding them: the field each record type reads must
-    /// be the one its message calls `version`, read as a decoder reads it
-    /// (the last of two wins), and anything but a varint there refused.
-    #[test]
-    fn a_stored_version_is_read_from_the_field_its_message_calls_version() {
-        let pool = DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
-        fn check<R: Record + Named>(pool: &DescriptorPool) {
-            let message = pool.get_message_by_name(R::NAME).unwrap();
-            let named = message
-                .get_field_by_name("version")
-                .map(|f| u64::from(f.number()));
-            assert_eq!(R::VERSION_FIELD, named, "{}", R::NAME);
-            let stamped = |v: u64| {
-                let mut r = R::default();
-                r.stamp(
-                    v,
-                    Timestamp {
-                        seconds: 7,
-                        nanos: 9,
-                    },
-                );
-                r.encode_to_vec()
-            };
-            for v in [0, 1, 300, u64::MAX] {
-                let bytes = stamped(v);
-                let decoded = R::decode(bytes.as_slice()).unwrap().version();
-                assert_eq!(stored_version::<R>(&bytes).unwrap(), decoded, "{}", R::NAME);
-            }
-            let twice = [stamped(5), stamped(300)].concat();
-            let decoded = R::decode(twice.as_slice()).unwrap().version();
-            assert_eq!(stored_version::<R>(&twice).unwrap(), decoded, "{}", R::NAME);
-            if let Some(n) = R::VERSION_FIELD {
-                let fixed = [(n << 3 | 1) as u8, 0, 0, 0, 0, 0, 0, 0, 0];
-                assert!(stored_version::<R>(&fixed).is_err(), "{}", R::NAME);
-            }
-        }
-        check::<Person>(&pool);
-        check::<LegalEntity>(&pool);
-        check::<Grid>(&pool);
-        check::<GridWorker>(&pool);
-        check::<RegionNode>(&pool);
-    }
 
     /// v2 packs a record's views by field number, the projector fills them
     /// by catalog position: the two must be one numbering, with no gaps,

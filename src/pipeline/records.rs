@@ -9,7 +9,6 @@
 //! by key ([`Placed`]).
 
 use crate::base::clock::now_timestamp;
-use crate::datasets::record::stored_version;
 use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
 use crate::store::{Backend, Placed, PlacedWrite, ScanVisit};
@@ -214,7 +213,7 @@ impl RecordStore {
         self.backend
             .upsert_placed(R::TREES, &key_bytes, &mut |n, old| {
                 let version = match old {
-                    Some(bytes) => stored_version::<R>(bytes)?,
+                    Some(bytes) => R::decode(bytes)?.version(),
                     None => 0,
                 }
                 .checked_add(1)

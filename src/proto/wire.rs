@@ -107,29 +107,6 @@ fn varint(buf: &mut &[u8]) -> Result<u64> {
     bail!("a stored record has a malformed varint")
 }
 
-/// The varint field `number` of `bytes` — its last occurrence, as a
-/// decoder reads it — walking the fields without decoding the rest: a
-/// republished record's old version, read without building the record.
-pub fn varint_field(bytes: &[u8], number: u64) -> Result<Option<u64>> {
-    let mut found = None;
-    for f in fields(bytes) {
-        let f = f?;
-        if f.number != number {
-            continue;
-        }
-        if f.wire_type != 0 {
-            bail!(
-                "a stored record's field {number} has wire type {}, not 0",
-                f.wire_type
-            );
-        }
-        let mut rest = f.raw;
-        varint(&mut rest)?; // the key
-        found = Some(varint(&mut rest)?);
-    }
-    Ok(found)
-}
-
 /// Appends a length-delimited field `number` holding `value`.
 pub fn put_len(out: &mut Vec<u8>, number: u64, value: &[u8]) {
     put_varint(out, (number << 3) | LEN);

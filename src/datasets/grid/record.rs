@@ -28,7 +28,7 @@ impl Record for Grid {
     fn row_code(&self) -> &str {
         text_of(&self.grid_code)
     }
-    stamped!(11);
+    stamped!();
     fn structure_name(&self) -> &str {
         text_of(&self.name)
     }
@@ -78,7 +78,7 @@ impl Record for GridWorker {
     fn row_code(&self) -> &str {
         text_of(&self.grid_code)
     }
-    stamped!(8);
+    stamped!();
 
     fn set_views(&mut self, views: BTreeMap<String, i32>) {
         self.views = views;

@@ -23,7 +23,7 @@ impl Record for LegalEntity {
     fn row_code(&self) -> &str {
         text_of(&self.domicile_grid)
     }
-    stamped!(17);
+    stamped!();
 
     fn set_views(&mut self, views: BTreeMap<String, i32>) {
         self.views = views;

@@ -23,7 +23,7 @@ impl Record for Person {
     fn row_code(&self) -> &str {
         text_of(&self.residence_grid)
     }
-    stamped!(21);
+    stamped!();
     /// Grid, household, key: so a grid's households are counted from keys alone.
     fn index_key(&self) -> Vec<u8> {
         format!(
