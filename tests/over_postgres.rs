@@ -594,6 +594,39 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
         .unwrap();
     assert_eq!(place_of(b"x"), Some(place(8)));
     assert_eq!(records().len(), 3);
+    // A key named three times, apart, moved away, back and away again in
+    // one call: each naming sees the one before it, and the record ends
+    // once, where the last naming put it.
+    let mut seen = Vec::new();
+    store
+        .upsert_placed(trees, &[b"k", b"j", b"k", b"x", b"k"], &mut |n, old| {
+            seen.push((n, old.map(<[u8]>::to_vec)));
+            Ok(PlacedWrite {
+                value: vec![10 + n as u8],
+                place: place([6, 2, 5, 8, 6][n]),
+            })
+        })
+        .unwrap();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (0, Some(vec![4])),
+            (1, Some(vec![2])),
+            (2, Some(vec![10])),
+            (3, Some(vec![8])),
+            (4, Some(vec![12])),
+        ]
+    );
+    assert_eq!(place_of(b"k"), Some(place(6)));
+    assert_eq!(
+        records(),
+        vec![
+            (place(2), vec![11]),
+            (place(6), vec![14]),
+            (place(8), vec![13])
+        ]
+    );
 }
 
 /// A PostgreSQL store on `db`, as a node opens it, with `pool_size`

@@ -144,14 +144,15 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
     /// For each of `keys` — in an order the backend chooses, but a key
-    /// named twice in the order named — finds its place and the record
-    /// there (as an earlier naming of the same key in this call left it),
-    /// lets `update(i, current)` compute the new bytes and place, then
-    /// writes every record, every move out of an old place and every key's
-    /// new place as one atomic batch: a crash leaves the collection as it
-    /// was before the call or as after it, never a record at two places or
-    /// a place with no record. Callers make the write durable with
-    /// [`Backend::sync`].
+    /// named twice in the order named, so `update` must not depend on the
+    /// order of different keys — finds its place and the record there (as
+    /// an earlier naming of the same key in this call left it), lets
+    /// `update(i, current)` compute the new bytes and place, then writes
+    /// every record, every move out of an old place and every key's new
+    /// place as one atomic batch: a crash leaves the collection as it was
+    /// before the call or as after it, never a record at two places or a
+    /// place with no record. An `update` that fails writes nothing. Callers
+    /// make the write durable with [`Backend::sync`].
     fn upsert_placed(
         &self,
         trees: Placed,

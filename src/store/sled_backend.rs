@@ -35,7 +35,8 @@ impl SledBackend {
     }
 }
 
-/// `key`'s place in `trees` and the record there, as stored.
+/// `key`'s place in `trees` and the record there, as stored; a place
+/// with no record is logged ([`super::placed_nowhere`]) and read as none.
 fn placed_record(
     tree: &sled::Tree,
     trees: Placed,
@@ -176,9 +177,10 @@ impl Backend for SledBackend {
         let tree = self.tree(trees.0)?;
         // Read-modify-write: one writer at a time, so no update is lost.
         let _one = self.placed_writes.lock().expect("placed write lock");
-        // Keys in order (a stable sort: a key named twice keeps its calls'
-        // order): the lookups walk the tree's leaves in turn, and a repeated
-        // key follows its predecessor, whose write it sees.
+        // Keys in order (a stable sort: a key named twice keeps the order
+        // it was named in): the lookups of places walk their leaves in
+        // turn, and a repeated key comes right after its earlier naming,
+        // whose write it sees.
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by_key(|&n| keys[n]);
         let mut batch = sled::Batch::default();
