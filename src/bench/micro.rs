@@ -39,7 +39,8 @@ pub fn raw_fsync(batch: usize, size: usize, duration: Duration) -> Result<f64> {
 /// parsing or audit. The ceiling of an import into the embedded store.
 pub fn store_republish(persons: usize) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let records = crate::pipeline::RecordStore::new(crate::store::open_dir(dir.path())?);
+    let at = crate::store::Location::Sled(dir.path().to_path_buf());
+    let (_, records) = crate::gateway::open_store(&at)?;
     let district = crate::demo::generate(crate::config::Config::default().demo_seed, persons);
     let chunks = || -> Vec<Vec<Person>> {
         district
