@@ -159,23 +159,49 @@ impl Load {
         call: Call,
     ) -> Result<Stats> {
         // Warm up connections, caches and the allocator.
-        self.drive(concurrency.min(8), Duration::from_millis(300), call.clone())
-            .await?;
+        self.drive(
+            concurrency.min(8),
+            Until::after(Duration::from_millis(300)),
+            call.clone(),
+        )
+        .await?;
         let before = sampler.cpu();
         let started = Instant::now();
-        let mut stats = self.drive(concurrency, duration, call).await?;
+        let mut stats = self
+            .drive(concurrency, Until::after(duration), call)
+            .await?;
         stats.elapsed = started.elapsed();
         let cpu = sampler.cpu().since(&before);
         Ok(stats.finish(cpu))
     }
 
-    async fn drive(&self, concurrency: usize, duration: Duration, call: Call) -> Result<Stats> {
-        let deadline = Instant::now() + duration;
+    /// `concurrency` callers for as long as `work` runs: what calls meet
+    /// while something else loads the gateway. Returns `work`'s output
+    /// and the calls' latencies (the CPU is `work`'s as much as theirs).
+    pub async fn during<T>(
+        &self,
+        concurrency: usize,
+        call: Call,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<(T, Stats)> {
+        let done = Arc::new(AtomicBool::new(false));
+        let calls = self.drive(concurrency, Until::Flag(done.clone()), call);
+        let work = async {
+            let out = work.await;
+            done.store(true, Ordering::Relaxed);
+            out
+        };
+        let (out, stats) = tokio::join!(work, calls);
+        Ok((out?, stats?.finish(Cpu::default())))
+    }
+
+    async fn drive(&self, concurrency: usize, until: Until, call: Call) -> Result<Stats> {
         let mut tasks = tokio::task::JoinSet::new();
         for k in 0..concurrency {
             let channel = self.channels[k % self.channels.len()].clone();
             let token = self.token.clone();
             let call = call.clone();
+            let until = until.clone();
             tasks.spawn(async move {
                 let mut health =
                     tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -183,7 +209,7 @@ impl Load {
                 let mut pop2 = v2::population_service_client::PopulationServiceClient::new(channel);
                 let (mut calls, mut records, mut lat) = (0u64, 0u64, Vec::new());
                 let mut i = k * 7919;
-                while Instant::now() < deadline {
+                while until.going() {
                     let t = Instant::now();
                     let got = match &call {
                         Call::Health => health
@@ -245,6 +271,26 @@ impl Load {
             stats.latencies_us.extend(l);
         }
         Ok(stats)
+    }
+}
+
+/// When a load's callers stop: at a deadline, or once a flag is set.
+#[derive(Clone)]
+enum Until {
+    Deadline(Instant),
+    Flag(Arc<AtomicBool>),
+}
+
+impl Until {
+    fn after(duration: Duration) -> Self {
+        Self::Deadline(Instant::now() + duration)
+    }
+
+    fn going(&self) -> bool {
+        match self {
+            Self::Deadline(at) => Instant::now() < *at,
+            Self::Flag(done) => !done.load(Ordering::Relaxed),
+        }
     }
 }
 

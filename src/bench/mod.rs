@@ -494,6 +494,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         );
         import_cpu(&mut report, &cost, "");
         sled_import = Some(cost.rate);
+        pulls_beside_an_import(&mut report, o, &gw, &load, &sampler, &ids).await?;
     }
     if let Some(server) = &o.postgres {
         let sled = Sled {
@@ -561,6 +562,42 @@ pub async fn run(o: &Options) -> Result<Report> {
         );
     }
     Ok(report)
+}
+
+/// Callers pulling while an import runs beside them.
+const BESIDE_AN_IMPORT: usize = 4;
+
+/// GetPerson latency while the district is imported again, against the
+/// same calls on the same gateway with no import: a chunk's records are
+/// one sled batch, and sled makes every read wait while it applies one.
+async fn pulls_beside_an_import(
+    report: &mut Report,
+    o: &Options,
+    gw: &Gateway,
+    load: &Load,
+    sampler: &Sampler,
+    ids: &std::sync::Arc<Vec<String>>,
+) -> Result<()> {
+    eprintln!("bench: pulls beside an import…");
+    let call = || load::Call::GetPerson(ids.clone(), o.api);
+    let alone = load
+        .run(BESIDE_AN_IMPORT, Duration::from_secs(2), sampler, call())
+        .await?;
+    let import = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, sampler, false);
+    let (_, beside) = load.during(BESIDE_AN_IMPORT, call(), import).await?;
+    for (what, during, without) in [
+        ("p50", beside.p50_ms(), alone.p50_ms()),
+        ("p99", beside.p99_ms(), alone.p99_ms()),
+    ] {
+        report.row(
+            format!("GetPerson during an import vs without: {what}, {BESIDE_AN_IMPORT} in flight"),
+            during,
+            "ms",
+            Some(without),
+            "",
+        );
+    }
+    Ok(())
 }
 
 /// CPU per imported record: the gateway's, the import command's (which
