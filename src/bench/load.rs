@@ -177,7 +177,9 @@ impl Load {
 
     /// `concurrency` callers for as long as `work` runs: what calls meet
     /// while something else loads the gateway. Returns `work`'s output
-    /// and the calls' latencies (the CPU is `work`'s as much as theirs).
+    /// and the calls' counts and latencies; no CPU is sampled (it would
+    /// be `work`'s as much as the calls'). An error if no call finished
+    /// before `work` did: a latency of nothing is no figure.
     pub async fn during<T>(
         &self,
         concurrency: usize,
@@ -191,8 +193,12 @@ impl Load {
             done.store(true, Ordering::Relaxed);
             out
         };
+        let started = Instant::now();
         let (out, stats) = tokio::join!(work, calls);
-        Ok((out?, stats?.finish(Cpu::default())))
+        let (out, mut stats) = (out?, stats?);
+        stats.elapsed = started.elapsed();
+        anyhow::ensure!(stats.calls > 0, "no call finished during the work");
+        Ok((out, stats.finish(Cpu::default())))
     }
 
     async fn drive(&self, concurrency: usize, until: Until, call: Call) -> Result<Stats> {

@@ -36,7 +36,7 @@ pub fn raw_fsync(batch: usize, size: usize, duration: Duration) -> Result<f64> {
 /// chunks ([`crate::services::publish::CHUNK`]) on one thread, each
 /// chunk's write then its sync — what each audited chunk costs the store
 /// on an import's path (one chunk commits at a time), with no network,
-/// parsing or audit. The ceiling of an import into the embedded store.
+/// parsing or audit: an upper bound on an import into the embedded store.
 pub fn store_republish(persons: usize) -> Result<f64> {
     let dir = tempfile::tempdir()?;
     let at = crate::store::Location::Sled(dir.path().to_path_buf());

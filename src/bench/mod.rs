@@ -70,7 +70,8 @@ pub enum Phase {
     Disk,
     /// The policy decision alone.
     Policy,
-    /// `govshare import` into the running gateway.
+    /// `govshare import` into the running gateway, beside the store's own
+    /// republish, and GetPerson during an import.
     Import,
     /// The audit log at `--log-entries`.
     Log,
@@ -473,8 +474,8 @@ pub async fn run(o: &Options) -> Result<Report> {
     if o.wants(Phase::Import) {
         eprintln!("bench: import…");
         let cost = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, &sampler, false).await?;
-        // After the import, so that it runs on cores and memory as the
-        // other figures found them.
+        // After the import, so that the import meets the cores and memory
+        // as the figures before it did.
         let persons = o.persons;
         let ceiling =
             tokio::task::spawn_blocking(move || micro::store_republish(persons)).await??;
@@ -565,7 +566,7 @@ pub async fn run(o: &Options) -> Result<Report> {
 }
 
 /// Callers pulling while an import runs beside them.
-const BESIDE_AN_IMPORT: usize = 4;
+const PULLERS_BESIDE_AN_IMPORT: usize = 4;
 
 /// GetPerson latency while the district is imported again, against the
 /// same calls on the same gateway with no import: a chunk's records are
@@ -581,16 +582,23 @@ async fn pulls_beside_an_import(
     eprintln!("bench: pulls beside an import…");
     let call = || load::Call::GetPerson(ids.clone(), o.api);
     let alone = load
-        .run(BESIDE_AN_IMPORT, Duration::from_secs(2), sampler, call())
+        .run(
+            PULLERS_BESIDE_AN_IMPORT,
+            Duration::from_secs(2),
+            sampler,
+            call(),
+        )
         .await?;
     let import = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, sampler, false);
-    let (_, beside) = load.during(BESIDE_AN_IMPORT, call(), import).await?;
+    let (_, beside) = load
+        .during(PULLERS_BESIDE_AN_IMPORT, call(), import)
+        .await?;
     for (what, during, without) in [
         ("p50", beside.p50_ms(), alone.p50_ms()),
         ("p99", beside.p99_ms(), alone.p99_ms()),
     ] {
         report.row(
-            format!("GetPerson during an import vs without: {what}, {BESIDE_AN_IMPORT} in flight"),
+            format!("GetPerson during an import vs without: {what}, {PULLERS_BESIDE_AN_IMPORT} in flight"),
             during,
             "ms",
             Some(without),

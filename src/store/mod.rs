@@ -151,7 +151,9 @@ pub trait Backend: Send + Sync + 'static {
     /// every record, every move out of an old place and every key's new
     /// place as one atomic batch: a crash leaves the collection as it was
     /// before the call or as after it, never a record at two places or a
-    /// place with no record. An `update` that fails writes nothing. Callers
+    /// place with no record. An `update` that fails writes nothing. Two
+    /// keys must never share a place (every record's place ends with its
+    /// key), or the order of visits would decide which is left. Callers
     /// make the write durable with [`Backend::sync`].
     fn upsert_placed(
         &self,
