@@ -326,7 +326,13 @@ pub async fn run(o: &Options) -> Result<Report> {
     );
 
     // Unary: audited GetPerson vs health Check, same client, same connections.
-    let sled_rates = unary(&mut report, o, &gw, &load, &sampler, &ids, "").await?;
+    let rig = Rig {
+        gw: &gw,
+        load: &load,
+        sampler: &sampler,
+        ids: &ids,
+    };
+    let sled_rates = unary(&mut report, o, &rig, "").await?;
     if o.wants(Phase::Unary) {
         report.row(
             "server RSS at rest after the unary load",
@@ -495,7 +501,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         );
         import_cpu(&mut report, &cost, "");
         sled_import = Some(cost.rate);
-        pulls_beside_an_import(&mut report, o, &gw, &load, &sampler, &ids).await?;
+        pulls_beside_an_import(&mut report, o, &rig).await?;
     }
     if let Some(server) = &o.postgres {
         let sled = Sled {
@@ -571,34 +577,21 @@ const PULLERS_BESIDE_AN_IMPORT: usize = 4;
 /// GetPerson latency while the district is imported again, against the
 /// same calls on the same gateway with no import: a chunk's records are
 /// one sled batch, and sled makes every read wait while it applies one.
-async fn pulls_beside_an_import(
-    report: &mut Report,
-    o: &Options,
-    gw: &Gateway,
-    load: &Load,
-    sampler: &Sampler,
-    ids: &std::sync::Arc<Vec<String>>,
-) -> Result<()> {
+async fn pulls_beside_an_import(report: &mut Report, o: &Options, rig: &Rig<'_>) -> Result<()> {
     eprintln!("bench: pulls beside an import…");
-    let call = || load::Call::GetPerson(ids.clone(), o.api);
-    let alone = load
-        .run(
-            PULLERS_BESIDE_AN_IMPORT,
-            Duration::from_secs(2),
-            sampler,
-            call(),
-        )
-        .await?;
+    let pullers = PULLERS_BESIDE_AN_IMPORT;
+    let call = || load::Call::GetPerson(rig.ids.clone(), o.api);
+    let quiet = Duration::from_secs(2);
+    let alone = rig.load.run(pullers, quiet, rig.sampler, call()).await?;
+    let (gw, sampler) = (rig.gw, rig.sampler);
     let import = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, sampler, false);
-    let (_, beside) = load
-        .during(PULLERS_BESIDE_AN_IMPORT, call(), import)
-        .await?;
+    let (_, beside) = rig.load.during(pullers, call(), import).await?;
     for (what, during, without) in [
         ("p50", beside.p50_ms(), alone.p50_ms()),
         ("p99", beside.p99_ms(), alone.p99_ms()),
     ] {
         report.row(
-            format!("GetPerson during an import vs without: {what}, {PULLERS_BESIDE_AN_IMPORT} in flight"),
+            format!("GetPerson during an import vs without: {what}, {pullers} in flight"),
             during,
             "ms",
             Some(without),
@@ -629,17 +622,23 @@ fn import_cpu(report: &mut Report, cost: &load::ImportCost, over: &str) {
     }
 }
 
-/// The unary comparison at each `--concurrency` on `gw`; returns the
+/// A gateway under test, what drives it and what watches it.
+struct Rig<'a> {
+    gw: &'a Gateway,
+    load: &'a Load,
+    sampler: &'a Sampler,
+    ids: &'a std::sync::Arc<Vec<String>>,
+}
+
+/// The unary comparison at each `--concurrency` on the rig's gateway; returns the
 /// audited pulls/s at each. `label` tells the store apart in the report.
-async fn unary(
-    report: &mut Report,
-    o: &Options,
-    gw: &Gateway,
-    load: &Load,
-    sampler: &Sampler,
-    ids: &std::sync::Arc<Vec<String>>,
-    label: &str,
-) -> Result<Vec<f64>> {
+async fn unary(report: &mut Report, o: &Options, rig: &Rig<'_>, label: &str) -> Result<Vec<f64>> {
+    let &Rig {
+        gw,
+        load,
+        sampler,
+        ids,
+    } = rig;
     let mut rates = Vec::new();
     for &c in o.concurrency.iter().filter(|_| o.wants(Phase::Unary)) {
         eprintln!("bench: unary calls at {c} in flight{label}…");
@@ -721,7 +720,13 @@ async fn over_postgres(
         let load = Load::connect(&gw.addr, &gw.pki, "civil-affairs", o.connections).await?;
         let sampler = Sampler::new(gw.pid);
         let server_before = sampler.cpu_of_all("postgres");
-        let rates = unary(report, o, &gw, &load, &sampler, ids, " (PostgreSQL)").await?;
+        let rig = Rig {
+            gw: &gw,
+            load: &load,
+            sampler: &sampler,
+            ids,
+        };
+        let rates = unary(report, o, &rig, " (PostgreSQL)").await?;
         let server = sampler.cpu_of_all("postgres") - server_before;
         // The pulls of every concurrency, at their measured rates.
         let pulls: f64 = rates.iter().map(|r| r * o.duration.as_secs_f64()).sum();
