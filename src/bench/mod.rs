@@ -630,8 +630,9 @@ struct Rig<'a> {
     ids: &'a std::sync::Arc<Vec<String>>,
 }
 
-/// The unary comparison at each `--concurrency` on the rig's gateway; returns the
-/// audited pulls/s at each. `label` tells the store apart in the report.
+/// The unary comparison at each `--concurrency` on the rig's gateway;
+/// returns the audited pulls/s at each. `label` tells the store apart in
+/// the report.
 async fn unary(report: &mut Report, o: &Options, rig: &Rig<'_>, label: &str) -> Result<Vec<f64>> {
     let &Rig {
         gw,
