@@ -56,6 +56,10 @@ pub struct Stats {
     pub elapsed: Duration,
     pub latencies_us: Vec<u32>,
     pub cpu: Cpu,
+    /// CPU seconds of this process — the client — over the measurement: it
+    /// shares the machine's cores with the server, so a call's throughput
+    /// is bounded by both sides' CPU.
+    pub client_cpu: f64,
     /// Server CPU per call (µs) by thread group.
     pub threads: Vec<(String, f64)>,
     pub rss_peak_mb: f64,
@@ -85,6 +89,7 @@ impl Stats {
             out.calls += s.calls;
             out.records += s.records;
             out.elapsed += s.elapsed;
+            out.client_cpu += s.client_cpu;
             out.latencies_us.extend(s.latencies_us);
             out.rss_peak_mb = out.rss_peak_mb.max(s.rss_peak_mb);
             cpu = cpu.plus(&s.cpu);
@@ -100,6 +105,9 @@ impl Stats {
     }
     pub fn cpu_per_call_us(&self) -> f64 {
         self.cpu.total * 1e6 / self.calls.max(1) as f64
+    }
+    pub fn client_cpu_per_call_us(&self) -> f64 {
+        self.client_cpu * 1e6 / self.calls.max(1) as f64
     }
     pub fn cpu_per_record_us(&self) -> f64 {
         self.cpu.total * 1e6 / self.records.max(1) as f64
@@ -165,12 +173,14 @@ impl Load {
             call.clone(),
         )
         .await?;
-        let before = sampler.cpu();
+        let client = Sampler::own();
+        let (before, client_before) = (sampler.cpu(), client.seconds());
         let started = Instant::now();
         let mut stats = self
             .drive(concurrency, Until::after(duration), call)
             .await?;
         stats.elapsed = started.elapsed();
+        stats.client_cpu = client.seconds() - client_before;
         let cpu = sampler.cpu().since(&before);
         Ok(stats.finish(cpu))
     }

@@ -942,6 +942,13 @@ fn unary_rows(
         if c == 128 { "ratio ≤ 2" } else { "" },
     );
     report.row(
+        format!("GetPerson vs health Check: client CPU per call, {c} in flight{label}"),
+        pull.client_cpu_per_call_us(),
+        "µs",
+        Some(base.client_cpu_per_call_us()),
+        "",
+    );
+    report.row(
         format!("GetPerson vs health Check: p50, {c} in flight{label}"),
         pull.p50_ms(),
         "ms",

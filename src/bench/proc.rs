@@ -95,13 +95,18 @@ impl Sampler {
             / self.tick
     }
 
-    pub fn cpu(&self) -> Cpu {
-        let base = format!("/proc/{}", self.pid);
-        let total = std::fs::read_to_string(format!("{base}/stat"))
+    /// CPU seconds so far, in total.
+    pub fn seconds(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .ok()
             .and_then(|s| ticks(&s))
             .unwrap_or(0.0)
-            / self.tick;
+            / self.tick
+    }
+
+    pub fn cpu(&self) -> Cpu {
+        let base = format!("/proc/{}", self.pid);
+        let total = self.seconds();
         let mut threads = BTreeMap::new();
         if let Ok(tasks) = std::fs::read_dir(format!("{base}/task")) {
             for t in tasks.filter_map(Result::ok) {
