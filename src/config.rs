@@ -865,6 +865,26 @@ mod tests {
         out.expect("the jail ran")
     }
 
+    /// The reference states the writer's group-commit rule as the writer
+    /// has it: a change to either constant fails here until the text
+    /// follows (a `KeyDoc` is a literal, so it cannot name them).
+    #[test]
+    fn the_max_batch_note_states_the_writers_rule() {
+        use crate::audit::{CONVOY, LINGER};
+        let note = KEYS
+            .iter()
+            .find(|k| k.key == "audit.max_batch")
+            .expect("audit.max_batch is documented")
+            .meaning;
+        for said in [
+            format!("a batch of {CONVOY} or more"),
+            format!("up to {} ms", LINGER.as_millis()),
+            format!("below {CONVOY}"),
+        ] {
+            assert!(note.contains(&said), "{note:?} should say {said:?}");
+        }
+    }
+
     /// A production config's three TLS keys, naming files that exist.
     fn prod() -> String {
         static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();

@@ -33,6 +33,11 @@ pub mod verify_tiles;
 pub mod witness;
 mod writer;
 
+/// The group commit's rule, which the configuration reference states (and
+/// its test holds it to).
+#[cfg(test)]
+pub(crate) use writer::{CONVOY, LINGER};
+
 use crate::proto::{AuditEntry, AuditReceipt, EntryKind};
 use crate::store::{Backend, FenceRow, SharedLog};
 use anyhow::{Context, Result};

@@ -39,7 +39,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest a batch waits for more entries under load, and how often it
 /// looks for them.
-const LINGER: Duration = Duration::from_millis(2);
+pub(crate) const LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(250);
 
 /// At least this many calls together are a convoy: a batch of them
@@ -52,7 +52,7 @@ const LINGER_STEP: Duration = Duration::from_micros(250);
 /// 16: without a first linger, batches at 128 in flight hovered below it,
 /// convoys did not form, and entries per fsync fell from ~50 to ~28. A
 /// `max_batch` below this never lingers.
-const CONVOY: usize = 8;
+pub(crate) const CONVOY: usize = 8;
 
 /// How long after a convoy's commit the log counts as busy. Under load
 /// convoys come milliseconds apart, with smaller commits between them (at
