@@ -42,6 +42,7 @@ use crate::proto::{AuditEntry, AuditReceipt, EntryKind};
 use crate::store::{Backend, FenceRow, SharedLog};
 use anyhow::{Context, Result};
 use checkpoint::{LogKey, LogVerifier};
+use futures_util::FutureExt;
 use index::{AuditIndex, Batch, Indexer, recovered};
 use sha2::{Digest, Sha256};
 use signer::{Signed, Signer, WitnessConfig};
@@ -185,8 +186,12 @@ impl Default for AuditOptions {
     }
 }
 
+/// An entry on its way to the writer. The entry is boxed as it is
+/// submitted: at ~1 KB, held by value it would make every future awaiting
+/// an append (the handler's, each level's) that much larger, and each
+/// `Box::pin` of a handler's future copies the whole of it.
 struct Pending {
-    entry: AuditEntry,
+    entry: Box<AuditEntry>,
     /// The entry's kind (the entry itself may move into the sink).
     kind: i32,
     /// The policy epoch the call was judged under, for an entry that
@@ -237,40 +242,57 @@ pub struct AuditLog {
 impl AuditLog {
     /// Appends `entry` (its index, time and node are assigned by the writer)
     /// and waits until it is durable.
-    pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditUnavailable> {
-        self.submit(entry, None).await.map_err(|e| match e {
-            AppendError::Unavailable(u) => u,
-            AppendError::PolicyMoved(_) => {
-                unreachable!("an entry judged under no epoch is never fenced")
-            }
+    pub fn append(
+        &self,
+        entry: AuditEntry,
+    ) -> impl Future<Output = Result<Receipt, AuditUnavailable>> + Send + '_ {
+        self.submit(Box::new(entry), None).map(|r| {
+            r.map_err(|e| match e {
+                AppendError::Unavailable(u) => u,
+                AppendError::PolicyMoved(_) => {
+                    unreachable!("an entry judged under no epoch is never fenced")
+                }
+            })
         })
     }
 
     /// Appends the entry of a call judged under policy `epoch`, unless the
     /// epoch has moved by the time the entry would be made durable
-    /// ([`AppendError::PolicyMoved`]: nothing was written).
-    pub async fn append_judged(
+    /// ([`AppendError::PolicyMoved`]: nothing was written). The entry
+    /// comes boxed: a caller that gets it back keeps it for its next try
+    /// (see [`Pending`]).
+    pub fn append_judged(
         &self,
-        entry: AuditEntry,
+        entry: Box<AuditEntry>,
         epoch: u64,
-    ) -> Result<Receipt, AppendError> {
-        self.submit(entry, Some(epoch)).await
+    ) -> impl Future<Output = Result<Receipt, AppendError>> + Send + '_ {
+        self.submit(entry, Some(epoch))
     }
 
-    async fn submit(&self, entry: AuditEntry, judged: Option<u64>) -> Result<Receipt, AppendError> {
-        let stopped =
-            || AppendError::Unavailable(AuditUnavailable("the audit writer has stopped".into()));
+    /// Builds the entry's slot before anything awaits, so the futures of
+    /// `append` and its callers hold a pointer, not the entry (see
+    /// [`Pending`]); it is queued when first polled. Not `async fn`s,
+    /// these, nor wrapped in `async` blocks: each such level would hold the
+    /// level below twice over.
+    fn submit(
+        &self,
+        entry: Box<AuditEntry>,
+        judged: Option<u64>,
+    ) -> impl Future<Output = Result<Receipt, AppendError>> + Send + '_ {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Pending {
-                kind: entry.kind,
-                entry,
-                judged,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?
+        let pending = Pending {
+            kind: entry.kind,
+            entry,
+            judged,
+            done: Some(done),
+        };
+        async move {
+            let stopped = || {
+                AppendError::Unavailable(AuditUnavailable("the audit writer has stopped".into()))
+            };
+            self.tx.send(pending).await.map_err(|_| stopped())?;
+            wait.await.map_err(|_| stopped())?
+        }
     }
 
     /// Entries durably committed so far; the index and checkpoints follow.

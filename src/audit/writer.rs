@@ -239,7 +239,7 @@ impl Writer {
             if moved(p.judged, epoch) {
                 metrics::counter!("govshare_audit_policy_moved_total").increment(1);
                 let entry = std::mem::take(&mut p.entry);
-                p.answer(Err(AppendError::PolicyMoved(Box::new(entry))));
+                p.answer(Err(AppendError::PolicyMoved(entry)));
             } else {
                 kept.push(p);
             }
@@ -408,7 +408,7 @@ impl Writer {
 
 /// A batch entry on its way into a shared append (taken when written), and
 /// the epoch its call was judged under.
-type Slot = (Option<crate::proto::AuditEntry>, Option<u64>);
+type Slot = (Option<Box<crate::proto::AuditEntry>>, Option<u64>);
 
 /// What a commit made durable: the log's size after it, and its bytes.
 struct Done {
@@ -461,16 +461,22 @@ mod tests {
         )
         .unwrap();
         let log = audit.log();
-        assert_eq!(log.append_judged(pull(), 0).await.unwrap().index, 0);
+        assert_eq!(
+            log.append_judged(Box::new(pull()), 0).await.unwrap().index,
+            0
+        );
         backend
             .update_counter(ROW.tree, ROW.key, &mut |e| e + 1)
             .unwrap();
         assert!(matches!(
-            log.append_judged(pull(), 0).await,
+            log.append_judged(Box::new(pull()), 0).await,
             Err(AppendError::PolicyMoved(_))
         ));
         assert_eq!(log.committed(), 1, "the moved entry was not written");
-        assert_eq!(log.append_judged(pull(), 1).await.unwrap().index, 1);
+        assert_eq!(
+            log.append_judged(Box::new(pull()), 1).await.unwrap().index,
+            1
+        );
         // Entries that release nothing are never fenced.
         assert_eq!(log.append(pull()).await.unwrap().index, 2);
         drop(log);
@@ -527,7 +533,7 @@ mod tests {
         let (done, receipt) = oneshot::channel();
         let pending = Pending {
             kind: EntryKind::Pull.into(),
-            entry: pull(),
+            entry: Box::new(pull()),
             judged: None,
             done: Some(done),
         };

@@ -52,10 +52,17 @@ use crate::proto::{
 };
 use crate::store::WriteGate;
 use anyhow::Context as _;
+use futures_util::FutureExt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Request, Status};
+
+/// The future of a rare path — a refusal, a failed authentication, a call
+/// judged again — boxed where it is made. Held inline, the largest such
+/// path sized every future that might take it: each handler's, which is
+/// moved whole into its box on every call, refusal or not.
+pub type Rare<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Most keys one batch request may name, whatever the grants say.
 pub const MAX_BATCH_KEYS: usize = 1000;
@@ -261,11 +268,18 @@ impl Pipeline {
         ))
     }
 
-    /// Appends an entry and waits until it is durable.
-    pub async fn record(&self, entry: AuditEntry) -> Result<Receipt, Status> {
-        let r = self.audit.append(entry).await.map_err(unavailable)?;
-        crate::base::request_log::receipt(r.index);
-        Ok(r)
+    /// Appends an entry and waits until it is durable. Not an `async fn`:
+    /// the entry is boxed before anything awaits, so this future, and
+    /// every caller's that awaits it, stays small.
+    pub fn record(
+        &self,
+        entry: AuditEntry,
+    ) -> impl Future<Output = Result<Receipt, Status>> + Send + '_ {
+        self.audit.append(entry).map(|r| {
+            let r = r.map_err(unavailable)?;
+            crate::base::request_log::receipt(r.index);
+            Ok(r)
+        })
     }
 
     /// Appends the entry of a call that answers with personal data other
@@ -278,7 +292,7 @@ impl Pipeline {
     /// depends on its standing and role, just checked again).
     pub async fn record_reader(&self, p: &Principal, entry: AuditEntry) -> Result<Receipt, Status> {
         let mut p = p.clone();
-        let mut e = entry;
+        let mut e = Box::new(entry);
         for _ in 0..3 {
             match self.audit.append_judged(e, p.snapshot().epoch()).await {
                 Ok(r) => {
@@ -287,7 +301,7 @@ impl Pipeline {
                 }
                 Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
                 Err(AppendError::PolicyMoved(back)) => {
-                    e = *back;
+                    e = back;
                     let kind = EntryKind::try_from(e.kind).unwrap_or(EntryKind::AuditRead);
                     p = self.rejudge_reader(&p, &e.method, kind).await?;
                 }
@@ -400,19 +414,25 @@ impl Pipeline {
 
     /// Counts and audits a failed authentication (in full, or aggregated
     /// per peer past the rate) and returns the status to answer with.
-    async fn failed_authentication(&self, f: &AuthFailure, method: &str) -> Status {
-        let (verdict, due) = self.auth_failures.count(f);
-        if let Some(e) = due {
-            if let Err(s) = self.record(e).await {
-                return s;
+    fn failed_authentication<'a>(
+        &'a self,
+        f: &'a AuthFailure,
+        method: &'a str,
+    ) -> Rare<'a, Status> {
+        Box::pin(async move {
+            let (verdict, due) = self.auth_failures.count(f);
+            if let Some(e) = due {
+                if let Err(s) = self.record(e).await {
+                    return s;
+                }
             }
-        }
-        if let auth_failures::Verdict::Record = verdict {
-            if let Err(s) = self.record(auth_failure_entry(f, method)).await {
-                return s;
+            if let auth_failures::Verdict::Record = verdict {
+                if let Err(s) = self.record(auth_failure_entry(f, method)).await {
+                    return s;
+                }
             }
-        }
-        auth_status(f.code)
+            auth_status(f.code)
+        })
     }
 
     /// Refuses a call whose headers are larger than the gateway reads,
@@ -860,12 +880,14 @@ impl Admission {
     /// committed now (a refusal under the snapshot held, the policy moved
     /// under a release, a stream's next page); a refusal is audited like
     /// any other.
-    async fn rejudge(&mut self) -> Result<(), Status> {
-        self.restand().await?;
-        match self.stand() {
-            Ok(()) => Ok(()),
-            Err((code, d)) => Err(self.refuse(code, d).await),
-        }
+    fn rejudge(&mut self) -> Rare<'_, Result<(), Status>> {
+        Box::pin(async move {
+            self.restand().await?;
+            match self.stand() {
+                Ok(()) => Ok(()),
+                Err((code, d)) => Err(self.refuse(code, d).await),
+            }
+        })
     }
 
     /// The policy moved between this call's judgement and its audit write —
@@ -951,20 +973,22 @@ impl Admission {
 
     /// Audits a refusal and returns the status to answer with (UNAVAILABLE
     /// instead if even the refusal cannot be recorded).
-    pub async fn refuse(&self, code: Code, denial: Denial) -> Status {
-        let (code, denial) = self.overtaken().await.unwrap_or((code, denial));
-        self.count_pull("deny", denial.code);
-        let mut e = self.entry(AuditDecision::Deny);
-        e.reason_code = denial.code.into();
-        e.message.clone_from(&denial.message);
-        if !denial.grants.is_empty() {
-            e.grants_used = denial.grants;
-        }
-        e.disclosed_after = disclosed_after(self.refusal_delay());
-        match self.pipeline.record(e).await {
-            Ok(_) => Status::new(code, denial.message),
-            Err(s) => s,
-        }
+    pub fn refuse(&self, code: Code, denial: Denial) -> Rare<'_, Status> {
+        Box::pin(async move {
+            let (code, denial) = self.overtaken().await.unwrap_or((code, denial));
+            self.count_pull("deny", denial.code);
+            let mut e = self.entry(AuditDecision::Deny);
+            e.reason_code = denial.code.into();
+            e.message.clone_from(&denial.message);
+            if !denial.grants.is_empty() {
+                e.grants_used = denial.grants;
+            }
+            e.disclosed_after = disclosed_after(self.refusal_delay());
+            match self.pipeline.record(e).await {
+                Ok(_) => Status::new(code, denial.message),
+                Err(s) => s,
+            }
+        })
     }
 
     /// How long a refusal stays hidden from the resident tracker: the
@@ -1174,11 +1198,12 @@ impl Admission {
     /// Step 5: audit what leaves, durably; only then release it.
     pub async fn release<R: Record>(&mut self, m: Masked<R>) -> Result<Released<R>, Status> {
         let refused = m.records.is_empty() && !m.out_of_scope.is_empty();
-        let mut e = self.entry(if refused {
+        // Boxed: it is kept across the append, which may hand it back.
+        let mut e = Box::new(self.entry(if refused {
             AuditDecision::Deny
         } else {
             AuditDecision::Allow
-        });
+        }));
         if refused {
             e.reason_code = "OUT_OF_SCOPE".into();
             e.message = "requested records lie outside the department's granted regions".into();
@@ -1207,7 +1232,7 @@ impl Admission {
                 Err(AppendError::PolicyMoved(back)) => {
                     judged += 1;
                     epoch = self.policy_moved(judged).await?;
-                    e = *back;
+                    e = back;
                 }
             }
         };
