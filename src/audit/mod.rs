@@ -191,7 +191,9 @@ impl Default for AuditOptions {
 /// an append (the handler's, each level's) that much larger, and each
 /// `Box::pin` of a handler's future copies the whole of it.
 struct Pending {
-    entry: Box<AuditEntry>,
+    /// `None` once the writer has moved it into a shared append, or back
+    /// to its caller.
+    entry: Option<Box<AuditEntry>>,
     /// The entry's kind (the entry itself may move into the sink).
     kind: i32,
     /// The policy epoch the call was judged under, for an entry that
@@ -269,11 +271,12 @@ impl AuditLog {
         self.submit(entry, Some(epoch))
     }
 
-    /// Builds the entry's slot before anything awaits, so the futures of
-    /// `append` and its callers hold a pointer, not the entry (see
-    /// [`Pending`]); it is queued when first polled. Not `async fn`s,
-    /// these, nor wrapped in `async` blocks: each such level would hold the
-    /// level below twice over.
+    /// Builds the [`Pending`] before anything awaits, so the futures of
+    /// `append` and its callers hold a pointer, not the entry; it is queued
+    /// when first polled. Its `async` block is the one level that holds
+    /// the `Pending`: `append`, `append_judged` and `Pipeline::record` add
+    /// none of their own (an `async fn` or block around it would hold the
+    /// level below twice over).
     fn submit(
         &self,
         entry: Box<AuditEntry>,
@@ -282,7 +285,7 @@ impl AuditLog {
         let (done, wait) = oneshot::channel();
         let pending = Pending {
             kind: entry.kind,
-            entry,
+            entry: Some(entry),
             judged,
             done: Some(done),
         };

@@ -238,7 +238,7 @@ impl Writer {
         for mut p in batch.drain(..) {
             if moved(p.judged, epoch) {
                 metrics::counter!("govshare_audit_policy_moved_total").increment(1);
-                let entry = std::mem::take(&mut p.entry);
+                let entry = p.entry.take().expect("an entry not yet written");
                 p.answer(Err(AppendError::PolicyMoved(entry)));
             } else {
                 kept.push(p);
@@ -276,7 +276,7 @@ impl Writer {
         let mut infos = Vec::with_capacity(batch.len());
         let mut chain = *prev;
         for (i, p) in batch.iter_mut().enumerate() {
-            let e = &mut p.entry;
+            let e = p.entry.as_deref_mut().expect("an entry not yet written");
             e.index = start + i as u64;
             e.time = Some(time);
             e.node.clone_from(&self.node);
@@ -343,7 +343,7 @@ impl Writer {
         let entries: Arc<std::sync::Mutex<Vec<Slot>>> = Arc::new(std::sync::Mutex::new(
             batch
                 .iter_mut()
-                .map(|p| (Some(std::mem::take(&mut p.entry)), p.judged))
+                .map(|p| (p.entry.take(), p.judged))
                 .collect(),
         ));
         let node = self.node.clone();
@@ -380,7 +380,7 @@ impl Writer {
             let mut back = entries.lock().expect("batch lock");
             for (p, (slot, _)) in batch.iter_mut().zip(back.iter_mut()) {
                 if let Some(e) = slot.take() {
-                    p.entry = e;
+                    p.entry = Some(e);
                 }
             }
             Self::take_out_moved(batch, appended.fence);
@@ -533,7 +533,7 @@ mod tests {
         let (done, receipt) = oneshot::channel();
         let pending = Pending {
             kind: EntryKind::Pull.into(),
-            entry: Box::new(pull()),
+            entry: Some(Box::new(pull())),
             judged: None,
             done: Some(done),
         };

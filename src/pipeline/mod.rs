@@ -289,27 +289,34 @@ impl Pipeline {
     /// on any node), the caller is judged again. Credentials that no longer
     /// stand, or a gateway that holds, are refused (and recorded); a caller
     /// that still stands is appended under the new epoch (what it reads
-    /// depends on its standing and role, just checked again).
-    pub async fn record_reader(&self, p: &Principal, entry: AuditEntry) -> Result<Receipt, Status> {
-        let mut p = p.clone();
+    /// depends on its standing and role, just checked again). The entry is
+    /// boxed before anything awaits, as in [`Pipeline::record`].
+    pub fn record_reader<'a>(
+        &'a self,
+        p: &'a Principal,
+        entry: AuditEntry,
+    ) -> impl Future<Output = Result<Receipt, Status>> + Send + 'a {
         let mut e = Box::new(entry);
-        for _ in 0..3 {
-            match self.audit.append_judged(e, p.snapshot().epoch()).await {
-                Ok(r) => {
-                    crate::base::request_log::receipt(r.index);
-                    return Ok(r);
-                }
-                Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
-                Err(AppendError::PolicyMoved(back)) => {
-                    e = back;
-                    let kind = EntryKind::try_from(e.kind).unwrap_or(EntryKind::AuditRead);
-                    p = self.rejudge_reader(&p, &e.method, kind).await?;
+        async move {
+            let mut p = p.clone();
+            for _ in 0..3 {
+                match self.audit.append_judged(e, p.snapshot().epoch()).await {
+                    Ok(r) => {
+                        crate::base::request_log::receipt(r.index);
+                        return Ok(r);
+                    }
+                    Err(AppendError::Unavailable(u)) => return Err(unavailable(u)),
+                    Err(AppendError::PolicyMoved(back)) => {
+                        e = back;
+                        let kind = EntryKind::try_from(e.kind).unwrap_or(EntryKind::AuditRead);
+                        p = self.rejudge_reader(&p, &e.method, kind).await?;
+                    }
                 }
             }
+            Err(Status::aborted(
+                "the policy kept changing while this call was served; nothing was released, call again",
+            ))
         }
-        Err(Status::aborted(
-            "the policy kept changing while this call was served; nothing was released, call again",
-        ))
     }
 
     /// Runs store work on the blocking pool, a bounded number at a time.
