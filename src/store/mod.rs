@@ -47,6 +47,27 @@ impl Placed {
 /// new place.
 const MOVES_FOLLOWED: usize = 4;
 
+/// `key`'s place and the record there, read through `get` (one tree's
+/// point reads): the place, then the record. A record a write moves
+/// between the two reads is looked for again where its place now says,
+/// [`MOVES_FOLLOWED`] times — even at the same place, which it may have
+/// left and come back to in between.
+fn follow_place<V: AsRef<[u8]>>(
+    key: &[u8],
+    get: impl Fn(&[u8]) -> Result<Option<V>>,
+) -> Result<Option<(V, V)>> {
+    let at = Placed::place_key(key);
+    for _ in 0..MOVES_FOLLOWED {
+        let Some(place) = get(&at)? else {
+            return Ok(None);
+        };
+        if let Some(record) = get(&Placed::record_key(place.as_ref()))? {
+            return Ok(Some((place, record)));
+        }
+    }
+    Ok(None)
+}
+
 /// A key whose place holds no record: nothing this gateway writes leaves
 /// one (a record and its place change in one batch), so the store was
 /// changed from outside. The record is written as new; said, not hidden.
@@ -83,17 +104,7 @@ pub trait Backend: Send + Sync + 'static {
     /// then the record there. A record a write moves between the two reads
     /// is followed to its new place.
     fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let at = Placed::place_key(key);
-        let mut place = self.get(trees.0, &at)?;
-        for _ in 0..MOVES_FOLLOWED {
-            let Some(was) = place else { return Ok(None) };
-            if let Some(record) = self.get(trees.0, &Placed::record_key(&was))? {
-                return Ok(Some(record));
-            }
-            // Nothing there: look again only if it moved since.
-            place = self.get(trees.0, &at)?.filter(|now| *now != was);
-        }
-        Ok(None)
+        Ok(follow_place(key, |k| self.get(trees.0, k))?.map(|(_, record)| record))
     }
     /// [`Backend::get_placed`] for a caller on the async runtime's hot path
     /// (as [`Backend::get_async`]); a shared store answers it in one read.
@@ -383,4 +394,42 @@ pub fn open(at: &Location) -> Result<Arc<dyn Backend>> {
 /// The embedded store in `dir` (tests and tools that work on a directory).
 pub fn open_dir(dir: &Path) -> Result<Arc<dyn Backend>> {
     open(&Location::Sled(dir.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// The reads `follow_place` makes and the store's answer to each, in
+    /// order, as a write interleaves them.
+    fn replay(reads: &[(&[u8], Option<&[u8]>)]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let reads = RefCell::new(VecDeque::from(reads.to_vec()));
+        follow_place(b"k", |asked| {
+            let (key, answer) = reads.borrow_mut().pop_front().expect("no more reads");
+            assert_eq!(asked, key, "read out of order");
+            Ok(answer.map(<[u8]>::to_vec))
+        })
+    }
+
+    #[test]
+    fn a_record_that_left_its_place_and_came_back_between_two_reads_is_found() {
+        // Its place is P; it moves to Q before the record read, and back
+        // to P before the place is read again.
+        let got = replay(&[
+            (b"pk", Some(b"P")),
+            (b"rP", None),
+            (b"pk", Some(b"P")),
+            (b"rP", Some(b"v")),
+        ]);
+        assert_eq!(got.unwrap(), Some((b"P".to_vec(), b"v".to_vec())));
+    }
+
+    #[test]
+    fn a_place_that_keeps_holding_no_record_reads_as_none() {
+        let round: [(&[u8], Option<&[u8]>); 2] = [(b"pk", Some(b"P")), (b"rP", None)];
+        let got = replay(&round.repeat(MOVES_FOLLOWED));
+        assert_eq!(got.unwrap(), None);
+    }
 }
