@@ -512,4 +512,27 @@ mod tests {
         let per = a.persons.len() as f64 / households.len() as f64;
         assert!((2.0..2.7).contains(&per), "household size {per}");
     }
+
+    /// The embedded store reads a record by key from where it last found
+    /// it only when the place names its key: ends in NUL and the key, the
+    /// key free of NUL (`store::place_hints`). An `index_key` that stopped
+    /// doing so would silently cost every read by key its shortcut.
+    #[test]
+    fn every_records_place_names_its_key() {
+        fn check<R: Record>(records: &[R]) {
+            assert!(!records.is_empty(), "{}", R::NAME);
+            for r in records {
+                let (place, key) = (r.index_key(), r.key().as_bytes());
+                assert!(!key.contains(&0), "{} {key:?}", R::NAME);
+                let tail = [&b"\0"[..], key].concat();
+                assert!(place.ends_with(&tail), "{}: {place:?}", R::NAME);
+            }
+        }
+        let d = generate(7, 1500);
+        check(&d.regions);
+        check(&d.grids);
+        check(&d.workers);
+        check(&d.persons);
+        check(&d.entities);
+    }
 }

@@ -5,6 +5,7 @@
 //! whose reads only the pull pipeline can call).
 
 pub mod copy;
+mod place_hints;
 pub mod postgres;
 mod sled_backend;
 

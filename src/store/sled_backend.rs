@@ -1,5 +1,6 @@
 //! The embedded default backend: one sled database in the data directory.
 
+use super::place_hints::PlaceHints;
 use super::{Backend, Placed, PlacedUpdate, ScanVisit, rev_upper};
 use anyhow::{Context, Result};
 use std::ops::{Bound, ControlFlow};
@@ -12,6 +13,8 @@ pub struct SledBackend {
     /// Held shared by the audit writer from its fence read until its batch
     /// is synced; a fence move takes it whole.
     fence: Arc<std::sync::RwLock<()>>,
+    /// Where reads by key last found their records ([`PlaceHints`]).
+    hints: PlaceHints,
 }
 
 impl SledBackend {
@@ -25,6 +28,7 @@ impl SledBackend {
             db,
             placed_writes: Mutex::new(()),
             fence: Arc::default(),
+            hints: PlaceHints::default(),
         })
     }
 
@@ -73,6 +77,22 @@ impl Backend for SledBackend {
 
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// The record at its hinted place ([`PlaceHints`]) in one read; else
+    /// its place, then the record, and the place remembered.
+    fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let tree = self.tree(trees.0)?;
+        if let Some(at) = self.hints.record_key(trees, key) {
+            if let Some(record) = tree.get(at)? {
+                return Ok(Some(record.to_vec()));
+            }
+        }
+        let Some((place, record)) = super::follow_place(key, |k| Ok(tree.get(k)?))? else {
+            return Ok(None);
+        };
+        self.hints.remember(trees, key, &place);
+        Ok(Some(record.to_vec()))
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -245,5 +265,87 @@ impl Backend for SledBackend {
     fn sync(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PlacedWrite;
+
+    const T: Placed = Placed("people.placed");
+
+    /// Writes `key`'s record `value` at the place `g\0key`.
+    fn write(store: &SledBackend, key: &[u8], g: &str, value: u8) {
+        store
+            .upsert_placed(T, &[key], &mut |_, _| {
+                Ok(PlacedWrite {
+                    value: vec![value],
+                    place: [g.as_bytes(), b"\0", key].concat(),
+                })
+            })
+            .unwrap();
+    }
+
+    /// The record key `key`'s hint names, if any.
+    fn hinted(store: &SledBackend, key: &[u8]) -> Option<Vec<u8>> {
+        store.hints.record_key(T, key).map(Vec::from)
+    }
+
+    #[test]
+    fn a_read_by_key_sees_every_move_and_erasure_after_its_place_was_hinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledBackend::open(dir.path()).unwrap();
+        write(&store, b"k", "g1", 1);
+        assert_eq!(hinted(&store, b"k"), None, "a write leaves no hint");
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![1]));
+        assert_eq!(hinted(&store, b"k"), Some(b"rg1\0k".to_vec()));
+        // Moved away and back with new bytes, no read between: the hint
+        // names g1 throughout, and the record there is the new one.
+        write(&store, b"k", "g2", 2);
+        write(&store, b"k", "g1", 3);
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![3]));
+        // Moved away: the hint misses, the place is read and remembered.
+        write(&store, b"k", "g2", 4);
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![4]));
+        assert_eq!(hinted(&store, b"k"), Some(b"rg2\0k".to_vec()));
+        // Rewritten where it is.
+        write(&store, b"k", "g2", 5);
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![5]));
+        // Removed (the record and its place in one batch): gone, hint or not.
+        store
+            .apply_batch(
+                T.0,
+                vec![
+                    (Placed::record_key(b"g2\0k"), None),
+                    (Placed::place_key(b"k"), None),
+                ],
+            )
+            .unwrap();
+        assert_eq!(store.get_placed(T, b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn a_record_moving_under_hinted_reads_is_always_found_never_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledBackend::open(dir.path()).unwrap();
+        write(&store, b"k", "g0", 0);
+        std::thread::scope(|s| {
+            // Back and forth between three places, so a place is left and
+            // come back to between a reader's two reads.
+            let writer = s.spawn(|| {
+                for v in 1..=200u8 {
+                    write(&store, b"k", ["g0", "g1", "g2"][v as usize % 3], v);
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                }
+            });
+            let mut last = 0;
+            while !writer.is_finished() {
+                let got = store.get_placed(T, b"k").unwrap().expect("always found");
+                assert!(got[0] >= last, "read {} after {last}", got[0]);
+                last = got[0];
+            }
+        });
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![200]));
     }
 }
