@@ -306,18 +306,21 @@ impl Authenticator {
         // A privileged role counts only for the departments configured to
         // hold it, whatever an older token claims.
         let roles = self.directory.roles();
+        // Every check passed: what `seen` holds is the principal's, moved
+        // rather than copied (no failure record will be made of it).
+        let take = std::mem::take::<String>;
         Ok(Principal {
-            department: registered.department.clone(),
-            client_id: claims.sub.clone(),
-            token_id: claims.jti.clone(),
             roles: claims
                 .roles
                 .iter()
                 .filter_map(|r| Role::parse(r))
                 .filter(|r| roles.allows(&registered.department, *r))
                 .collect(),
-            cert_thumbprint: seen.cert_thumbprint.clone(),
-            peer: seen.peer.clone(),
+            department: take(&mut seen.department),
+            client_id: take(&mut seen.client_id),
+            token_id: take(&mut seen.token_id),
+            cert_thumbprint: take(&mut seen.cert_thumbprint),
+            peer: take(&mut seen.peer),
             expires_at: claims.exp,
             kid: verified.kid.clone(),
             snapshot,

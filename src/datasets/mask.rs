@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use data_encoding::BASE32_NOPAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
 
 /// The view each field of a dataset is released in, by catalog position
 /// (`DatasetSpec::fields`). `Unspecified` means the field is omitted.
@@ -94,11 +95,18 @@ pub fn revealing_rank(v: FieldView) -> u8 {
 /// Holds the gateway secret from which per-department pseudonym keys derive.
 pub struct Masker {
     secret: [u8; 32],
+    /// Each department's key, derived on its first pull (four SHA-256
+    /// blocks a pull otherwise): as many as departments that have pulled,
+    /// for only an authenticated principal's department is asked for.
+    keys: RwLock<HashMap<Box<str>, DepartmentKey>>,
 }
 
 impl Masker {
     pub fn new(secret: [u8; 32]) -> Self {
-        Self { secret }
+        Self {
+            secret,
+            keys: RwLock::default(),
+        }
     }
 
     /// A key for another use of the same gateway secret (`label` keeps the
@@ -112,17 +120,23 @@ impl Masker {
 
     /// The pseudonym key of one department, derived from the gateway secret.
     pub fn department_key(&self, department: &str) -> DepartmentKey {
+        if let Some(key) = self.keys.read().expect("keys lock").get(department) {
+            return key.clone();
+        }
         let mut k = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         k.update(b"govshare-pseudonym-key\0");
         k.update(department.as_bytes());
-        DepartmentKey {
+        let key = DepartmentKey {
             mac: Hmac::<Sha256>::new_from_slice(&k.finalize().into_bytes())
                 .expect("any key length"),
-        }
+        };
+        let mut keys = self.keys.write().expect("keys lock");
+        keys.entry(department.into()).or_insert(key).clone()
     }
 }
 
-/// One department's pseudonym key, derived once per call.
+/// One department's pseudonym key.
+#[derive(Clone)]
 pub struct DepartmentKey {
     mac: Hmac<Sha256>,
 }
@@ -304,8 +318,8 @@ impl<R: prost::Message + Default> Projected<R> {
     }
 }
 
-/// Where one record type's fields are: found once per call, used for
-/// every record it projects.
+/// Where one record type's fields are: found once per type
+/// ([`Record::layout`]), used for every record it projects.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     /// The catalog position of the record's field number 1.
@@ -763,6 +777,9 @@ mod tests {
                 .pseudonym("11010519491231002X")
         );
         assert_eq!(a1.len(), 26);
+        // A key kept since a department's first pull is the key derived.
+        let fresh = Masker::new([7; 32]).department_key("street-office");
+        assert_eq!(a1, fresh.pseudonym("11010519491231002X"));
         assert_ne!(
             a1,
             m.department_key("civil-affairs")

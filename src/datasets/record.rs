@@ -43,6 +43,9 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     const COLLECTION: &'static str;
     /// Where the records are kept: in index order, each once.
     const TREES: Placed;
+    /// Where this type's fields are ([`super::mask::Layout::of`]), found
+    /// once ([`collection!`]).
+    fn layout() -> super::mask::Layout;
     const DATASET: Dataset;
     /// Catalog prefix of this record's fields within its dataset.
     const FIELD_PREFIX: &'static str = "";
@@ -89,11 +92,17 @@ pub trait Record: prost::Message + Named + Default + Clone + Send + Sync + 'stat
     }
 }
 
-/// A [`Record`]'s collection: its name and its trees, from one literal.
+/// A [`Record`]'s collection: its name and its trees, from one literal;
+/// and its field layout, found on first use.
 macro_rules! collection {
     ($name:literal) => {
         const COLLECTION: &'static str = $name;
         const TREES: crate::store::Placed = crate::store::Placed(concat!($name, ".placed"));
+        fn layout() -> crate::datasets::mask::Layout {
+            static LAYOUT: std::sync::OnceLock<crate::datasets::mask::Layout> =
+                std::sync::OnceLock::new();
+            *LAYOUT.get_or_init(crate::datasets::mask::Layout::of::<Self>)
+        }
     };
 }
 pub(super) use collection;

@@ -94,7 +94,7 @@ impl Admission {
             .map(|plan| plan.view(index))
             .filter(|v| *v != crate::proto::FieldView::Unspecified);
         let Some(view) = view else {
-            let mut d = Denial::new("OUT_OF_SCOPE", not_visible(f.field).message());
+            let mut d = Denial::new(super::OUT_OF_SCOPE, not_visible(f.field).message());
             d.grants = self.decision().grant_ids();
             return Err(self.refuse_correction(Code::NotFound, d).await);
         };

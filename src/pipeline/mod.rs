@@ -27,6 +27,7 @@ pub mod page_token;
 #[cfg(test)]
 mod property_tests;
 mod publish;
+mod pull_metrics;
 mod records;
 
 pub use correct::{Filed, Filing};
@@ -147,11 +148,16 @@ pub struct Pipeline {
     store_work: Semaphore,
     pages: Arc<Semaphore>,
     auth_failures: auth_failures::AuthFailures,
+    pulls: pull_metrics::PullMetrics,
     /// Keys the resident tracker's subject digests.
     resident_key: [u8; 32],
     /// Held by every change (with its entry) while a snapshot copies.
     gate: WriteGate,
 }
+
+/// The reason code of a refusal for asking outside the grant: records,
+/// a region or a field the department's grants do not cover.
+pub const OUT_OF_SCOPE: &str = "OUT_OF_SCOPE";
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("{e}; nothing was released, retry later"))
@@ -176,7 +182,8 @@ impl Pipeline {
                 locator.upsert(g);
             }
         }
-        register_metrics(&directory)?;
+        let pulls = pull_metrics::PullMetrics::default();
+        register_metrics(&directory, &pulls)?;
         let me = Arc::new(Self {
             limits: Limits::new(directory.store().clone()),
             records,
@@ -191,6 +198,7 @@ impl Pipeline {
             store_work: Semaphore::new(STORE_WORKERS),
             pages: Arc::new(Semaphore::new(PAGES_IN_MEMORY)),
             auth_failures: auth_failures::AuthFailures::default(),
+            pulls,
         });
         // Once a second, write the aggregated authentication failures of
         // the second that ended.
@@ -564,24 +572,13 @@ impl Pipeline {
 /// Makes the pipeline's series exist from the first scrape, at 0: pulls
 /// and records released for every department and dataset known now, and
 /// authentication failures for every reason.
-fn register_metrics(directory: &Directory) -> anyhow::Result<()> {
+fn register_metrics(
+    directory: &Directory,
+    pulls: &pull_metrics::PullMetrics,
+) -> anyhow::Result<()> {
     for department in directory.current()?.department_ids() {
         for dataset in Dataset::ALL {
-            let (department, dataset) = (department.to_string(), dataset.name());
-            metrics::counter!(
-                "govshare_records_released_total",
-                "department" => department.clone(),
-                "dataset" => dataset,
-            )
-            .increment(0);
-            metrics::counter!(
-                "govshare_pulls_total",
-                "department" => department,
-                "dataset" => dataset,
-                "decision" => "allow",
-                "reason" => "-",
-            )
-            .increment(0);
+            pulls.register(department, *dataset);
         }
     }
     for reason in crate::auth::FAILURE_CODES {
@@ -983,7 +980,7 @@ impl Admission {
     pub fn refuse(&self, code: Code, denial: Denial) -> Rare<'_, Status> {
         Box::pin(async move {
             let (code, denial) = self.overtaken().await.unwrap_or((code, denial));
-            self.count_pull("deny", denial.code);
+            self.count_denied(denial.code);
             let mut e = self.entry(AuditDecision::Deny);
             e.reason_code = denial.code.into();
             e.message.clone_from(&denial.message);
@@ -1011,16 +1008,12 @@ impl Admission {
             })
     }
 
-    /// `govshare_pulls_total` for this call.
-    fn count_pull(&self, decision: &'static str, reason: impl Into<metrics::SharedString>) {
-        metrics::counter!(
-            "govshare_pulls_total",
-            "department" => self.principal.department().to_string(),
-            "dataset" => self.spec.dataset.name(),
-            "decision" => decision,
-            "reason" => reason.into(),
-        )
-        .increment(1);
+    /// `govshare_pulls_total` for this call, refused for `reason`.
+    fn count_denied(&self, reason: impl Into<metrics::SharedString>) {
+        let department = self.principal.department();
+        self.pipeline
+            .pulls
+            .denied(department, self.spec.dataset, reason);
     }
 
     /// `cursor` as a page token only this department's listings of this
@@ -1212,7 +1205,7 @@ impl Admission {
             AuditDecision::Allow
         }));
         if refused {
-            e.reason_code = "OUT_OF_SCOPE".into();
+            e.reason_code = OUT_OF_SCOPE.into();
             e.message = "requested records lie outside the department's granted regions".into();
         }
         debug_assert_eq!(m.keys.len(), m.records.len(), "a key per record sent");
@@ -1229,7 +1222,6 @@ impl Admission {
                 view: view.into(),
             })
             .collect();
-        let reason = e.reason_code.clone();
         let mut epoch = self.principal.snapshot().epoch();
         let mut judged = 0;
         let receipt = loop {
@@ -1247,18 +1239,13 @@ impl Admission {
         if let Some(r) = m.reservation {
             r.settle(m.records.len() as u64);
         }
-        let reason = if reason.is_empty() {
-            "-".to_string()
+        if refused {
+            self.count_denied(OUT_OF_SCOPE);
         } else {
-            reason
-        };
-        self.count_pull(if refused { "deny" } else { "allow" }, reason);
-        metrics::counter!(
-            "govshare_records_released_total",
-            "department" => self.principal.department().to_string(),
-            "dataset" => self.spec.dataset.name(),
-        )
-        .increment(m.records.len() as u64);
+            let (department, records) = (self.principal.department(), m.records.len());
+            let pulls = &self.pipeline.pulls;
+            pulls.allowed(department, self.spec.dataset, records as u64);
+        }
         Ok(Released {
             records: m.records,
             not_found: m.not_found,
@@ -1302,7 +1289,7 @@ impl Pipeline {
         ctx: &MaskContext,
         fetched: Vec<(Option<Vec<u8>>, String)>,
     ) -> anyhow::Result<Masked<R>> {
-        let layout = Layout::of::<R>();
+        let layout = R::layout();
         let mut out = Masked::new();
         for (stored, key) in fetched {
             let visible = match stored {
@@ -1373,7 +1360,7 @@ impl Pipeline {
         keep: Option<&(dyn Fn(&R) -> bool + Send + Sync)>,
     ) -> anyhow::Result<(Masked<R>, Option<Vec<u8>>)> {
         const CHUNK: usize = 256;
-        let layout = Layout::of::<R>();
+        let layout = R::layout();
         let mut out = Masked::new();
         // A page is at most 1000 records: reserve it once, not by doubling.
         out.records.reserve_exact(limit.min(1024));

@@ -404,7 +404,10 @@ pub async fn plan_listing(
     let Some(prefixes) = adm.decision().scan_prefixes(region) else {
         let msg = format!("region {region} is not inside the regions your grant covers");
         return Err(adm
-            .refuse(Code::PermissionDenied, Denial::new("OUT_OF_SCOPE", msg))
+            .refuse(
+                Code::PermissionDenied,
+                Denial::new(crate::pipeline::OUT_OF_SCOPE, msg),
+            )
             .await);
     };
     if page_size > MAX_PAGE {
