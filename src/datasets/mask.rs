@@ -95,7 +95,7 @@ pub fn revealing_rank(v: FieldView) -> u8 {
 /// Holds the gateway secret from which per-department pseudonym keys derive.
 pub struct Masker {
     secret: [u8; 32],
-    /// Each department's key, derived on its first pull (four SHA-256
+    /// Each department's key, derived on its first pull (six SHA-256
     /// blocks a pull otherwise): as many as departments that have pulled,
     /// for only an authenticated principal's department is asked for.
     keys: RwLock<HashMap<Box<str>, DepartmentKey>>,

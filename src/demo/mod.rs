@@ -515,8 +515,10 @@ mod tests {
 
     /// The embedded store reads a record by key from where it last found
     /// it only when the place names its key: ends in NUL and the key, the
-    /// key free of NUL (`store::place_hints`). An `index_key` that stopped
-    /// doing so would silently cost every read by key its shortcut.
+    /// key free of NUL (`store::place_hints`). That a record found at such
+    /// a place is the key's rests on every type's `index_key` ending so
+    /// (this test, on each type's demo records) and on published keys
+    /// being free of NUL (each type's validation).
     #[test]
     fn every_records_place_names_its_key() {
         fn check<R: Record>(records: &[R]) {

@@ -43,9 +43,9 @@ impl Placed {
     }
 }
 
-/// How many moves [`Backend::get_placed`] follows: a record moved between
-/// the read of its place and the read of the record is looked for at its
-/// new place.
+/// How many times [`Backend::get_placed`] reads a key's place and looks
+/// for the record there: a record moved between the two reads is looked
+/// for again where its place then says.
 const MOVES_FOLLOWED: usize = 4;
 
 /// `key`'s place and the record there, read through `get` (one tree's
@@ -407,11 +407,17 @@ mod tests {
     /// order, as a write interleaves them.
     fn replay(reads: &[(&[u8], Option<&[u8]>)]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let reads = RefCell::new(VecDeque::from(reads.to_vec()));
-        follow_place(b"k", |asked| {
+        let got = follow_place(b"k", |asked| {
             let (key, answer) = reads.borrow_mut().pop_front().expect("no more reads");
             assert_eq!(asked, key, "read out of order");
             Ok(answer.map(<[u8]>::to_vec))
-        })
+        });
+        assert!(
+            reads.borrow().is_empty(),
+            "reads left: {:?}",
+            reads.borrow()
+        );
+        got
     }
 
     #[test]

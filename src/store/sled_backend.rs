@@ -336,7 +336,9 @@ mod tests {
             let writer = s.spawn(|| {
                 for v in 1..=200u8 {
                     write(&store, b"k", ["g0", "g1", "g2"][v as usize % 3], v);
-                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    // Spaced, so a reader is not overtaken at each of its
+                    // `MOVES_FOLLOWED` tries unless it stalls each time.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
                 }
             });
             let mut last = 0;
