@@ -579,13 +579,18 @@ const PULLERS_BESIDE_AN_IMPORT: usize = 4;
 /// one sled batch, and sled makes every read wait while it applies one.
 async fn pulls_beside_an_import(report: &mut Report, o: &Options, rig: &Rig<'_>) -> Result<()> {
     eprintln!("bench: pulls beside an import…");
+    let &Rig {
+        gw,
+        load,
+        sampler,
+        ids,
+    } = rig;
     let pullers = PULLERS_BESIDE_AN_IMPORT;
-    let call = || load::Call::GetPerson(rig.ids.clone(), o.api);
+    let call = || load::Call::GetPerson(ids.clone(), o.api);
     let quiet = Duration::from_secs(2);
-    let alone = rig.load.run(pullers, quiet, rig.sampler, call()).await?;
-    let (gw, sampler) = (rig.gw, rig.sampler);
+    let alone = load.run(pullers, quiet, sampler, call()).await?;
     let import = load::import(&o.binary, &gw.addr, &gw.pki, o.persons, sampler, false);
-    let (_, beside) = rig.load.during(pullers, call(), import).await?;
+    let (_, beside) = load.during(pullers, call(), import).await?;
     for (what, during, without) in [
         ("p50", beside.p50_ms(), alone.p50_ms()),
         ("p99", beside.p99_ms(), alone.p99_ms()),

@@ -543,6 +543,8 @@ mod tests {
                 })
             },
         );
-        assert!(get <= 4096, "DataApi::get's future is {get} bytes");
+        // ~2.1 KB now; one `AuditEntry` (920 bytes) held by value again
+        // crosses the bound.
+        assert!(get <= 2560, "DataApi::get's future is {get} bytes");
     }
 }
