@@ -8,6 +8,7 @@ pub mod copy;
 mod place_hints;
 pub mod postgres;
 mod sled_backend;
+mod sled_trees;
 
 use anyhow::Result;
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! The embedded default backend: one sled database in the data directory.
 
-use super::place_hints::PlaceHints;
+use super::place_hints::Known;
+use super::sled_trees::{Trees, WriteTree};
 use super::{Backend, Placed, PlacedUpdate, ScanVisit, rev_upper};
 use anyhow::{Context, Result};
 use std::ops::{Bound, ControlFlow};
@@ -8,41 +9,29 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 pub struct SledBackend {
-    db: sled::Db,
+    /// The database, by tree ([`Trees`]: its only way to write marks the
+    /// hints).
+    db: Trees,
     placed_writes: Mutex<()>,
     /// Held shared by the audit writer from its fence read until its batch
     /// is synced; a fence move takes it whole.
     fence: Arc<std::sync::RwLock<()>>,
-    /// Where reads by key last found their records ([`PlaceHints`]).
-    hints: PlaceHints,
 }
 
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 << 20)
-            .open()
-            .with_context(|| format!("opening the sled store at {}", dir.display()))?;
         Ok(Self {
-            db,
+            db: Trees::open(dir)?,
             placed_writes: Mutex::new(()),
             fence: Arc::default(),
-            hints: PlaceHints::default(),
         })
-    }
-
-    fn tree(&self, name: &str) -> Result<sled::Tree> {
-        self.db
-            .open_tree(name)
-            .with_context(|| format!("opening tree {name}"))
     }
 }
 
 /// `key`'s place in `trees` and the record there, as stored; a place
 /// with no record is logged ([`super::placed_nowhere`]) and read as none.
 fn placed_record(
-    tree: &sled::Tree,
+    tree: &WriteTree<'_>,
     trees: Placed,
     key: &[u8],
 ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -61,13 +50,13 @@ fn placed_record(
 impl Backend for SledBackend {
     fn trees(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for name in self.db.tree_names() {
+        for name in self.db.names() {
             // sled's own default tree: the planes above use named trees only.
             if name.as_ref() == b"__sled__default" {
                 continue;
             }
             let name = String::from_utf8(name.to_vec()).context("a tree name is not UTF-8")?;
-            if !self.tree(&name)?.is_empty() {
+            if !self.db.read(&name)?.is_empty() {
                 names.push(name);
             }
         }
@@ -76,32 +65,43 @@ impl Backend for SledBackend {
     }
 
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree(tree)?.get(key)?.map(|v| v.to_vec()))
+        Ok(self.db.read(tree)?.get(key)?.map(|v| v.to_vec()))
     }
 
-    /// The record at its hinted place ([`PlaceHints`]) in one read; else
-    /// its place, then the record, and the place remembered.
+    /// The record kept from an earlier read while its collection is
+    /// unchanged since ([`super::place_hints`]); else the record at its hinted
+    /// place in one read; else its place, then the record. What is found
+    /// is remembered.
     fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let tree = self.tree(trees.0)?;
-        if let Some(at) = self.hints.record_key(trees, key) {
-            if let Some(record) = tree.get(at)? {
+        let (at, stable) = match self.db.hints().known(trees, key) {
+            Known::Record(record) => return Ok(Some(record.to_vec())),
+            Known::Look { at, stable } => (at, stable),
+        };
+        let tree = self.db.read(trees.0)?;
+        if let Some(at) = at {
+            if let Some(record) = tree.get(&at)? {
+                self.db
+                    .hints()
+                    .remember(trees, key, Placed::place_of(&at), &record, stable);
                 return Ok(Some(record.to_vec()));
             }
         }
         let Some((place, record)) = super::follow_place(key, |k| Ok(tree.get(k)?))? else {
             return Ok(None);
         };
-        self.hints.remember(trees, key, &place);
+        self.db
+            .hints()
+            .remember(trees, key, &place, &record, stable);
         Ok(Some(record.to_vec()))
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tree(tree)?.insert(key, value)?;
+        self.db.write(tree)?.insert(key, value)?;
         Ok(())
     }
 
     fn remove(&self, tree: &str, key: &[u8]) -> Result<()> {
-        self.tree(tree)?.remove(key)?;
+        self.db.write(tree)?.remove(key)?;
         Ok(())
     }
 
@@ -128,7 +128,7 @@ impl Backend for SledBackend {
         limit: usize,
         visit: &mut ScanVisit<'_>,
     ) -> Result<()> {
-        let tree = self.tree(tree)?;
+        let tree = self.db.read(tree)?;
         let start = match after {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
@@ -152,7 +152,7 @@ impl Backend for SledBackend {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let tree = self.tree(tree)?;
+        let tree = self.db.read(tree)?;
         let end = rev_upper(prefix, before).map_or(Bound::Unbounded, Bound::Excluded);
         let mut out = Vec::new();
         for item in tree.range((Bound::Included(prefix.to_vec()), end)).rev() {
@@ -168,7 +168,8 @@ impl Backend for SledBackend {
     fn put_if_absent(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
         Ok(
             match self
-                .tree(tree)?
+                .db
+                .write(tree)?
                 .compare_and_swap(key, None::<&[u8]>, Some(value))?
             {
                 Ok(()) => value.to_vec(),
@@ -185,7 +186,7 @@ impl Backend for SledBackend {
                 None => batch.remove(k),
             }
         }
-        Ok(self.tree(tree)?.apply_batch(batch)?)
+        Ok(self.db.write(tree)?.apply_batch(batch)?)
     }
 
     fn upsert_placed(
@@ -194,9 +195,9 @@ impl Backend for SledBackend {
         keys: &[&[u8]],
         update: &mut PlacedUpdate<'_>,
     ) -> Result<()> {
-        let tree = self.tree(trees.0)?;
         // Read-modify-write: one writer at a time, so no update is lost.
         let _one = self.placed_writes.lock().expect("placed write lock");
+        let tree = self.db.write(trees.0)?;
         // Keys in order (a stable sort: a key named twice keeps the order
         // it was named in): the lookups of places walk their leaves in
         // turn, and a repeated key comes right after its earlier naming,
@@ -255,7 +256,7 @@ impl Backend for SledBackend {
                 .map_or(0, u64::from_le_bytes)
         };
         let mut old = 0;
-        let new = self.tree(tree)?.update_and_fetch(key, |v| {
+        let new = self.db.write(tree)?.update_and_fetch(key, |v| {
             old = read(v);
             Some(f(old).to_le_bytes().to_vec())
         })?;
@@ -263,8 +264,7 @@ impl Backend for SledBackend {
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush()
     }
 }
 
@@ -287,9 +287,26 @@ mod tests {
             .unwrap();
     }
 
-    /// The record key `key`'s hint names, if any.
+    /// The record key `key`'s hint names, if any (and no record kept).
     fn hinted(store: &SledBackend, key: &[u8]) -> Option<Vec<u8>> {
-        store.hints.record_key(T, key).map(Vec::from)
+        match store.db.hints().known(T, key) {
+            Known::Look { at, .. } => at.map(Vec::from),
+            Known::Record(_) => panic!("a record kept"),
+        }
+    }
+
+    /// Whether `key`'s record is answered from memory.
+    fn kept(store: &SledBackend, key: &[u8]) -> bool {
+        matches!(store.db.hints().known(T, key), Known::Record(_))
+    }
+
+    /// Reads `key` twice: from the store, then from memory (if found).
+    fn read_twice(store: &SledBackend, key: &[u8]) -> Option<Vec<u8>> {
+        assert!(!kept(store, key), "a record kept across a write");
+        let first = store.get_placed(T, key).unwrap();
+        assert_eq!(kept(store, key), first.is_some());
+        assert_eq!(store.get_placed(T, key).unwrap(), first, "read again");
+        first
     }
 
     #[test]
@@ -298,20 +315,21 @@ mod tests {
         let store = SledBackend::open(dir.path()).unwrap();
         write(&store, b"k", "g1", 1);
         assert_eq!(hinted(&store, b"k"), None, "a write leaves no hint");
-        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![1]));
+        assert_eq!(read_twice(&store, b"k"), Some(vec![1]));
+        write(&store, b"k", "g1", 1);
         assert_eq!(hinted(&store, b"k"), Some(b"rg1\0k".to_vec()));
         // Moved away and back with new bytes, no read between: the hint
         // names g1 throughout, and the record there is the new one.
         write(&store, b"k", "g2", 2);
         write(&store, b"k", "g1", 3);
-        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![3]));
+        assert_eq!(read_twice(&store, b"k"), Some(vec![3]));
         // Moved away: the hint misses, the place is read and remembered.
         write(&store, b"k", "g2", 4);
-        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![4]));
+        assert_eq!(read_twice(&store, b"k"), Some(vec![4]));
+        write(&store, b"k", "g2", 5);
         assert_eq!(hinted(&store, b"k"), Some(b"rg2\0k".to_vec()));
         // Rewritten where it is.
-        write(&store, b"k", "g2", 5);
-        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![5]));
+        assert_eq!(read_twice(&store, b"k"), Some(vec![5]));
         // Removed (the record and its place in one batch): gone, hint or not.
         store
             .apply_batch(
@@ -322,30 +340,104 @@ mod tests {
                 ],
             )
             .unwrap();
-        assert_eq!(store.get_placed(T, b"k").unwrap(), None);
+        assert_eq!(read_twice(&store, b"k"), None);
+    }
+
+    #[test]
+    fn every_way_of_writing_a_collection_ends_its_records_answered_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledBackend::open(dir.path()).unwrap();
+        write(&store, b"k", "g", 1);
+        let at = Placed::record_key(b"g\0k");
+        let fence = crate::store::FenceRow {
+            tree: T.0,
+            key: b"fence",
+        };
+        // Each way changes the record or only some other key of its tree;
+        // either way, its record is read from the store again after it:
+        // the record each leaves.
+        type Change<'a> = &'a dyn Fn(&SledBackend);
+        let ways: [(&str, Change, u8); 7] = [
+            ("put", &|s| s.put(T.0, &at, &[2]).unwrap(), 2),
+            ("remove", &|s| s.remove(T.0, b"other").unwrap(), 2),
+            (
+                "put_if_absent",
+                &|s| drop(s.put_if_absent(T.0, b"o", &[0]).unwrap()),
+                2,
+            ),
+            (
+                "apply_batch",
+                &|s| {
+                    s.apply_batch(T.0, vec![(at.clone(), Some(vec![3]))])
+                        .unwrap()
+                },
+                3,
+            ),
+            ("upsert_placed", &|s| write(s, b"k", "g", 4), 4),
+            (
+                "update_counter",
+                &|s| {
+                    s.update_counter(T.0, b"n", &mut |n| n + 1).unwrap();
+                },
+                4,
+            ),
+            (
+                "write_moving_fence",
+                &|s| {
+                    let writes = vec![(at.clone(), Some(vec![5]))];
+                    s.write_moving_fence(T.0, writes, fence).unwrap();
+                },
+                5,
+            ),
+        ];
+        for (name, change, left) in ways {
+            store.get_placed(T, b"k").unwrap();
+            assert!(kept(&store, b"k"), "kept after a read, before {name}");
+            change(&store);
+            assert!(
+                !kept(&store, b"k"),
+                "still answered from memory after {name}"
+            );
+            let after = store.get_placed(T, b"k").unwrap();
+            assert_eq!(after, Some(vec![left]), "after {name}");
+        }
+        assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![5]));
+        // A write of another tree leaves it answered from memory.
+        store.put("elsewhere", b"k", &[0]).unwrap();
+        assert!(kept(&store, b"k"));
     }
 
     #[test]
     fn a_record_moving_under_hinted_reads_is_always_found_never_older() {
+        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
         let dir = tempfile::tempdir().unwrap();
         let store = SledBackend::open(dir.path()).unwrap();
         write(&store, b"k", "g0", 0);
+        let (done, seen) = (AtomicBool::new(false), AtomicU8::new(0));
+        // Two readers: once either has read a version, no read begun after
+        // that, by either, answers an older one — whether from the store
+        // or from memory.
+        let reader = || {
+            while !done.load(SeqCst) {
+                let floor = seen.load(SeqCst);
+                let got = store.get_placed(T, b"k").unwrap().expect("always found");
+                assert!(got[0] >= floor, "read {} after {floor}", got[0]);
+                seen.fetch_max(got[0], SeqCst);
+            }
+        };
         std::thread::scope(|s| {
+            let readers = [s.spawn(reader), s.spawn(reader)];
             // Back and forth between three places, so a place is left and
             // come back to between a reader's two reads.
-            let writer = s.spawn(|| {
-                for v in 1..=200u8 {
-                    write(&store, b"k", ["g0", "g1", "g2"][v as usize % 3], v);
-                    // Spaced, so a reader is not overtaken at each of its
-                    // `MOVES_FOLLOWED` tries unless it stalls each time.
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                }
-            });
-            let mut last = 0;
-            while !writer.is_finished() {
-                let got = store.get_placed(T, b"k").unwrap().expect("always found");
-                assert!(got[0] >= last, "read {} after {last}", got[0]);
-                last = got[0];
+            for v in 1..=200u8 {
+                write(&store, b"k", ["g0", "g1", "g2"][v as usize % 3], v);
+                // Spaced, so a reader is not overtaken at each of its
+                // `MOVES_FOLLOWED` tries unless it stalls each time.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            done.store(true, SeqCst);
+            for r in readers {
+                r.join().unwrap();
             }
         });
         assert_eq!(store.get_placed(T, b"k").unwrap(), Some(vec![200]));
