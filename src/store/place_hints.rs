@@ -8,14 +8,14 @@
 //! **A kept record** is given only while its collection is unchanged
 //! since it was read. Every sled call that changes a tree runs under
 //! [`PlaceHints::writing`], taken by `sled_trees::Trees::write`, the one
-//! way to a writable tree; it drops the collection's kept records, moves its `generation` and
-//! counts the write as under way until it ends. A record is kept only if
-//! no write was under way, nor began, from before the read of the store
-//! until it is kept; and none has begun since, or it would have been
-//! dropped. So a read answered from memory is one the store would have
-//! answered the same at that instant — never a record a write (an erasure,
-//! a correction, a publish) has begun to change, never older than a read
-//! that ended before it began.
+//! way to a writable tree; it drops the collection's kept records, moves
+//! its `generation` and counts the write as under way until it ends. A
+//! record is kept only if no write was under way, nor began, from before
+//! the read of the store until it is kept; and none has begun since, or it
+//! would have been dropped. So a read answered from memory is one the
+//! store would have answered the same at that instant — never a record a
+//! write (an erasure, a correction, a publish) has begun to change, never
+//! older than a read that ended before it began.
 //!
 //! **A hint** is never trusted, only tried. It is kept only for a place
 //! that *names its key*: ends in a NUL and the key, the key free of NUL.
@@ -171,7 +171,9 @@ impl PlaceHints {
         match c.hints.get_mut(key) {
             Some(known) if **known == *at => {}
             Some(known) => *known = at.into(),
-            None if room => drop(c.hints.insert(key.into(), at.into())),
+            None if room => {
+                c.hints.insert(key.into(), at.into());
+            }
             None => return,
         }
         let unchanged = read_under.is_some() && c.stable() == read_under;

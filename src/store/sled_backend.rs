@@ -69,9 +69,9 @@ impl Backend for SledBackend {
     }
 
     /// The record kept from an earlier read while its collection is
-    /// unchanged since ([`super::place_hints`]); else the record at its hinted
-    /// place in one read; else its place, then the record. What is found
-    /// is remembered.
+    /// unchanged since ([`super::place_hints`]); else the record at its
+    /// hinted place in one read; else its place, then the record. What is
+    /// found is remembered.
     fn get_placed(&self, trees: Placed, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let (at, stable) = match self.db.hints().known(trees, key) {
             Known::Record(record) => return Ok(Some(record.to_vec())),
@@ -316,6 +316,7 @@ mod tests {
         write(&store, b"k", "g1", 1);
         assert_eq!(hinted(&store, b"k"), None, "a write leaves no hint");
         assert_eq!(read_twice(&store, b"k"), Some(vec![1]));
+        // Written again as it was: the record is no longer kept, its hint is.
         write(&store, b"k", "g1", 1);
         assert_eq!(hinted(&store, b"k"), Some(b"rg1\0k".to_vec()));
         // Moved away and back with new bytes, no read between: the hint
@@ -326,9 +327,9 @@ mod tests {
         // Moved away: the hint misses, the place is read and remembered.
         write(&store, b"k", "g2", 4);
         assert_eq!(read_twice(&store, b"k"), Some(vec![4]));
+        // Rewritten where it is.
         write(&store, b"k", "g2", 5);
         assert_eq!(hinted(&store, b"k"), Some(b"rg2\0k".to_vec()));
-        // Rewritten where it is.
         assert_eq!(read_twice(&store, b"k"), Some(vec![5]));
         // Removed (the record and its place in one batch): gone, hint or not.
         store
