@@ -518,7 +518,7 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
 
     // A placed upsert: a key named again in one call reads what its
     // earlier naming wrote; each record is kept once, at its place.
-    use govshare::store::{Placed, PlacedWrite};
+    use govshare::store::{Placed, PlacedKey, PlacedWrite};
     let trees = Placed("r");
     let place = |n: u8| [&b"i"[..], &[n]].concat();
     let records = || -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -532,13 +532,17 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     let place_of = |key: &[u8]| store.get("r", &Placed::place_key(key)).unwrap();
     let mut seen = Vec::new();
     store
-        .upsert_placed(trees, &[b"k", b"k", b"j"], &mut |n, old| {
-            seen.push((n, old.map(<[u8]>::to_vec)));
-            Ok(PlacedWrite {
-                value: vec![n as u8],
-                place: place(n as u8),
-            })
-        })
+        .upsert_placed(
+            trees,
+            &PlacedKey::without_places(&[b"k", b"k", b"j"]),
+            &mut |n, old| {
+                seen.push((n, old.map(<[u8]>::to_vec)));
+                Ok(PlacedWrite {
+                    value: vec![n as u8],
+                    place: place(n as u8),
+                })
+            },
+        )
         .unwrap();
     // Each naming sees what the one before it of the same key wrote, in
     // whatever order the backend visits the keys.
@@ -553,7 +557,7 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     // Written again at the place it holds, and moved away from it.
     for (value, to) in [(3, 1), (4, 5)] {
         store
-            .upsert_placed(trees, &[b"k"], &mut |_, old| {
+            .upsert_placed(trees, &PlacedKey::without_places(&[b"k"]), &mut |_, old| {
                 assert!(old.is_some());
                 Ok(PlacedWrite {
                     value: vec![value],
@@ -569,13 +573,17 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     assert_eq!(store.get_placed(trees, b"j").unwrap(), Some(vec![2]));
     assert_eq!(store.get_placed(trees, b"i").unwrap(), None);
     // A refused update writes nothing.
-    let refused = store.upsert_placed(trees, &[b"j", b"k"], &mut |n, _| {
-        anyhow::ensure!(n == 0, "the second record is refused");
-        Ok(PlacedWrite {
-            value: vec![9],
-            place: place(9),
-        })
-    });
+    let refused = store.upsert_placed(
+        trees,
+        &PlacedKey::without_places(&[b"j", b"k"]),
+        &mut |n, _| {
+            anyhow::ensure!(n == 0, "the second record is refused");
+            Ok(PlacedWrite {
+                value: vec![9],
+                place: place(9),
+            })
+        },
+    );
     assert!(refused.is_err());
     assert_eq!(place_of(b"j"), Some(place(2)));
     assert_eq!(records().len(), 2);
@@ -584,7 +592,7 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     store.put("r", &Placed::place_key(b"x"), &place(7)).unwrap();
     assert_eq!(store.get_placed(trees, b"x").unwrap(), None);
     store
-        .upsert_placed(trees, &[b"x"], &mut |_, old| {
+        .upsert_placed(trees, &PlacedKey::without_places(&[b"x"]), &mut |_, old| {
             assert_eq!(old, None);
             Ok(PlacedWrite {
                 value: vec![8],
@@ -599,13 +607,17 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
     // once, where the last naming put it.
     let mut seen = Vec::new();
     store
-        .upsert_placed(trees, &[b"k", b"j", b"k", b"x", b"k"], &mut |n, old| {
-            seen.push((n, old.map(<[u8]>::to_vec)));
-            Ok(PlacedWrite {
-                value: vec![10 + n as u8],
-                place: place([6, 2, 5, 8, 6][n]),
-            })
-        })
+        .upsert_placed(
+            trees,
+            &PlacedKey::without_places(&[b"k", b"j", b"k", b"x", b"k"]),
+            &mut |n, old| {
+                seen.push((n, old.map(<[u8]>::to_vec)));
+                Ok(PlacedWrite {
+                    value: vec![10 + n as u8],
+                    place: place([6, 2, 5, 8, 6][n]),
+                })
+            },
+        )
         .unwrap();
     seen.sort();
     assert_eq!(
@@ -1143,7 +1155,7 @@ fn a_fence_move_made_again_after_a_rollback_is_a_value_never_seen() {
 /// each chunk's keys until autovacuum's next ANALYZE, a minute apart).
 #[test]
 fn a_node_writing_records_in_bulk_keeps_the_planners_statistics_current() {
-    use govshare::store::{Placed, PlacedWrite};
+    use govshare::store::{Placed, PlacedKey, PlacedWrite};
     let db = postgres::TestDatabase::new();
     let store = store_on(&db, 4);
     let analyzed = || {
@@ -1157,12 +1169,16 @@ fn a_node_writing_records_in_bulk_keeps_the_planners_statistics_current() {
     for chunk in keys.chunks(2_000) {
         let chunk: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         store
-            .upsert_placed(Placed("bulk"), &chunk, &mut |n, _| {
-                Ok(PlacedWrite {
-                    value: vec![1],
-                    place: chunk[n].to_vec(),
-                })
-            })
+            .upsert_placed(
+                Placed("bulk"),
+                &PlacedKey::without_places(&chunk),
+                &mut |n, _| {
+                    Ok(PlacedWrite {
+                        value: vec![1],
+                        place: chunk[n].to_vec(),
+                    })
+                },
+            )
             .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -307,7 +307,7 @@ mod tests {
         fn upsert_placed(
             &self,
             trees: Placed,
-            keys: &[&[u8]],
+            keys: &[crate::store::PlacedKey<'_>],
             update: &mut PlacedUpdate<'_>,
         ) -> anyhow::Result<()> {
             self.inner.upsert_placed(trees, keys, update)

@@ -705,7 +705,7 @@ impl crate::store::Backend for FailingBackend {
     fn upsert_placed(
         &self,
         _: crate::store::Placed,
-        _: &[&[u8]],
+        _: &[crate::store::PlacedKey<'_>],
         _: &mut crate::store::PlacedUpdate<'_>,
     ) -> anyhow::Result<()> {
         anyhow::bail!("the disk went away")

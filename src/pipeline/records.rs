@@ -11,7 +11,7 @@
 use crate::base::clock::now_timestamp;
 use crate::datasets::{GridCounts, Record};
 use crate::proto::{Grid, GridWorker, LegalEntity, Person, RegionNode};
-use crate::store::{Backend, Placed, PlacedWrite, ScanVisit};
+use crate::store::{Backend, Placed, PlacedKey, PlacedWrite, ScanVisit};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -205,13 +205,22 @@ impl RecordStore {
 
     /// [`Self::upsert`] for many records in one atomic write
     /// ([`Backend::upsert_placed`]). A key named twice ends as its last
-    /// record.
+    /// record. Each record's new place is the hint of where it is now: a
+    /// republished record mostly stays in its region.
     pub fn upsert_all<R: Record>(&self, mut records: Vec<R>) -> Result<()> {
         let keys: Vec<String> = records.iter().map(|r| r.key().to_string()).collect();
-        let key_bytes: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let places: Vec<Vec<u8>> = records.iter().map(Record::index_key).collect();
+        let hinted: Vec<PlacedKey<'_>> = keys
+            .iter()
+            .zip(&places)
+            .map(|(key, place)| PlacedKey {
+                key: key.as_bytes(),
+                likely_place: Some(place),
+            })
+            .collect();
         let at = now_timestamp();
         self.backend
-            .upsert_placed(R::TREES, &key_bytes, &mut |n, old| {
+            .upsert_placed(R::TREES, &hinted, &mut |n, old| {
                 let version = match old {
                     Some(bytes) => R::decode(bytes)?.version(),
                     None => 0,
@@ -251,8 +260,10 @@ impl RecordStore {
                 break;
             }
             let keys: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
-            self.backend
-                .upsert_placed(R::TREES, &keys, &mut |n, placed| {
+            self.backend.upsert_placed(
+                R::TREES,
+                &PlacedKey::without_places(&keys),
+                &mut |n, placed| {
                     moved += usize::from(placed.is_none());
                     let value = placed.unwrap_or(&chunk[n].1).to_vec();
                     let record = R::decode(value.as_slice())
@@ -261,7 +272,8 @@ impl RecordStore {
                         place: record.index_key(),
                         value,
                     })
-                })?;
+                },
+            )?;
             let gone = keys.iter().map(|k| (k.to_vec(), None)).collect();
             self.backend.apply_batch(R::COLLECTION, gone)?;
         }
@@ -436,7 +448,7 @@ mod tests {
         fn upsert_placed(
             &self,
             trees: Placed,
-            keys: &[&[u8]],
+            keys: &[crate::store::PlacedKey<'_>],
             update: &mut crate::store::PlacedUpdate<'_>,
         ) -> Result<()> {
             self.inner.upsert_placed(trees, keys, update)

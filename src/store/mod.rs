@@ -87,6 +87,37 @@ pub struct PlacedWrite {
     pub place: Vec<u8>,
 }
 
+/// A key a placed upsert writes, and where its record most likely is: the
+/// place the caller's new record will take, when the caller knows it. Most
+/// of a republished dataset is written again where it was; its records are
+/// then found in one read instead of two (the key's place, then the record
+/// there). Only a guess: a record found elsewhere, or nowhere, is found as
+/// without one, and a place that does not end with its key is not looked
+/// at (no other key's record can be taken for this one's).
+#[derive(Debug, Clone, Copy)]
+pub struct PlacedKey<'a> {
+    pub key: &'a [u8],
+    pub likely_place: Option<&'a [u8]>,
+}
+
+impl<'a> PlacedKey<'a> {
+    /// `keys` with no guess of their places.
+    pub fn without_places(keys: &[&'a [u8]]) -> Vec<Self> {
+        keys.iter()
+            .map(|&key| Self {
+                key,
+                likely_place: None,
+            })
+            .collect()
+    }
+
+    /// The likely place, if it can only be this key's (every place ends
+    /// with its key).
+    pub fn likely(&self) -> Option<&'a [u8]> {
+        self.likely_place.filter(|at| at.ends_with(self.key))
+    }
+}
+
 /// Computes one record's write from its current bytes: called with the
 /// record's position in the call and its bytes now, if any.
 pub type PlacedUpdate<'a> = dyn FnMut(usize, Option<&[u8]>) -> Result<PlacedWrite> + 'a;
@@ -159,7 +190,8 @@ pub trait Backend: Send + Sync + 'static {
     /// For each of `keys` — in an order the backend chooses, but a key
     /// named twice in the order named, so `update` must not depend on the
     /// order of different keys — finds its place and the record there (as
-    /// an earlier naming of the same key in this call left it), lets
+    /// an earlier naming of the same key in this call left it; a backend
+    /// may look first where [`PlacedKey::likely`] says), lets
     /// `update(i, current)` compute the new bytes and place, then writes
     /// every record, every move out of an old place and every key's new
     /// place as one atomic batch: a crash leaves the collection as it was
@@ -171,7 +203,7 @@ pub trait Backend: Send + Sync + 'static {
     fn upsert_placed(
         &self,
         trees: Placed,
-        keys: &[&[u8]],
+        keys: &[PlacedKey<'_>],
         update: &mut PlacedUpdate<'_>,
     ) -> Result<()>;
     /// Atomically replaces a little-endian u64 counter by `f(current)`

@@ -23,7 +23,7 @@ mod log;
 pub mod migrate;
 mod reads;
 
-use super::{Backend, Placed, PlacedUpdate, Reading, prefix_end, rev_upper};
+use super::{Backend, Placed, PlacedKey, PlacedUpdate, Reading, prefix_end, rev_upper};
 use anyhow::{Context, Result, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
@@ -659,14 +659,14 @@ impl Backend for PgBackend {
     fn upsert_placed(
         &self,
         trees: Placed,
-        keys: &[&[u8]],
+        keys: &[PlacedKey<'_>],
         update: &mut PlacedUpdate<'_>,
     ) -> Result<()> {
         // One transaction, three round trips: hold the collection and read
         // the keys' places, read the records there, then (computed here:
         // the closure is the caller's) write records and places and commit.
         let tree = trees.0;
-        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| Placed::place_key(k)).collect();
+        let wanted: Vec<Vec<u8>> = keys.iter().map(|k| Placed::place_key(k.key)).collect();
         let (mut tx, places) = Txn::lock(self, tree, wanted, Hold::Tree)?;
         let at: Vec<Vec<u8>> = places.values().map(|p| Placed::record_key(p)).collect();
         let mut stored = tx.read(tree, at)?;
@@ -683,7 +683,7 @@ impl Backend for PgBackend {
             .collect();
         let mut writes = Vec::new();
         for (n, key) in keys.iter().enumerate() {
-            let place_key = Placed::place_key(key);
+            let place_key = Placed::place_key(key.key);
             let now = current.remove(&place_key);
             let w = update(n, now.as_ref().map(|(_, v)| v.as_slice()))?;
             let moved = now.as_ref().is_none_or(|(old, _)| *old != w.place);
