@@ -12,7 +12,7 @@ use super::Connect;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use govshare::proto::codec::PreEncoded;
-use govshare::proto::json::{Named, encoded_from_str, encoded_from_value};
+use govshare::proto::json::{LineEncoder, Named, encoded_from_value};
 use govshare::proto::{LegalEntity, Person, PublishSummary, UpsertGridsRequest};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -82,12 +82,36 @@ fn csv_row_to_json(headers: &csv::StringRecord, row: &csv::StringRecord) -> serd
     serde_json::Value::Object(obj)
 }
 
+/// Parsed lines handed from the reader at once: one wake-up of the sender
+/// per batch, not per line.
+const BATCH: usize = 256;
+
+/// Parsed lines on their way to the sender, [`BATCH`] at a time.
+struct Batches {
+    tx: tokio::sync::mpsc::Sender<Vec<(u64, Parsed)>>,
+    open: Vec<(u64, Parsed)>,
+}
+
+impl Batches {
+    /// False once the sender has gone (the import ended early).
+    fn push(&mut self, line: u64, parsed: Parsed) -> bool {
+        self.open.push((line, parsed));
+        self.open.len() < BATCH || self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.open, Vec::with_capacity(BATCH));
+        full.is_empty() || self.tx.blocking_send(full).is_ok()
+    }
+}
+
 /// Reads records (with their line numbers) on a blocking thread, each
-/// parsed straight into the wire bytes of a `T`.
+/// parsed straight into the wire bytes of a `T`, and sends them in
+/// batches of [`BATCH`].
 fn reader<T: Named>(
     file: PathBuf,
     format: FormatArg,
-    tx: tokio::sync::mpsc::Sender<(u64, Parsed)>,
+    tx: tokio::sync::mpsc::Sender<Vec<(u64, Parsed)>>,
     bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<Result<()>> {
     std::thread::spawn(move || {
@@ -99,9 +123,13 @@ fn reader<T: Named>(
                     .with_context(|| format!("opening {}", file.display()))?,
             ))
         };
-        let send = |line: u64, p: Parsed| tx.blocking_send((line, p)).is_ok();
+        let mut batches = Batches {
+            tx,
+            open: Vec::with_capacity(BATCH),
+        };
         match format {
             FormatArg::Jsonl => {
+                let encoder = LineEncoder::<T>::new();
                 for (n, line) in input.lines().enumerate() {
                     let line = line?;
                     bytes_read
@@ -109,8 +137,10 @@ fn reader<T: Named>(
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let p = encoded_from_str::<T>(&line).map_or_else(Parsed::Bad, Parsed::Record);
-                    if !send(n as u64 + 1, p) {
+                    let p = encoder
+                        .encode(&line)
+                        .map_or_else(Parsed::Bad, Parsed::Record);
+                    if !batches.push(n as u64 + 1, p) {
                         break;
                     }
                 }
@@ -137,12 +167,13 @@ fn reader<T: Named>(
                             Parsed::Bad(format!("not a CSV row: {e}")),
                         ),
                     };
-                    if !send(line, p) {
+                    if !batches.push(line, p) {
                         break;
                     }
                 }
             }
         }
+        batches.flush();
         Ok(())
     })
 }
@@ -233,7 +264,8 @@ async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) ->
         .then(|| std::fs::metadata(&args.file).ok().map(|m| m.len()))
         .flatten();
     let bytes_read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096 / BATCH);
+    let mut pending = Vec::new().into_iter();
     let reading = reader::<T>(args.file.clone(), format, tx, bytes_read.clone());
     let mut progress = Progress::new(total_bytes);
     let mut totals = Totals::default();
@@ -256,9 +288,20 @@ async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) ->
         });
         let mut lines = Vec::with_capacity(PER_STREAM);
         while lines.len() < PER_STREAM {
-            let Some((line, parsed)) = rx.recv().await else {
-                done = true;
-                break;
+            let Some((line, parsed)) = pending.next() else {
+                progress.update(
+                    bytes_read.load(std::sync::atomic::Ordering::Relaxed),
+                    totals.sent + lines.len() as u64,
+                    totals.rejected.len() as u64,
+                );
+                match rx.recv().await {
+                    Some(batch) => pending = batch.into_iter(),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+                continue;
             };
             match parsed {
                 Parsed::Record(r) => {
@@ -269,11 +312,6 @@ async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) ->
                 }
                 Parsed::Bad(why) => totals.rejected.push((line, String::new(), why)),
             }
-            progress.update(
-                bytes_read.load(std::sync::atomic::Ordering::Relaxed),
-                totals.sent + lines.len() as u64,
-                totals.rejected.len() as u64,
-            );
         }
         drop(stx);
         if lines.is_empty() {

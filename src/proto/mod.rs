@@ -22,6 +22,7 @@ mod packages {
 
 pub mod codec;
 pub mod json;
+mod json_wire;
 pub mod packed;
 pub mod wire;
 
