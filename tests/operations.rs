@@ -530,6 +530,27 @@ async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_lin
         csv.to_str().unwrap(),
     ]);
     assert!(ok && out.contains("1 accepted, 0 rejected"), "{out}");
+    // A line that is not UTF-8 ends the import: what came before it is
+    // published (more than one batch of the command's reader), then the
+    // error names the line.
+    let broken = tmp.path().join("broken.jsonl");
+    let mut bytes = lines[..300].join("\n").into_bytes();
+    bytes.extend_from_slice(b"\n\xff\xfe\n");
+    bytes.extend_from_slice(lines[300].as_bytes());
+    std::fs::write(&broken, bytes).unwrap();
+    let (ok, out) = cli(&[
+        "import",
+        "--addr",
+        &gw.addr.to_string(),
+        "--pki",
+        gw.pki("").to_str().unwrap(),
+        "--dataset",
+        "population",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("297 accepted, 3 rejected"), "{out}");
+    assert!(out.contains("reading line 301"), "{out}");
 }
 
 /// One line per request — method, department, status, latency, receipt,

@@ -639,6 +639,57 @@ fn meets_the_backend_contract(store: std::sync::Arc<dyn govshare::store::Backend
             (place(8), vec![13])
         ]
     );
+    // A key told where its record likely is (places as records have
+    // them: a region, NUL, the key) is given its record wherever it is,
+    // and never another key's, even one whose place ends in this key.
+    let trees = Placed("likely");
+    let at = |g: &str, key: &str| format!("{g}\0{key}").into_bytes();
+    let write = |key: &str, likely: Option<&[u8]>, to: &[u8], value: u8| {
+        let mut found = None;
+        let keys = [PlacedKey {
+            key: key.as_bytes(),
+            likely_place: likely,
+        }];
+        store
+            .upsert_placed(trees, &keys, &mut |_, old| {
+                found = old.map(<[u8]>::to_vec);
+                Ok(PlacedWrite {
+                    value: vec![value],
+                    place: to.to_vec(),
+                })
+            })
+            .unwrap();
+        found
+    };
+    assert_eq!(write("m", None, &at("g", "m"), 1), None);
+    assert_eq!(write("km", None, &at("g", "km"), 2), None);
+    assert_eq!(
+        write("m", Some(&at("g", "m")), &at("g", "m"), 3),
+        Some(vec![1])
+    );
+    assert_eq!(
+        write("m", Some(&at("h", "m")), &at("h", "m"), 4),
+        Some(vec![3])
+    );
+    assert_eq!(
+        write("m", Some(&at("g", "km")), &at("g", "m"), 5),
+        Some(vec![4])
+    );
+    assert_eq!(write("n", Some(&at("g", "n")), &at("g", "n"), 6), None);
+    let placed: Vec<(Vec<u8>, Vec<u8>)> = store
+        .scan("likely", &Placed::record_key(b""), None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (Placed::place_of(&k).to_vec(), v))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            (at("g", "km"), vec![2]),
+            (at("g", "m"), vec![5]),
+            (at("g", "n"), vec![6]),
+        ]
+    );
 }
 
 /// A PostgreSQL store on `db`, as a node opens it, with `pool_size`

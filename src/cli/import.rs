@@ -129,9 +129,16 @@ fn reader<T: Named>(
         };
         match format {
             FormatArg::Jsonl => {
-                let encoder = LineEncoder::<T>::new();
+                let encoder = LineEncoder::<T>::default();
                 for (n, line) in input.lines().enumerate() {
-                    let line = line?;
+                    let line = match line {
+                        Ok(line) => line,
+                        // What was read before goes on; then the error.
+                        Err(e) => {
+                            batches.flush();
+                            return Err(e).with_context(|| format!("reading line {}", n + 1));
+                        }
+                    };
                     bytes_read
                         .fetch_add(line.len() as u64 + 1, std::sync::atomic::Ordering::Relaxed);
                     if line.trim().is_empty() {
@@ -331,9 +338,11 @@ async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) ->
         }
     }
     progress.finish();
-    reading
+    // A file that cannot be read on (an I/O error, a line not UTF-8) ends
+    // the import after what was read before it: summed up, then the error.
+    let read = reading
         .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread failed"))??;
+        .map_err(|_| anyhow::anyhow!("the reader thread failed"))?;
     totals.rejected.sort();
     if let Some(path) = &args.rejects {
         let mut f = std::io::BufWriter::new(
@@ -364,6 +373,7 @@ async fn import<T: Named>(args: &ImportArgs, format: FormatArg, method: &str) ->
             totals.rejected.len() - 10
         ));
     }
+    read?;
     if totals.accepted == 0 && totals.sent + (totals.rejected.len() as u64) > 0 {
         bail!("nothing was imported");
     }

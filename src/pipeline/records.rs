@@ -205,12 +205,12 @@ impl RecordStore {
 
     /// [`Self::upsert`] for many records in one atomic write
     /// ([`Backend::upsert_placed`]). A key named twice ends as its last
-    /// record. Each record's new place is the hint of where it is now: a
-    /// republished record mostly stays in its region.
+    /// record. Each record's new place is where it most likely is now
+    /// ([`PlacedKey`]): a republished record mostly stays in its region.
     pub fn upsert_all<R: Record>(&self, mut records: Vec<R>) -> Result<()> {
         let keys: Vec<String> = records.iter().map(|r| r.key().to_string()).collect();
         let places: Vec<Vec<u8>> = records.iter().map(Record::index_key).collect();
-        let hinted: Vec<PlacedKey<'_>> = keys
+        let likely: Vec<PlacedKey<'_>> = keys
             .iter()
             .zip(&places)
             .map(|(key, place)| PlacedKey {
@@ -220,7 +220,7 @@ impl RecordStore {
             .collect();
         let at = now_timestamp();
         self.backend
-            .upsert_placed(R::TREES, &hinted, &mut |n, old| {
+            .upsert_placed(R::TREES, &likely, &mut |n, old| {
                 let version = match old {
                     Some(bytes) => R::decode(bytes)?.version(),
                     None => 0,
@@ -231,7 +231,8 @@ impl RecordStore {
                 record.stamp(version, at);
                 Ok(PlacedWrite {
                     value: record.encode_to_vec(),
-                    place: record.index_key(),
+                    // A stamp changes no place.
+                    place: places[n].clone(),
                 })
             })?;
         if R::IS_STRUCTURE {

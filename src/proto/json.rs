@@ -116,13 +116,8 @@ pub struct LineEncoder<M> {
 }
 
 impl<M: Named> LineEncoder<M> {
-    pub fn new() -> Self {
-        Self {
-            plain: super::json_wire::JsonToWire::new(&descriptor::<M>()),
-            message: std::marker::PhantomData,
-        }
-    }
-
+    /// The wire bytes of the `M` one JSON text holds, or why it holds
+    /// none (as [`encoded_from_str`] words it).
     pub fn encode(&self, text: &str) -> Result<Vec<u8>, String> {
         match self.plain.encode(text) {
             Some(bytes) => Ok(bytes),
@@ -131,9 +126,13 @@ impl<M: Named> LineEncoder<M> {
     }
 }
 
+/// Reads `M`'s descriptors once, for every line after.
 impl<M: Named> Default for LineEncoder<M> {
     fn default() -> Self {
-        Self::new()
+        Self {
+            plain: super::json_wire::JsonToWire::new(&descriptor::<M>()),
+            message: std::marker::PhantomData,
+        }
     }
 }
 

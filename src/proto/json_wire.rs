@@ -30,16 +30,12 @@ fn unplain<E: de::Error>() -> E {
 enum Shape {
     Str,
     Bool,
-    /// A varint: `min..=max` is the field's range (int32, int64, uint32,
-    /// uint64).
-    Varint {
+    /// A whole number in `min..=max`, written as a varint (int32, int64,
+    /// uint32, uint64), zigzagged for sint32 and sint64.
+    Whole {
         min: i128,
         max: i128,
-    },
-    /// sint32 or sint64: zigzag varints.
-    ZigZag {
-        min: i128,
-        max: i128,
+        zigzag: bool,
     },
     Float,
     Double,
@@ -47,8 +43,13 @@ enum Shape {
     Enum(Vec<(Box<str>, i32)>),
     /// A nested message, by its index in [`JsonToWire::messages`].
     Message(usize),
-    /// Bytes, maps, fixed-width integers, well-known types, groups.
+    /// Bytes, maps, fixed-width integers, well-known types, groups, and
+    /// every field of a message with more than [`MAX_FIELDS`].
     Other,
+}
+
+fn whole(min: i128, max: i128, zigzag: bool) -> Shape {
+    Shape::Whole { min, max, zigzag }
 }
 
 #[derive(Debug)]
@@ -102,30 +103,12 @@ impl JsonToWire {
                 _ if f.is_map() || desc.fields().len() > MAX_FIELDS => Shape::Other,
                 Kind::String => Shape::Str,
                 Kind::Bool => Shape::Bool,
-                Kind::Int32 => Shape::Varint {
-                    min: i32::MIN.into(),
-                    max: i32::MAX.into(),
-                },
-                Kind::Int64 => Shape::Varint {
-                    min: i64::MIN.into(),
-                    max: i64::MAX.into(),
-                },
-                Kind::Uint32 => Shape::Varint {
-                    min: 0,
-                    max: u32::MAX.into(),
-                },
-                Kind::Uint64 => Shape::Varint {
-                    min: 0,
-                    max: u64::MAX.into(),
-                },
-                Kind::Sint32 => Shape::ZigZag {
-                    min: i32::MIN.into(),
-                    max: i32::MAX.into(),
-                },
-                Kind::Sint64 => Shape::ZigZag {
-                    min: i64::MIN.into(),
-                    max: i64::MAX.into(),
-                },
+                Kind::Int32 => whole(i32::MIN.into(), i32::MAX.into(), false),
+                Kind::Int64 => whole(i64::MIN.into(), i64::MAX.into(), false),
+                Kind::Uint32 => whole(0, u32::MAX.into(), false),
+                Kind::Uint64 => whole(0, u64::MAX.into(), false),
+                Kind::Sint32 => whole(i32::MIN.into(), i32::MAX.into(), true),
+                Kind::Sint64 => whole(i64::MIN.into(), i64::MAX.into(), true),
                 Kind::Float => Shape::Float,
                 Kind::Double => Shape::Double,
                 Kind::Enum(e) => {
@@ -209,7 +192,9 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
         })? {
             next = at + 1;
             let field = &message.fields[n];
-            if seen & (1 << n) != 0 {
+            // A field named twice; and no shift past 64 bits (a message
+            // with more fields is all `Other`, refused just below).
+            if n >= MAX_FIELDS || seen & (1 << n) != 0 {
                 return Err(unplain());
             }
             seen |= 1 << n;
@@ -323,12 +308,14 @@ struct ElementSeed<'p, 'o> {
 }
 
 impl ElementSeed<'_, '_> {
-    fn varint<E: de::Error>(self, v: i128) -> Result<(), E> {
+    /// A whole JSON number (or a quoted one): for a whole-number field in
+    /// its range; for a float or double rounded once, as the full parse
+    /// rounds it.
+    fn whole_number<E: de::Error>(self, v: i128) -> Result<(), E> {
         let (min, max, zigzag) = match self.field.shape {
-            Shape::Varint { min, max } => (min, max, false),
-            Shape::ZigZag { min, max } => (min, max, true),
-            Shape::Float => return self.float(v as f64),
-            Shape::Double => return self.double(v as f64),
+            Shape::Whole { min, max, zigzag } => (min, max, zigzag),
+            Shape::Float => return self.fixed32((v as f32).to_le_bytes()),
+            Shape::Double => return self.fixed64((v as f64).to_le_bytes()),
             _ => return Err(unplain()),
         };
         if !(min..=max).contains(&v) {
@@ -347,21 +334,15 @@ impl ElementSeed<'_, '_> {
         Ok(())
     }
 
-    fn float<E: de::Error>(self, v: f64) -> Result<(), E> {
-        if !(f64::from(f32::MIN)..=f64::from(f32::MAX)).contains(&v) {
-            return Err(unplain());
-        }
+    fn fixed32<E: de::Error>(self, bytes: [u8; 4]) -> Result<(), E> {
         encode_key(self.field.number, WireType::ThirtyTwoBit, self.out);
-        self.out.extend_from_slice(&(v as f32).to_le_bytes());
+        self.out.extend_from_slice(&bytes);
         Ok(())
     }
 
-    fn double<E: de::Error>(self, v: f64) -> Result<(), E> {
-        if !v.is_finite() {
-            return Err(unplain());
-        }
+    fn fixed64<E: de::Error>(self, bytes: [u8; 8]) -> Result<(), E> {
         encode_key(self.field.number, WireType::SixtyFourBit, self.out);
-        self.out.extend_from_slice(&v.to_le_bytes());
+        self.out.extend_from_slice(&bytes);
         Ok(())
     }
 }
@@ -401,30 +382,34 @@ impl<'de> Visitor<'de> for ElementSeed<'_, '_> {
             // Whole numbers may come quoted (how proto3 JSON writes 64-bit
             // ones), read as the full parse reads them: Rust's own parse of
             // a signed or an unsigned type, then the field's range.
-            Shape::Varint { min, .. } | Shape::ZigZag { min, .. } => {
+            Shape::Whole { min, .. } => {
                 let v = if *min < 0 {
                     s.parse::<i64>().map(i128::from)
                 } else {
                     s.parse::<u64>().map(i128::from)
                 };
-                self.varint(v.map_err(|_| unplain())?)
+                self.whole_number(v.map_err(|_| unplain())?)
             }
             _ => Err(unplain()),
         }
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.varint(v.into())
+        self.whole_number(v.into())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.varint(v.into())
+        self.whole_number(v.into())
     }
 
+    /// A fraction (JSON numbers are finite): a float's must be in its
+    /// range, as the full parse requires.
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         match self.field.shape {
-            Shape::Float => self.float(v),
-            Shape::Double => self.double(v),
+            Shape::Float if (f64::from(f32::MIN)..=f64::from(f32::MAX)).contains(&v) => {
+                self.fixed32((v as f32).to_le_bytes())
+            }
+            Shape::Double => self.fixed64(v.to_le_bytes()),
             _ => Err(unplain()),
         }
     }

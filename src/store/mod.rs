@@ -92,8 +92,8 @@ pub struct PlacedWrite {
 /// of a republished dataset is written again where it was; its records are
 /// then found in one read instead of two (the key's place, then the record
 /// there). Only a guess: a record found elsewhere, or nowhere, is found as
-/// without one, and a place that does not end with its key is not looked
-/// at (no other key's record can be taken for this one's).
+/// without one, and a place that does not end in NUL and its key is not
+/// looked at (no other key's record can be taken for this one's).
 #[derive(Debug, Clone, Copy)]
 pub struct PlacedKey<'a> {
     pub key: &'a [u8],
@@ -111,11 +111,21 @@ impl<'a> PlacedKey<'a> {
             .collect()
     }
 
-    /// The likely place, if it can only be this key's (every place ends
-    /// with its key).
+    /// The likely place, if it can only be this key's ([`place_names`]).
     pub fn likely(&self) -> Option<&'a [u8]> {
-        self.likely_place.filter(|at| at.ends_with(self.key))
+        self.likely_place.filter(|at| place_names(at, self.key))
     }
+}
+
+/// Whether `place` ends in NUL and `key`, with no NUL in `key`: then no
+/// other NUL-free key's place ends so (a record's place is its region's
+/// code, NUL, its key), and a record found there can only be `key`'s.
+fn place_names(place: &[u8], key: &[u8]) -> bool {
+    !key.is_empty()
+        && !key.contains(&0)
+        && place.len() > key.len()
+        && place.ends_with(key)
+        && place[place.len() - key.len() - 1] == 0
 }
 
 /// Computes one record's write from its current bytes: called with the

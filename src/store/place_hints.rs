@@ -157,7 +157,7 @@ impl PlaceHints {
         record: &sled::IVec,
         read_under: Option<u64>,
     ) {
-        if !names(place, key) {
+        if !super::place_names(place, key) {
             return;
         }
         let mut all = self.all();
@@ -229,16 +229,6 @@ impl Drop for UnderWay<'_> {
             collection(&mut self.hints.all().trees, tree).writing -= 1;
         }
     }
-}
-
-/// Whether `place` ends in NUL and `key`, with no NUL in `key`: then no
-/// other NUL-free key's place ends so.
-fn names(place: &[u8], key: &[u8]) -> bool {
-    !key.is_empty()
-        && !key.contains(&0)
-        && place.len() > key.len()
-        && place.ends_with(key)
-        && place[place.len() - key.len() - 1] == 0
 }
 
 #[cfg(test)]

@@ -426,20 +426,26 @@ mod tests {
         // Not there: found at its place, and moved on from it.
         assert_eq!(write_likely(&store, b"k", b"g2\0k", "g2", 3), Some(vec![2]));
         assert_eq!(records(&store).len(), 2, "no copy left at g1");
-        // Said to be at another key's place: that record is never taken
-        // for this key's.
+        // Said to be at another key's place, even one ending in this key:
+        // that record is never taken for this key's.
+        write(&store, b"jk", "g1", 8);
         assert_eq!(write_likely(&store, b"k", b"g1\0j", "g3", 4), Some(vec![3]));
+        assert_eq!(
+            write_likely(&store, b"k", b"g1\0jk", "g3", 4),
+            Some(vec![4])
+        );
         // Said to be somewhere, and nowhere: written as new.
         assert_eq!(write_likely(&store, b"n", b"g1\0n", "g1", 5), None);
         assert_eq!(
             records(&store),
             vec![
                 (b"rg1\0j".to_vec(), vec![7]),
+                (b"rg1\0jk".to_vec(), vec![8]),
                 (b"rg1\0n".to_vec(), vec![5]),
                 (b"rg3\0k".to_vec(), vec![4]),
             ]
         );
-        for (key, value) in [(&b"j"[..], 7), (b"k", 4), (b"n", 5)] {
+        for (key, value) in [(&b"j"[..], 7), (b"jk", 8), (b"k", 4), (b"n", 5)] {
             assert_eq!(store.get_placed(T, key).unwrap(), Some(vec![value]));
         }
     }
@@ -559,31 +565,48 @@ mod tests {
 
     #[test]
     fn a_record_moving_under_hinted_reads_is_always_found_never_older() {
-        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+        use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::SeqCst};
+        use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().unwrap();
         let store = SledBackend::open(dir.path()).unwrap();
         write(&store, b"k", "g0", 0);
         let (done, seen) = (AtomicBool::new(false), AtomicU8::new(0));
+        let reads = [AtomicU64::new(0), AtomicU64::new(0)];
         // Two readers: once either has read a version, no read begun after
         // that, by either, answers an older one — whether from the store
         // or from memory.
-        let reader = || {
-            while !done.load(SeqCst) {
-                let floor = seen.load(SeqCst);
-                let got = store.get_placed(T, b"k").unwrap().expect("always found");
-                assert!(got[0] >= floor, "read {} after {floor}", got[0]);
-                seen.fetch_max(got[0], SeqCst);
+        let reader = |me: usize| {
+            let reads = &reads;
+            let (done, seen, store) = (&done, &seen, &store);
+            move || {
+                while !done.load(SeqCst) {
+                    let floor = seen.load(SeqCst);
+                    let got = store.get_placed(T, b"k").unwrap().expect("always found");
+                    assert!(got[0] >= floor, "read {} after {floor}", got[0]);
+                    seen.fetch_max(got[0], SeqCst);
+                    reads[me].fetch_add(1, SeqCst);
+                }
             }
         };
         std::thread::scope(|s| {
-            let readers = [s.spawn(reader), s.spawn(reader)];
+            let readers = [s.spawn(reader(0)), s.spawn(reader(1))];
             // Back and forth between three places, so a place is left and
             // come back to between a reader's two reads.
             for v in 1..=200u8 {
                 write(&store, b"k", ["g0", "g1", "g2"][v as usize % 3], v);
-                // Spaced, so a reader is not overtaken at each of its
-                // `MOVES_FOLLOWED` tries unless it stalls each time.
-                std::thread::sleep(std::time::Duration::from_micros(200));
+                // Each reader finishes a read before the next write, so a
+                // read is overtaken by one write at most — fewer than the
+                // `MOVES_FOLLOWED` moves it follows — however its thread
+                // is scheduled (a test run on two busy cores stalls one
+                // for milliseconds).
+                let since = [reads[0].load(SeqCst), reads[1].load(SeqCst)];
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while (0..2).any(|r| reads[r].load(SeqCst) == since[r])
+                    && !readers.iter().any(|r| r.is_finished())
+                    && Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                }
             }
             done.store(true, SeqCst);
             for r in readers {
