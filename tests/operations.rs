@@ -9,6 +9,7 @@ use common::{Gateway, cli, ctx, district, list_all, req};
 use govshare::proto::population_service_client::PopulationServiceClient;
 use govshare::proto::publish_service_client::PublishServiceClient;
 use govshare::proto::*;
+use std::path::Path;
 use std::time::Duration;
 use tonic::Code;
 
@@ -482,18 +483,14 @@ async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_lin
     lines[total - 1] = "{\"nameless\": \"field\"}".into();
     std::fs::write(&file, lines.join("\n")).unwrap();
     let rejects = tmp.path().join("rejects.tsv");
-    let (ok, out) = cli(&[
-        "import",
-        "--addr",
-        &gw.addr.to_string(),
-        "--pki",
-        gw.pki("").to_str().unwrap(),
-        "--dataset",
-        "population",
-        file.to_str().unwrap(),
-        "--rejects",
-        rejects.to_str().unwrap(),
-    ]);
+    let (addr, pki) = (gw.addr.to_string(), gw.pki(""));
+    let import = |file: &Path, more: &[&str]| {
+        let mut args = vec!["import", "--addr", &addr, "--pki", pki.to_str().unwrap()];
+        args.extend(["--dataset", "population", file.to_str().unwrap()]);
+        args.extend(more);
+        cli(&args)
+    };
+    let (ok, out) = import(&file, &["--rejects", rejects.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("{} accepted, 5 rejected", total - 5)),
@@ -519,16 +516,7 @@ async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_lin
         ),
     )
     .unwrap();
-    let (ok, out) = cli(&[
-        "import",
-        "--addr",
-        &gw.addr.to_string(),
-        "--pki",
-        gw.pki("").to_str().unwrap(),
-        "--dataset",
-        "population",
-        csv.to_str().unwrap(),
-    ]);
+    let (ok, out) = import(&csv, &[]);
     assert!(ok && out.contains("1 accepted, 0 rejected"), "{out}");
     // A line that is not UTF-8 ends the import: what came before it is
     // published (more than one batch of the command's reader), then the
@@ -538,16 +526,7 @@ async fn an_import_with_bad_lines_lands_the_good_ones_and_reports_the_bad_by_lin
     bytes.extend_from_slice(b"\n\xff\xfe\n");
     bytes.extend_from_slice(lines[300].as_bytes());
     std::fs::write(&broken, bytes).unwrap();
-    let (ok, out) = cli(&[
-        "import",
-        "--addr",
-        &gw.addr.to_string(),
-        "--pki",
-        gw.pki("").to_str().unwrap(),
-        "--dataset",
-        "population",
-        broken.to_str().unwrap(),
-    ]);
+    let (ok, out) = import(&broken, &[]);
     assert!(!ok, "{out}");
     assert!(out.contains("297 accepted, 3 rejected"), "{out}");
     assert!(out.contains("reading line 301"), "{out}");
