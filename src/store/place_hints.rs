@@ -217,6 +217,26 @@ impl PlaceHints {
     }
 }
 
+/// What the tests of this store ask of the hints.
+#[cfg(test)]
+impl PlaceHints {
+    /// The record key `key`'s hint names, if any (and no record kept).
+    pub(super) fn hinted(&self, trees: Placed, key: &[u8]) -> Option<Vec<u8>> {
+        match self.known(trees, key) {
+            Known::Look { at, .. } => at.map(Vec::from),
+            Known::Record(_) => panic!("a record kept"),
+        }
+    }
+
+    /// `key`'s record, if it is answered from memory.
+    pub(super) fn kept(&self, trees: Placed, key: &[u8]) -> Option<Vec<u8>> {
+        match self.known(trees, key) {
+            Known::Record(r) => Some(r.to_vec()),
+            Known::Look { .. } => None,
+        }
+    }
+}
+
 /// A write under way ([`PlaceHints::writing`]).
 pub(super) struct UnderWay<'a> {
     hints: &'a PlaceHints,
@@ -242,20 +262,12 @@ mod tests {
         hints.remember(T, key, place, &sled::IVec::from(&b"r"[..]), None);
     }
 
-    /// The record key `key`'s hint names, if any.
-    fn hinted(hints: &PlaceHints, key: &[u8]) -> Option<Vec<u8>> {
-        match hints.known(T, key) {
-            Known::Look { at, .. } => at.map(Vec::from),
-            Known::Record(_) => panic!("a record kept"),
-        }
-    }
-
     #[test]
     fn only_a_place_that_names_its_key_is_remembered() {
         let hints = PlaceHints::default();
         hint(&hints, b"110101", b"grid-1\0h7\x00110101");
         assert_eq!(
-            hinted(&hints, b"110101").as_deref(),
+            hints.hinted(T, b"110101").as_deref(),
             Some(&b"rgrid-1\0h7\x00110101"[..])
         );
         // A place that does not end in NUL and the key, or a key with a
@@ -268,7 +280,7 @@ mod tests {
             (b"", b"grid\0"),
         ] {
             hint(&hints, key, place);
-            assert_eq!(hinted(&hints, key), None, "{key:?} at {place:?}");
+            assert_eq!(hints.hinted(T, key), None, "{key:?} at {place:?}");
         }
     }
 
@@ -281,10 +293,10 @@ mod tests {
             hint(&hints, key.as_bytes(), place("g", &key).as_bytes());
         }
         assert_eq!(hints.all().trees[T.0].hints.len(), MOST);
-        assert_eq!(hinted(&hints, (MOST + 9).to_string().as_bytes()), None);
+        assert_eq!(hints.hinted(T, (MOST + 9).to_string().as_bytes()), None);
         hint(&hints, b"7", place("h", "7").as_bytes());
         assert_eq!(
-            hinted(&hints, b"7").as_deref(),
+            hints.hinted(T, b"7").as_deref(),
             Some(format!("r{}", place("h", "7")).as_bytes())
         );
     }
@@ -304,31 +316,24 @@ mod tests {
         }
     }
 
-    fn kept(hints: &PlaceHints) -> Option<Vec<u8>> {
-        match hints.known(T, KEY) {
-            Known::Record(r) => Some(r.to_vec()),
-            Known::Look { .. } => None,
-        }
-    }
-
     #[test]
     fn a_kept_record_is_given_only_until_a_write_of_its_collection_begins() {
         let hints = PlaceHints::default();
         read(&hints, b"v1");
-        assert_eq!(kept(&hints), Some(b"v1".to_vec()));
+        assert_eq!(hints.kept(T, KEY), Some(b"v1".to_vec()));
         // A write of another tree (a daily count, say) changes nothing here.
         drop(hints.writing("quota"));
         drop(hints.writing("other.placed"));
-        assert_eq!(kept(&hints), Some(b"v1".to_vec()));
+        assert_eq!(hints.kept(T, KEY), Some(b"v1".to_vec()));
         // From the moment a write of the collection begins, the kept
         // record is not given: the store may already hold the new one.
         let w = hints.writing(T.0);
-        assert_eq!(kept(&hints), None);
+        assert_eq!(hints.kept(T, KEY), None);
         drop(w);
-        assert_eq!(kept(&hints), None, "kept from before the write");
+        assert_eq!(hints.kept(T, KEY), None, "kept from before the write");
         assert_eq!(hints.all().kept_bytes, 0, "its bytes freed");
         read(&hints, b"v2");
-        assert_eq!(kept(&hints), Some(b"v2".to_vec()));
+        assert_eq!(hints.kept(T, KEY), Some(b"v2".to_vec()));
         assert_eq!(hints.all().kept_bytes, 2);
     }
 
@@ -339,7 +344,7 @@ mod tests {
         let w = hints.writing(T.0);
         assert_eq!(read(&hints, b"old"), None);
         drop(w);
-        assert_eq!(kept(&hints), None);
+        assert_eq!(hints.kept(T, KEY), None);
         // The read begins before a write and ends while it is under way,
         // or after it ended: what it found may be older than the store.
         let Known::Look { stable, .. } = hints.known(T, KEY) else {
@@ -351,7 +356,7 @@ mod tests {
         hints.remember(T, KEY, PLACE, &b"old"[..].into(), stable);
         assert!(none_kept(), "kept while the write is under way");
         drop(w);
-        assert_eq!(kept(&hints), None);
+        assert_eq!(hints.kept(T, KEY), None);
         hints.remember(T, KEY, PLACE, &b"old"[..].into(), stable);
         assert!(none_kept(), "kept after the write");
         // Two writes under way: the first one's end does not make the
@@ -360,7 +365,7 @@ mod tests {
         drop(a);
         assert_eq!(read(&hints, b"mid"), None);
         drop(b);
-        assert_eq!(kept(&hints), None);
+        assert_eq!(hints.kept(T, KEY), None);
     }
 
     #[test]
@@ -376,11 +381,11 @@ mod tests {
         assert!(matches!(hints.known(LOOSE, KEY), Known::Look { .. }));
         // A record that would pass the bytes is not kept; its hint is.
         read(&hints, b"123456789");
-        assert_eq!(kept(&hints), None);
-        assert_eq!(hinted(&hints, KEY), Some(Placed::record_key(PLACE)));
+        assert_eq!(hints.kept(T, KEY), None);
+        assert_eq!(hints.hinted(T, KEY), Some(Placed::record_key(PLACE)));
         read(&hints, b"12345678");
         assert_eq!(
-            kept(&hints),
+            hints.kept(T, KEY),
             Some(b"12345678".to_vec()),
             "exactly the bytes"
         );

@@ -329,15 +329,12 @@ mod tests {
 
     /// The record key `key`'s hint names, if any (and no record kept).
     fn hinted(store: &SledBackend, key: &[u8]) -> Option<Vec<u8>> {
-        match store.db.hints().known(T, key) {
-            Known::Look { at, .. } => at.map(Vec::from),
-            Known::Record(_) => panic!("a record kept"),
-        }
+        store.db.hints().hinted(T, key)
     }
 
     /// Whether `key`'s record is answered from memory.
     fn kept(store: &SledBackend, key: &[u8]) -> bool {
-        matches!(store.db.hints().known(T, key), Known::Record(_))
+        store.db.hints().kept(T, key).is_some()
     }
 
     /// Reads `key` twice: from the store, then from memory (if found).
