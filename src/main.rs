@@ -2,7 +2,7 @@
 
 mod cli;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use govshare::config::Config;
 use govshare::gateway::pki::Pki;
@@ -162,21 +162,18 @@ enum PkiCommand {
 /// Colour codes only on a terminal: in a file or journald they are noise.
 ///
 /// A writer thread takes the formatted lines and writes whatever has
-/// queued up in one buffered write: with one line per request, a `write`
-/// per line on the request path cost ~2 % of the gateway's CPU under load
-/// (`perf`, `govshare bench --only unary`). It is not lossy — a full queue
-/// slows the caller rather than drop a line — and the returned guard
-/// flushes what is left when it is dropped at exit.
-fn init_logging(
-    format: govshare::config::LogFormat,
-) -> tracing_appender::non_blocking::WorkerGuard {
+/// gathered every few milliseconds (`base::log_sink`): with one line per
+/// request, a `write` per line on the request path cost ~2 % of the
+/// gateway's CPU under load, and waking a writer per line as much again
+/// (`perf`, `govshare bench --only unary`). It is not lossy — past a
+/// bound the caller waits rather than a line be dropped — and the returned
+/// guard writes what is left when it is dropped at exit.
+fn init_logging(format: govshare::config::LogFormat) -> Result<govshare::base::log_sink::Flusher> {
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, flusher) = govshare::base::log_sink::spawn(std::io::stderr())
+        .context("starting the log-writer thread")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -185,7 +182,7 @@ fn init_logging(
         govshare::config::LogFormat::Text => builder.init(),
         govshare::config::LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(flusher)
 }
 
 /// mimalloc instead of glibc malloc: the request path allocates many
@@ -210,7 +207,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let _log = (!matches!(cli.command, Command::Serve { .. }))
-        .then(|| init_logging(govshare::config::LogFormat::Text));
+        .then(|| init_logging(govshare::config::LogFormat::Text))
+        .transpose()?;
     match cli.command {
         Command::Admin(args) => cli::admin::run(args).await,
         Command::Pull(args) => cli::pull::run(args).await,
@@ -225,7 +223,7 @@ async fn run(cli: Cli) -> Result<()> {
             demo_persons,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
-            let _log = init_logging(cfg.log_format);
+            let _log = init_logging(cfg.log_format)?;
             cfg.listen = listen.unwrap_or(cfg.listen);
             cfg.data_dir = data_dir.unwrap_or(cfg.data_dir);
             cfg.demo_persons = demo_persons.unwrap_or(cfg.demo_persons);
