@@ -155,23 +155,30 @@ impl DepartmentKey {
 
 /// The masked form of `value`; `None` when the kind has no masked form.
 pub fn mask(kind: MaskKind, value: &str, community_name: Option<&str>) -> Option<String> {
-    let chars: Vec<char> = value.chars().collect();
+    // Byte offsets, not a `Vec<char>` and a `format!`: this runs for every
+    // masked field of every record released (~2 % of a pull's CPU before).
     let keep_ends = |head: usize, stars: &str, tail: usize| {
-        if chars.len() < head + tail {
-            "*".repeat(chars.len())
-        } else {
-            let h: String = chars[..head].iter().collect();
-            let t: String = chars[chars.len() - tail..].iter().collect();
-            format!("{h}{stars}{t}")
+        let chars = value.chars().count();
+        if chars < head + tail {
+            return "*".repeat(chars);
         }
+        let at = |n: usize| value.char_indices().nth(n).map_or(value.len(), |(i, _)| i);
+        let (head, tail) = (&value[..at(head)], &value[at(chars - tail)..]);
+        let mut out = String::with_capacity(head.len() + stars.len() + tail.len());
+        out.push_str(head);
+        out.push_str(stars);
+        out.push_str(tail);
+        out
     };
     match kind {
         MaskKind::CitizenId => Some(keep_ends(6, "********", 4)),
         MaskKind::Phone => Some(keep_ends(3, "****", 4)),
-        MaskKind::PersonName => chars.first().map(|c| {
-            std::iter::once(*c)
-                .chain(std::iter::repeat_n('*', chars.len() - 1))
-                .collect()
+        MaskKind::PersonName => value.chars().next().map(|first| {
+            let stars = value.chars().count() - 1;
+            let mut out = String::with_capacity(first.len_utf8() + stars);
+            out.push(first);
+            out.extend(std::iter::repeat_n('*', stars));
+            out
         }),
         MaskKind::BirthDate => value.get(..4).map(str::to_string),
         MaskKind::Address => community_name.map(str::to_string),
@@ -764,6 +771,34 @@ mod tests {
         );
         assert_eq!(mask(MaskKind::Address, "幸福路 12 号", None), None);
         assert_eq!(mask(MaskKind::Phone, "12", None).unwrap(), "**");
+    }
+
+    proptest::proptest! {
+        /// Any text, any script: a mask keeps the characters the design
+        /// table keeps (counted in characters, never bytes) and stars the
+        /// rest, one star per character.
+        #[test]
+        fn a_mask_keeps_its_ends_in_characters_whatever_the_script(value in "\\PC{0,24}") {
+            let chars: Vec<char> = value.chars().collect();
+            let ends = |head: usize, stars: &str, tail: usize| -> String {
+                if chars.len() < head + tail {
+                    "*".repeat(chars.len())
+                } else {
+                    let h: String = chars[..head].iter().collect();
+                    let t: String = chars[chars.len() - tail..].iter().collect();
+                    h + stars + &t
+                }
+            };
+            proptest::prop_assert_eq!(
+                mask(MaskKind::CitizenId, &value, None),
+                Some(ends(6, "********", 4))
+            );
+            proptest::prop_assert_eq!(mask(MaskKind::Phone, &value, None), Some(ends(3, "****", 4)));
+            let name = chars.first().map(|c| {
+                std::iter::once(*c).chain(std::iter::repeat_n('*', chars.len() - 1)).collect::<String>()
+            });
+            proptest::prop_assert_eq!(mask(MaskKind::PersonName, &value, None), name);
+        }
     }
 
     #[test]
