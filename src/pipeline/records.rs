@@ -222,7 +222,7 @@ impl RecordStore {
         self.backend
             .upsert_placed(R::TREES, &likely, &mut |n, old| {
                 let version = match old {
-                    Some(bytes) => R::decode(bytes)?.version(),
+                    Some(bytes) => R::stored_version(bytes)?,
                     None => 0,
                 }
                 .checked_add(1)

@@ -107,6 +107,32 @@ fn varint(buf: &mut &[u8]) -> Result<u64> {
     bail!("a stored record has a malformed varint")
 }
 
+/// The value a decode keeps of the varint field `number` (its last
+/// copy), or `None` if it is absent. Every field is walked, so framing
+/// damaged anywhere is refused; what is inside the other fields is not
+/// looked at.
+pub fn last_varint(bytes: &[u8], number: u64) -> Result<Option<u64>> {
+    let mut last = None;
+    for f in fields(bytes) {
+        let f = f?;
+        if f.number == number {
+            if f.wire_type != 0 {
+                bail!("a stored record's field {number} is not a number");
+            }
+            let mut raw = f.raw;
+            varint(&mut raw)?;
+            last = Some(varint(&mut raw)?);
+        }
+    }
+    Ok(last)
+}
+
+/// The number of `message`'s field `field` in this build's descriptors.
+pub fn number_of(message: &str, field: &str) -> Option<u64> {
+    let m = super::json::pool().get_message_by_name(message)?;
+    Some(u64::from(m.get_field_by_name(field)?.number()))
+}
+
 /// Appends a length-delimited field `number` holding `value`.
 pub fn put_len(out: &mut Vec<u8>, number: u64, value: &[u8]) {
     put_varint(out, (number << 3) | LEN);
