@@ -1,5 +1,6 @@
 //! The gateway's log lines on their way to stderr: gathered in memory and
-//! written by one thread a few times a second, not woken for each line.
+//! written by one thread at most every [`FLUSH_EVERY`], not woken for
+//! each line.
 //!
 //! Why not a channel whose reader wakes per line (`tracing-appender`'s
 //! non-blocking writer, used before): under a pull load the log thread
@@ -7,26 +8,35 @@
 //! — a futex wake-up, on a VM an interrupt to the other core — about 680
 //! times a second at 24 000 pulls/s, and the wake alone was 1.8 % of the
 //! workers' samples (`perf`, `govshare bench --only unary`). Here a line
-//! is appended under a mutex, and the writer wakes on its own every
-//! [`FLUSH_EVERY`], or early once [`HIGH_WATER`] bytes wait.
+//! is appended under a mutex. An idle writer sleeps until a first line
+//! comes; then it gathers for [`FLUSH_EVERY`] (less once [`HIGH_WATER`]
+//! bytes wait) and writes them all: under load one wake-up per batch,
+//! none while nothing is logged.
 //!
-//! Not lossy, and bounded: past [`CAP`] waiting bytes a caller waits for
-//! the writer (a flood of log lines slows requests rather than grow memory
-//! or drop lines). Dropping the [`Flusher`] writes what is left; a line
-//! logged after that, while the process exits, is discarded.
+//! Bounded, and lossless while stderr takes what it is given: past
+//! [`CAP`] waiting bytes a caller waits for the writer (a flood of log
+//! lines slows requests rather than grow memory or drop lines). Dropping
+//! the [`Flusher`] writes what is left, waiting at most [`EXIT_WAIT`] for
+//! a stderr that does not take it (a stalled pipe must not hold the exit
+//! for ever). A line logged after that, or by a caller still waiting at
+//! the cap then, is discarded.
 
 use std::io::{self, Write};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a line may wait for its `write`: short beside anything an
-/// operator watches for, long beside the gaps between lines under load.
+/// How long a first line waits for others before they are written: short
+/// beside anything an operator watches for, long beside the gaps between
+/// lines under load.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
-/// Bytes that wake the writer before its time.
+/// Bytes that cut the gathering short.
 pub const HIGH_WATER: usize = 256 * 1024;
 /// Bytes past which a caller waits for the writer.
 pub const CAP: usize = 4 * 1024 * 1024;
+/// How long the exit waits for the last lines to be written.
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// The writing end: a [`tracing_subscriber::fmt::MakeWriter`]. Each log
 /// event is formatted whole and handed over in one `write`, so lines from
@@ -36,25 +46,31 @@ pub struct LogSink {
     shared: Arc<Shared>,
 }
 
-/// Owns the writer thread; dropping it writes every line handed over
-/// before, then stops the thread.
+/// Owns the writer thread; dropping it writes the lines handed over
+/// before (within [`EXIT_WAIT`]), then stops the thread.
 pub struct Flusher {
     shared: Arc<Shared>,
+    /// Disconnected when the writer thread has returned.
+    finished: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// The writer waits here for its time, high water, or the end.
+    /// The writer waits here for a first line, high water, or the end.
     wake: Condvar,
-    /// Callers past [`CAP`] wait here for the writer to take the lines.
+    /// Callers past the cap wait here for the writer to take the lines.
     taken: Condvar,
+    high_water: usize,
     cap: usize,
 }
 
 #[derive(Default)]
 struct State {
     lines: Vec<u8>,
+    /// The writer sleeps until a line comes (set by it, cleared by the
+    /// line that wakes it).
+    idle: bool,
     closed: bool,
 }
 
@@ -65,6 +81,24 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits on `condvar`, carrying on past a poisoned lock (above).
+    fn wait<'a>(
+        &self,
+        condvar: &Condvar,
+        state: MutexGuard<'a, State>,
+        at_most: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        match at_most {
+            Some(d) => condvar
+                .wait_timeout(state, d)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0),
+            None => condvar
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        }
     }
 }
 
@@ -82,22 +116,27 @@ fn spawn_with(
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
         taken: Condvar::new(),
+        high_water: HIGH_WATER.min(cap),
         cap,
     });
     let theirs = shared.clone();
+    let (finishing, finished) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || {
+            let _finishing = finishing;
             let mut batch = Vec::new();
             loop {
                 let closed = {
                     let mut state = theirs.lock();
-                    if !state.closed && state.lines.len() < HIGH_WATER.min(theirs.cap) {
-                        state = theirs
-                            .wake
-                            .wait_timeout(state, every)
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .0;
+                    if state.lines.is_empty() && !state.closed {
+                        state.idle = true;
+                        while state.idle && !state.closed {
+                            state = theirs.wait(&theirs.wake, state, None);
+                        }
+                    }
+                    if !state.closed && state.lines.len() < theirs.high_water {
+                        state = theirs.wait(&theirs.wake, state, Some(every));
                     }
                     std::mem::swap(&mut state.lines, &mut batch);
                     state.closed
@@ -120,6 +159,7 @@ fn spawn_with(
         },
         Flusher {
             shared,
+            finished,
             thread: Some(thread),
         },
     ))
@@ -130,17 +170,17 @@ impl Write for &LogSink {
         let shared = &self.shared;
         let mut state = shared.lock();
         while state.lines.len() >= shared.cap && !state.closed {
-            state = shared
-                .taken
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = shared.wait(&shared.taken, state, None);
         }
         if state.closed {
             return Ok(line.len());
         }
         let before = state.lines.len();
         state.lines.extend_from_slice(line);
-        if before < HIGH_WATER && state.lines.len() >= HIGH_WATER.min(shared.cap) {
+        if state.idle {
+            state.idle = false;
+            shared.wake.notify_one();
+        } else if before < shared.high_water && state.lines.len() >= shared.high_water {
             shared.wake.notify_one();
         }
         Ok(line.len())
@@ -164,7 +204,11 @@ impl Drop for Flusher {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
         self.shared.taken.notify_all();
-        if let Some(thread) = self.thread.take() {
+        // Disconnected once the thread has returned; a writer still stuck
+        // in stderr after EXIT_WAIT is left behind with the process.
+        if let (Err(mpsc::RecvTimeoutError::Disconnected), Some(thread)) =
+            (self.finished.recv_timeout(EXIT_WAIT), self.thread.take())
+        {
             let _ = thread.join();
         }
     }
@@ -245,6 +289,12 @@ mod tests {
     fn a_lone_line_is_written_without_waiting_for_more() {
         let (out, told) = out();
         let (sink, _flusher) = spawn(out.clone()).unwrap();
+        // The line comes to a writer asleep with nothing to write.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sink.shared.lock().idle {
+            assert!(Instant::now() < deadline, "the writer never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         (&sink).write_all(b"listening on 127.0.0.1:1\n").unwrap();
         told.recv_timeout(Duration::from_secs(10))
             .expect("the writer wrote the line on its own");
@@ -292,5 +342,39 @@ mod tests {
         caller.join().unwrap();
         drop(flusher);
         assert_eq!(out.written.lock().unwrap().len(), 1_001 * line.len());
+    }
+
+    #[test]
+    fn an_exit_waits_a_bounded_time_for_a_stalled_stderr_and_frees_waiting_callers() {
+        const SMALL_CAP: usize = 4096;
+        let (out, _told) = out();
+        let (sink, flusher) = spawn_with(out.clone(), Duration::from_millis(1), SMALL_CAP).unwrap();
+        let stall = out.stall.lock().unwrap();
+        let line = [b'y'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
+        let caller = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1_000 {
+                    (&sink).write_all(&line).unwrap();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.shared.lock().lines.len() < SMALL_CAP {
+            assert!(
+                Instant::now() < deadline,
+                "the caller never reached the cap"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (dropped, told) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(flusher);
+            dropped.send(()).unwrap();
+        });
+        told.recv_timeout(EXIT_WAIT + Duration::from_secs(10))
+            .expect("the exit waited for the stalled stderr without bound");
+        caller.join().expect("the waiting caller was let go");
+        drop(stall);
     }
 }

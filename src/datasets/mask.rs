@@ -793,9 +793,14 @@ mod tests {
                 mask(MaskKind::CitizenId, &value, None),
                 Some(ends(6, "********", 4))
             );
-            proptest::prop_assert_eq!(mask(MaskKind::Phone, &value, None), Some(ends(3, "****", 4)));
+            proptest::prop_assert_eq!(
+                mask(MaskKind::Phone, &value, None),
+                Some(ends(3, "****", 4))
+            );
             let name = chars.first().map(|c| {
-                std::iter::once(*c).chain(std::iter::repeat_n('*', chars.len() - 1)).collect::<String>()
+                std::iter::once(*c)
+                    .chain(std::iter::repeat_n('*', chars.len() - 1))
+                    .collect::<String>()
             });
             proptest::prop_assert_eq!(mask(MaskKind::PersonName, &value, None), name);
         }

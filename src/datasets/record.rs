@@ -196,9 +196,10 @@ mod tests {
     }
 
     /// A publish reads the replaced record's version from its bytes
-    /// without decoding it: that reading must be the decode's, for every
-    /// stamped type — absent as 0, a field stored twice as its last copy,
-    /// a version that is not a number refused, as the decode refuses it.
+    /// without decoding it: the version read must be the decode's, for
+    /// every stamped type — absent as 0, a field stored twice as its last
+    /// copy, a version of another wire type or an overlong varint refused,
+    /// as the decode refuses it.
     #[test]
     fn a_stored_version_read_from_the_wire_is_the_one_a_decode_reads() {
         fn check<R: Record>() {
@@ -230,7 +231,21 @@ mod tests {
             crate::proto::wire::put_len(&mut wrong, number, b"7");
             same(&wrong);
             assert!(R::stored_version(&wrong).is_err(), "{}", R::NAME);
-            // Cut inside the version: both refuse.
+            // The version as a 64-bit fixed field: both refuse.
+            let mut fixed = Vec::new();
+            prost::encoding::encode_varint(number << 3 | 1, &mut fixed);
+            fixed.extend_from_slice(&7u64.to_le_bytes());
+            same(&fixed);
+            assert!(R::stored_version(&fixed).is_err(), "{}", R::NAME);
+            // An eleven-byte varint: both refuse.
+            let mut overlong = Vec::new();
+            prost::encoding::encode_varint(number << 3, &mut overlong);
+            overlong.extend_from_slice(&[0x80; 10]);
+            overlong.push(0);
+            same(&overlong);
+            assert!(R::stored_version(&overlong).is_err(), "{}", R::NAME);
+            // Cut inside the version (the last field a stamped default
+            // record encodes): both refuse.
             let whole = stamped(u64::MAX);
             same(&whole[..whole.len() - 1]);
             assert!(R::stored_version(&whole[..whole.len() - 1]).is_err());

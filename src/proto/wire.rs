@@ -110,7 +110,11 @@ fn varint(buf: &mut &[u8]) -> Result<u64> {
 /// The value a decode keeps of the varint field `number` (its last
 /// copy), or `None` if it is absent. Every field is walked, so framing
 /// damaged anywhere is refused; what is inside the other fields is not
-/// looked at.
+/// looked at. So, unlike a decode, it reads the number out of a record
+/// whose other fields are damaged (bad UTF-8, a wrong wire type) — a
+/// publish then replaces such a record rather than fail — and, like
+/// [`fields`], it refuses groups (wire types 3 and 4), which this build
+/// never writes.
 pub fn last_varint(bytes: &[u8], number: u64) -> Result<Option<u64>> {
     let mut last = None;
     for f in fields(bytes) {
