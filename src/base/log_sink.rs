@@ -251,6 +251,42 @@ mod tests {
         (out, told)
     }
 
+    /// Waits, at most 10 s, until `done` holds.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A thread that writes `line` a thousand times.
+    fn caller(sink: &LogSink, line: &[u8]) -> std::thread::JoinHandle<()> {
+        let (sink, line) = (sink.clone(), line.to_vec());
+        std::thread::spawn(move || {
+            for _ in 0..1_000 {
+                (&sink).write_all(&line).unwrap();
+            }
+        })
+    }
+
+    const SMALL_CAP: usize = 4096;
+
+    /// A sink whose writer gathers for 1 ms and whose callers wait past
+    /// [`SMALL_CAP`].
+    fn small() -> (Out, LogSink, Flusher) {
+        let (out, _told) = out();
+        let (sink, flusher) = spawn_with(out.clone(), Duration::from_millis(1), SMALL_CAP).unwrap();
+        (out, sink, flusher)
+    }
+
+    /// A line of 100 bytes.
+    const LINE: &[u8; 100] = &{
+        let mut line = [b'x'; 100];
+        line[99] = b'\n';
+        line
+    };
+
     #[test]
     fn lines_from_many_threads_all_arrive_whole_and_in_each_threads_order() {
         let (out, _told) = out();
@@ -290,11 +326,7 @@ mod tests {
         let (out, told) = out();
         let (sink, _flusher) = spawn(out.clone()).unwrap();
         // The line comes to a writer asleep with nothing to write.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sink.shared.lock().idle {
-            assert!(Instant::now() < deadline, "the writer never went idle");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until("the writer never went idle", || sink.shared.lock().idle);
         (&sink).write_all(b"listening on 127.0.0.1:1\n").unwrap();
         told.recv_timeout(Duration::from_secs(10))
             .expect("the writer wrote the line on its own");
@@ -303,70 +335,41 @@ mod tests {
 
     #[test]
     fn a_stalled_stderr_makes_callers_wait_rather_than_grow_memory_or_drop_lines() {
-        const SMALL_CAP: usize = 4096;
-        let (out, _told) = out();
-        let (sink, flusher) = spawn_with(out.clone(), Duration::from_millis(1), SMALL_CAP).unwrap();
+        let (out, sink, flusher) = small();
         // Declared after the flusher, so a failing assertion releases the
         // writer before the flusher's drop waits for it.
         let stall = out.stall.lock().unwrap();
-        let line = [b'x'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
         // The writer takes a first batch and blocks writing it.
-        (&sink).write_all(&line).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sink.shared.lock().lines.is_empty() {
-            assert!(Instant::now() < deadline, "the writer never took its batch");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let caller = {
-            let sink = sink.clone();
-            let line = line.clone();
-            std::thread::spawn(move || {
-                for _ in 0..1_000 {
-                    (&sink).write_all(&line).unwrap();
-                }
-            })
-        };
+        (&sink).write_all(LINE).unwrap();
+        until("the writer never took its batch", || {
+            sink.shared.lock().lines.is_empty()
+        });
+        let caller = caller(&sink, LINE);
         // The caller gets as far as the cap, then waits.
-        while sink.shared.lock().lines.len() < SMALL_CAP {
-            assert!(Instant::now() < deadline, "the caller stopped early");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        until("the caller stopped early", || {
+            sink.shared.lock().lines.len() >= SMALL_CAP
+        });
         std::thread::sleep(Duration::from_millis(100));
         let waiting = sink.shared.lock().lines.len();
         assert!(
-            waiting < SMALL_CAP + line.len(),
+            waiting < SMALL_CAP + LINE.len(),
             "grew past the cap: {waiting} bytes"
         );
         assert!(!caller.is_finished(), "the caller never waited");
         drop(stall);
         caller.join().unwrap();
         drop(flusher);
-        assert_eq!(out.written.lock().unwrap().len(), 1_001 * line.len());
+        assert_eq!(out.written.lock().unwrap().len(), 1_001 * LINE.len());
     }
 
     #[test]
     fn an_exit_waits_a_bounded_time_for_a_stalled_stderr_and_frees_waiting_callers() {
-        const SMALL_CAP: usize = 4096;
-        let (out, _told) = out();
-        let (sink, flusher) = spawn_with(out.clone(), Duration::from_millis(1), SMALL_CAP).unwrap();
+        let (out, sink, flusher) = small();
         let stall = out.stall.lock().unwrap();
-        let line = [b'y'; 99].iter().chain(b"\n").copied().collect::<Vec<u8>>();
-        let caller = {
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                for _ in 0..1_000 {
-                    (&sink).write_all(&line).unwrap();
-                }
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sink.shared.lock().lines.len() < SMALL_CAP {
-            assert!(
-                Instant::now() < deadline,
-                "the caller never reached the cap"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let caller = caller(&sink, LINE);
+        until("the caller never reached the cap", || {
+            sink.shared.lock().lines.len() >= SMALL_CAP
+        });
         let (dropped, told) = mpsc::channel();
         std::thread::spawn(move || {
             drop(flusher);
