@@ -165,9 +165,10 @@ enum PkiCommand {
 /// gathered every few milliseconds (`base::log_sink`): with one line per
 /// request, a `write` per line on the request path cost ~2 % of the
 /// gateway's CPU under load, and waking a writer per line as much again
-/// (`perf`, `govshare bench --only unary`). It is not lossy — past a
-/// bound the caller waits rather than a line be dropped — and the returned
-/// guard writes what is left when it is dropped at exit.
+/// (`perf`, `govshare bench --only unary`). It is not lossy while stderr
+/// takes its lines — past a bound the caller waits rather than a line be
+/// dropped — and the returned guard writes what is left when it is
+/// dropped at exit (waiting at most a second for a stalled stderr).
 fn init_logging(format: govshare::config::LogFormat) -> Result<govshare::base::log_sink::Flusher> {
     use std::io::IsTerminal;
     let filter =
